@@ -1,0 +1,380 @@
+"""Files that geosynth steps hand to each other: safetensors tensors with JSON metadata.
+
+Every output is written atomically (a temporary name in the same directory, then a rename) so a
+killed run never leaves a half-written file that a later step would trust, and every output gets a
+provenance sidecar (argv, version, input fingerprints, seeds, start and end time). The formats are
+documented in ``docs/formats.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors.torch import safe_open as _safe_open
+
+from geosynth import __version__
+from geosynth.errors import GeosynthError
+
+PROVENANCE_SUFFIX = ".provenance.json"
+DIR_PROVENANCE_NAME = "provenance.json"
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    Works for files and directories. The temporary lives in the same directory so the final
+    ``os.replace`` is a rename on one filesystem. An existing directory at ``path`` is swapped out
+    and removed only after the new one is in place.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        yield tmp
+        if final.is_dir() and not final.is_symlink():
+            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def file_digest(path: Path) -> str:
+    """blake2b-128 of a file's bytes, streamed."""
+    h = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint(source: str | os.PathLike[str]) -> str:
+    """A content hash of a file or directory tree; hub ids and other non-paths hash their name.
+
+    Directories hash every file's relative path and content (provenance sidecars excluded, so that
+    re-running a step does not change the fingerprint of its output), which makes the fingerprint
+    independent of file system order and modification times.
+    """
+    p = Path(source)
+    if p.is_file():
+        return file_digest(p)
+    if p.is_dir():
+        h = hashlib.blake2b(digest_size=16)
+        for f in sorted(q for q in p.rglob("*") if q.is_file()):
+            rel = f.relative_to(p).as_posix()
+            if rel.endswith(PROVENANCE_SUFFIX) or rel == DIR_PROVENANCE_NAME:
+                continue
+            h.update(rel.encode())
+            h.update(file_digest(f).encode())
+        return h.hexdigest()
+    return "name:" + hashlib.blake2b(str(source).encode(), digest_size=16).hexdigest()
+
+
+def combine_fingerprints(fingerprints: Mapping[str, str]) -> str:
+    """One hash over several named inputs (order-independent)."""
+    h = hashlib.blake2b(digest_size=16)
+    for key in sorted(fingerprints):
+        h.update(f"{key}={fingerprints[key]};".encode())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Provenance:
+    """Where an output came from: enough to re-run it and to tell whether its inputs changed."""
+
+    command: str
+    inputs: dict[str, str] = field(default_factory=dict)
+    seeds: dict[str, int] = field(default_factory=dict)
+    argv: list[str] = field(default_factory=lambda: list(sys.argv))
+    version: str = __version__
+    started: str = field(default_factory=_now)
+    finished: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def start(
+        cls,
+        command: str,
+        inputs: Mapping[str, str | os.PathLike[str]] | None = None,
+        seeds: Mapping[str, int] | None = None,
+        **extra: Any,
+    ) -> Provenance:
+        """Begin a record; ``inputs`` maps a role ("dataset", "model") to a path or id."""
+        fps = {f"{k}:{v}": fingerprint(v) for k, v in (inputs or {}).items()}
+        return cls(command=command, inputs=fps, seeds=dict(seeds or {}), extra=dict(extra))
+
+    @property
+    def input_fingerprint(self) -> str:
+        return combine_fingerprints(self.inputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "argv": self.argv,
+            "version": self.version,
+            "inputs": self.inputs,
+            "input_fingerprint": self.input_fingerprint,
+            "seeds": self.seeds,
+            "started": self.started,
+            "finished": self.finished or _now(),
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+
+def provenance_path(output: str | os.PathLike[str]) -> Path:
+    """The sidecar of an output: ``DIR/provenance.json`` for a directory, ``FILE.provenance.json``
+    for a file."""
+    out = Path(output)
+    if out.is_dir():
+        return out / DIR_PROVENANCE_NAME
+    return out.with_name(out.name + PROVENANCE_SUFFIX)
+
+
+def write_provenance(output: str | os.PathLike[str], provenance: Provenance) -> Path:
+    """Close the record (end time now) and write the sidecar of ``output`` atomically."""
+    provenance.finished = _now()
+    target = provenance_path(output)
+    write_json(target, provenance.to_dict())
+    return target
+
+
+# --------------------------------------------------------------------------- tensors
+
+
+@dataclass
+class TensorFile:
+    """The tensors and string metadata of one safetensors file."""
+
+    path: Path
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+
+    @property
+    def class_names(self) -> list[str] | None:
+        raw = self.metadata.get("class_names")
+        return None if raw is None else list(json.loads(raw))
+
+    def require(self, name: str, *, ndim: int | None = None, what: str = "") -> torch.Tensor:
+        """Return tensor ``name`` or fail with a message naming the file and what was expected."""
+        if name not in self.tensors:
+            found = ", ".join(sorted(self.tensors)) or "none"
+            hint = f" ({what})" if what else ""
+            raise GeosynthError(
+                f"{self.path}: no tensor '{name}'{hint}; tensors found: {found}"
+            )
+        t = self.tensors[name]
+        if ndim is not None and t.ndim != ndim:
+            raise GeosynthError(
+                f"{self.path}: tensor '{name}' has shape {tuple(t.shape)}, expected {ndim} dimensions"
+            )
+        return t
+
+
+def save_tensors(
+    path: str | os.PathLike[str],
+    tensors: Mapping[str, torch.Tensor],
+    *,
+    provenance: Provenance,
+    class_names: Sequence[str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``tensors`` with geosynth's metadata keys, atomically, plus the provenance sidecar.
+
+    Metadata values that are not strings are stored as JSON (safetensors only holds strings).
+    """
+    meta: dict[str, str] = {
+        "format": "geosynth",
+        "geosynth_version": __version__,
+        "command": provenance.command,
+        "argv": json.dumps(provenance.argv),
+        "input_fingerprint": provenance.input_fingerprint,
+    }
+    if class_names is not None:
+        meta["class_names"] = json.dumps(list(class_names))
+    for key, value in (metadata or {}).items():
+        meta[key] = value if isinstance(value, str) else json.dumps(value)
+    out = Path(path)
+    contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    with atomic_path(out) as tmp:
+        save_file(contiguous, str(tmp), metadata=meta)
+    write_provenance(out, provenance)
+    return out
+
+
+def load_tensors(path: str | os.PathLike[str]) -> TensorFile:
+    """Read every tensor and the metadata of a safetensors file, with one-line errors."""
+    p = Path(path)
+    if not p.exists():
+        raise GeosynthError(f"{p}: no such file (expected a .safetensors file)")
+    if p.is_dir():
+        raise GeosynthError(f"{p}: is a directory (expected a .safetensors file)")
+    try:
+        with _safe_open(str(p), framework="pt") as fh:
+            metadata = dict(fh.metadata() or {})
+        tensors = load_file(str(p))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise GeosynthError(f"{p}: not a readable safetensors file ({exc})") from exc
+    return TensorFile(path=p, tensors=tensors, metadata=metadata)
+
+
+# --------------------------------------------------------------------------- typed artifacts
+
+
+@dataclass
+class Embeddings:
+    """N feature vectors (float32, N x D) with optional integer labels into ``class_names``."""
+
+    embeddings: torch.Tensor
+    labels: torch.Tensor | None = None
+    class_names: list[str] | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_embeddings(self, "embeddings")
+
+
+def _check_embeddings(e: Embeddings, where: str) -> None:
+    if e.embeddings.ndim != 2:
+        raise GeosynthError(f"{where}: 'embeddings' must be N x D, got {tuple(e.embeddings.shape)}")
+    if e.labels is not None:
+        if e.labels.ndim != 1 or e.labels.shape[0] != e.embeddings.shape[0]:
+            raise GeosynthError(
+                f"{where}: 'labels' must hold one label per embedding "
+                f"({e.embeddings.shape[0]}), got shape {tuple(e.labels.shape)}"
+            )
+        if e.class_names is not None and e.labels.numel():
+            lo, hi = int(e.labels.min()), int(e.labels.max())
+            if lo < 0 or hi >= len(e.class_names):
+                raise GeosynthError(
+                    f"{where}: labels range over [{lo}, {hi}] but only "
+                    f"{len(e.class_names)} class names are recorded"
+                )
+
+
+def save_embeddings(
+    path: str | os.PathLike[str],
+    emb: Embeddings,
+    *,
+    provenance: Provenance,
+) -> Path:
+    """Write tensor ``embeddings`` (float32) and, if present, ``labels`` (int64)."""
+    tensors = {"embeddings": emb.embeddings.float()}
+    if emb.labels is not None:
+        tensors["labels"] = emb.labels.long()
+    return save_tensors(
+        path, tensors, provenance=provenance, class_names=emb.class_names, metadata=emb.metadata
+    )
+
+
+def load_embeddings(path: str | os.PathLike[str]) -> Embeddings:
+    """Read an embeddings file written by ``geosynth embed`` (or any file with the same keys)."""
+    tf = load_tensors(path)
+    emb = tf.require("embeddings", ndim=2, what="an N x D feature matrix").float()
+    labels = tf.tensors.get("labels")
+    try:
+        return Embeddings(
+            embeddings=emb,
+            labels=None if labels is None else labels.long(),
+            class_names=tf.class_names,
+            metadata=tf.metadata,
+        )
+    except GeosynthError as exc:
+        raise GeosynthError(f"{tf.path}: {exc}".replace(": embeddings:", ":")) from None
+
+
+@dataclass
+class ChannelMeans:
+    """Per-class means (K x C, float32) of latent channels; ``std`` is for diagnostics."""
+
+    means: torch.Tensor
+    class_names: list[str]
+    std: torch.Tensor | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.means.ndim != 2 or self.means.shape[0] != len(self.class_names):
+            raise GeosynthError(
+                f"channel means: 'means' must be K x C with K = {len(self.class_names)} classes, "
+                f"got shape {tuple(self.means.shape)}"
+            )
+
+    def for_class(self, name: str) -> torch.Tensor:
+        """The C-vector of one class, or an error listing the classes that exist."""
+        if name not in self.class_names:
+            raise GeosynthError(
+                f"channel means have no class '{name}' (classes: {', '.join(self.class_names)})"
+            )
+        return self.means[self.class_names.index(name)]
+
+
+def save_channel_means(
+    path: str | os.PathLike[str], cm: ChannelMeans, *, provenance: Provenance
+) -> Path:
+    """Write tensor ``means`` (K x C float32), and ``std`` when known."""
+    tensors = {"means": cm.means.float()}
+    if cm.std is not None:
+        tensors["std"] = cm.std.float()
+    return save_tensors(
+        path, tensors, provenance=provenance, class_names=cm.class_names, metadata=cm.metadata
+    )
+
+
+def load_channel_means(path: str | os.PathLike[str]) -> ChannelMeans:
+    """Read a channel-means file; the class names are required to map rows to classes."""
+    tf = load_tensors(path)
+    means = tf.require("means", ndim=2, what="K x C per-class latent channel means").float()
+    names = tf.class_names
+    if names is None:
+        raise GeosynthError(f"{tf.path}: metadata has no 'class_names' (needed to map rows)")
+    try:
+        return ChannelMeans(
+            means=means, class_names=names, std=tf.tensors.get("std"), metadata=tf.metadata
+        )
+    except GeosynthError as exc:
+        raise GeosynthError(f"{tf.path}: {exc}") from None

@@ -1,0 +1,24 @@
+"""Image datasets in and out: folders, Hugging Face datasets, hub ids, K-shot splits."""
+
+from geosynth.data.dataset import ImageDataset, Sample
+from geosynth.data.fewshot import few_shot_indices
+from geosynth.data.folder import IMAGE_SUFFIXES, read_image_folder
+from geosynth.data.hf import from_hf
+from geosynth.data.load import load_dataset, open_dataset
+from geosynth.data.names import prompt_name
+from geosynth.data.writer import ImageFolderWriter, check_output_dir, export_dataset
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageDataset",
+    "ImageFolderWriter",
+    "Sample",
+    "check_output_dir",
+    "export_dataset",
+    "few_shot_indices",
+    "from_hf",
+    "load_dataset",
+    "open_dataset",
+    "prompt_name",
+    "read_image_folder",
+]

@@ -1,0 +1,141 @@
+"""``ImageDataset``: labelled images from any source, with the operations every step shares.
+
+Sources (image folders, saved or hub Hugging Face datasets, geosynth imagefolders) only differ in
+how they list samples and decode one image; they hand an :class:`ImageDataset` a list of
+:class:`Sample` and a decoder. Class selection and K-shot sampling then work the same everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from PIL import Image
+
+from geosynth.data.fewshot import few_shot_indices
+from geosynth.data.names import prompt_name
+from geosynth.errors import GeosynthError
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset: a stable key (relative path or row id), its label and a handle the
+    source's decoder understands (a path, a row index)."""
+
+    key: str
+    label: int
+    ref: Any
+
+
+Decoder = Callable[[Sample], Image.Image]
+Digest = Callable[[Sample], str]
+
+
+@dataclass
+class ImageDataset(torch.utils.data.Dataset):
+    """Labelled images; ``ds[i]`` is ``(PIL RGB image, label)``.
+
+    ``class_names`` holds every class in label order; ``source`` and ``kind`` say where the data
+    came from (for provenance and messages); ``digest`` gives a content id per sample, from which
+    :meth:`fingerprint` identifies exactly the images selected.
+    """
+
+    source: str
+    kind: str
+    class_names: list[str]
+    samples: list[Sample]
+    decoder: Decoder
+    digest: Digest
+    selection: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return self.image(index), self.samples[index].label
+
+    def image(self, index: int) -> Image.Image:
+        """Decode sample ``index`` as RGB; unreadable images raise an error naming the file."""
+        sample = self.samples[index]
+        try:
+            img = self.decoder(sample)
+            img.load()
+            return img.convert("RGB")
+        except GeosynthError:
+            raise
+        except Exception as exc:  # PIL raises many types for broken files
+            raise GeosynthError(f"{self.describe(sample)}: cannot read image ({exc})") from None
+
+    def describe(self, sample: Sample) -> str:
+        """A human-readable location of a sample: its file path, or ``source[key]``."""
+        return str(sample.ref) if self.kind == "imagefolder" else f"{self.source}[{sample.key}]"
+
+    def fingerprint(self) -> str:
+        """Content hash of the selected samples, their labels and the class names."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(json.dumps(self.class_names).encode())
+        for s in self.samples:
+            h.update(f"{s.key}|{s.label}|{self.digest(s)};".encode())
+        return h.hexdigest()
+
+    @property
+    def labels(self) -> list[int]:
+        return [s.label for s in self.samples]
+
+    @property
+    def keys(self) -> list[str]:
+        return [s.key for s in self.samples]
+
+    @property
+    def prompt_names(self) -> list[str]:
+        """Class names as they read in a prompt ("AnnualCrop" -> "annual crop")."""
+        return [prompt_name(c) for c in self.class_names]
+
+    def counts(self) -> dict[str, int]:
+        """Number of images per class, in class order (zero for empty classes)."""
+        c = Counter(self.labels)
+        return {name: c.get(i, 0) for i, name in enumerate(self.class_names)}
+
+    def subset(self, indices: Sequence[int], **selection: Any) -> ImageDataset:
+        """A view on some samples; ``selection`` is recorded for provenance."""
+        return replace(
+            self,
+            samples=[self.samples[i] for i in indices],
+            selection={**self.selection, **selection},
+        )
+
+    def select_classes(self, names: Sequence[str]) -> ImageDataset:
+        """Keep the named classes (in the dataset's own order) and relabel them 0..K-1."""
+        unknown = [n for n in names if n not in self.class_names]
+        if unknown:
+            raise GeosynthError(
+                f"--classes: unknown class '{unknown[0]}' in {self.source} "
+                f"(available: {', '.join(self.class_names)})"
+            )
+        keep = [c for c in self.class_names if c in set(names)]
+        remap = {self.class_names.index(c): i for i, c in enumerate(keep)}
+        samples = [replace(s, label=remap[s.label]) for s in self.samples if s.label in remap]
+        return replace(
+            self,
+            class_names=keep,
+            samples=samples,
+            selection={**self.selection, "classes": keep},
+        )
+
+    def few_shot(self, shots: int, seed: int) -> ImageDataset:
+        """``shots`` images per class, stratified and deterministic (see :mod:`.fewshot`)."""
+        idx = few_shot_indices(self.labels, self.keys, self.class_names, shots, seed)
+        return self.subset(idx, shots=shots, seed=seed)
+
+    def check_nonempty(self) -> None:
+        """Fail if the dataset, or any of its classes, holds no image."""
+        if not self.samples:
+            raise GeosynthError(f"{self.source}: no images found")
+        empty = [name for name, n in self.counts().items() if n == 0]
+        if empty:
+            raise GeosynthError(f"{self.source}: class '{empty[0]}' has no images")

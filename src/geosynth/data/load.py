@@ -1,0 +1,66 @@
+"""One entry point that turns what a user typed into an :class:`ImageDataset`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from geosynth.data.dataset import ImageDataset
+from geosynth.data.folder import read_image_folder
+from geosynth.data.hf import is_saved_dataset, read_hub_dataset, read_saved_dataset
+from geosynth.errors import GeosynthError
+
+# owner/name or a bare canonical name, as the hub spells dataset ids.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+
+def open_dataset(spec: str | Path, split: str | None = None) -> ImageDataset:
+    """Open an image folder, a saved HF dataset, a geosynth imagefolder or a hub dataset id.
+
+    For a folder holding split sub-folders (``root/train/<class>/...``), ``split`` picks one.
+    """
+    path = Path(spec)
+    if path.exists():
+        if not path.is_dir():
+            raise GeosynthError(
+                f"{path}: is a file (expected an image folder or a saved Hugging Face dataset)"
+            )
+        if is_saved_dataset(path):
+            return read_saved_dataset(path, split)
+        if split is not None:
+            if not (path / split).is_dir():
+                splits = sorted(d.name for d in path.iterdir() if d.is_dir())
+                raise GeosynthError(
+                    f"--split {split}: {path / split} does not exist (found: {', '.join(splits)})"
+                )
+            path = path / split
+            if is_saved_dataset(path):
+                return read_saved_dataset(path, None)
+        return read_image_folder(path)
+    text = str(spec)
+    if _HUB_ID.match(text) and not text.startswith("."):
+        return read_hub_dataset(text, split)
+    raise GeosynthError(
+        f"{spec}: no such directory (expected an image folder, a saved Hugging Face dataset "
+        "or a hub dataset id)"
+    )
+
+
+def load_dataset(
+    spec: str | Path,
+    *,
+    split: str | None = None,
+    classes: Sequence[str] | None = None,
+    shots: int | None = None,
+    seed: int = 0,
+) -> ImageDataset:
+    """Open a dataset and apply the options every subcommand shares, in order: class subset,
+    then stratified K-shot sampling; every remaining class must hold at least one image."""
+    ds = open_dataset(spec, split)
+    if classes:
+        ds = ds.select_classes(classes)
+    ds.check_nonempty()
+    if shots is not None:
+        ds = ds.few_shot(shots, seed)
+    return ds

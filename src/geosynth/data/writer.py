@@ -1,0 +1,104 @@
+"""Write image datasets: ``<out>/<class>/<id>.png`` plus ``metadata.jsonl``, atomically.
+
+``datasets.load_dataset("imagefolder", data_dir=out)`` reads the result back with the integer
+``label`` we wrote, and so does :func:`geosynth.data.open_dataset` (with the class names).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from PIL import Image
+
+from geosynth.artifacts import DIR_PROVENANCE_NAME, Provenance, atomic_path, write_provenance
+from geosynth.data.dataset import ImageDataset
+from geosynth.data.folder import METADATA_NAME
+from geosynth.data.names import safe_dirname
+from geosynth.errors import GeosynthError
+
+
+def check_output_dir(out: Path) -> None:
+    """Refuse to replace a directory that geosynth did not write (it has no provenance.json)."""
+    if out.exists() and (
+        not out.is_dir() or (any(out.iterdir()) and not (out / DIR_PROVENANCE_NAME).exists())
+    ):
+        raise GeosynthError(
+            f"--out {out}: exists and is not a geosynth output; choose a new path or remove it"
+        )
+
+
+class ImageFolderWriter:
+    """Collect images into a temporary folder that becomes ``out`` only when the block succeeds.
+
+    >>> with ImageFolderWriter(out, class_names, provenance) as w:   # doctest: +SKIP
+    ...     w.add(img, label=0, seed=123)
+    """
+
+    def __init__(self, out: str | os.PathLike[str], class_names: Sequence[str], provenance: Provenance):
+        self.out = Path(out)
+        check_output_dir(self.out)
+        self.class_names = list(class_names)
+        self.dirnames = [safe_dirname(c) for c in self.class_names]
+        if len(set(self.dirnames)) != len(self.dirnames):
+            raise GeosynthError(f"class names {self.class_names} map to clashing folder names")
+        self.provenance = provenance
+        self.rows: list[dict[str, Any]] = []
+        self._counts = [0] * len(self.class_names)
+        self._stack = ExitStack()
+        self.tmp: Path | None = None
+
+    def __enter__(self) -> ImageFolderWriter:
+        self.tmp = self._stack.enter_context(atomic_path(self.out))
+        self.tmp.mkdir(parents=True)
+        return self
+
+    def add(self, image: Image.Image, label: int, image_id: str | None = None, **extra: Any) -> str:
+        """Save one image as PNG; ``extra`` (prompt, seed, source, ...) goes into its metadata row."""
+        assert self.tmp is not None, "use ImageFolderWriter as a context manager"
+        if not 0 <= label < len(self.class_names):
+            raise GeosynthError(f"label {label} out of range for {len(self.class_names)} classes")
+        image_id = image_id or f"{self._counts[label]:06d}"
+        self._counts[label] += 1
+        rel = f"{self.dirnames[label]}/{image_id}.png"
+        target = self.tmp / rel
+        target.parent.mkdir(exist_ok=True)
+        image.save(target, format="PNG")
+        self.rows.append(
+            {"file_name": rel, "label": label, "class_name": self.class_names[label], **extra}
+        )
+        return rel
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            assert self.tmp is not None
+            lines = (json.dumps(r, default=str) for r in self.rows)
+            (self.tmp / METADATA_NAME).write_text("".join(line + "\n" for line in lines))
+            write_provenance(self.tmp, self.provenance)
+        self._stack.__exit__(exc_type, exc, tb)
+
+
+def export_dataset(
+    ds: ImageDataset,
+    out: str | os.PathLike[str],
+    provenance: Provenance,
+    progress: Iterable[int] | None = None,
+) -> Path:
+    """Write ``ds`` (e.g. a K-shot split) as a geosynth imagefolder; each row names its source."""
+    indices = progress if progress is not None else range(len(ds))
+    with ImageFolderWriter(out, ds.class_names, provenance) as w:
+        for i in indices:
+            s = ds.samples[i]
+            stem = Path(s.key).stem if ds.kind == "imagefolder" else None
+            w.add(ds.image(i), s.label, image_id=stem, source=ds.describe(s))
+    return Path(out)

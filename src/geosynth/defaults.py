@@ -1,0 +1,14 @@
+"""The papers' default models and prompt template, in one place.
+
+Every model argument also accepts any hub id or a local directory (see :mod:`geosynth.hub`).
+"""
+
+#: Generator of seed 000 (leak-aligned noise) and of DataDream.
+SD_MODEL = "stabilityai/stable-diffusion-2-1-base"
+#: Feature space of the rarity / density analysis (seed 000, section 3.2).
+DINOV2_MODEL = "facebook/dinov2-base"
+#: Downstream classifier of seed 000 section 5: open_clip model name and pretrained tag.
+CLIP_MODEL = "ViT-B-16"
+CLIP_PRETRAINED = "openai"
+#: Prompt template of DataDream and seed 000, filled with the prompt-friendly class name.
+PROMPT_TEMPLATE = "a satellite photo of a {}"

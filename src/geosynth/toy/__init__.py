@@ -1,0 +1,33 @@
+"""Procedural toy data and tiny models, for the demo and the tests (no hub, 2 CPU cores)."""
+
+from geosynth.toy.data import (
+    DEFAULT_TOY_CLASSES,
+    TOY_CLASSES,
+    make_toy_dataset,
+    toy_hf_dataset,
+    toy_image,
+)
+from geosynth.toy.models import (
+    SD21_SCHEDULER_CONFIG,
+    build_toy_sd_pipeline,
+    make_toy_clip,
+    make_toy_dinov2,
+    make_toy_models,
+    make_toy_sd_pipeline,
+)
+from geosynth.toy.tokenizer import build_toy_tokenizer
+
+__all__ = [
+    "DEFAULT_TOY_CLASSES",
+    "SD21_SCHEDULER_CONFIG",
+    "TOY_CLASSES",
+    "build_toy_sd_pipeline",
+    "build_toy_tokenizer",
+    "make_toy_clip",
+    "make_toy_dataset",
+    "make_toy_dinov2",
+    "make_toy_models",
+    "make_toy_sd_pipeline",
+    "toy_hf_dataset",
+    "toy_image",
+]

@@ -1,0 +1,237 @@
+"""Tiny models built from configs, saved in the same layouts as the real ones.
+
+* :func:`make_toy_sd_pipeline`: a Stable-Diffusion-shaped pipeline (UNet2DConditionModel,
+  AutoencoderKL, CLIPTextModel with a locally learned tokenizer, SD 2.1-base scheduler settings)
+  that ``StableDiffusionPipeline.from_pretrained(dir)`` loads. Its VAE is briefly trained on toy
+  data so that latents carry the images' colours (what channel means and leak-aligned noise use);
+  the UNet stays random until ``geosynth finetune`` trains it.
+* :func:`make_toy_dinov2`: a transformers ``Dinov2Model`` plus image processor, the shape of
+  ``facebook/dinov2-base`` at toy size.
+* :func:`make_toy_clip`: an open_clip CLIP in ``open_clip_config.json`` layout, loadable with
+  ``open_clip.create_model_and_transforms("local-dir:DIR")``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from geosynth.artifacts import Provenance, atomic_path, write_provenance
+from geosynth.toy.data import resolve_toy_classes, toy_image
+from geosynth.toy.tokenizer import build_toy_tokenizer
+
+#: SD 2.1-base's scheduler: PNDM with "leading" spacing and steps_offset 1, scaled-linear betas
+#: 0.00085..0.012 over 1000 steps, epsilon prediction (from its scheduler_config.json).
+SD21_SCHEDULER_CONFIG: dict[str, object] = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+}
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _toy_batch(
+    rng: np.random.Generator, classes: list[str], n: int, size: int
+) -> torch.Tensor:
+    """n random toy images as a [-1, 1] tensor (the VAE's input range)."""
+    imgs = []
+    for _ in range(n):
+        name = classes[int(rng.integers(len(classes)))]
+        img = toy_image(name, int(rng.integers(1_000_000)), size, seed=12345)
+        imgs.append(torch.from_numpy(np.asarray(img, np.float32) / 127.5 - 1.0).permute(2, 0, 1))
+    return torch.stack(imgs)
+
+
+def train_toy_vae(vae: torch.nn.Module, *, steps: int, size: int, seed: int) -> float:
+    """Fit the VAE as an autoencoder on toy images (L1 + small KL); return the last recon loss."""
+    rng = np.random.default_rng(seed)
+    classes = resolve_toy_classes(None)
+    opt = torch.optim.AdamW(vae.parameters(), lr=2e-3)
+    vae.train()
+    loss_value = float("nan")
+    for _ in range(steps):
+        x = _toy_batch(rng, classes, 16, size)
+        post = vae.encode(x).latent_dist
+        recon = vae.decode(post.sample()).sample
+        rec = F.l1_loss(recon, x)
+        loss = rec + 1e-6 * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_value = rec.item()
+    vae.eval()
+    return loss_value
+
+
+@torch.no_grad()
+def latent_scaling_factor(vae: torch.nn.Module, *, size: int, seed: int) -> float:
+    """1 / std of the latents of toy images: the LDM convention that gives the UNet unit-variance
+    inputs (SD's 0.18215 was found the same way on its own VAE)."""
+    rng = np.random.default_rng(seed + 1)
+    x = _toy_batch(rng, resolve_toy_classes(None), 64, size)
+    return float(1.0 / vae.encode(x).latent_dist.mean.std())
+
+
+def build_toy_sd_pipeline(*, size: int = 32, seed: int = 0, vae_steps: int = 200):
+    """Construct (not save) the tiny SD pipeline; see the module docstring."""
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = build_toy_tokenizer()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            projection_dim=32,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=size,
+    )
+    if vae_steps > 0:
+        train_toy_vae(vae, steps=vae_steps, size=size, seed=seed)
+    vae.register_to_config(scaling_factor=latent_scaling_factor(vae, size=size, seed=seed))
+    latent_size = size // 2 ** (len(vae.config.block_out_channels) - 1)
+    unet = UNet2DConditionModel(
+        sample_size=latent_size,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=16,
+        use_linear_projection=True,  # as SD 2.x
+    )
+    scheduler = PNDMScheduler(**SD21_SCHEDULER_CONFIG)
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def make_toy_sd_pipeline(
+    out: str | os.PathLike[str], *, size: int = 32, seed: int = 0, vae_steps: int = 200
+) -> Path:
+    """Build the tiny SD pipeline and ``save_pretrained`` it to ``out`` atomically."""
+    pipe = build_toy_sd_pipeline(size=size, seed=seed, vae_steps=vae_steps)
+    prov = Provenance.start("toy model sd", seeds={"seed": seed}, size=size, vae_steps=vae_steps)
+    with atomic_path(out) as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        write_provenance(tmp, prov)
+    return Path(out)
+
+
+def make_toy_dinov2(out: str | os.PathLike[str], *, size: int = 32, seed: int = 0) -> Path:
+    """A tiny ``Dinov2Model`` (patch 8, 2 layers, width 32) with its image processor."""
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    torch.manual_seed(seed)
+    model = Dinov2Model(
+        Dinov2Config(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            patch_size=8,
+            image_size=size,
+        )
+    )
+    processor = BitImageProcessor(
+        do_resize=True,
+        size={"shortest_edge": size},
+        do_center_crop=True,
+        crop_size={"height": size, "width": size},
+        do_normalize=True,
+        image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD),
+    )
+    prov = Provenance.start("toy model dinov2", seeds={"seed": seed}, size=size)
+    with atomic_path(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+        write_provenance(tmp, prov)
+    return Path(out)
+
+
+#: A ViT CLIP at toy size; the text tower uses open_clip's bundled BPE (vocab 49408, offline).
+TOY_CLIP_CONFIG: dict[str, object] = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def make_toy_clip(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
+    """A tiny open_clip CLIP saved as ``open_clip_config.json`` + ``open_clip_model.safetensors``."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**TOY_CLIP_CONFIG)
+    config = {
+        "model_cfg": TOY_CLIP_CONFIG,
+        "preprocess_cfg": {
+            "mean": list(open_clip.OPENAI_DATASET_MEAN),
+            "std": list(open_clip.OPENAI_DATASET_STD),
+            "interpolation": "bicubic",
+            "resize_mode": "shortest",
+        },
+    }
+    prov = Provenance.start("toy model clip", seeds={"seed": seed})
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        (tmp / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "open_clip_model.safetensors"))
+        write_provenance(tmp, prov)
+    return Path(out)
+
+
+def make_toy_models(
+    out: str | os.PathLike[str], *, size: int = 32, seed: int = 0, vae_steps: int = 200
+) -> dict[str, Path]:
+    """All toy models under ``out``: ``sd/``, ``dinov2/`` and ``clip/``."""
+    root = Path(out)
+    return {
+        "sd": make_toy_sd_pipeline(root / "sd", size=size, seed=seed, vae_steps=vae_steps),
+        "dinov2": make_toy_dinov2(root / "dinov2", size=size, seed=seed),
+        "clip": make_toy_clip(root / "clip", seed=seed),
+    }
