@@ -203,11 +203,12 @@ class TensorFile:
     def require(self, name: str, *, ndim: int | None = None, what: str = "") -> torch.Tensor:
         """Return tensor ``name`` or fail with a message naming the file and what was expected."""
         if name not in self.tensors:
-            found = ", ".join(sorted(self.tensors)) or "none"
+            names = sorted(self.tensors)
+            found = ", ".join(names[:8]) or "none"
+            if len(names) > 8:
+                found += f", ... ({len(names) - 8} more)"
             hint = f" ({what})" if what else ""
-            raise GeosynthError(
-                f"{self.path}: no tensor '{name}'{hint}; tensors found: {found}"
-            )
+            raise GeosynthError(f"{self.path}: no tensor '{name}'{hint}; tensors found: {found}")
         t = self.tensors[name]
         if ndim is not None and t.ndim != ndim:
             raise GeosynthError(

@@ -38,9 +38,7 @@ def few_shot_indices(
     for c, members in by_class.items():
         name = class_names[c]
         if len(members) < shots:
-            raise GeosynthError(
-                f"--shots {shots}: class '{name}' has only {len(members)} images"
-            )
+            raise GeosynthError(f"--shots {shots}: class '{name}' has only {len(members)} images")
         members.sort(key=lambda i: keys[i])
         order = class_rng(seed, name).permutation(len(members))[:shots]
         chosen.extend(sorted((members[j] for j in order), key=lambda i: keys[i]))

@@ -94,8 +94,7 @@ def from_hf(ds: Any, *, source: str, split: str | None = None) -> ImageDataset:
         labels = [index[v] for v in raw_labels]
     else:
         raise GeosynthError(
-            f"{source}: column '{label_col}' must be a ClassLabel or a string column, "
-            f"got {feature}"
+            f"{source}: column '{label_col}' must be a ClassLabel or a string column, got {feature}"
         )
     # Decode images only on access; keep the raw column so broken bytes fail with a named row.
     images = ds.select_columns([image_col]).cast_column(image_col, datasets.Image(decode=False))

@@ -40,7 +40,9 @@ class ImageFolderWriter:
     ...     w.add(img, label=0, seed=123)
     """
 
-    def __init__(self, out: str | os.PathLike[str], class_names: Sequence[str], provenance: Provenance):
+    def __init__(
+        self, out: str | os.PathLike[str], class_names: Sequence[str], provenance: Provenance
+    ):
         self.out = Path(out)
         check_output_dir(self.out)
         self.class_names = list(class_names)

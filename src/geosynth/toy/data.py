@@ -105,7 +105,9 @@ def resolve_toy_classes(classes: Sequence[str] | int | None) -> list[str]:
         return list(TOY_CLASSES)[:classes]
     for c in classes:
         if c not in TOY_CLASSES:
-            raise GeosynthError(f"--classes: unknown toy class '{c}' (known: {', '.join(TOY_CLASSES)})")
+            raise GeosynthError(
+                f"--classes: unknown toy class '{c}' (known: {', '.join(TOY_CLASSES)})"
+            )
     return list(classes)
 
 

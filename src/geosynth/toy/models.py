@@ -43,9 +43,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _toy_batch(
-    rng: np.random.Generator, classes: list[str], n: int, size: int
-) -> torch.Tensor:
+def _toy_batch(rng: np.random.Generator, classes: list[str], n: int, size: int) -> torch.Tensor:
     """n random toy images as a [-1, 1] tensor (the VAE's input range)."""
     imgs = []
     for _ in range(n):
@@ -87,7 +85,12 @@ def latent_scaling_factor(vae: torch.nn.Module, *, size: int, seed: int) -> floa
 
 def build_toy_sd_pipeline(*, size: int = 32, seed: int = 0, vae_steps: int = 200):
     """Construct (not save) the tiny SD pipeline; see the module docstring."""
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)

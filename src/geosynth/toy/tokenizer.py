@@ -7,6 +7,7 @@ learn a small one (a few hundred merges) from prompt-like text, so toy pipelines
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
@@ -52,7 +53,7 @@ def learn_merges(words: Iterable[str], num_merges: int) -> list[tuple[str, str]]
     for _ in range(num_merges):
         pairs: Counter[tuple[str, str]] = Counter()
         for word, freq in vocab.items():
-            for a, b in zip(word, word[1:], strict=False):
+            for a, b in itertools.pairwise(word):
                 pairs[a, b] += freq
         if not pairs:
             break

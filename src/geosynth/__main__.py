@@ -1,0 +1,3 @@
+from geosynth.cli.main import entry_point
+
+entry_point()

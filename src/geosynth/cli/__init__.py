@@ -1,0 +1,1 @@
+"""The command line: one small module per subcommand; the work happens in the library."""

@@ -1,0 +1,51 @@
+"""Options every dataset-reading subcommand shares, declared once."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from geosynth.data import ImageDataset, load_dataset
+
+DatasetArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="DATASET",
+        help="Image folder (root/<class>/*.png|jpg|tif), folder with metadata.jsonl, "
+        "saved Hugging Face dataset, or hub dataset id.",
+        show_default=False,
+    ),
+]
+SplitOpt = Annotated[
+    str | None,
+    typer.Option("--split", help="Split: a sub-folder (train, val, ...) or a Hugging Face split."),
+]
+ClassesOpt = Annotated[
+    str | None,
+    typer.Option("--classes", help="Comma-separated subset of class names, e.g. Forest,SeaLake."),
+]
+ShotsOpt = Annotated[
+    int | None,
+    typer.Option("--shots", min=1, help="Keep K images per class (stratified, deterministic)."),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for sampling and everything random.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+
+def split_list(value: str | None) -> list[str] | None:
+    """ "a,b , c" -> ["a", "b", "c"]; None stays None."""
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def dataset_from_options(
+    dataset: str,
+    split: str | None,
+    classes: str | None,
+    shots: int | None,
+    seed: int,
+) -> ImageDataset:
+    """Apply the shared dataset options in the order the docs state."""
+    return load_dataset(dataset, split=split, classes=split_list(classes), shots=shots, seed=seed)

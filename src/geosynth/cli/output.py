@@ -1,0 +1,72 @@
+"""Printing for every subcommand: tables or JSON on stdout, messages and progress on stderr.
+
+Keeping progress and messages on stderr means ``geosynth ... --json | jq`` always sees clean JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+T = TypeVar("T")
+
+err = Console(stderr=True, highlight=False)
+
+
+def out_console() -> Console:
+    """A stdout console created on use, so tests that capture stdout see the output."""
+    return Console(file=sys.stdout, highlight=False, width=120)
+
+
+def message(text: str) -> None:
+    """A status line on stderr."""
+    err.print(text)
+
+
+def print_json(obj: Any) -> None:
+    """Machine-readable output on stdout."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A readable table on stdout."""
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*(str(v) for v in r))
+    out_console().print(table)
+
+
+def track(
+    items: Iterable[T], total: int | None = None, description: str = "working"
+) -> Iterator[T]:
+    """Iterate with a rich progress bar on stderr (count, elapsed, remaining)."""
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=not err.is_terminal,
+    )
+    with progress:
+        task = progress.add_task(description, total=total)
+        for item in items:
+            yield item
+            progress.advance(task)

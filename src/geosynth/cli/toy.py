@@ -1,0 +1,119 @@
+"""``geosynth toy``: procedural toy data and tiny models for demos, tests and quick experiments."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from geosynth.artifacts import Provenance
+from geosynth.cli.options import split_list
+from geosynth.cli.output import message
+from geosynth.errors import GeosynthError
+
+app = typer.Typer(
+    help="Toy data and tiny models that run the whole pipeline on 2 CPU cores.",
+    no_args_is_help=True,
+)
+
+
+class DataFormat(StrEnum):
+    folder = "folder"
+    hf = "hf"
+
+
+class ModelKind(StrEnum):
+    all = "all"
+    sd = "sd"
+    dinov2 = "dinov2"
+    clip = "clip"
+
+
+@app.command("data")
+def toy_data(
+    out: Annotated[Path, typer.Argument(help="Output directory.", show_default=False)],
+    per_class: Annotated[int, typer.Option("--per-class", min=1, help="Images per class.")] = 16,
+    size: Annotated[int, typer.Option("--size", min=8, max=512, help="Image side in pixels.")] = 32,
+    seed: Annotated[int, typer.Option("--seed", help="Seed; same seed, same pixels.")] = 0,
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            "--classes",
+            help="Comma-separated names (water, forest, desert, cropland, urban, snow) "
+            "or a count. Default: the first five.",
+        ),
+    ] = None,
+    fmt: Annotated[
+        DataFormat,
+        typer.Option("--format", help="folder: imagefolder + metadata.jsonl; hf: save_to_disk."),
+    ] = DataFormat.folder,
+) -> None:
+    """Write a procedural toy satellite dataset (classes differ in colour and texture).
+
+    [bold]Example[/bold]: geosynth toy data toy/train --per-class 16 --seed 0
+    """
+    from geosynth.toy.data import make_toy_dataset, toy_hf_dataset
+
+    names: list[str] | int | None = split_list(classes)
+    if names and len(names) == 1 and names[0].isdigit():
+        names = int(names[0])
+    if fmt is DataFormat.folder:
+        prov = Provenance.start("toy data", seeds={"seed": seed}, per_class=per_class, size=size)
+        make_toy_dataset(
+            out, per_class=per_class, size=size, seed=seed, classes=names, provenance=prov
+        )
+    else:
+        from geosynth.artifacts import atomic_path, write_provenance
+        from geosynth.data.writer import check_output_dir
+
+        check_output_dir(out)
+        ds = toy_hf_dataset(per_class=per_class, size=size, seed=seed, classes=names)
+        prov = Provenance.start("toy data", seeds={"seed": seed}, per_class=per_class, size=size)
+        with atomic_path(out) as tmp:
+            ds.save_to_disk(str(tmp))
+            write_provenance(tmp, prov)
+    message(f"wrote toy dataset to {out}")
+
+
+@app.command("model")
+def toy_model(
+    out: Annotated[Path, typer.Argument(help="Output directory.", show_default=False)],
+    kind: Annotated[
+        ModelKind,
+        typer.Option(
+            "--kind",
+            help="sd: Stable-Diffusion-shaped pipeline; dinov2: feature "
+            "extractor; clip: open_clip classifier backbone; all: each in OUT/<kind>/.",
+        ),
+    ] = ModelKind.all,
+    size: Annotated[int, typer.Option("--size", min=16, help="Image size the models take.")] = 32,
+    seed: Annotated[int, typer.Option("--seed", help="Initialisation seed.")] = 0,
+    vae_steps: Annotated[
+        int, typer.Option("--vae-steps", min=0, help="Autoencoder training steps on toy data.")
+    ] = 200,
+) -> None:
+    """Build tiny models from configs, saved in the real models' layouts.
+
+    The SD pipeline loads with StableDiffusionPipeline.from_pretrained(OUT/sd); pass it as
+    --model to any step.
+
+    [bold]Example[/bold]: geosynth toy model toy-models --kind all
+    """
+    from geosynth.toy import models
+
+    if size % 8:
+        raise GeosynthError(f"--size {size}: must be a multiple of 8 (the models' patch size)")
+    if kind is ModelKind.all:
+        paths = models.make_toy_models(out, size=size, seed=seed, vae_steps=vae_steps)
+        for name, path in paths.items():
+            message(f"wrote toy {name} model to {path}")
+        return
+    if kind is ModelKind.sd:
+        models.make_toy_sd_pipeline(out, size=size, seed=seed, vae_steps=vae_steps)
+    elif kind is ModelKind.dinov2:
+        models.make_toy_dinov2(out, size=size, seed=seed)
+    else:
+        models.make_toy_clip(out, seed=seed)
+    message(f"wrote toy {kind.value} model to {out}")

@@ -1,0 +1,62 @@
+"""Load Stable Diffusion pipelines and their parts from a hub id or a local directory."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from geosynth.defaults import SD_MODEL
+from geosynth.hub import load_with
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """The requested device, else CUDA when present, else CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """fp16/bf16 only on GPU; CPU always computes in float32."""
+    if device.type == "cpu" or precision in ("fp32", "no"):
+        return torch.float32
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def load_sd_pipeline(
+    model: str | os.PathLike[str] = SD_MODEL,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    **kwargs: Any,
+):  # -> diffusers.StableDiffusionPipeline
+    """``StableDiffusionPipeline.from_pretrained(model)`` without the safety checker, moved to
+    ``device`` and ``dtype``."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+    def load(ref: str):
+        return StableDiffusionPipeline.from_pretrained(
+            ref, dtype=dtype, safety_checker=None, requires_safety_checker=False, **kwargs
+        )
+
+    pipe = load_with(load, model, "--model")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(pick_device(str(device) if device else None))
+
+
+def load_vae(model: str | os.PathLike[str] = SD_MODEL, *, dtype: torch.dtype = torch.float32):
+    """Only the autoencoder of a pipeline (``subfolder="vae"``)."""
+    from diffusers import AutoencoderKL
+
+    return load_with(
+        lambda ref: AutoencoderKL.from_pretrained(ref, subfolder="vae", dtype=dtype),
+        model,
+        "--model",
+    )
