@@ -1,0 +1,60 @@
+"""Session fixtures: toy data and tiny models are built once; the suite never touches a hub."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from geosynth.cli.main import main
+from geosynth.toy import make_toy_dataset, make_toy_models
+
+REPO = Path(__file__).resolve().parents[1]
+EUROSAT = Path(os.environ.get("GEOSYNTH_EUROSAT", REPO.parent / "shared" / "data" / "eurosat-rgb"))
+
+
+@pytest.fixture(scope="session")
+def eurosat() -> Path:
+    """The real EuroSAT-RGB sample (train/val/test/pool image folders)."""
+    if not (EUROSAT / "train").is_dir():
+        pytest.skip(f"real EuroSAT images not found at {EUROSAT} (set GEOSYNTH_EUROSAT)")
+    return EUROSAT
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A toy imagefolder: 5 classes x 6 images, 32 px."""
+    return make_toy_dataset(tmp_path_factory.mktemp("toy") / "data", per_class=6, seed=0)
+
+
+@pytest.fixture(scope="session")
+def toy_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny SD, DINOv2 and CLIP models (short VAE training keeps the fixture fast)."""
+    return make_toy_models(tmp_path_factory.mktemp("models"), vae_steps=40)
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run ``geosynth ARGS...`` in-process; returns exit code, stdout and stderr."""
+
+    def run(*args: str | Path) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

@@ -1,0 +1,18 @@
+import json
+from pathlib import Path
+
+from geosynth.data import open_dataset
+from geosynth.demo import run_demo
+
+
+def test_demo_writes_report_grids_and_metrics(tmp_path: Path) -> None:
+    report = run_demo(tmp_path / "demo", log=lambda _: None)
+    text = report.read_text()
+    assert "## Toy data" in text and "## Toy models" in text
+    for image in ("fewshot.png", "vae-recon.png"):
+        assert f"]({image})" in text and (tmp_path / "demo" / image).is_file()
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert 0 < metrics["vae_recon_l1"] < 0.5
+    assert open_dataset(tmp_path / "demo" / "toy-8shot").counts() == dict.fromkeys(
+        ["water", "forest", "desert", "cropland", "urban"], 8
+    )
