@@ -12,3 +12,5 @@ CLIP_MODEL = "ViT-B-16"
 CLIP_PRETRAINED = "openai"
 #: Prompt template of DataDream and seed 000, filled with the prompt-friendly class name.
 PROMPT_TEMPLATE = "a satellite photo of a {}"
+#: Feature model spec for embed / rarity (alias of DINOV2_MODEL, see geosynth.features).
+FEATURE_MODEL = "dinov2-base"

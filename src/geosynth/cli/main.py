@@ -15,7 +15,7 @@ import click
 import typer
 
 from geosynth import __version__
-from geosynth.cli import data, demo, inspect, toy
+from geosynth.cli import correlate, data, demo, embed, inspect, rarity, toy
 from geosynth.errors import GeosynthError
 
 app = typer.Typer(
@@ -53,6 +53,9 @@ def root(
     _state["debug"] = debug
 
 
+app.command("embed")(embed.embed)
+app.command("rarity")(rarity.rarity)
+app.command("rarity-correlate")(correlate.rarity_correlate)
 app.add_typer(toy.app, name="toy")
 app.add_typer(data.app, name="data")
 app.command("inspect")(inspect.inspect_file)

@@ -1,0 +1,118 @@
+"""``geosynth embed``: features of a dataset or of webdataset shards, to a safetensors file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from geosynth.artifacts import Provenance, save_embeddings
+from geosynth.cli.options import (
+    ClassesOpt,
+    DatasetArg,
+    JsonOpt,
+    SeedOpt,
+    ShotsOpt,
+    SplitOpt,
+    dataset_from_options,
+)
+from geosynth.cli.output import message, print_json, track
+from geosynth.data.shards import is_shard_dir
+from geosynth.defaults import FEATURE_MODEL
+from geosynth.errors import GeosynthError
+from geosynth.features import create_extractor
+from geosynth.features.embed import embed_dataset, embed_shards
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "--features",
+        help="dinov2-small|base|large|giant, a transformers "
+        "hub id or directory, open_clip:NAME/PRETRAINED, open_clip:local-dir:DIR, "
+        "timm:NAME or timm:local-dir:DIR.",
+    ),
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda when present).")
+]
+PrecisionOpt = Annotated[
+    str, typer.Option("--precision", help="auto (fp16 on GPU), fp32, fp16, bf16.")
+]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")]
+
+
+def embed(
+    dataset: DatasetArg,
+    out: Annotated[
+        Path, typer.Option("--out", help="Output .safetensors file.", show_default=False)
+    ],
+    model: ModelOpt = FEATURE_MODEL,
+    split: SplitOpt = None,
+    classes: ClassesOpt = None,
+    shots: ShotsOpt = None,
+    seed: SeedOpt = 0,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            min=1,
+            help="Shards only: keep N samples, a deterministic subset under --seed.",
+        ),
+    ] = None,
+    batch_size: BatchOpt = 64,
+    num_workers: Annotated[
+        int, typer.Option("--num-workers", min=0, help="Data-loader workers (datasets).")
+    ] = 0,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Embed every image of a dataset, or of a directory of webdataset shards, with a feature model.
+
+    Shard directories (00000.tar with <key>.jpg/.txt/.json, as img2dataset writes LAION) are
+    streamed; corrupt samples are skipped and counted; a killed job resumes at the first
+    unfinished shard.
+
+    [bold]Example[/bold]: geosynth embed ../shared/data/eurosat-rgb --split train --model dinov2-base --out eurosat.safetensors
+    """
+    if out.suffix != ".safetensors":
+        raise GeosynthError(f"--out {out}: expected a path ending in .safetensors")
+    extractor = create_extractor(model, device=device, precision=precision)
+    prov = Provenance.start("embed", seeds={"seed": seed}, model=model)
+    if is_shard_dir(Path(dataset)):
+        report = embed_shards(
+            extractor,
+            Path(dataset),
+            out,
+            provenance=prov,
+            batch_size=batch_size,
+            limit=limit,
+            seed=seed,
+            track=lambda it, n, d: track(it, n, d),
+            log=message,
+        )
+    else:
+        if limit is not None:
+            raise GeosynthError("--limit applies to shard directories; use --shots for datasets")
+        ds = dataset_from_options(dataset, split, classes, shots, seed)
+        prov.inputs[f"dataset:{dataset}"] = ds.fingerprint()
+        emb = embed_dataset(
+            extractor,
+            ds,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            track=lambda it, n, d: track(it, n, d),
+        )
+        save_embeddings(out, emb, provenance=prov)
+        report = {"samples": len(ds), "classes": len(ds.class_names)}
+    report = {"out": str(out), "feature_model": model, "feature_dim": extractor.dim, **report}
+    if as_json:
+        print_json(report)
+    else:
+        skipped = report.get("corrupt_skipped")
+        message(
+            f"wrote {report['samples']} x {extractor.dim} embeddings to {out}"
+            + (f" ({skipped} corrupt samples skipped)" if skipped else "")
+        )

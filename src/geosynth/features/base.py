@@ -1,0 +1,88 @@
+"""The feature-extractor interface every backend implements, and the factory that picks one.
+
+Model specs (``--model`` / ``--features``):
+
+* ``dinov2-small|base|large|giant`` -> ``facebook/dinov2-*`` (transformers, CLS token);
+* ``hf:ID_OR_DIR`` or any hub id / directory with a transformers config -> transformers image model;
+* ``open_clip:NAME/PRETRAINED`` (``open_clip:ViT-B-16/openai``), ``open_clip:local-dir:DIR``,
+  ``open_clip:hf-hub:ID`` -> the open_clip image tower;
+* ``timm:NAME`` (pretrained weights from the hub), ``timm:local-dir:DIR`` -> a timm backbone's
+  pooled features.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from PIL import Image
+
+from geosynth.diffusion.loading import pick_device, pick_dtype
+from geosynth.errors import GeosynthError
+
+
+class FeatureExtractor(ABC):
+    """Turns PIL images into one vector each. ``preprocessing`` is recorded in every output file,
+    since metrics computed on features depend on it."""
+
+    spec: str
+    dim: int
+    preprocessing: dict[str, Any]
+
+    def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
+        self.device = device
+        self.dtype = dtype
+
+    @abstractmethod
+    def transform(self, image: Image.Image) -> torch.Tensor:
+        """One image to a C x H x W float tensor (runs in data-loader workers)."""
+
+    @abstractmethod
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """A preprocessed batch (on ``device``) to B x dim features."""
+
+    @torch.inference_mode()
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        pixels = pixels.to(self.device, non_blocking=True)
+        if self.dtype != torch.float32:
+            with torch.autocast(self.device.type, dtype=self.dtype):
+                return self.forward(pixels).float()
+        return self.forward(pixels.float()).float()
+
+    def describe(self) -> dict[str, Any]:
+        """What goes into file metadata and reports."""
+        return {
+            "feature_model": self.spec,
+            "feature_dim": self.dim,
+            "preprocessing": self.preprocessing,
+        }
+
+
+DINOV2_ALIASES = {
+    f"dinov2-{s}": f"facebook/dinov2-{s}" for s in ("small", "base", "large", "giant")
+}
+
+
+def create_extractor(
+    spec: str, *, device: str | None = None, precision: str = "auto"
+) -> FeatureExtractor:
+    """Build the extractor a spec names (see the module docstring), on GPU in reduced precision
+    when one is present (``precision`` auto -> fp16 on CUDA, fp32 on CPU)."""
+    dev = pick_device(device)
+    prec = ("fp16" if dev.type == "cuda" else "fp32") if precision == "auto" else precision
+    if prec not in ("fp32", "fp16", "bf16"):
+        raise GeosynthError(f"--precision {precision}: expected auto, fp32, fp16 or bf16")
+    dtype = pick_dtype(prec, dev)
+    if spec.startswith("open_clip:"):
+        from geosynth.features.openclip import OpenClipExtractor
+
+        return OpenClipExtractor(spec, spec.removeprefix("open_clip:"), dev, dtype)
+    if spec.startswith("timm:"):
+        from geosynth.features.timm_backbone import TimmExtractor
+
+        return TimmExtractor(spec, spec.removeprefix("timm:"), dev, dtype)
+    from geosynth.features.transformers_model import TransformersExtractor
+
+    ref = DINOV2_ALIASES.get(spec, spec.removeprefix("hf:"))
+    return TransformersExtractor(spec, ref, dev, dtype)

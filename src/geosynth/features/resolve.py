@@ -1,0 +1,89 @@
+"""Turn a rarity/evaluate argument into embeddings: an embeddings file is read as is; a dataset
+or a shard directory is embedded once and cached under ``$GEOSYNTH_CACHE`` (default
+``~/.cache/geosynth``), keyed by its content fingerprint and the feature model."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from geosynth.artifacts import Embeddings, Provenance, load_embeddings, save_embeddings
+from geosynth.data import load_dataset
+from geosynth.data.shards import is_shard_dir, list_shards
+from geosynth.features.base import create_extractor
+from geosynth.features.embed import Track, _no_track, embed_dataset, embed_shards
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GEOSYNTH_CACHE", Path.home() / ".cache" / "geosynth"))
+
+
+def shards_fingerprint(root: Path) -> str:
+    """Names, sizes and modification times of the shards: content hashing LAION's hundreds of
+    gigabytes just to find a cache entry would cost more than embedding."""
+    h = hashlib.blake2b(digest_size=16)
+    for s in list_shards(root):
+        st = s.stat()
+        h.update(f"{s.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)[-60:]
+
+
+def resolve_embeddings(
+    source: str,
+    *,
+    features: str,
+    split: str | None = None,
+    classes: list[str] | None = None,
+    shots: int | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    batch_size: int = 64,
+    device: str | None = None,
+    precision: str = "auto",
+    use_cache: bool = True,
+    track: Track = _no_track,
+    log: Callable[[str], None] = lambda _: None,
+) -> Embeddings:
+    """Embeddings for ``source`` (file, dataset or shard directory)."""
+    path = Path(source)
+    if path.suffix == ".safetensors" or path.is_file():
+        return load_embeddings(path)
+    if is_shard_dir(path):
+        key = f"shards-{shards_fingerprint(path)}-{limit}-{seed}"
+        build: Callable[[Path], Any] = lambda out: embed_shards(  # noqa: E731
+            create_extractor(features, device=device, precision=precision),
+            path,
+            out,
+            provenance=Provenance.start("embed", seeds={"seed": seed}, source=source),
+            batch_size=batch_size,
+            limit=limit,
+            seed=seed,
+            track=track,
+            log=log,
+        )
+    else:
+        ds = load_dataset(source, split=split, classes=classes, shots=shots, seed=seed)
+        key = f"data-{ds.fingerprint()}"
+
+        def build(out: Path) -> None:
+            extractor = create_extractor(features, device=device, precision=precision)
+            emb = embed_dataset(extractor, ds, batch_size=batch_size, track=track)
+            prov = Provenance.start("embed", seeds={"seed": seed}, source=source)
+            prov.inputs[f"dataset:{source}"] = ds.fingerprint()
+            save_embeddings(out, emb, provenance=prov)
+
+    target = cache_dir() / "embeddings" / f"{key}-{_slug(features)}.safetensors"
+    if not (use_cache and target.exists()):
+        log(f"embedding {source} with {features}")
+        build(target)
+    else:
+        log(f"using cached embeddings of {source}: {target}")
+    return load_embeddings(target)

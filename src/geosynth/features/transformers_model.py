@@ -1,0 +1,47 @@
+"""transformers image models (DINOv2 by default): the CLS token after the final layer norm, i.e.
+``pooler_output`` (what the rarity analysis of seed 000 uses), with the model's own processor."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from geosynth.features.base import FeatureExtractor
+from geosynth.hub import load_with
+
+
+class TransformersExtractor(FeatureExtractor):
+    def __init__(self, spec: str, ref: str, device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__(device, dtype)
+        from transformers import AutoImageProcessor, AutoModel
+
+        self.spec = spec
+        self.processor = load_with(AutoImageProcessor.from_pretrained, ref, "--model")
+        self.model = load_with(AutoModel.from_pretrained, ref, "--model").eval().to(device)
+        self.dim = int(self.model.config.hidden_size)
+        p = self.processor
+        self.preprocessing = {
+            "library": "transformers",
+            "model": ref,
+            "processor": type(p).__name__,
+            **{
+                k: getattr(p, k, None)
+                for k in (
+                    "size",
+                    "crop_size",
+                    "do_center_crop",
+                    "resample",
+                    "image_mean",
+                    "image_std",
+                )
+            },
+            "output": "pooler_output",
+        }
+
+    def transform(self, image: Image.Image) -> torch.Tensor:
+        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        out = self.model(pixel_values=pixels)
+        pooled = getattr(out, "pooler_output", None)
+        return pooled if pooled is not None else out.last_hidden_state[:, 0]
