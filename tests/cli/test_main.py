@@ -19,6 +19,9 @@ SUBCOMMANDS = [
     ["data", "export"],
     ["inspect"],
     ["demo"],
+    ["embed"],
+    ["rarity"],
+    ["rarity-correlate"],
 ]
 
 

@@ -48,8 +48,10 @@ def rarity(
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write the report as JSON.")] = None,
     split: SplitOpt = None,
-    reference_split: Annotated[str | None, typer.Option("--reference-split", help="Split of "
-                               "REFERENCE when it is a dataset.")] = None,
+    reference_split: Annotated[
+        str | None,
+        typer.Option("--reference-split", help="Split of REFERENCE when it is a dataset."),
+    ] = None,
     classes: ClassesOpt = None,
     shots: ShotsOpt = None,
     seed: SeedOpt = 0,

@@ -29,6 +29,7 @@ class ModelKind(StrEnum):
     sd = "sd"
     dinov2 = "dinov2"
     clip = "clip"
+    timm = "timm"
 
 
 @app.command("data")
@@ -85,7 +86,7 @@ def toy_model(
         typer.Option(
             "--kind",
             help="sd: Stable-Diffusion-shaped pipeline; dinov2: feature "
-            "extractor; clip: open_clip classifier backbone; all: each in OUT/<kind>/.",
+            "extractor; clip: open_clip classifier backbone; timm: tiny timm backbone; all: each in OUT/<kind>/.",
         ),
     ] = ModelKind.all,
     size: Annotated[int, typer.Option("--size", min=16, help="Image size the models take.")] = 32,
@@ -114,6 +115,8 @@ def toy_model(
         models.make_toy_sd_pipeline(out, size=size, seed=seed, vae_steps=vae_steps)
     elif kind is ModelKind.dinov2:
         models.make_toy_dinov2(out, size=size, seed=seed)
-    else:
+    elif kind is ModelKind.clip:
         models.make_toy_clip(out, seed=seed)
+    else:
+        models.make_toy_timm(out, seed=seed)
     message(f"wrote toy {kind.value} model to {out}")

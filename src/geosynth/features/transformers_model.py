@@ -14,6 +14,9 @@ class TransformersExtractor(FeatureExtractor):
     def __init__(self, spec: str, ref: str, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__(device, dtype)
         from transformers import AutoImageProcessor, AutoModel
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
 
         self.spec = spec
         self.processor = load_with(AutoImageProcessor.from_pretrained, ref, "--model")

@@ -39,13 +39,23 @@ def sqdist_block(
     return d2
 
 
-def knn_radii(
+def knn_radii(x: torch.Tensor, ks: Sequence[int], *, block: int = 1024) -> dict[int, torch.Tensor]:
+    """For each k in ``ks``, the distance of every row to its k-th nearest *other* row (float64).
+
+    See :func:`knn_sqradii`; this is its square root, for reporting.
+    """
+    return {k: v.sqrt() for k, v in knn_sqradii(x, ks, block=block).items()}
+
+
+def knn_sqradii(
     x: torch.Tensor,
     ks: Sequence[int],
     *,
     block: int = 1024,
 ) -> dict[int, torch.Tensor]:
-    """For each k in ``ks``, the distance of every row to its k-th nearest *other* row (float64).
+    """For each k in ``ks``, the squared distance of every row to its k-th nearest *other* row,
+    in float64. Comparisons use squares: a square root then a square would not round-trip, and a
+    strict ``<`` against a radius that is itself a distance must see exact ties.
 
     As in Naeem et al.'s ``prdc``: the k-th smallest distance of a row excluding the row itself,
     i.e. the (k+1)-th smallest including the zero self-distance; duplicates of a point count as
@@ -76,5 +86,5 @@ def knn_radii(
             for r in torch.nonzero(unsafe).flatten().tolist():
                 exact[r] = exact_sqdist(xb[r].unsqueeze(0), x).sort().values[:cand]
         for k in ks:
-            out[k][start:stop] = exact[:, k].clamp_min(0).sqrt()
+            out[k][start:stop] = exact[:, k].clamp_min(0)
     return out

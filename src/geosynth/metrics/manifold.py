@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from geosynth.metrics.knn import error_bound, exact_sqdist, knn_radii, sqdist_block
+from geosynth.metrics.knn import EPS32, error_bound, exact_sqdist, knn_sqradii, sqdist_block
 
 
 @dataclass
@@ -81,9 +81,10 @@ def _decide(
     ``r2`` is per row (reference radii) when ``along_rows`` else per column (target radii);
     ``tol`` is the per-row error bound of ``d2``.
     """
-    r = r2.unsqueeze(1) if along_rows else r2.unsqueeze(0)
-    t = tol.unsqueeze(1)
-    inside = d2 < r.float()
+    r = (r2.unsqueeze(1) if along_rows else r2.unsqueeze(0)).float()
+    # Also cover the rounding of the float64 radius to float32.
+    t = tol.unsqueeze(1) + EPS32 * r.abs()
+    inside = d2 < r
     unsure = (d2 - r).abs() <= t
     n_unsure = int(unsure.sum())
     if n_unsure:
@@ -117,9 +118,10 @@ def manifold_metrics(
     n, dim = ref.shape
     m = tgt.shape[0]
 
-    ref_r = knn_radii(ref, sorted({k, rarity_k}), block=min(block_ref, 1024))
-    tgt_r = knn_radii(tgt, [k], block=min(block_tgt, 1024))[k]
-    r2_ref_k, r2_ref_rk, r2_tgt = ref_r[k] ** 2, ref_r[rarity_k] ** 2, tgt_r**2
+    ref_r2 = knn_sqradii(ref, sorted({k, rarity_k}), block=min(block_ref, 1024))
+    r2_ref_k, r2_ref_rk = ref_r2[k], ref_r2[rarity_k]
+    r2_tgt = knn_sqradii(tgt, [k], block=min(block_tgt, 1024))[k]
+    rarity_radius = r2_ref_rk.sqrt()
 
     per_class = target_labels is not None
     if per_class:
@@ -130,7 +132,7 @@ def manifold_metrics(
         for cls in range(c):
             idx = torch.nonzero(labels == cls).flatten()
             if idx.numel() > k:
-                r2_tgt_cls[idx] = knn_radii(tgt[idx], [k])[k] ** 2
+                r2_tgt_cls[idx] = knn_sqradii(tgt[idx], [k])[k]
             else:
                 r2_tgt_cls[idx] = -1.0  # too few samples: such balls contain nothing
         covered_c = torch.zeros(n, c, dtype=torch.bool, device=dev)
@@ -160,7 +162,7 @@ def manifold_metrics(
             counts[j0:j1] += in_k.sum(0)
             covered[i0:i1] |= in_k.any(1)
             recalled[i0:i1] |= in_t.any(1)
-            radii = ref_r[rarity_k][i0:i1].unsqueeze(1)
+            radii = rarity_radius[i0:i1].unsqueeze(1)
             rarity[j0:j1] = torch.minimum(
                 rarity[j0:j1], torch.where(in_rk, radii, inf).min(0).values
             )

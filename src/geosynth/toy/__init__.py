@@ -4,6 +4,7 @@ from geosynth.toy.data import (
     DEFAULT_TOY_CLASSES,
     TOY_CLASSES,
     make_toy_dataset,
+    make_toy_shards,
     toy_hf_dataset,
     toy_image,
 )
@@ -14,6 +15,7 @@ from geosynth.toy.models import (
     make_toy_dinov2,
     make_toy_models,
     make_toy_sd_pipeline,
+    make_toy_timm,
 )
 from geosynth.toy.tokenizer import build_toy_tokenizer
 
@@ -28,6 +30,8 @@ __all__ = [
     "make_toy_dinov2",
     "make_toy_models",
     "make_toy_sd_pipeline",
+    "make_toy_shards",
+    "make_toy_timm",
     "toy_hf_dataset",
     "toy_image",
 ]

@@ -150,3 +150,45 @@ def toy_hf_dataset(
             rows["image"].append(toy_image(name, i, size, seed))
             rows["label"].append(label)
     return datasets.Dataset.from_dict(rows, features=features)
+
+
+def make_toy_shards(
+    out: str | os.PathLike[str],
+    *,
+    classes: Sequence[str] | int | None = None,
+    n_shards: int = 2,
+    per_shard: int = 32,
+    size: int = 32,
+    seed: int = 0,
+    corrupt: Sequence[tuple[int, int]] = (),
+) -> Path:
+    """Webdataset shards in img2dataset's layout (``00000.tar`` with ``<key>.jpg``, ``.txt``,
+    ``.json``): a stand-in for LAION shards. ``corrupt`` lists (shard, index) samples whose JPEG
+    bytes are broken on purpose, to exercise skipping."""
+    import io
+    import json
+    import tarfile
+
+    from geosynth.artifacts import atomic_path
+
+    names = resolve_toy_classes(classes)
+
+    def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        for s in range(n_shards):
+            with tarfile.open(tmp / f"{s:05d}.tar", "w") as tar:
+                for i in range(per_shard):
+                    key = f"{s:05d}{i:04d}"
+                    name = names[(s * per_shard + i) % len(names)]
+                    buf = io.BytesIO()
+                    toy_image(name, s * per_shard + i, size, seed).save(buf, format="JPEG")
+                    data = b"\xff\xd8 broken" if (s, i) in set(corrupt) else buf.getvalue()
+                    add(tar, f"{key}.jpg", data)
+                    add(tar, f"{key}.txt", f"a photo of {name}".encode())
+                    add(tar, f"{key}.json", json.dumps({"key": key, "caption": name}).encode())
+    return Path(out)

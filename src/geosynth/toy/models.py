@@ -9,6 +9,7 @@
   ``facebook/dinov2-base`` at toy size.
 * :func:`make_toy_clip`: an open_clip CLIP in ``open_clip_config.json`` layout, loadable with
   ``open_clip.create_model_and_transforms("local-dir:DIR")``.
+* :func:`make_toy_timm`: timm's tiny test EfficientNet in timm's hub layout.
 """
 
 from __future__ import annotations
@@ -228,13 +229,29 @@ def make_toy_clip(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
     return Path(out)
 
 
+def make_toy_timm(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
+    """timm's tiny ``test_efficientnet`` saved in timm's hub layout (``timm:local-dir:OUT``)."""
+    import timm
+    from timm.models import save_for_hf
+
+    torch.manual_seed(seed)
+    model = timm.create_model("test_efficientnet", pretrained=False)
+    prov = Provenance.start("toy model timm", seeds={"seed": seed})
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        save_for_hf(model, str(tmp), safe_serialization=True)
+        write_provenance(tmp, prov)
+    return Path(out)
+
+
 def make_toy_models(
     out: str | os.PathLike[str], *, size: int = 32, seed: int = 0, vae_steps: int = 200
 ) -> dict[str, Path]:
-    """All toy models under ``out``: ``sd/``, ``dinov2/`` and ``clip/``."""
+    """All toy models under ``out``: ``sd/``, ``dinov2/``, ``clip/`` and ``timm/``."""
     root = Path(out)
     return {
         "sd": make_toy_sd_pipeline(root / "sd", size=size, seed=seed, vae_steps=vae_steps),
         "dinov2": make_toy_dinov2(root / "dinov2", size=size, seed=seed),
         "clip": make_toy_clip(root / "clip", seed=seed),
+        "timm": make_toy_timm(root / "timm", seed=seed),
     }
