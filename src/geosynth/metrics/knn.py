@@ -30,6 +30,19 @@ def exact_sqdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.double() - b.double()).pow(2).sum(-1)
 
 
+def gathered_sqdist(
+    rows64: torch.Tensor, x64: torch.Tensor, idx: torch.Tensor, chunk: int = 64
+) -> torch.Tensor:
+    """Exact squared distances from each row of ``rows64`` to the points ``x64[idx[row]]``,
+    in chunks of rows so the float64 differences stay cache-sized."""
+    out = torch.empty(idx.shape, dtype=torch.float64, device=x64.device)
+    for c in range(0, idx.shape[0], chunk):
+        diff = x64[idx[c : c + chunk]]
+        diff.sub_(rows64[c : c + chunk].unsqueeze(1))
+        out[c : c + chunk] = diff.square_().sum(-1)
+    return out
+
+
 def sqdist_block(
     a: torch.Tensor, b: torch.Tensor, sq_a: torch.Tensor, sq_b: torch.Tensor
 ) -> torch.Tensor:
@@ -66,25 +79,27 @@ def knn_sqradii(
     if n <= kmax:
         raise ValueError(f"k={kmax} needs more than {kmax} points, got {n}")
     x = x.float().contiguous()
+    x64 = x.double()
     sq = x.pow(2).sum(1)
     sq_max = float(sq.max())
     cand = min(n, kmax + 1 + EXTRA_CANDIDATES)
     out = {k: torch.empty(n, dtype=torch.float64, device=x.device) for k in ks}
     for start in range(0, n, block):
         stop = min(start + block, n)
-        xb = x[start:stop]
-        d2 = sqdist_block(xb, x, sq[start:stop], sq)
+        d2 = sqdist_block(x[start:stop], x, sq[start:stop], sq)
         v32, idx = torch.topk(d2, cand, dim=1, largest=False, sorted=True)
-        del d2
-        exact = exact_sqdist(xb.unsqueeze(1), x[idx])  # b x cand, float64
-        exact, _ = exact.sort(dim=1)
-        kth = exact[:, kmax]
-        # Rows whose float32 candidate list may have missed a closer point need a full float64 row.
-        tol = error_bound(sq[start:stop], sq_max, dim).double()
+        exact = gathered_sqdist(x64[start:stop], x64, idx).sort(dim=1).values
         if cand < n:
-            unsafe = v32[:, -1].double() - tol <= kth
+            # Points outside the candidates have float32 distance >= the last candidate's; if
+            # that is within the error bound of the k-th exact distance, one of them could be
+            # closer: re-rank that row exactly over every point inside the band.
+            tol = error_bound(sq[start:stop], sq_max, dim).double()
+            unsafe = v32[:, -1].double() - tol <= exact[:, kmax]
             for r in torch.nonzero(unsafe).flatten().tolist():
-                exact[r] = exact_sqdist(xb[r].unsqueeze(0), x).sort().values[:cand]
+                band = torch.nonzero(d2[r] <= float(exact[r, kmax] + 2 * tol[r])).flatten()
+                row = gathered_sqdist(x64[start + r : start + r + 1], x64, band.unsqueeze(0))
+                exact[r] = row.sort(dim=1).values[0, :cand]
+        del d2
         for k in ks:
             out[k][start:stop] = exact[:, k].clamp_min(0)
     return out

@@ -74,24 +74,61 @@ def _decide(
     tol: torch.Tensor,
     ref: torch.Tensor,
     tgt: torch.Tensor,
-    along_rows: bool,
 ) -> tuple[torch.Tensor, int]:
-    """``d2 < r2`` with float64 re-checks where float32 could be wrong.
+    """``d2 < r2[row]`` for a tile, with float64 re-checks where float32 could be wrong.
 
-    ``r2`` is per row (reference radii) when ``along_rows`` else per column (target radii);
-    ``tol`` is the per-row error bound of ``d2``.
+    ``tol`` is the per-row error bound of ``d2``; two comparisons against the band edges
+    ``r2 -/+ tol`` find the few pairs whose side float32 cannot decide.
     """
-    r = (r2.unsqueeze(1) if along_rows else r2.unsqueeze(0)).float()
-    # Also cover the rounding of the float64 radius to float32.
-    t = tol.unsqueeze(1) + EPS32 * r.abs()
-    inside = d2 < r
-    unsure = (d2 - r).abs() <= t
+    r = r2.float()
+    t = tol + EPS32 * r.abs()  # also covers rounding the float64 radius to float32
+    inside = d2 < (r - t).unsqueeze(1)
+    unsure = (d2 < (r + t).unsqueeze(1)) ^ inside
     n_unsure = int(unsure.sum())
     if n_unsure:
         ii, jj = torch.nonzero(unsure, as_tuple=True)
-        exact = exact_sqdist(ref[ii], tgt[jj])
-        rr = r2[ii] if along_rows else r2[jj]
-        inside[ii, jj] = exact < rr
+        inside[ii, jj] = exact_sqdist(ref[ii], tgt[jj]) < r2[ii]
+    return inside, n_unsure
+
+
+def _rows_inside_some_column_ball(
+    d2: torch.Tensor,
+    r2: torch.Tensor,
+    tol: torch.Tensor,
+    ref: torch.Tensor,
+    tgt: torch.Tensor,
+    known: torch.Tensor,
+) -> tuple[torch.Tensor, int]:
+    """Per row: is it inside at least one column's ball (``d2 < r2[col]``)? Rows already ``known``
+    to be, or shown to be by a definite float32 decision, skip their float64 re-checks: recall
+    and coverage only need "any", and in high dimensions many pairs sit near a radius."""
+    r = r2.float()
+    t = tol.unsqueeze(1) + EPS32 * r.abs().unsqueeze(0)
+    lo, hi = r.unsqueeze(0) - t, r.unsqueeze(0) + t
+    surely = d2 < lo
+    result = known | surely.any(1)
+    unsure = (d2 < hi) ^ surely
+    unsure &= ~result.unsqueeze(1)
+    n_unsure = int(unsure.sum())
+    if n_unsure:
+        ii, jj = torch.nonzero(unsure, as_tuple=True)
+        hit = exact_sqdist(ref[ii], tgt[jj]) < r2[jj]
+        result[ii[hit]] = True
+    return result, n_unsure
+
+
+def _decide_pairs(
+    d2: torch.Tensor, r2: torch.Tensor, tol: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+) -> tuple[torch.Tensor, int]:
+    """``_decide`` for a list of pairs (row i of ``a`` with row i of ``b``)."""
+    r = r2.float()
+    t = tol + EPS32 * r.abs()
+    inside = d2 < r - t
+    unsure = (d2 < r + t) ^ inside
+    n_unsure = int(unsure.sum())
+    if n_unsure:
+        idx = torch.nonzero(unsure).flatten()
+        inside[idx] = exact_sqdist(a[idx], b[idx]) < r2[idx]
     return inside, n_unsure
 
 
@@ -103,8 +140,8 @@ def manifold_metrics(
     rarity_k: int = 3,
     target_labels: torch.Tensor | None = None,
     num_classes: int | None = None,
-    block_ref: int = 2048,
-    block_tgt: int = 4096,
+    block_ref: int = 1024,
+    block_tgt: int = 2048,
     device: torch.device | str | None = None,
 ) -> ManifoldResult:
     """Exact PRDC and rarity between ``reference`` (N x D) and ``target`` (M x D).
@@ -122,6 +159,7 @@ def manifold_metrics(
     r2_ref_k, r2_ref_rk = ref_r2[k], ref_r2[rarity_k]
     r2_tgt = knn_sqradii(tgt, [k], block=min(block_tgt, 1024))[k]
     rarity_radius = r2_ref_rk.sqrt()
+    r2_big, r2_small = (r2_ref_k, r2_ref_rk) if k >= rarity_k else (r2_ref_rk, r2_ref_k)
 
     per_class = target_labels is not None
     if per_class:
@@ -137,7 +175,6 @@ def manifold_metrics(
                 r2_tgt_cls[idx] = -1.0  # too few samples: such balls contain nothing
         covered_c = torch.zeros(n, c, dtype=torch.bool, device=dev)
         recalled_c = torch.zeros(n, c, dtype=torch.bool, device=dev)
-        onehot = torch.nn.functional.one_hot(labels, c).to(torch.float32)
 
     sq_ref, sq_tgt = ref.pow(2).sum(1), tgt.pow(2).sum(1)
     tol_ref = error_bound(sq_ref, float(sq_tgt.max()), dim)
@@ -146,7 +183,6 @@ def manifold_metrics(
     covered = torch.zeros(n, dtype=torch.bool, device=dev)
     recalled = torch.zeros(n, dtype=torch.bool, device=dev)
     checked = 0
-    inf = torch.tensor(math.inf, dtype=torch.float64, device=dev)
 
     for i0 in range(0, n, block_ref):
         i1 = min(i0 + block_ref, n)
@@ -155,23 +191,36 @@ def manifold_metrics(
             j1 = min(j0 + block_tgt, m)
             tb = tgt[j0:j1]
             d2 = sqdist_block(rb, tb, sq_ref[i0:i1], sq_tgt[j0:j1])
-            in_k, u1 = _decide(d2, r2_ref_k[i0:i1], tol, rb, tb, along_rows=True)
-            in_rk, u2 = _decide(d2, r2_ref_rk[i0:i1], tol, rb, tb, along_rows=True)
-            in_t, u3 = _decide(d2, r2_tgt[j0:j1], tol, rb, tb, along_rows=False)
-            checked += u1 + u2 + u3
-            counts[j0:j1] += in_k.sum(0)
-            covered[i0:i1] |= in_k.any(1)
-            recalled[i0:i1] |= in_t.any(1)
-            radii = rarity_radius[i0:i1].unsqueeze(1)
-            rarity[j0:j1] = torch.minimum(
-                rarity[j0:j1], torch.where(in_rk, radii, inf).min(0).values
+            # Balls of the larger radius first (full tile); the smaller radius's balls lie inside
+            # them, so its decisions only concern the few pairs already found inside.
+            in_big, u1 = _decide(d2, r2_big[i0:i1], tol, rb, tb)
+            ii, jj = torch.nonzero(in_big, as_tuple=True)
+            d2_pairs = d2[ii, jj]
+            in_small, u2 = _decide_pairs(d2_pairs, r2_small[ii + i0], tol[ii], rb[ii], tb[jj])
+            ik, jk = (ii, jj) if k >= rarity_k else (ii[in_small], jj[in_small])
+            irk, jrk = (ii[in_small], jj[in_small]) if k >= rarity_k else (ii, jj)
+            recalled[i0:i1], u3 = _rows_inside_some_column_ball(
+                d2, r2_tgt[j0:j1], tol, rb, tb, recalled[i0:i1]
             )
+            checked += u1 + u2 + u3
+            counts.index_add_(0, jk + j0, torch.ones_like(jk))
+            covered[ik + i0] = True
+            if irk.numel():
+                rarity.scatter_reduce_(0, jrk + j0, rarity_radius[irk + i0], "amin")
             if per_class:
-                oh = onehot[j0:j1]
-                covered_c[i0:i1] |= (in_k.float() @ oh) > 0
-                in_tc, u4 = _decide(d2, r2_tgt_cls[j0:j1], tol, rb, tb, along_rows=False)
-                checked += u4
-                recalled_c[i0:i1] |= (in_tc.float() @ oh) > 0
+                covered_c[ik + i0, labels[jk + j0]] = True
+                lab = labels[j0:j1]
+                for cls in torch.unique(lab).tolist():
+                    cols = torch.nonzero(lab == cls).flatten()
+                    recalled_c[i0:i1, cls], u4 = _rows_inside_some_column_ball(
+                        d2[:, cols],
+                        r2_tgt_cls[j0 + cols],
+                        tol,
+                        rb,
+                        tb[cols],
+                        recalled_c[i0:i1, cls],
+                    )
+                    checked += u4
             del d2
 
     return ManifoldResult(
