@@ -86,8 +86,12 @@ def knn_sqradii(
     out = {k: torch.empty(n, dtype=torch.float64, device=x.device) for k in ks}
     for start in range(0, n, block):
         stop = min(start + block, n)
-        d2 = sqdist_block(x[start:stop], x, sq[start:stop], sq)
+        # |x_i|^2 is constant along a row, so ranking needs only |x_j|^2 - 2 x_i.x_j: one pass
+        # over the tile fewer. It is added back to the few values that are kept.
+        sq_rows = sq[start:stop].unsqueeze(1)
+        d2 = torch.addmm(sq.unsqueeze(0), x[start:stop], x.T, beta=1.0, alpha=-2.0)
         v32, idx = torch.topk(d2, cand, dim=1, largest=False, sorted=True)
+        v32 += sq_rows
         exact = gathered_sqdist(x64[start:stop], x64, idx).sort(dim=1).values
         if cand < n:
             # Points outside the candidates have float32 distance >= the last candidate's; if
@@ -96,7 +100,8 @@ def knn_sqradii(
             tol = error_bound(sq[start:stop], sq_max, dim).double()
             unsafe = v32[:, -1].double() - tol <= exact[:, kmax]
             for r in torch.nonzero(unsafe).flatten().tolist():
-                band = torch.nonzero(d2[r] <= float(exact[r, kmax] + 2 * tol[r])).flatten()
+                edge = float(exact[r, kmax] + 2 * tol[r] - sq_rows[r])
+                band = torch.nonzero(d2[r] <= edge).flatten()
                 row = gathered_sqdist(x64[start + r : start + r + 1], x64, band.unsqueeze(0))
                 exact[r] = row.sort(dim=1).values[0, :cand]
         del d2
