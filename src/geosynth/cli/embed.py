@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from geosynth.artifacts import Provenance, save_embeddings
+from geosynth.artifacts import Provenance
 from geosynth.cli.options import (
     ClassesOpt,
     DatasetArg,
@@ -15,14 +15,13 @@ from geosynth.cli.options import (
     SeedOpt,
     ShotsOpt,
     SplitOpt,
-    dataset_from_options,
+    split_list,
 )
 from geosynth.cli.output import message, print_json, track
-from geosynth.data.shards import is_shard_dir
 from geosynth.defaults import FEATURE_MODEL
 from geosynth.errors import GeosynthError
 from geosynth.features import create_extractor
-from geosynth.features.embed import embed_dataset, embed_shards
+from geosynth.features.embed import embed_to_file
 
 ModelOpt = Annotated[
     str,
@@ -81,32 +80,21 @@ def embed(
         raise GeosynthError(f"--out {out}: expected a path ending in .safetensors")
     extractor = create_extractor(model, device=device, precision=precision)
     prov = Provenance.start("embed", seeds={"seed": seed}, model=model)
-    if is_shard_dir(Path(dataset)):
-        report = embed_shards(
-            extractor,
-            Path(dataset),
-            out,
-            provenance=prov,
-            batch_size=batch_size,
-            limit=limit,
-            seed=seed,
-            track=lambda it, n, d: track(it, n, d),
-            log=message,
-        )
-    else:
-        if limit is not None:
-            raise GeosynthError("--limit applies to shard directories; use --shots for datasets")
-        ds = dataset_from_options(dataset, split, classes, shots, seed)
-        prov.inputs[f"dataset:{dataset}"] = ds.fingerprint()
-        emb = embed_dataset(
-            extractor,
-            ds,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            track=lambda it, n, d: track(it, n, d),
-        )
-        save_embeddings(out, emb, provenance=prov)
-        report = {"samples": len(ds), "classes": len(ds.class_names)}
+    report = embed_to_file(
+        extractor,
+        dataset,
+        out,
+        provenance=prov,
+        split=split,
+        classes=split_list(classes),
+        shots=shots,
+        seed=seed,
+        limit=limit,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        track=track,
+        log=message,
+    )
     report = {"out": str(out), "feature_model": model, "feature_dim": extractor.dim, **report}
     if as_json:
         print_json(report)

@@ -82,7 +82,7 @@ def rarity(
         device=device,
         precision=precision,
         use_cache=not no_cache,
-        track=lambda it, n, d: track(it, n, d),
+        track=track,
         log=message,
     )
     prov = Provenance.start("rarity", seeds={"seed": seed})

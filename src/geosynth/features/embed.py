@@ -27,7 +27,8 @@ from geosynth.features.base import FeatureExtractor
 Track = Callable[[Iterable[Any], int | None, str], Iterable[Any]]
 
 
-def _no_track(items: Iterable[Any], total: int | None, description: str) -> Iterable[Any]:
+def no_track(items: Iterable[Any], total: int | None, description: str) -> Iterable[Any]:
+    """The default progress hook: none."""
     return items
 
 
@@ -63,7 +64,7 @@ def embed_dataset(
     *,
     batch_size: int = 64,
     num_workers: int = 0,
-    track: Track = _no_track,
+    track: Track = no_track,
 ) -> Embeddings:
     """Embeddings (N x D) with labels and class names of every image of ``ds``, in order."""
     loader = torch.utils.data.DataLoader(
@@ -108,7 +109,7 @@ def embed_shards(
     batch_size: int = 64,
     limit: int | None = None,
     seed: int = 0,
-    track: Track = _no_track,
+    track: Track = no_track,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Embed the images of every shard under ``root`` into ``out``.
@@ -197,3 +198,45 @@ def embed_shards(
     save_embeddings(out, Embeddings(embeddings, metadata=_strings(meta)), provenance=provenance)
     shutil.rmtree(parts, ignore_errors=True)
     return report
+
+
+def embed_to_file(
+    extractor: FeatureExtractor,
+    source: str | Path,
+    out: Path,
+    *,
+    provenance: Provenance,
+    split: str | None = None,
+    classes: list[str] | None = None,
+    shots: int | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    track: Track = no_track,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Embed a shard directory (streamed, resumable, ``limit``) or a dataset (``split``,
+    ``classes``, ``shots``) into ``out``; returns what was embedded."""
+    from geosynth.data import load_dataset
+    from geosynth.data.shards import is_shard_dir
+
+    if is_shard_dir(Path(source)):
+        return embed_shards(
+            extractor,
+            Path(source),
+            out,
+            provenance=provenance,
+            batch_size=batch_size,
+            limit=limit,
+            seed=seed,
+            track=track,
+            log=log,
+        )
+    if limit is not None:
+        raise GeosynthError("--limit applies to shard directories; use --shots for datasets")
+    ds = load_dataset(source, split=split, classes=classes, shots=shots, seed=seed)
+    provenance.inputs[f"dataset:{source}"] = ds.fingerprint()
+    emb = embed_dataset(extractor, ds, batch_size=batch_size, num_workers=num_workers, track=track)
+    save_embeddings(out, emb, provenance=provenance)
+    return {"samples": len(ds), "classes": len(ds.class_names)}

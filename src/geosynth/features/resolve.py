@@ -9,13 +9,12 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from geosynth.artifacts import Embeddings, Provenance, load_embeddings, save_embeddings
+from geosynth.artifacts import Embeddings, Provenance, load_embeddings
 from geosynth.data import load_dataset
 from geosynth.data.shards import is_shard_dir, list_shards
 from geosynth.features.base import create_extractor
-from geosynth.features.embed import Track, _no_track, embed_dataset, embed_shards
+from geosynth.features.embed import Track, embed_to_file, no_track
 
 
 def cache_dir() -> Path:
@@ -49,7 +48,7 @@ def resolve_embeddings(
     device: str | None = None,
     precision: str = "auto",
     use_cache: bool = True,
-    track: Track = _no_track,
+    track: Track = no_track,
     log: Callable[[str], None] = lambda _: None,
 ) -> Embeddings:
     """Embeddings for ``source`` (file, dataset or shard directory)."""
@@ -58,27 +57,26 @@ def resolve_embeddings(
         return load_embeddings(path)
     if is_shard_dir(path):
         key = f"shards-{shards_fingerprint(path)}-{limit}-{seed}"
-        build: Callable[[Path], Any] = lambda out: embed_shards(  # noqa: E731
-            create_extractor(features, device=device, precision=precision),
-            path,
+    else:
+        key = f"data-{load_dataset(source, split=split, classes=classes, shots=shots, seed=seed).fingerprint()}"
+
+    def build(out: Path) -> None:
+        extractor = create_extractor(features, device=device, precision=precision)
+        prov = Provenance.start("embed", seeds={"seed": seed}, source=source)
+        embed_to_file(
+            extractor,
+            source,
             out,
-            provenance=Provenance.start("embed", seeds={"seed": seed}, source=source),
-            batch_size=batch_size,
-            limit=limit,
+            provenance=prov,
+            split=split,
+            classes=classes,
+            shots=shots,
             seed=seed,
+            limit=limit,
+            batch_size=batch_size,
             track=track,
             log=log,
         )
-    else:
-        ds = load_dataset(source, split=split, classes=classes, shots=shots, seed=seed)
-        key = f"data-{ds.fingerprint()}"
-
-        def build(out: Path) -> None:
-            extractor = create_extractor(features, device=device, precision=precision)
-            emb = embed_dataset(extractor, ds, batch_size=batch_size, track=track)
-            prov = Provenance.start("embed", seeds={"seed": seed}, source=source)
-            prov.inputs[f"dataset:{source}"] = ds.fingerprint()
-            save_embeddings(out, emb, provenance=prov)
 
     target = cache_dir() / "embeddings" / f"{key}-{_slug(features)}.safetensors"
     if not (use_cache and target.exists()):
