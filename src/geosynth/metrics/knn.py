@@ -31,14 +31,17 @@ def exact_sqdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def gathered_sqdist(
-    rows64: torch.Tensor, x64: torch.Tensor, idx: torch.Tensor, chunk: int = 64
+    rows: torch.Tensor, x: torch.Tensor, idx: torch.Tensor, chunk: int = 64
 ) -> torch.Tensor:
-    """Exact squared distances from each row of ``rows64`` to the points ``x64[idx[row]]``,
-    in chunks of rows so the float64 differences stay cache-sized."""
-    out = torch.empty(idx.shape, dtype=torch.float64, device=x64.device)
+    """Exact (float64) squared distances from each of ``rows`` to the points ``x[idx[row]]``.
+
+    Rows are processed in chunks and converted to float64 there, so neither a float64 copy of
+    the features nor a large difference tensor ever exists.
+    """
+    out = torch.empty(idx.shape, dtype=torch.float64, device=x.device)
     for c in range(0, idx.shape[0], chunk):
-        diff = x64[idx[c : c + chunk]]
-        diff.sub_(rows64[c : c + chunk].unsqueeze(1))
+        diff = x[idx[c : c + chunk]].double()
+        diff.sub_(rows[c : c + chunk].double().unsqueeze(1))
         out[c : c + chunk] = diff.square_().sum(-1)
     return out
 
@@ -79,7 +82,6 @@ def knn_sqradii(
     if n <= kmax:
         raise ValueError(f"k={kmax} needs more than {kmax} points, got {n}")
     x = x.float().contiguous()
-    x64 = x.double()
     sq = x.pow(2).sum(1)
     sq_max = float(sq.max())
     cand = min(n, kmax + 1 + EXTRA_CANDIDATES)
@@ -92,7 +94,7 @@ def knn_sqradii(
         d2 = torch.addmm(sq.unsqueeze(0), x[start:stop], x.T, beta=1.0, alpha=-2.0)
         v32, idx = torch.topk(d2, cand, dim=1, largest=False, sorted=True)
         v32 += sq_rows
-        exact = gathered_sqdist(x64[start:stop], x64, idx).sort(dim=1).values
+        exact = gathered_sqdist(x[start:stop], x, idx).sort(dim=1).values
         if cand < n:
             # Points outside the candidates have float32 distance >= the last candidate's; if
             # that is within the error bound of the k-th exact distance, one of them could be
@@ -102,7 +104,7 @@ def knn_sqradii(
             for r in torch.nonzero(unsafe).flatten().tolist():
                 edge = float(exact[r, kmax] + 2 * tol[r] - sq_rows[r])
                 band = torch.nonzero(d2[r] <= edge).flatten()
-                row = gathered_sqdist(x64[start + r : start + r + 1], x64, band.unsqueeze(0))
+                row = gathered_sqdist(x[start + r : start + r + 1], x, band.unsqueeze(0))
                 exact[r] = row.sort(dim=1).values[0, :cand]
         del d2
         for k in ks:
