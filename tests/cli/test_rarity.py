@@ -93,6 +93,20 @@ def test_shard_reference_through_cli(cli, toy_models, toy_data, tmp_path) -> Non
     assert json.loads(res.out)["n_reference"] == 12 - corrupt_chosen
 
 
+def test_methods_agree_and_approximate_is_labelled(cli, tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    t = _emb(tmp_path / "t.safetensors", rng.normal(size=(300, 8)))
+    r = _emb(tmp_path / "r.safetensors", rng.normal(size=(900, 8)))
+    blocked = json.loads(cli("rarity", t, r, "--json").out)
+    lifted = json.loads(cli("rarity", t, r, "--method", "lifted", "--json").out)
+    assert blocked["metrics"] == lifted["metrics"]
+    assert not blocked["approximate"] and "exact" in lifted["method"]
+    res = cli("rarity", t, r, "--approximate", "--nprobe", "2", "--json")
+    approx = json.loads(res.out)
+    assert res.code == 0 and approx["approximate"] and "APPROXIMATE" in approx["method"]
+    assert abs(approx["metrics"]["density"] - blocked["metrics"]["density"]) < 0.2
+
+
 def test_bad_inputs_exit_2_with_one_line(cli, tmp_path) -> None:
     rng = np.random.default_rng(0)
     a = _emb(tmp_path / "a.safetensors", rng.normal(size=(20, 4)))

@@ -64,6 +64,25 @@ def rarity(
     batch_size: BatchOpt = 64,
     device: DeviceOpt = None,
     precision: PrecisionOpt = "auto",
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="blocked: one pass over all distances; lifted: ball "
+            "membership as faiss range searches over lifted balls. Both exact.",
+        ),
+    ] = "blocked",
+    approximate: Annotated[
+        bool,
+        typer.Option(
+            "--approximate",
+            help="IVF range searches instead of exact ones, for "
+            "billion-scale references; the report says APPROXIMATE.",
+        ),
+    ] = False,
+    nprobe: Annotated[
+        int, typer.Option("--nprobe", min=1, help="IVF lists visited per query (--approximate).")
+    ] = 32,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Re-embed even if cached.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -102,6 +121,9 @@ def rarity(
         per_class=per_class,
         device=device,
         names=(reference, target),
+        method=method,
+        approximate=approximate,
+        nprobe=nprobe,
     )
     if out is not None:
         write_json(out, report)
@@ -112,6 +134,8 @@ def rarity(
     rows = [("all", report["n_target"], *(_fmt(report["metrics"][m]) for m in METRICS))]
     for name, s in report.get("per_class", {}).items():
         rows.append((name, s["n_target"], *(_fmt(s[m]) for m in METRICS)))
+    if approximate:
+        message("note: --approximate: values are approximate (IVF search may miss balls)")
     print_table(
         f"{target} vs {reference} (k={k}, rarity k={rarity_k}, {report['n_reference']} reference, "
         f"features {report['feature_model']})",

@@ -10,6 +10,7 @@ import torch
 
 from geosynth.artifacts import Embeddings
 from geosynth.errors import GeosynthError
+from geosynth.metrics.lifted import lifted_manifold_metrics
 from geosynth.metrics.manifold import manifold_metrics
 
 
@@ -46,8 +47,12 @@ def rarity_report(
     per_class: bool = False,
     device: str | None = None,
     names: tuple[str, str] = ("reference", "target"),
+    method: str = "blocked",
+    approximate: bool = False,
+    nprobe: int = 32,
 ) -> dict[str, Any]:
-    """Exact metrics (see :mod:`geosynth.metrics.manifold`) as a JSON-ready report."""
+    """Metrics as a JSON-ready report: exact by the blocked pass (:mod:`.manifold`) or by lifted
+    range searches (:mod:`.lifted`), or approximate (IVF range searches) when asked."""
     if k < 1 or rarity_k < 1:
         raise GeosynthError(f"--k and --rarity-k must be at least 1 (got {k}, {rarity_k})")
     kmax = max(k, rarity_k)
@@ -71,15 +76,36 @@ def rarity_report(
     if per_class and (target.labels is None or target.class_names is None):
         raise GeosynthError(f"--per-class: TARGET {names[1]} has no labels and class names")
     labels = target.labels if per_class else None
-    result = manifold_metrics(
-        reference.embeddings,
-        target.embeddings,
-        k=k,
-        rarity_k=rarity_k,
-        target_labels=labels,
-        num_classes=len(target.class_names) if per_class and target.class_names else None,
-        device=device,
-    )
+    num_classes = len(target.class_names) if per_class and target.class_names else None
+    if method not in ("blocked", "lifted"):
+        raise GeosynthError(f"--method {method}: expected blocked or lifted")
+    if approximate or method == "lifted":
+        result = lifted_manifold_metrics(
+            reference.embeddings,
+            target.embeddings,
+            k=k,
+            rarity_k=rarity_k,
+            target_labels=labels,
+            num_classes=num_classes,
+            approximate=approximate,
+            nprobe=nprobe,
+        )
+        label = (
+            f"APPROXIMATE (faiss IVF range search over lifted balls, nprobe={nprobe})"
+            if approximate
+            else "exact (lifted balls, one flat range search each, float64 re-checks)"
+        )
+    else:
+        result = manifold_metrics(
+            reference.embeddings,
+            target.embeddings,
+            k=k,
+            rarity_k=rarity_k,
+            target_labels=labels,
+            num_classes=num_classes,
+            device=device,
+        )
+        label = "exact (blocked float32 distances, float64 re-checks near ties)"
     report: dict[str, Any] = {
         "reference": names[0],
         "target": names[1],
@@ -90,7 +116,8 @@ def rarity_report(
         "feature_dim": dr,
         "feature_model": fr.get("feature_model") or ft.get("feature_model"),
         "preprocessing": fr.get("preprocessing") or ft.get("preprocessing"),
-        "method": "exact (blocked float32 distances, float64 re-checks near ties)",
+        "method": label,
+        "approximate": approximate,
         "pairs_rechecked_float64": result.pairs_checked_in_float64,
         "metrics": result.summary(),
     }
