@@ -15,7 +15,7 @@ import click
 import typer
 
 from geosynth import __version__
-from geosynth.cli import correlate, data, demo, embed, inspect, rarity, toy
+from geosynth.cli import channel_means, correlate, data, demo, embed, generate, inspect, rarity, toy
 from geosynth.errors import GeosynthError
 
 app = typer.Typer(
@@ -53,6 +53,8 @@ def root(
     _state["debug"] = debug
 
 
+app.command("channel-means")(channel_means.channel_means)
+app.command("generate")(generate.generate)
 app.command("embed")(embed.embed)
 app.command("rarity")(rarity.rarity)
 app.command("rarity-correlate")(correlate.rarity_correlate)

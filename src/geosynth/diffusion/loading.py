@@ -60,3 +60,14 @@ def load_vae(model: str | os.PathLike[str] = SD_MODEL, *, dtype: torch.dtype = t
         model,
         "--model",
     )
+
+
+def native_resolution(model: str | os.PathLike[str], vae_factor: int) -> int:
+    """The pipeline's training resolution: UNet sample size x VAE factor (512 for SD 2.1-base;
+    its VAE config says 768, so the VAE alone cannot tell)."""
+    from diffusers import UNet2DConditionModel
+
+    config = load_with(
+        lambda ref: UNet2DConditionModel.load_config(ref, subfolder="unet"), model, "--model"
+    )
+    return int(config["sample_size"]) * vae_factor

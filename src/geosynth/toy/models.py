@@ -244,6 +244,50 @@ def make_toy_timm(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
     return Path(out)
 
 
+def make_toy_lora(
+    pipeline_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    rank: int = 4,
+    scale: float = 0.3,
+    seed: int = 0,
+    class_names: list[str] | None = None,
+    base_model: str | None = None,
+) -> Path:
+    """A random (untrained) UNet LoRA for the toy pipeline in diffusers' format, with a geosynth
+    card: a stand-in for ``geosynth finetune`` output when testing generation and mixing."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_pretrained(pipeline_dir, subfolder="unet")
+    unet.add_adapter(
+        LoraConfig(
+            r=rank,
+            lora_alpha=rank,
+            init_lora_weights="gaussian",
+            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+        )
+    )
+    for name, param in unet.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero (a no-op LoRA); make this one act
+            param.data.normal_(0.0, scale)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    card = {
+        "base_model": base_model or str(pipeline_dir),
+        "prompt_template": "a satellite photo of a {}",
+        "class_names": class_names,
+        "recipe": {"kind": "toy random LoRA", "rank": rank},
+    }
+    with atomic_path(out) as tmp:
+        StableDiffusionPipeline.save_lora_weights(
+            tmp, unet_lora_layers=layers, safe_serialization=True
+        )
+        (tmp / "geosynth.json").write_text(json.dumps(card, indent=2) + "\n")
+    return Path(out)
+
+
 def make_toy_models(
     out: str | os.PathLike[str], *, size: int = 32, seed: int = 0, vae_steps: int = 200
 ) -> dict[str, Path]:

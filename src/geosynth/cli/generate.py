@@ -1,0 +1,207 @@
+"""``geosynth generate``: synthetic images per class, Gaussian or leak-aligned noise, LoRAs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from geosynth.artifacts import Provenance, load_channel_means
+from geosynth.cli.options import JsonOpt, split_list
+from geosynth.cli.output import message, print_json, track
+from geosynth.defaults import PROMPT_TEMPLATE, SD_MODEL
+from geosynth.diffusion import loras as lora_ops
+from geosynth.diffusion.generate import (
+    GenerationSpec,
+    check_channel_means,
+    parse_shard,
+    run_generation,
+)
+from geosynth.diffusion.loading import load_sd_pipeline, pick_device, pick_dtype
+from geosynth.diffusion.schedulers import SCHEDULERS, make_scheduler
+from geosynth.errors import GeosynthError
+
+
+def generate(
+    out: Annotated[Path, typer.Option("--out", help="Output imagefolder.", show_default=False)],
+    model: Annotated[
+        str, typer.Option("--model", help="Base pipeline: hub id or directory.")
+    ] = SD_MODEL,
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            "--classes",
+            help="Comma-separated class names "
+            "(default: from the LoRA card or the channel-means file).",
+        ),
+    ] = None,
+    per_class: Annotated[int, typer.Option("--per-class", min=1, help="Images per class.")] = 500,
+    prompt_template: Annotated[
+        str | None,
+        typer.Option(
+            "--prompt-template", help="Default: the LoRA card's, else 'a satellite photo of a {}'."
+        ),
+    ] = None,
+    steps: Annotated[int, typer.Option("--steps", min=1)] = 50,
+    guidance: Annotated[float, typer.Option("--guidance")] = 2.0,
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--scheduler", help=f"One of {', '.join(SCHEDULERS)} (default: the model's)."),
+    ] = None,
+    noise: Annotated[
+        str, typer.Option("--noise", help="gaussian or leak-aligned (needs --channel-means).")
+    ] = "gaussian",
+    channel_means: Annotated[
+        Path | None, typer.Option("--channel-means", help="From `geosynth channel-means`.")
+    ] = None,
+    leak_timestep: Annotated[
+        int | None,
+        typer.Option(
+            "--leak-timestep",
+            help="Use abar of this fixed T (the paper's T=999 variant) instead of the first scheduled step.",
+        ),
+    ] = None,
+    lora: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lora", help="DIR[:weight], repeatable: a LoRA stack applied to every class."
+        ),
+    ] = None,
+    lora_weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--lora-weights",
+            help="weights.json with per-class mixtures over several LoRAs (cluster-plora).",
+        ),
+    ] = None,
+    lora_dir: Annotated[
+        Path | None, typer.Option("--lora-dir", help="One LoRA sub-directory per class.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
+    resolution: Annotated[
+        int | None, typer.Option("--resolution", help="Default: the model's native size.")
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard", help="i/n: this process's share (default under accelerate: rank/world size)."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Fill the gaps of an interrupted run.")
+    ] = False,
+    device: Annotated[str | None, typer.Option("--device")] = None,
+    precision: Annotated[
+        str, typer.Option("--precision", help="auto (fp16 on GPU), fp32, fp16, bf16.")
+    ] = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate images per class with a (LoRA-adapted) diffusion model.
+
+    Leak-aligned noise starts sampling from sqrt(abar) x0_cls + sqrt(1 - abar) eps at the
+    scheduler's first timestep, with x0_cls the class's latent channel means. Each image's seed
+    derives from (seed, class, index): reruns reproduce images; --resume fills gaps; --shard i/n
+    splits the work.
+
+    [bold]Example[/bold]: geosynth generate --lora lora/ --noise leak-aligned --channel-means means.safetensors --per-class 500 --out synth/
+    """
+    if noise not in ("gaussian", "leak-aligned"):
+        raise GeosynthError(f"--noise {noise}: expected gaussian or leak-aligned")
+    if (noise == "leak-aligned") != (channel_means is not None):
+        raise GeosynthError("--noise leak-aligned and --channel-means go together")
+    taken: set[str] = set()
+    stack = [lora_ops.parse_lora(s, taken) for s in (lora or [])]
+    extra: list[lora_ops.Lora] = []
+    class_weights: dict[str, dict[str, float]] = {}
+    if lora_dir is not None:
+        if not lora_dir.is_dir():
+            raise GeosynthError(f"--lora-dir {lora_dir}: no such directory")
+        for sub in sorted(p for p in lora_dir.iterdir() if p.is_dir()):
+            item = lora_ops.parse_lora(str(sub), taken)
+            extra.append(item)
+            class_weights[sub.name] = {item.name: 1.0}
+    if lora_weights is not None:
+        data = _read_json(lora_weights)
+        by_name = {}
+        for name, rel in dict(data.get("loras", {})).items():
+            path = (lora_weights.parent / rel) if not Path(rel).is_absolute() else Path(rel)
+            if not (path / lora_ops.LORA_FILE).is_file():
+                raise GeosynthError(
+                    f"--lora-weights {lora_weights}: LoRA '{name}' not found at {path}"
+                )
+            by_name[name] = lora_ops.Lora(path, 0.0, name)
+        extra.extend(by_name.values())
+        for c, w in lora_ops.read_lora_weights(lora_weights, by_name).items():
+            class_weights.setdefault(c, {}).update(w)
+    all_loras = stack + extra
+    for item in all_loras:
+        lora_ops.check_base(item, model)
+    card = next((item.card for item in all_loras if item.card), {})
+    cm = load_channel_means(channel_means) if channel_means is not None else None
+    names = split_list(classes) or card.get("class_names") or (cm.class_names if cm else None)
+    if not names:
+        raise GeosynthError(
+            "--classes is needed: no LoRA card or channel-means file names the classes"
+        )
+    if lora_dir is not None:
+        missing = [c for c in names if c not in class_weights]
+        if missing:
+            raise GeosynthError(f"--lora-dir {lora_dir}: no LoRA for class '{missing[0]}'")
+    dev = pick_device(device)
+    prec = ("fp16" if dev.type == "cuda" else "fp32") if precision == "auto" else precision
+    pipe = load_sd_pipeline(model, device=dev, dtype=pick_dtype(prec, dev))
+    new_scheduler = make_scheduler(scheduler, pipe.scheduler.config)
+    if new_scheduler is not None:
+        pipe.scheduler = new_scheduler
+    if cm is not None:
+        check_channel_means(cm, names, pipe.unet.config.in_channels, str(channel_means))
+    lora_ops.load_adapters(pipe, all_loras)
+    spec = GenerationSpec(
+        model=model,
+        classes=list(names),
+        per_class=per_class,
+        prompt_template=prompt_template or card.get("prompt_template", PROMPT_TEMPLATE),
+        steps=steps,
+        guidance=guidance,
+        scheduler=scheduler,
+        seed=seed,
+        noise=noise,
+        leak_timestep=leak_timestep,
+        resolution=resolution,
+        loras={
+            x.name: {"path": str(x.path), "weight": x.weight, "stack": x in stack}
+            for x in all_loras
+        },
+        class_lora_weights=class_weights,
+        channel_means={c: cm.for_class(c).tolist() for c in names} if cm else {},
+    )
+    prov = Provenance.start("generate", seeds={"seed": seed}, model=model, noise=noise)
+    result = run_generation(
+        pipe,
+        spec,
+        out,
+        provenance=prov,
+        shard=parse_shard(shard),
+        batch_size=batch_size,
+        resume=resume,
+        track=track,
+        log=message,
+    )
+    result["out"] = str(out)
+    if as_json:
+        print_json(result)
+    else:
+        state = "complete" if result["complete"] else "this shard done; others pending"
+        message(f"generated {result['generated']} images into {out} ({state})")
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise GeosynthError(f"--lora-weights {path}: no such file")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise GeosynthError(f"--lora-weights {path}: not JSON ({exc})") from None
