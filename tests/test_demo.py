@@ -8,11 +8,17 @@ from geosynth.demo import run_demo
 def test_demo_writes_report_grids_and_metrics(tmp_path: Path) -> None:
     report = run_demo(tmp_path / "demo", log=lambda _: None)
     text = report.read_text()
-    assert "## Toy data" in text and "## Toy models" in text and "## Rarity" in text
-    for image in ("fewshot.png", "vae-recon.png"):
+    for section in ("## Toy data", "## Toy models", "## Rarity", "## Generation"):
+        assert section in text
+    for image in ("fewshot.png", "vae-recon.png", "generated.png"):
         assert f"]({image})" in text and (tmp_path / "demo" / image).is_file()
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert 0 < metrics["vae_recon_l1"] < 0.5
+    errors = metrics["generate_mean_rgb_error"]
+    assert set(errors) == {"gaussian", "leak-aligned"}
+    assert open_dataset(tmp_path / "demo" / "synth-leak-aligned").counts() == dict.fromkeys(
+        ["water", "forest", "desert", "cropland", "urban"], 4
+    )
     rarity = json.loads((tmp_path / "demo" / "rarity.json").read_text())
     # Classes absent from the LAION stand-in lie in fewer reference balls than present ones.
     per = rarity["per_class"]

@@ -22,6 +22,8 @@ SUBCOMMANDS = [
     ["embed"],
     ["rarity"],
     ["rarity-correlate"],
+    ["channel-means"],
+    ["generate"],
 ]
 
 
