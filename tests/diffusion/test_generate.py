@@ -161,3 +161,40 @@ def test_bad_inputs(cli, base, toy_models, tmp_path) -> None:
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o3").exists()
     res = cli(*base, "--out", tmp_path / "o4", "--scheduler", "nope")
     assert res.code == 2 and "--scheduler nope" in res.err
+
+
+def test_controlnet_canny_and_given_control_images(cli, base, reference, toy_models, toy_data,
+                                                   tmp_path) -> None:
+    from geosynth.toy import make_toy_controlnet
+
+    cn = make_toy_controlnet(toy_models["sd"], tmp_path / "cn")
+    common = [*base, "--controlnet", str(cn), "--control-images", str(toy_data)]
+    res = cli(*common, "--control", "canny", "--out", tmp_path / "canny")
+    assert res.code == 0, res.err
+    canny = _images(tmp_path / "canny")
+    assert canny != _images(reference)
+    row = json.loads((tmp_path / "canny" / "metadata.jsonl").read_text().splitlines()[0])
+    assert row["control"]["mode"] == "canny" and Path(row["control"]["source"]).is_file()
+    res = cli(*common, "--control", "image", "--out", tmp_path / "given")
+    assert res.code == 0, res.err
+    assert _images(tmp_path / "given") != canny
+    # A class without control images: one-line error, nothing written.
+    res = cli(*base[:-6], "--classes", "water,snow", "--per-class", "1", "--steps", "2",
+              "--controlnet", str(cn), "--control", "canny", "--control-images", str(toy_data),
+              "--out", tmp_path / "missing")
+    assert res.code == 2 and "no control image for class 'snow'" in res.err
+    assert not (tmp_path / "missing").exists()
+
+
+def test_per_class_lora_dir(cli, base, reference, toy_models, tmp_path) -> None:
+    for k, c in enumerate(CLASSES.split(",")):
+        make_toy_lora(toy_models["sd"], tmp_path / "per_class" / c, seed=10 + k)
+    res = cli(*base, "--out", tmp_path / "pc", "--lora-dir", tmp_path / "per_class")
+    assert res.code == 0, res.err
+    rows = [json.loads(line) for line in (tmp_path / "pc" / "metadata.jsonl").read_text().splitlines()]
+    for r in rows:
+        assert list(r["loras"]) == [r["class_name"]]
+    assert _images(tmp_path / "pc") != _images(reference)
+    res = cli(*base, "--classes", "water,urban", "--out", tmp_path / "pc2",
+              "--lora-dir", tmp_path / "per_class")
+    assert res.code == 2 and "no LoRA for class 'urban'" in res.err

@@ -11,8 +11,10 @@ import typer
 from geosynth.artifacts import Provenance, load_channel_means
 from geosynth.cli.options import JsonOpt, split_list
 from geosynth.cli.output import message, print_json, track
+from geosynth.data import load_dataset
 from geosynth.defaults import PROMPT_TEMPLATE, SD_MODEL
 from geosynth.diffusion import loras as lora_ops
+from geosynth.diffusion.control import ControlSource
 from geosynth.diffusion.generate import (
     GenerationSpec,
     check_channel_means,
@@ -22,6 +24,7 @@ from geosynth.diffusion.generate import (
 from geosynth.diffusion.loading import load_sd_pipeline, pick_device, pick_dtype
 from geosynth.diffusion.schedulers import SCHEDULERS, make_scheduler
 from geosynth.errors import GeosynthError
+from geosynth.hub import load_with
 
 
 def generate(
@@ -78,6 +81,23 @@ def generate(
     ] = None,
     lora_dir: Annotated[
         Path | None, typer.Option("--lora-dir", help="One LoRA sub-directory per class.")
+    ] = None,
+    controlnet: Annotated[
+        str | None, typer.Option("--controlnet", help="ControlNet (hub id or directory).")
+    ] = None,
+    control: Annotated[
+        str | None,
+        typer.Option(
+            "--control",
+            help="canny: edges of --control-images; image: control images as given (semantic maps).",
+        ),
+    ] = None,
+    control_images: Annotated[
+        Path | None,
+        typer.Option(
+            "--control-images",
+            help="Dataset of reference/control images, one class folder per class.",
+        ),
     ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
@@ -150,6 +170,8 @@ def generate(
         missing = [c for c in names if c not in class_weights]
         if missing:
             raise GeosynthError(f"--lora-dir {lora_dir}: no LoRA for class '{missing[0]}'")
+    if (controlnet is None) != (control is None) or (control is None) != (control_images is None):
+        raise GeosynthError("--controlnet, --control and --control-images go together")
     dev = pick_device(device)
     prec = ("fp16" if dev.type == "cuda" else "fp32") if precision == "auto" else precision
     pipe = load_sd_pipeline(model, device=dev, dtype=pick_dtype(prec, dev))
@@ -158,6 +180,12 @@ def generate(
         pipe.scheduler = new_scheduler
     if cm is not None:
         check_channel_means(cm, names, pipe.unet.config.in_channels, str(channel_means))
+    control_source = None
+    if controlnet is not None:
+        pipe = with_controlnet(pipe, controlnet)
+        size = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        control_source = ControlSource(load_dataset(control_images), control, size)
+        control_source.check_classes(list(names))
     lora_ops.load_adapters(pipe, all_loras)
     spec = GenerationSpec(
         model=model,
@@ -177,6 +205,9 @@ def generate(
         },
         class_lora_weights=class_weights,
         channel_means={c: cm.for_class(c).tolist() for c in names} if cm else {},
+        controlnet=controlnet,
+        control=control,
+        control_images=None if control_images is None else str(control_images),
     )
     prov = Provenance.start("generate", seeds={"seed": seed}, model=model, noise=noise)
     result = run_generation(
@@ -184,6 +215,7 @@ def generate(
         spec,
         out,
         provenance=prov,
+        control=control_source,
         shard=parse_shard(shard),
         batch_size=batch_size,
         resume=resume,
@@ -196,6 +228,18 @@ def generate(
     else:
         state = "complete" if result["complete"] else "this shard done; others pending"
         message(f"generated {result['generated']} images into {out} ({state})")
+
+
+def with_controlnet(pipe, ref: str):
+    """The same components in a ControlNet pipeline (no reload of the base model)."""
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+    cn = load_with(
+        lambda r: ControlNetModel.from_pretrained(r, dtype=pipe.unet.dtype), ref, "--controlnet"
+    )
+    cpipe = StableDiffusionControlNetPipeline.from_pipe(pipe, controlnet=cn.to(pipe.device))
+    cpipe.set_progress_bar_config(disable=True)
+    return cpipe
 
 
 def _read_json(path: Path) -> dict:

@@ -26,6 +26,7 @@ from geosynth.artifacts import ChannelMeans, Provenance, atomic_path, write_prov
 from geosynth.data.folder import METADATA_NAME
 from geosynth.data.names import prompt_name, safe_dirname
 from geosynth.diffusion import loras as lora_ops
+from geosynth.diffusion.control import ControlSource
 from geosynth.diffusion.noise import alpha_bar_at_start, gaussian_latents, leak_aligned_latents
 from geosynth.errors import GeosynthError
 from geosynth.viz import image_grid
@@ -57,6 +58,9 @@ class GenerationSpec:
     loras: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> path, weight, stack
     class_lora_weights: dict[str, dict[str, float]] = field(default_factory=dict)
     channel_means: dict[str, list[float]] = field(default_factory=dict)
+    controlnet: str | None = None
+    control: str | None = None  # canny | image
+    control_images: str | None = None
 
     def prompt(self, class_name: str) -> str:
         return self.prompt_template.format(prompt_name(class_name))
@@ -170,6 +174,7 @@ def run_generation(
     out: Path,
     *,
     provenance: Provenance,
+    control: ControlSource | None = None,
     shard: tuple[int, int] = (0, 1),
     batch_size: int = 8,
     resume: bool = False,
@@ -213,8 +218,12 @@ def run_generation(
             else:
                 latents = gaussian_latents(shape, gens)
             param = next(pipe.unet.parameters())
+            extra: dict[str, Any] = {}
+            if control is not None:
+                extra["image"] = [control.image(c, i) for c, i in batch]
             images = pipe(
                 [spec.prompt(class_name)] * len(batch),
+                **extra,
                 latents=latents.to(param.device, param.dtype),
                 num_inference_steps=spec.steps,
                 guidance_scale=spec.guidance,
@@ -246,6 +255,13 @@ def run_generation(
                     "steps": spec.steps,
                     "guidance": spec.guidance,
                     "model": spec.model,
+                    "control": None
+                    if control is None
+                    else {
+                        "controlnet": spec.controlnet,
+                        "mode": spec.control,
+                        "source": control.describe(c, i),
+                    },
                 }
                 rows_file.write(json.dumps(row) + "\n")
                 rows_file.flush()

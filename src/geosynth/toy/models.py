@@ -288,6 +288,34 @@ def make_toy_lora(
     return Path(out)
 
 
+def make_toy_controlnet(
+    pipeline_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, seed: int = 0
+) -> Path:
+    """A ControlNet built from the toy UNet (``ControlNetModel.from_unet``). Its zero
+    convolutions are given small random weights so that, untrained, it still visibly acts."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_pretrained(pipeline_dir, subfolder="unet")
+    factor = 2 ** (len(unet.config.block_out_channels) - 1)
+    # The conditioning embedding must shrink images by the VAE factor (2 for the toy VAE).
+    channels = (16,) + (32,) * (factor.bit_length() - 1)
+    cn = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
+    zero_initialised = (
+        "controlnet_down_blocks",
+        "controlnet_mid_block",
+        "controlnet_cond_embedding.conv_out",
+    )
+    for name, param in cn.named_parameters():
+        if name.startswith(zero_initialised):
+            param.data.normal_(0.0, 0.05)
+    prov = Provenance.start("toy model controlnet", seeds={"seed": seed})
+    with atomic_path(out) as tmp:
+        cn.save_pretrained(tmp, safe_serialization=True)
+        write_provenance(tmp, prov)
+    return Path(out)
+
+
 def make_toy_models(
     out: str | os.PathLike[str], *, size: int = 32, seed: int = 0, vae_steps: int = 200
 ) -> dict[str, Path]:
