@@ -163,8 +163,9 @@ def test_bad_inputs(cli, base, toy_models, tmp_path) -> None:
     assert res.code == 2 and "--scheduler nope" in res.err
 
 
-def test_controlnet_canny_and_given_control_images(cli, base, reference, toy_models, toy_data,
-                                                   tmp_path) -> None:
+def test_controlnet_canny_and_given_control_images(
+    cli, base, reference, toy_models, toy_data, tmp_path
+) -> None:
     from geosynth.toy import make_toy_controlnet
 
     cn = make_toy_controlnet(toy_models["sd"], tmp_path / "cn")
@@ -179,9 +180,23 @@ def test_controlnet_canny_and_given_control_images(cli, base, reference, toy_mod
     assert res.code == 0, res.err
     assert _images(tmp_path / "given") != canny
     # A class without control images: one-line error, nothing written.
-    res = cli(*base[:-6], "--classes", "water,snow", "--per-class", "1", "--steps", "2",
-              "--controlnet", str(cn), "--control", "canny", "--control-images", str(toy_data),
-              "--out", tmp_path / "missing")
+    res = cli(
+        *base[:-6],
+        "--classes",
+        "water,snow",
+        "--per-class",
+        "1",
+        "--steps",
+        "2",
+        "--controlnet",
+        str(cn),
+        "--control",
+        "canny",
+        "--control-images",
+        str(toy_data),
+        "--out",
+        tmp_path / "missing",
+    )
     assert res.code == 2 and "no control image for class 'snow'" in res.err
     assert not (tmp_path / "missing").exists()
 
@@ -191,10 +206,19 @@ def test_per_class_lora_dir(cli, base, reference, toy_models, tmp_path) -> None:
         make_toy_lora(toy_models["sd"], tmp_path / "per_class" / c, seed=10 + k)
     res = cli(*base, "--out", tmp_path / "pc", "--lora-dir", tmp_path / "per_class")
     assert res.code == 0, res.err
-    rows = [json.loads(line) for line in (tmp_path / "pc" / "metadata.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (tmp_path / "pc" / "metadata.jsonl").read_text().splitlines()
+    ]
     for r in rows:
         assert list(r["loras"]) == [r["class_name"]]
     assert _images(tmp_path / "pc") != _images(reference)
-    res = cli(*base, "--classes", "water,urban", "--out", tmp_path / "pc2",
-              "--lora-dir", tmp_path / "per_class")
+    res = cli(
+        *base,
+        "--classes",
+        "water,urban",
+        "--out",
+        tmp_path / "pc2",
+        "--lora-dir",
+        tmp_path / "per_class",
+    )
     assert res.code == 2 and "no LoRA for class 'urban'" in res.err

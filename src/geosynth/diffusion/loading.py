@@ -12,10 +12,13 @@ from geosynth.hub import load_with
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    """The requested device, else CUDA when present, else CPU."""
+    """The requested device, else CUDA when present (this process's GPU under ``accelerate
+    launch`` / torchrun, from LOCAL_RANK), else CPU."""
     if device:
         return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
 
 
 def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
