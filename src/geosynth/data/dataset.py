@@ -52,6 +52,7 @@ class ImageDataset(torch.utils.data.Dataset):
     decoder: Decoder
     digest: Digest
     selection: dict[str, Any] = field(default_factory=dict)
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -76,12 +77,15 @@ class ImageDataset(torch.utils.data.Dataset):
         return str(sample.ref) if self.kind == "imagefolder" else f"{self.source}[{sample.key}]"
 
     def fingerprint(self) -> str:
-        """Content hash of the selected samples, their labels and the class names."""
-        h = hashlib.blake2b(digest_size=16)
-        h.update(json.dumps(self.class_names).encode())
-        for s in self.samples:
-            h.update(f"{s.key}|{s.label}|{self.digest(s)};".encode())
-        return h.hexdigest()
+        """Content hash of the selected samples, their labels and the class names (computed once
+        per view: it reads every file)."""
+        if self._fingerprint is None:
+            h = hashlib.blake2b(digest_size=16)
+            h.update(json.dumps(self.class_names).encode())
+            for s in self.samples:
+                h.update(f"{s.key}|{s.label}|{self.digest(s)};".encode())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     @property
     def labels(self) -> list[int]:

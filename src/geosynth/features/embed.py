@@ -215,9 +215,11 @@ def embed_to_file(
     num_workers: int = 0,
     track: Track = no_track,
     log: Callable[[str], None] = lambda _: None,
+    dataset: ImageDataset | None = None,
 ) -> dict[str, Any]:
     """Embed a shard directory (streamed, resumable, ``limit``) or a dataset (``split``,
-    ``classes``, ``shots``) into ``out``; returns what was embedded."""
+    ``classes``, ``shots``; or ``dataset`` when the caller has loaded it) into ``out``; returns
+    what was embedded."""
     from geosynth.data import load_dataset
     from geosynth.data.shards import is_shard_dir
 
@@ -235,7 +237,7 @@ def embed_to_file(
         )
     if limit is not None:
         raise GeosynthError("--limit applies to shard directories; use --shots for datasets")
-    ds = load_dataset(source, split=split, classes=classes, shots=shots, seed=seed)
+    ds = dataset or load_dataset(source, split=split, classes=classes, shots=shots, seed=seed)
     provenance.inputs[f"dataset:{source}"] = ds.fingerprint()
     emb = embed_dataset(extractor, ds, batch_size=batch_size, num_workers=num_workers, track=track)
     save_embeddings(out, emb, provenance=provenance)

@@ -55,10 +55,12 @@ def resolve_embeddings(
     path = Path(source)
     if path.suffix == ".safetensors" or path.is_file():
         return load_embeddings(path)
+    ds = None
     if is_shard_dir(path):
         key = f"shards-{shards_fingerprint(path)}-{limit}-{seed}"
     else:
-        key = f"data-{load_dataset(source, split=split, classes=classes, shots=shots, seed=seed).fingerprint()}"
+        ds = load_dataset(source, split=split, classes=classes, shots=shots, seed=seed)
+        key = f"data-{ds.fingerprint()}"
 
     def build(out: Path) -> None:
         extractor = create_extractor(features, device=device, precision=precision)
@@ -76,6 +78,7 @@ def resolve_embeddings(
             batch_size=batch_size,
             track=track,
             log=log,
+            dataset=ds,
         )
 
     target = cache_dir() / "embeddings" / f"{key}-{_slug(features)}.safetensors"

@@ -110,3 +110,14 @@ def knn_sqradii(
         for k in ks:
             out[k][start:stop] = exact[:, k].clamp_min(0)
     return out
+
+
+def class_sqradii(x: torch.Tensor, labels: torch.Tensor, num_classes: int, k: int) -> torch.Tensor:
+    """Each row's squared k-NN radius within its own class (per-class recall); -1 for rows of
+    classes with at most k members, whose balls then contain nothing."""
+    out = torch.full((x.shape[0],), -1.0, dtype=torch.float64, device=x.device)
+    for cls in range(num_classes):
+        idx = torch.nonzero(labels == cls).flatten()
+        if idx.numel() > k:
+            out[idx] = knn_sqradii(x[idx], [k])[k]
+    return out

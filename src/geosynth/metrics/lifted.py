@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from geosynth.metrics.knn import EPS32, exact_sqdist, knn_sqradii
+from geosynth.metrics.knn import EPS32, class_sqradii, exact_sqdist, knn_sqradii
 from geosynth.metrics.manifold import ManifoldResult
 
 
@@ -120,11 +120,11 @@ def lifted_manifold_metrics(
         covered_c = torch.zeros(n, c, dtype=torch.bool)
         covered_c[ii, labels[jj]] = True
         recalled_c = torch.zeros(n, c, dtype=torch.bool)
+        r2_cls = class_sqradii(tgt, labels, c, k)
         for cls in range(c):
-            idx = torch.nonzero(labels == cls).flatten()
-            if idx.numel() > k:
-                r2c = knn_sqradii(tgt[idx], [k])[k]
-                _, hit = ball_pairs(tgt[idx], r2c, ref, **search)
+            idx = torch.nonzero((labels == cls) & (r2_cls >= 0)).flatten()
+            if idx.numel():
+                _, hit = ball_pairs(tgt[idx], r2_cls[idx], ref, **search)
                 recalled_c[hit, cls] = True
     return ManifoldResult(
         k=k,

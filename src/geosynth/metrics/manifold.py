@@ -24,7 +24,14 @@ from typing import Any
 
 import torch
 
-from geosynth.metrics.knn import EPS32, error_bound, exact_sqdist, knn_sqradii, sqdist_block
+from geosynth.metrics.knn import (
+    EPS32,
+    class_sqradii,
+    error_bound,
+    exact_sqdist,
+    knn_sqradii,
+    sqdist_block,
+)
 
 
 @dataclass
@@ -166,13 +173,7 @@ def manifold_metrics(
         labels = target_labels.to(dev).long()
         c = int(num_classes if num_classes is not None else int(labels.max()) + 1)
         # Class-internal target radii, for per-class recall.
-        r2_tgt_cls = torch.empty(m, dtype=torch.float64, device=dev)
-        for cls in range(c):
-            idx = torch.nonzero(labels == cls).flatten()
-            if idx.numel() > k:
-                r2_tgt_cls[idx] = knn_sqradii(tgt[idx], [k])[k]
-            else:
-                r2_tgt_cls[idx] = -1.0  # too few samples: such balls contain nothing
+        r2_tgt_cls = class_sqradii(tgt, labels, c, k)
         covered_c = torch.zeros(n, c, dtype=torch.bool, device=dev)
         recalled_c = torch.zeros(n, c, dtype=torch.bool, device=dev)
 
