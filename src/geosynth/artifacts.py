@@ -326,7 +326,7 @@ def load_embeddings(path: str | os.PathLike[str]) -> Embeddings:
             metadata=tf.metadata,
         )
     except GeosynthError as exc:
-        raise GeosynthError(f"{tf.path}: {exc}".replace(": embeddings:", ":")) from None
+        raise GeosynthError(f"{tf.path}: {exc}") from None
 
 
 @dataclass

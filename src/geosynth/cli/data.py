@@ -40,7 +40,7 @@ def info(
     [bold]Example[/bold]: geosynth data info ../shared/data/eurosat-rgb --split train
     """
     ds = dataset_from_options(dataset, split, classes, shots, seed)
-    rows = class_color_stats(ds, lambda it, n: track(it, n, "reading images"))
+    rows = class_color_stats(ds, track)
     report = {
         "source": ds.source,
         "kind": ds.kind,

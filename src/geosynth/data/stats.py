@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-
 import numpy as np
 
 from geosynth.data.dataset import ImageDataset
+from geosynth.progress import Track, no_track
 
 
 def class_color_stats(
     ds: ImageDataset,
-    track: Callable[[Iterable[int], int], Iterable[int]] | None = None,
+    track: Track = no_track,
 ) -> list[dict[str, object]]:
     """Decode every image once; per class, the mean and std over images of the per-image channel
     mean (RGB in [0, 1]), and the image sizes seen. Unreadable images raise a named error."""
@@ -20,10 +19,7 @@ def class_color_stats(
     sq = np.zeros((k, 3))
     counts = np.zeros(k, dtype=np.int64)
     sizes: list[set[tuple[int, int]]] = [set() for _ in range(k)]
-    indices: Iterable[int] = range(len(ds))
-    if track is not None:
-        indices = track(indices, len(ds))
-    for i in indices:
+    for i in track(range(len(ds)), len(ds), "reading images"):
         img = ds.image(i)
         label = ds.samples[i].label
         m = np.asarray(img, dtype=np.float64).reshape(-1, 3).mean(0) / 255.0

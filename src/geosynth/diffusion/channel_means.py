@@ -7,14 +7,12 @@ the UNet sees), averaged over pixels; then the per-image vectors are averaged pe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
-
 import torch
 
 from geosynth.artifacts import ChannelMeans
 from geosynth.data.dataset import ImageDataset
 from geosynth.diffusion.latents import encode_latents, images_to_tensor
+from geosynth.progress import Track, no_track
 
 
 def per_image_channel_means(
@@ -23,7 +21,7 @@ def per_image_channel_means(
     *,
     resolution: int,
     batch_size: int = 16,
-    track: Callable[[Iterable[Any], int | None, str], Iterable[Any]] = lambda it, n, d: it,
+    track: Track = no_track,
 ) -> torch.Tensor:
     """N x C: the pixel-averaged scaled latent of every image, in dataset order."""
     rows = []
@@ -41,7 +39,7 @@ def class_channel_means(
     *,
     resolution: int,
     batch_size: int = 16,
-    track: Callable[[Iterable[Any], int | None, str], Iterable[Any]] = lambda it, n, d: it,
+    track: Track = no_track,
 ) -> ChannelMeans:
     """K x C means (and stds over images) per class of ``ds``."""
     per_image = per_image_channel_means(

@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable
+import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from geosynth.diffusion import loras as lora_ops
 from geosynth.diffusion.control import ControlSource
 from geosynth.diffusion.noise import alpha_bar_at_start, gaussian_latents, leak_aligned_latents
 from geosynth.errors import GeosynthError
+from geosynth.progress import Track, no_track
 from geosynth.viz import image_grid
 
 PARTS = ".parts"
@@ -115,8 +117,9 @@ def read_done(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
     return done
 
 
-def prepare_output(out: Path, spec: GenerationSpec, resume: bool) -> None:
-    """Start a new output directory or check that ``--resume`` continues the same job."""
+def prepare_output(out: Path, spec: GenerationSpec, resume: bool) -> bool:
+    """Start a new output directory or check that ``--resume`` continues the same job; True when
+    the output is already complete (nothing to fill)."""
     plan_path = out / PARTS / "plan.json"
     plan = json.loads(json.dumps(asdict(spec)))
     if out.exists() and any(out.iterdir()):
@@ -125,7 +128,7 @@ def prepare_output(out: Path, spec: GenerationSpec, resume: bool) -> None:
                 f"--out {out}: exists; pass --resume to continue it or choose a new path"
             )
         if (out / METADATA_NAME).is_file() and not plan_path.exists():
-            return  # finished earlier; nothing to fill
+            return True
         if not plan_path.is_file():
             raise GeosynthError(f"--out {out}: not a geosynth generate output")
         if json.loads(plan_path.read_text()) != plan:
@@ -133,10 +136,11 @@ def prepare_output(out: Path, spec: GenerationSpec, resume: bool) -> None:
                 f"--out {out}: was started with other settings (model, classes, noise, LoRAs, "
                 "seed, ...); --resume needs the same command"
             )
-        return
+        return False
     (out / PARTS).mkdir(parents=True, exist_ok=True)
     with atomic_path(plan_path) as tmp:
         tmp.write_text(json.dumps(plan, indent=2))
+    return False
 
 
 def finalize(out: Path, spec: GenerationSpec, provenance: Provenance) -> bool:
@@ -162,8 +166,6 @@ def finalize(out: Path, spec: GenerationSpec, provenance: Provenance) -> bool:
         with atomic_path(sheets / f"{safe_dirname(c)}.png") as tmp:
             grid.save(tmp, format="PNG")
     write_provenance(out, provenance)
-    import shutil
-
     shutil.rmtree(out / PARTS, ignore_errors=True)
     return True
 
@@ -178,12 +180,11 @@ def run_generation(
     shard: tuple[int, int] = (0, 1),
     batch_size: int = 8,
     resume: bool = False,
-    track: Callable[[Iterable[Any], int | None, str], Iterable[Any]] = lambda it, n, d: it,
+    track: Track = no_track,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Generate this shard's missing images into ``out``; finalize if everything is done."""
-    prepare_output(out, spec, resume)
-    if (out / METADATA_NAME).is_file() and not (out / PARTS).exists():
+    if prepare_output(out, spec, resume):
         return {"generated": 0, "complete": True}
     done = read_done(out)
     todo = [job for job in shard_jobs(spec, shard) if job not in done]

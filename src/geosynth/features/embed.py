@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,7 @@ from geosynth.data.dataset import ImageDataset
 from geosynth.data.shards import ShardStats, iter_shard_images, list_shards, subsample
 from geosynth.errors import GeosynthError
 from geosynth.features.base import FeatureExtractor
-
-Track = Callable[[Iterable[Any], int | None, str], Iterable[Any]]
-
-
-def no_track(items: Iterable[Any], total: int | None, description: str) -> Iterable[Any]:
-    """The default progress hook: none."""
-    return items
+from geosynth.progress import Track, no_track
 
 
 class _Transformed(torch.utils.data.Dataset):

@@ -14,7 +14,8 @@ from geosynth.artifacts import Embeddings, Provenance, load_embeddings
 from geosynth.data import load_dataset
 from geosynth.data.shards import is_shard_dir, list_shards
 from geosynth.features.base import create_extractor
-from geosynth.features.embed import Track, embed_to_file, no_track
+from geosynth.features.embed import embed_to_file
+from geosynth.progress import Track, no_track
 
 
 def cache_dir() -> Path:
