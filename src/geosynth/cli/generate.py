@@ -133,7 +133,7 @@ def generate(
     if (noise == "leak-aligned") != (channel_means is not None):
         raise GeosynthError("--noise leak-aligned and --channel-means go together")
     taken: set[str] = set()
-    stack = [lora_ops.parse_lora(s, taken) for s in (lora or [])]
+    stack = lora_ops.expand_stacks([lora_ops.parse_lora(s, taken) for s in (lora or [])], taken)
     extra: list[lora_ops.Lora] = []
     class_weights: dict[str, dict[str, float]] = {}
     if lora_dir is not None:
@@ -178,6 +178,7 @@ def generate(
     new_scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     if new_scheduler is not None:
         pipe.scheduler = new_scheduler
+    lora_ops.apply_cards(pipe, all_loras)
     if cm is not None:
         check_channel_means(cm, names, pipe.unet.config.in_channels, str(channel_means))
     control_source = None

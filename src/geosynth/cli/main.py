@@ -15,7 +15,18 @@ import click
 import typer
 
 from geosynth import __version__
-from geosynth.cli import channel_means, correlate, data, demo, embed, generate, inspect, rarity, toy
+from geosynth.cli import (
+    channel_means,
+    correlate,
+    data,
+    demo,
+    embed,
+    finetune,
+    generate,
+    inspect,
+    rarity,
+    toy,
+)
 from geosynth.errors import GeosynthError
 
 app = typer.Typer(
@@ -54,6 +65,7 @@ def root(
 
 
 app.command("channel-means")(channel_means.channel_means)
+app.command("finetune")(finetune.finetune)
 app.command("generate")(generate.generate)
 app.command("embed")(embed.embed)
 app.command("rarity")(rarity.rarity)

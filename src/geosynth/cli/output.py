@@ -70,3 +70,36 @@ def track(
         for item in items:
             yield item
             progress.advance(task)
+
+
+class LiveProgress:
+    """A progress bar whose status text (loss, speed) the caller updates while iterating."""
+
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+        self._task = None
+
+    def track(
+        self, items: Iterable[T], total: int | None = None, description: str = ""
+    ) -> Iterator[T]:
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=err,
+            transient=not err.is_terminal,
+        )
+        with progress:
+            self._progress = progress
+            self._task = progress.add_task(description, total=total, status="")
+            for item in items:
+                yield item
+                progress.advance(self._task)
+        self._progress = None
+
+    def status(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, status=text)

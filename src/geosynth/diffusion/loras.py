@@ -2,6 +2,10 @@
 
 A LoRA directory holds ``pytorch_lora_weights.safetensors`` (diffusers format) and, when geosynth
 wrote it, a card ``geosynth.json`` with ``base_model``, ``class_names`` and ``prompt_template``.
+``geosynth finetune`` may also leave full components (``unet/``, ``text_encoder/`` +
+``tokenizer/``, ``vae/``), a learned token (``learned_embeds.safetensors``), scheduler settings
+the model was trained for, and the LoRA stack it was trained on top of; :func:`expand_stacks` and
+:func:`apply_cards` honour them.
 Adapters are loaded once; switching class only changes the adapter weights, so per-class LoRAs
 and pLoRA mixtures never reload the pipeline.
 """
@@ -18,6 +22,8 @@ from geosynth.errors import GeosynthError
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 CARD_FILE = "geosynth.json"
+TOKEN_FILE = "learned_embeds.safetensors"
+COMPONENTS = ("unet", "text_encoder", "vae")
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,11 @@ class Lora:
         p = self.path / CARD_FILE
         return json.loads(p.read_text()) if p.is_file() else {}
 
+    @property
+    def has_weights(self) -> bool:
+        """False for a finetune output that trained only full components or a token."""
+        return (self.path / LORA_FILE).is_file()
+
 
 def _adapter_name(path: Path, taken: set[str]) -> str:
     base = re.sub(r"[^A-Za-z0-9_]", "_", path.name) or "lora"
@@ -44,7 +55,7 @@ def _adapter_name(path: Path, taken: set[str]) -> str:
     return name
 
 
-def parse_lora(spec: str, taken: set[str]) -> Lora:
+def parse_lora(spec: str, taken: set[str], arg: str = "--lora") -> Lora:
     """``DIR`` or ``DIR:weight`` (the weight defaults to 1.0)."""
     path_text, weight = spec, 1.0
     head, sep, tail = spec.rpartition(":")
@@ -55,16 +66,16 @@ def parse_lora(spec: str, taken: set[str]) -> Lora:
         except ValueError:
             pass
     path = Path(path_text)
-    if not (path / LORA_FILE).is_file():
-        raise GeosynthError(f"--lora {spec}: {path / LORA_FILE} does not exist")
+    if not (path / LORA_FILE).is_file() and not (path / CARD_FILE).is_file():
+        raise GeosynthError(f"{arg} {spec}: {path / LORA_FILE} does not exist")
     return Lora(path, weight, _adapter_name(path, taken))
 
 
-def check_base(lora: Lora, model: str) -> None:
+def check_base(lora: Lora, model: str, arg: str = "--lora") -> None:
     """A LoRA trained on another base model is an error (its card says which)."""
     base = lora.card.get("base_model")
     if base is not None and str(base).rstrip("/") != str(model).rstrip("/"):
-        raise GeosynthError(f"--lora {lora.path}: trained for base model '{base}', not '{model}'")
+        raise GeosynthError(f"{arg} {lora.path}: trained for base model '{base}', not '{model}'")
 
 
 def read_lora_weights(path: Path, loras: dict[str, Lora]) -> dict[str, dict[str, float]]:
@@ -92,9 +103,64 @@ def read_lora_weights(path: Path, loras: dict[str, Lora]) -> dict[str, dict[str,
     return weights
 
 
+def expand_stacks(stack: list[Lora], taken: set[str]) -> list[Lora]:
+    """Put the LoRAs a card says it was trained on top of (``finetune --init-lora``) before it,
+    at their recorded weights, unless the user already listed them."""
+    listed = {item.path.resolve() for item in stack}
+    out: list[Lora] = []
+    for item in stack:
+        for entry in item.card.get("stack", []):
+            path = Path(entry["path"])
+            if path.resolve() not in listed:
+                listed.add(path.resolve())
+                out.append(parse_lora(f"{path}:{float(entry['weight'])}", taken, "--lora (stack)"))
+        out.append(item)
+    return out
+
+
+def apply_cards(pipe, loras: list[Lora]) -> None:
+    """What cards ask for beyond adapters: full components (one LoRA directory at most),
+    learned tokens, and the scheduler settings the model was trained with."""
+    full = [x for x in loras if set(x.card.get("files", [])) & set(COMPONENTS)]
+    if len(full) > 1:
+        raise GeosynthError(
+            f"--lora {full[1].path}: only one LoRA directory with fully trained components "
+            f"can be used at a time (also {full[0].path})"
+        )
+    for item in full:
+        _replace_components(pipe, item)
+    for item in loras:
+        token = item.card.get("learned_token")
+        if token and (item.path / TOKEN_FILE).is_file():
+            pipe.load_textual_inversion(str(item.path / TOKEN_FILE), token=token)
+    overrides: dict[str, Any] = {}
+    for item in loras:
+        overrides.update(item.card.get("scheduler") or {})
+    if overrides:
+        pipe.scheduler = type(pipe.scheduler).from_config({**pipe.scheduler.config, **overrides})
+
+
+def _replace_components(pipe, item: Lora) -> None:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    files = set(item.card.get("files", []))
+    dtype, device = pipe.unet.dtype, pipe.device
+    if "unet" in files:
+        pipe.unet = UNet2DConditionModel.from_pretrained(item.path / "unet", dtype=dtype).to(device)
+    if "text_encoder" in files:
+        te = CLIPTextModel.from_pretrained(item.path / "text_encoder", dtype=dtype)
+        pipe.text_encoder = te.to(device)
+        pipe.tokenizer = AutoTokenizer.from_pretrained(item.path / "tokenizer")
+    if "vae" in files:
+        pipe.vae = AutoencoderKL.from_pretrained(item.path / "vae", dtype=dtype).to(device)
+
+
 def load_adapters(pipe, loras: list[Lora]) -> None:
-    """Load every LoRA once as a named adapter."""
+    """Load every LoRA that has adapter weights once as a named adapter."""
     for lora in loras:
+        if not lora.has_weights:
+            continue
         try:
             pipe.load_lora_weights(str(lora.path), adapter_name=lora.name)
         except Exception as exc:
@@ -106,7 +172,12 @@ def load_adapters(pipe, loras: list[Lora]) -> None:
 
 def activate(pipe, weights: dict[str, float]) -> None:
     """Set the active adapters and their weights (an empty dict disables all LoRAs)."""
-    active = {k: v for k, v in weights.items() if v != 0.0}
+    loaded = set(pipe.get_list_adapters().get("unet", [])) | set(
+        pipe.get_list_adapters().get("text_encoder", [])
+    )
+    if not loaded:
+        return
+    active = {k: v for k, v in weights.items() if v != 0.0 and k in loaded}
     if not active:
         pipe.disable_lora()
         return

@@ -1,0 +1,266 @@
+"""``finetune``: adapt a Stable Diffusion pipeline to a few-shot dataset and write a LoRA
+directory (see docs/formats.md, "LoRA directories", and docs/finetune.md).
+
+Work in progress lives in ``OUT.parts/`` (checkpoints, finished per-class results); ``OUT``
+appears only when every requested LoRA is finished, so a killed run leaves no half-written
+output and ``resume=True`` continues from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from geosynth import __version__
+from geosynth.artifacts import Provenance, atomic_path, write_provenance
+from geosynth.data.dataset import ImageDataset
+from geosynth.data.names import safe_dirname
+from geosynth.diffusion.latents import vae_scale_factor
+from geosynth.diffusion.loading import load_sd_pipeline, native_resolution, pick_device
+from geosynth.diffusion.loras import CARD_FILE, check_base, parse_lora
+from geosynth.diffusion.objective import sampling_overrides, training_scheduler
+from geosynth.diffusion.recipe import Recipe
+from geosynth.diffusion.train_data import build_training_set, check_resolution
+from geosynth.diffusion.trainable import export_trained, fuse_init_loras, prepare_components
+from geosynth.diffusion.trainer import StepHook, TrainResult, train
+from geosynth.errors import GeosynthError
+from geosynth.progress import Track, no_track
+
+CARD_FORMAT = "geosynth-lora/1"
+
+
+def parts_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".parts")
+
+
+def check_init_loras(recipe: Recipe, model: str) -> list[tuple[str, float]]:
+    """Resolve ``--init-lora`` specs to absolute (dir, weight) pairs made for ``model``."""
+    taken: set[str] = set()
+    resolved = []
+    for spec, weight in recipe.init_loras:
+        lora = parse_lora(f"{spec}:{weight}", taken, "--init-lora")
+        check_base(lora, model, "--init-lora")
+        resolved.append((str(lora.path.resolve()), float(weight)))
+    if resolved and (recipe.unet == "full" or recipe.text_encoder == "full"):
+        raise GeosynthError(
+            "--init-lora stacks a new LoRA on merged LoRAs; it cannot be combined with "
+            "--train-unet full or --train-text-encoder full"
+        )
+    return resolved
+
+
+def load_unet_config(path: str, pipe) -> dict[str, Any]:
+    """A UNet2DConditionModel config for ``--init scratch`` that fits the frozen VAE and text
+    encoder."""
+    p = Path(path)
+    try:
+        config = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise GeosynthError(f"--unet-config {p}: no such file") from None
+    except ValueError as exc:
+        raise GeosynthError(f"--unet-config {p}: not JSON ({exc})") from None
+    latent = pipe.vae.config.latent_channels
+    hidden = pipe.text_encoder.config.hidden_size
+    if config.get("in_channels", 4) != latent or config.get("out_channels", 4) != latent:
+        raise GeosynthError(
+            f"--unet-config {p}: in_channels and out_channels must equal the VAE's "
+            f"latent_channels ({latent})"
+        )
+    if config.get("cross_attention_dim", 1280) != hidden:
+        raise GeosynthError(
+            f"--unet-config {p}: cross_attention_dim must equal the text encoder's hidden size "
+            f"({hidden})"
+        )
+    return config
+
+
+def _write_loss(history: list[dict[str, float]], out: Path) -> None:
+    with open(out / "loss.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["step", "epoch", "loss", "lr"])
+        w.writeheader()
+        w.writerows(history)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history]
+    losses = [h["loss"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(steps, losses, lw=0.8, alpha=0.5, label="loss per step")
+    k = max(1, len(losses) // 20)
+    if k > 1:
+        smooth = [
+            sum(losses[max(0, i - k + 1) : i + 1]) / len(losses[max(0, i - k + 1) : i + 1])
+            for i in range(len(losses))
+        ]
+        ax.plot(steps, smooth, lw=1.5, label=f"mean of {k} steps")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("training loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss.png")
+    plt.close(fig)
+
+
+def _train_one(
+    ds: ImageDataset,
+    recipe: Recipe,
+    model: str,
+    init_loras: list[tuple[str, float]],
+    work: Path,
+    result_dir: Path,
+    *,
+    resume: bool,
+    track: Track,
+    on_step: StepHook | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Train one LoRA (or full components) on ``ds``; write it into ``result_dir`` atomically."""
+    torch.manual_seed(recipe.seed)
+    pipe = load_sd_pipeline(model, device="cpu")
+    if recipe.init == "scratch":
+        from diffusers import UNet2DConditionModel
+
+        pipe.unet = UNet2DConditionModel.from_config(load_unet_config(recipe.unet_config, pipe))
+    fuse_init_loras(pipe, init_loras)
+    factor = vae_scale_factor(pipe.vae)
+    resolution = recipe.resolution or native_resolution(model, factor)
+    check_resolution(resolution, factor, len(pipe.unet.config.block_out_channels), "--resolution")
+    info = prepare_components(pipe, recipe)
+    pipe.vae.to(pick_device())
+    data = build_training_set(
+        ds,
+        pipe.vae,
+        resolution=resolution,
+        template=recipe.template,
+        flip=recipe.flip,
+        keep_pixels=recipe.vae_decoder != "frozen",
+        track=track,
+        warn=log,
+    )
+    scheduler = training_scheduler(
+        model, prediction_type=recipe.prediction_type, zero_terminal_snr=recipe.zero_terminal_snr
+    )
+    work.mkdir(parents=True, exist_ok=True)
+    res: TrainResult = train(
+        pipe, data, recipe, scheduler, work, resume=resume, track=track, on_step=on_step
+    )
+    card = {
+        "format": CARD_FORMAT,
+        "geosynth_version": __version__,
+        "base_model": model,
+        "class_names": data.class_names,
+        "prompt_template": recipe.template,
+        "resolution": resolution,
+        "learned_token": recipe.learn_token,
+        "trained": {
+            "unet": "scratch" if recipe.init == "scratch" else recipe.unet,
+            "text_encoder": recipe.text_encoder,
+            "vae_decoder": recipe.vae_decoder,
+        },
+        "stack": [{"path": p, "weight": w} for p, w in init_loras],
+        "scheduler": sampling_overrides(recipe.prediction_type, recipe.zero_terminal_snr),
+        "recipe": recipe.to_dict(),
+        "data": {
+            "source": str(ds.source),
+            "fingerprint": ds.fingerprint(),
+            "images": len(ds),
+            "per_class": ds.counts(),
+            "selection": ds.selection,
+        },
+        "steps": res.steps,
+        "resumed_from_step": res.resumed_from,
+        "final_loss": res.final_loss,
+    }
+    prov = Provenance.start("finetune", seeds={"seed": recipe.seed}, model=model)
+    prov.inputs[f"dataset:{ds.source}"] = ds.fingerprint()
+    with atomic_path(result_dir) as tmp:
+        tmp.mkdir(parents=True)
+        card["files"] = export_trained(pipe, recipe, info, tmp)
+        (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")
+        _write_loss(res.history, tmp)
+        write_provenance(tmp, prov)
+    return card
+
+
+def finetune(
+    ds: ImageDataset,
+    out: str | os.PathLike[str],
+    recipe: Recipe,
+    *,
+    model: str,
+    per_class: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    track: Track = no_track,
+    on_step: StepHook | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Fine-tune ``model`` on ``ds`` (one LoRA, or one per class into ``OUT/<class>/``) and
+    return a summary with the card(s)."""
+    recipe.check()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise GeosynthError(f"--out {out}: already exists; choose a new path or pass --overwrite")
+    ds.check_nonempty()
+    init_loras = check_init_loras(recipe, model)
+    work = parts_dir(out)
+    if work.exists() and not resume:
+        shutil.rmtree(work)
+    staged = work / "result"
+    if per_class:
+        cards = {}
+        for name in ds.class_names:
+            sub = ds.select_classes([name])
+            dest = staged / safe_dirname(name)
+            if (dest / CARD_FILE).is_file():
+                log(f"{name}: already finished")
+                cards[name] = json.loads((dest / CARD_FILE).read_text())
+                continue
+            log(f"{name}: {len(sub)} images")
+            cards[name] = _train_one(
+                sub,
+                recipe,
+                model,
+                init_loras,
+                work / "checkpoints" / safe_dirname(name),
+                dest,
+                resume=resume,
+                track=track,
+                on_step=on_step,
+                log=log,
+            )
+        write_provenance(staged, Provenance.start("finetune", seeds={"seed": recipe.seed}))
+        summary = {"per_class": True, "cards": cards}
+    elif (staged / CARD_FILE).is_file():  # finished before an interruption; only the move is left
+        summary = {
+            "per_class": False,
+            "cards": {"all": json.loads((staged / CARD_FILE).read_text())},
+        }
+    else:
+        card = _train_one(
+            ds,
+            recipe,
+            model,
+            init_loras,
+            work,
+            staged,
+            resume=resume,
+            track=track,
+            on_step=on_step,
+            log=log,
+        )
+        summary = {"per_class": False, "cards": {"all": card}}
+    with atomic_path(out) as tmp:
+        os.replace(staged, tmp)
+    shutil.rmtree(work, ignore_errors=True)
+    summary["out"] = str(out)
+    return summary

@@ -1,0 +1,294 @@
+"""The fine-tuning loop: accelerate for devices, data parallelism and mixed precision; a
+stateless sample order and per-step random streams, so a resumed run repeats nothing and skips
+nothing and ends with the same weights as an uninterrupted one.
+
+Sample order: the training set is walked as one endless stream of per-epoch permutations (seeded
+by seed and epoch). Micro-batch ``g`` of process ``r`` of ``W`` takes stream positions
+``[(g * W + r) * B, ... + B)``. Everything random within a micro-batch (flip, latent sample,
+timesteps, noise, dropout) comes from a generator seeded by (seed, g, r). A checkpoint therefore
+only needs the trainable weights, the optimiser and LR-scheduler states and the step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from geosynth.artifacts import atomic_path
+from geosynth.diffusion.objective import loss_weights, target, training_noise
+from geosynth.diffusion.recipe import Recipe
+from geosynth.diffusion.train_data import TrainingSet
+from geosynth.diffusion.trainable import load_trainable_state, parameter_groups, trainable_state
+from geosynth.progress import Track, no_track
+
+StepHook = Callable[["StepInfo"], None]
+
+
+@dataclass
+class StepInfo:
+    """One optimiser step, as the progress display and the loss log see it."""
+
+    step: int
+    total: int
+    epoch: float
+    loss: float
+    lr: float
+    images_per_s: float
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: int = 0
+
+    @property
+    def final_loss(self) -> float:
+        """Mean loss over the last epoch's worth of steps (single steps are noisy)."""
+        if not self.history:
+            return float("nan")
+        last_epoch = self.history[-1]["epoch"] - 1.0
+        tail = [h["loss"] for h in self.history if h["epoch"] > last_epoch]
+        return float(sum(tail) / len(tail))
+
+
+def _seed(*parts: int) -> int:
+    return zlib.crc32(json.dumps(parts).encode())
+
+
+class SampleStream:
+    """Stream position -> training-set index, through seeded per-epoch permutations."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def __getitem__(self, pos: int) -> int:
+        epoch, i = divmod(pos, self.n)
+        if epoch not in self._perms:
+            g = torch.Generator().manual_seed(_seed(self.seed, epoch, 7))
+            self._perms = {epoch: torch.randperm(self.n, generator=g)}
+        return int(self._perms[epoch][i])
+
+
+def total_steps(recipe: Recipe, n: int, world: int) -> int:
+    """Optimiser steps for ``recipe.epochs`` passes over ``n`` examples (or ``max_steps``)."""
+    if recipe.max_steps:
+        return int(recipe.max_steps)
+    per_step = recipe.batch_size * world * recipe.grad_accum
+    return max(1, math.ceil(recipe.epochs * n / per_step))
+
+
+def _mixed_precision(recipe: Recipe, device_type: str) -> str:
+    if device_type != "cuda":
+        return "no"
+    return {"auto": "fp16", "fp32": "no"}.get(recipe.mixed_precision, recipe.mixed_precision)
+
+
+def _encode_text(te, tokenizer, prompts: list[str], device) -> torch.Tensor:
+    """Last hidden states of the text encoder (what SD's UNet cross-attends to)."""
+    ids = tokenizer(
+        prompts,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(device)
+    return te(ids)[0]
+
+
+def latest_checkpoint(work: Path) -> Path | None:
+    ckpts = sorted((work / "checkpoints").glob("step-*"))
+    return ckpts[-1] if ckpts else None
+
+
+def train(
+    pipe,
+    data: TrainingSet,
+    recipe: Recipe,
+    scheduler,
+    work: Path,
+    *,
+    resume: bool = False,
+    track: Track = no_track,
+    on_step: StepHook | None = None,
+) -> TrainResult:
+    """Run the loop; checkpoints go to ``work/checkpoints/step-<n>/``."""
+    from accelerate import Accelerator
+    from diffusers.optimization import get_scheduler
+
+    probe = Accelerator(cpu=not torch.cuda.is_available())
+    mp = _mixed_precision(recipe, probe.device.type)
+    acc = Accelerator(
+        mixed_precision=mp,
+        gradient_accumulation_steps=recipe.grad_accum,
+        cpu=not torch.cuda.is_available(),
+    )
+    device, world, rank = acc.device, acc.num_processes, acc.process_index
+    half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mp, torch.float32)
+
+    unet, te, vae = pipe.unet, pipe.text_encoder, pipe.vae
+    # Frozen weights may live in half precision; trainable ones (and LoRA factors) stay float32.
+    for module, mode in ((unet, recipe.unet), (te, recipe.text_encoder), (vae, recipe.vae_decoder)):
+        module.to(device)
+        if mode != "full" and half != torch.float32:
+            module.to(half)
+        for p in module.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+    if recipe.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        if recipe.text_encoder != "frozen":
+            te.gradient_checkpointing_enable()
+    train_te = any(p.requires_grad for p in te.parameters())
+    train_unet = any(p.requires_grad for p in unet.parameters())
+    train_vae = any(p.requires_grad for p in vae.parameters())
+
+    steps = total_steps(recipe, len(data), world)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(pipe, recipe), lr=recipe.lr, betas=(0.9, 0.999), eps=1e-8
+    )
+    lr_sched = get_scheduler(
+        recipe.lr_schedule,
+        optimizer,
+        num_warmup_steps=int(recipe.warmup_ratio * steps),
+        num_training_steps=steps,
+    )
+    wrapped = {}
+    for name, module, trains in (("unet", unet, train_unet), ("te", te, train_te)):
+        wrapped[name] = acc.prepare_model(module) if trains else module
+    optimizer = acc.prepare_optimizer(optimizer)
+
+    result = TrainResult(steps=steps)
+    start = 0
+    ckpt = latest_checkpoint(work) if resume else None
+    if ckpt is not None:
+        from safetensors.torch import load_file
+
+        load_trainable_state(pipe, load_file(str(ckpt / "trainable.safetensors")))
+        blob = torch.load(ckpt / "optim.pt", map_location=device, weights_only=True)
+        optimizer.load_state_dict(blob["optimizer"])
+        lr_sched.load_state_dict(blob["lr_scheduler"])
+        state = json.loads((ckpt / "state.json").read_text())
+        start, result.history = int(state["step"]), list(state["history"])
+        result.resumed_from = start
+
+    # Text features are fixed when the text encoder does not train: compute them once.
+    cached_text: dict[str, torch.Tensor] = {}
+    if not train_te:
+        with torch.no_grad():
+            for p in sorted(set(data.prompts)):
+                cached_text[p] = _encode_text(te, pipe.tokenizer, [p], device)[0]
+
+    stream = SampleStream(len(data), recipe.seed)
+    B = recipe.batch_size
+    tick = time.perf_counter()
+    for step in track(range(start, steps), steps - start, "finetune"):
+        step_losses = []
+        for micro in range(recipe.grad_accum):
+            g = step * recipe.grad_accum + micro
+            gen = torch.Generator().manual_seed(_seed(recipe.seed, g, rank))
+            torch.manual_seed(_seed(recipe.seed, g, rank, 1))  # dropout
+            pos = (g * world + rank) * B
+            idx = torch.tensor([stream[pos + i] for i in range(B)])
+            flip = (
+                torch.randint(0, data.flips, (B,), generator=gen)
+                if data.flips > 1
+                else torch.zeros(B, dtype=torch.long)
+            )
+            mean = data.latent_mean[flip, idx]
+            std = data.latent_std[flip, idx]
+            latents = (mean + std * torch.randn(mean.shape, generator=gen)).to(device)
+            noise = training_noise(latents, recipe.offset_noise, gen).to(device)
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (B,), generator=gen)
+            t = t.to(device)
+            noisy = scheduler.add_noise(latents, noise, t)
+            want = target(scheduler, latents, noise, t)
+            prompts = [data.prompts[int(i)] for i in idx]
+            sync = micro == recipe.grad_accum - 1
+            ctx = acc.no_sync(wrapped["unet"]) if (not sync and train_unet) else _null()
+            with ctx, acc.autocast():
+                if train_te:
+                    cond = _encode_text(wrapped["te"], pipe.tokenizer, prompts, device)
+                else:
+                    cond = torch.stack([cached_text[p] for p in prompts])
+                pred = wrapped["unet"](noisy.to(half), t, cond.to(half)).sample
+                per = F.mse_loss(pred.float(), want.float(), reduction="none").mean((1, 2, 3))
+                loss = (per * loss_weights(scheduler, t, recipe.snr_gamma)).mean()
+                if train_vae:
+                    loss = loss + _decoder_loss(vae, data, idx, flip, latents, device)
+            acc.backward(loss / recipe.grad_accum)
+            step_losses.append(loss.detach())
+        params = [p for grp in optimizer.param_groups for p in grp["params"]]
+        acc.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        lr_sched.step()
+        optimizer.zero_grad(set_to_none=True)
+        mean_loss = acc.gather(torch.stack(step_losses).mean().reshape(1)).mean().item()
+        done = step + 1
+        now = time.perf_counter()
+        info = StepInfo(
+            step=done,
+            total=steps,
+            epoch=done * B * world * recipe.grad_accum / len(data),
+            loss=mean_loss,
+            lr=lr_sched.get_last_lr()[0],
+            images_per_s=B * world * recipe.grad_accum / max(now - tick, 1e-9),
+        )
+        tick = now
+        result.history.append(
+            {"step": done, "epoch": round(info.epoch, 6), "loss": mean_loss, "lr": info.lr}
+        )
+        if done % recipe.checkpoint_every == 0 and done < steps:
+            if acc.is_main_process:
+                save_checkpoint(pipe, optimizer, lr_sched, result, done, work, recipe)
+            acc.wait_for_everyone()
+        if on_step is not None:
+            on_step(info)
+    acc.wait_for_everyone()
+    return result
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _decoder_loss(vae, data: TrainingSet, idx, flip, latents, device) -> torch.Tensor:
+    """Reconstruction MSE of the decoder on this batch's latent samples (seed 003's VAE tuning:
+    the diffusion loss never reaches the decoder)."""
+    pixels = data.pixels[idx]
+    pixels = torch.where(flip.view(-1, 1, 1, 1) == 1, torch.flip(pixels, dims=[3]), pixels)
+    decoded = vae.decode(latents / vae.config.scaling_factor).sample
+    return F.mse_loss(decoded.float(), pixels.to(device).float())
+
+
+def save_checkpoint(
+    pipe, optimizer, lr_sched, result: TrainResult, step: int, work: Path, recipe: Recipe
+) -> None:
+    """``work/checkpoints/step-<n>/``, written atomically; keeps the newest ``checkpoints_kept``."""
+    from safetensors.torch import save_file
+
+    root = work / "checkpoints"
+    with atomic_path(root / f"step-{step:08d}") as tmp:
+        tmp.mkdir(parents=True)
+        save_file(trainable_state(pipe), str(tmp / "trainable.safetensors"))
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "lr_scheduler": lr_sched.state_dict()},
+            tmp / "optim.pt",
+        )
+        (tmp / "state.json").write_text(json.dumps({"step": step, "history": result.history}))
+    for old in sorted(root.glob("step-*"))[: -max(1, recipe.checkpoints_kept)]:
+        shutil.rmtree(old, ignore_errors=True)
