@@ -1,0 +1,232 @@
+"""Benchmark: geosynth finetune vs the plain diffusers LoRA training loop, same settings.
+
+Both train LoRA (rank 16, alpha 16) on the UNet attention projections and the text encoder, with
+AdamW and batch B at resolution R, for S steps. The plain loop is what diffusers' LoRA training
+script does per step: VAE-encode the batch, encode the prompts, noise, UNet, loss, step. geosynth
+encodes latents once (the frozen encoder's posterior, sampled every step) and keeps frozen
+weights in half precision on GPU. Each variant runs in its own process so peak memory is its own.
+
+    python bench/finetune.py --model toy                       # CPU, toy pipeline
+    python bench/finetune.py --model sd21-random --device cuda --resolution 512 --batch-size 8
+        [--gradient-checkpointing]                             # SD 2.1-base shapes, random weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def sd21_random(out: Path) -> Path:
+    """SD 2.1-base's architecture (UNet 865M, VAE, OpenCLIP-H text encoder) with random weights;
+    speed and memory do not depend on the weights. The toy tokenizer stands in for the hub's."""
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from geosynth.toy.models import SD21_SCHEDULER_CONFIG
+    from geosynth.toy.tokenizer import build_toy_tokenizer
+
+    tok = build_toy_tokenizer()
+    te = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=23,
+            num_attention_heads=16,
+            hidden_act="gelu",
+            projection_dim=512,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    )
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=768,
+    )
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        attention_head_dim=(5, 10, 20, 20),
+        cross_attention_dim=1024,
+        use_linear_projection=True,
+        layers_per_block=2,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=te,
+        tokenizer=tok,
+        unet=unet,
+        scheduler=PNDMScheduler(**SD21_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out)
+    return out
+
+
+def peak_memory(device: torch.device) -> float:
+    """Peak GPU memory allocated (GB), or the process's peak RSS on CPU (GB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def run_geosynth(args) -> dict:
+    from geosynth.data import load_dataset
+    from geosynth.diffusion.finetune import finetune
+    from geosynth.diffusion.recipe import Recipe
+
+    device = torch.device(args.device)
+    stamps: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        recipe = Recipe(
+            resolution=args.resolution,
+            batch_size=args.batch_size,
+            max_steps=args.warmup + args.steps,
+            checkpoint_every=10**9,
+            gradient_checkpointing=args.gradient_checkpointing,
+            mixed_precision=args.precision,
+        )
+        finetune(
+            load_dataset(args.data),
+            Path(tmp) / "out",
+            recipe,
+            model=args.model,
+            on_step=lambda info: stamps.append(time.perf_counter()),
+            log=lambda s: None,
+        )
+    timed = stamps[args.warmup :]
+    return {
+        "variant": "geosynth",
+        "steps_per_s": (len(timed) - 1) / (timed[-1] - timed[0]),
+        "peak_gb": peak_memory(device),
+    }
+
+
+def run_plain(args) -> dict:
+    """diffusers' LoRA recipe, step by step, with nothing cached."""
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+    from peft import LoraConfig
+
+    from geosynth.data import load_dataset
+    from geosynth.diffusion.latents import images_to_tensor
+    from geosynth.diffusion.loading import load_sd_pipeline
+
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    weight_dtype = torch.float16 if cuda and args.precision != "fp32" else torch.float32
+    pipe = load_sd_pipeline(args.model, device=device, dtype=weight_dtype)
+    unet, te, vae, tok = pipe.unet, pipe.text_encoder, pipe.vae, pipe.tokenizer
+    for m in (unet, te, vae):
+        m.requires_grad_(False)
+    lora = dict(r=16, lora_alpha=16, init_lora_weights="gaussian")
+    unet.add_adapter(LoraConfig(target_modules=["to_q", "to_k", "to_v", "to_out.0"], **lora))
+    te.add_adapter(LoraConfig(target_modules=["q_proj", "k_proj", "v_proj", "out_proj"], **lora))
+    params = [p for m in (unet, te) for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.data = p.data.float()
+    if args.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        te.gradient_checkpointing_enable()
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2)
+    sched = DDPMScheduler.from_pretrained(args.model, subfolder="scheduler")
+    ds = load_dataset(args.data)
+    pixels = images_to_tensor([ds.image(i) for i in range(len(ds))], args.resolution)
+    prompts = [f"a satellite photo of a {ds.class_names[s.label]}" for s in ds.samples]
+    stamps = []
+    for step in range(args.warmup + args.steps):
+        idx = [(step * args.batch_size + i) % len(ds) for i in range(args.batch_size)]
+        x = pixels[idx].to(device, weight_dtype)
+        with torch.autocast(device.type, dtype=weight_dtype, enabled=cuda):
+            lat = vae.encode(x).latent_dist.sample() * vae.config.scaling_factor
+            noise = torch.randn_like(lat)
+            t = torch.randint(0, 1000, (len(idx),), device=device)
+            noisy = sched.add_noise(lat, noise, t)
+            ids = tok(
+                [prompts[i] for i in idx],
+                padding="max_length",
+                max_length=tok.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids.to(device)
+            cond = te(ids)[0]
+            pred = unet(noisy, t, cond).sample
+            loss = F.mse_loss(pred.float(), noise.float())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
+        stamps.append(time.perf_counter())
+    timed = stamps[args.warmup :]
+    return {
+        "variant": "plain diffusers loop",
+        "steps_per_s": (len(timed) - 1) / (timed[-1] - timed[0]),
+        "peak_gb": peak_memory(device),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", default="toy", help="toy, sd21-random, or a pipeline id/dir")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--variant", choices=["geosynth", "plain"], help=argparse.SUPPRESS)
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.variant:  # child process
+        fn = run_geosynth if args.variant == "geosynth" else run_plain
+        print(json.dumps(fn(args)))
+        return
+    from geosynth.toy import make_toy_dataset
+    from geosynth.toy.models import make_toy_sd_pipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        if args.model == "toy":
+            args.model = str(make_toy_sd_pipeline(root / "sd", vae_steps=0))
+        elif args.model == "sd21-random":
+            args.model = str(sd21_random(root / "sd"))
+        data = make_toy_dataset(root / "data", per_class=4, size=args.resolution, seed=0)
+        results = []
+        for variant in ("plain", "geosynth"):
+            cmd = [sys.executable, __file__, *sys.argv[1:], "--variant", variant]
+            cmd += ["--data", str(data), "--model", args.model]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    for r in results:
+        print(f"{r['variant']:>22}: {r['steps_per_s']:.3f} steps/s, peak {r['peak_gb']:.2f} GB")
+    print(f"speed-up: {results[1]['steps_per_s'] / results[0]['steps_per_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
