@@ -12,6 +12,7 @@ from geosynth.data import load_dataset
 from geosynth.diffusion.finetune import finetune, parts_dir
 from geosynth.diffusion.latents import images_to_tensor
 from geosynth.diffusion.recipe import Recipe
+from geosynth.errors import GeosynthError
 from geosynth.toy import make_toy_lora
 
 FAST = ["--resolution", "32", "--batch-size", "4", "--checkpoint-every", "1000"]
@@ -115,6 +116,8 @@ def test_resume_after_interruption_gives_identical_weights(toy_models, toy_data,
         finetune(ds, out, _small(offset_noise=0.1), model=sd, on_step=crash, log=lambda s: None)
     assert not out.exists()  # nothing half-written
     assert (parts_dir(out) / "checkpoints" / "step-00000002").is_dir()
+    with pytest.raises(GeosynthError, match="different settings"):
+        finetune(ds, out, _small(offset_noise=0.2), model=sd, resume=True, log=lambda s: None)
     res = finetune(ds, out, _small(offset_noise=0.1), model=sd, resume=True, log=lambda s: None)
     assert res["cards"]["all"]["resumed_from_step"] == 2
     a = load_file(str(tmp_path / "ref" / "pytorch_lora_weights.safetensors"))

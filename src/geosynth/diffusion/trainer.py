@@ -28,6 +28,7 @@ from geosynth.diffusion.objective import loss_weights, target, training_noise
 from geosynth.diffusion.recipe import Recipe
 from geosynth.diffusion.train_data import TrainingSet
 from geosynth.diffusion.trainable import load_trainable_state, parameter_groups, trainable_state
+from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 
 StepHook = Callable[["StepInfo"], None]
@@ -126,13 +127,10 @@ def train(
     from accelerate import Accelerator
     from diffusers.optimization import get_scheduler
 
-    probe = Accelerator(cpu=not torch.cuda.is_available())
-    mp = _mixed_precision(recipe, probe.device.type)
-    acc = Accelerator(
-        mixed_precision=mp,
-        gradient_accumulation_steps=recipe.grad_accum,
-        cpu=not torch.cuda.is_available(),
-    )
+    cuda = torch.cuda.is_available()
+    mp = _mixed_precision(recipe, "cuda" if cuda else "cpu")
+    # Accumulation is done by hand (micro-batches below), so accelerate is told 1.
+    acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=1, cpu=not cuda)
     device, world, rank = acc.device, acc.num_processes, acc.process_index
     half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mp, torch.float32)
 
@@ -179,6 +177,11 @@ def train(
         optimizer.load_state_dict(blob["optimizer"])
         lr_sched.load_state_dict(blob["lr_scheduler"])
         state = json.loads((ckpt / "state.json").read_text())
+        if state.get("recipe") != json.loads(json.dumps(recipe.to_dict())):
+            raise GeosynthError(
+                f"--resume: {ckpt} was written with different settings; rerun without --resume "
+                "or with the original options"
+            )
         start, result.history = int(state["step"]), list(state["history"])
         result.resumed_from = start
 
@@ -289,6 +292,7 @@ def save_checkpoint(
             {"optimizer": optimizer.state_dict(), "lr_scheduler": lr_sched.state_dict()},
             tmp / "optim.pt",
         )
-        (tmp / "state.json").write_text(json.dumps({"step": step, "history": result.history}))
+        state = {"step": step, "history": result.history, "recipe": recipe.to_dict()}
+        (tmp / "state.json").write_text(json.dumps(state))
     for old in sorted(root.glob("step-*"))[: -max(1, recipe.checkpoints_kept)]:
         shutil.rmtree(old, ignore_errors=True)
