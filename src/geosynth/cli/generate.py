@@ -161,11 +161,31 @@ def generate(
         lora_ops.check_base(item, model)
     card = next((item.card for item in all_loras if item.card), {})
     cm = load_channel_means(channel_means) if channel_means is not None else None
-    names = split_list(classes) or card.get("class_names") or (cm.class_names if cm else None)
+    mixture_classes = None
+    if lora_weights is not None:
+        mixture_classes = list(data.get("class_names") or class_weights)
+        unknown = [c for c in class_weights if c not in mixture_classes]
+        if unknown:
+            raise GeosynthError(
+                f"--lora-weights {lora_weights}: weights for unknown class '{unknown[0]}' "
+                f"(its class_names: {', '.join(mixture_classes)})"
+            )
+    names = (
+        split_list(classes)
+        or mixture_classes
+        or card.get("class_names")
+        or (cm.class_names if cm else None)
+    )
     if not names:
         raise GeosynthError(
             "--classes is needed: no LoRA card or channel-means file names the classes"
         )
+    if lora_weights is not None:
+        missing = [c for c in names if c not in class_weights]
+        if missing:
+            raise GeosynthError(
+                f"--lora-weights {lora_weights}: no mixture for class '{missing[0]}'"
+            )
     if lora_dir is not None:
         missing = [c for c in names if c not in class_weights]
         if missing:

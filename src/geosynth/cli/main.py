@@ -17,6 +17,7 @@ import typer
 from geosynth import __version__
 from geosynth.cli import (
     channel_means,
+    cluster_plora,
     correlate,
     data,
     demo,
@@ -66,6 +67,7 @@ def root(
 
 app.command("channel-means")(channel_means.channel_means)
 app.command("finetune")(finetune.finetune)
+app.command("cluster-plora")(cluster_plora.cluster_plora_cmd)
 app.command("generate")(generate.generate)
 app.command("embed")(embed.embed)
 app.command("rarity")(rarity.rarity)

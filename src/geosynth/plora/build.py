@@ -1,0 +1,185 @@
+"""``cluster-plora``: cluster a dataset, write one dataset per cluster, the assignments and the
+per-class mixing weights that ``generate --lora-weights`` reads; optionally train the K LoRAs.
+
+Layout of ``OUT``::
+
+    clusters/cluster_<j>/     imagefolder of the cluster's images, class labels kept
+    assignments.json          every sample's cluster, the seed and the inertia
+    weights.json              bias-score weights (seed 001's pLoRA)
+    weights-uniform.json      1/K for every cluster (the paper's pLoRA with a dagger)
+    loras/cluster_<j>/        the cluster LoRAs, once trained (``--train`` or the printed commands)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geosynth.artifacts import Embeddings, Provenance, atomic_path, write_json, write_provenance
+from geosynth.data import export_dataset, load_dataset
+from geosynth.data.dataset import ImageDataset
+from geosynth.diffusion.loras import CARD_FILE
+from geosynth.diffusion.recipe import Recipe
+from geosynth.errors import GeosynthError
+from geosynth.plora.kmeans import kmeans
+from geosynth.plora.weights import bias_weights, count_table, uniform_weights
+from geosynth.progress import Track, no_track
+
+
+def cluster_name(j: int) -> str:
+    return f"cluster_{j}"
+
+
+def check_features(emb: Embeddings, ds: ImageDataset, where: str) -> np.ndarray:
+    """Embeddings rows must be the dataset's samples, in order."""
+    x = emb.embeddings.numpy()
+    if len(x) != len(ds):
+        raise GeosynthError(
+            f"{where}: {len(x)} embeddings for {len(ds)} images; embed the same dataset "
+            "(same --split/--classes/--shots/--seed)"
+        )
+    if emb.labels is not None and emb.class_names is not None:
+        theirs = [emb.class_names[int(i)] for i in emb.labels]
+        ours = [ds.class_names[s.label] for s in ds.samples]
+        if theirs != ours:
+            raise GeosynthError(f"{where}: its labels do not match the dataset's samples")
+    if not np.isfinite(x).all():
+        raise GeosynthError(f"{where}: embeddings contain NaN or Inf")
+    return x
+
+
+def _mixture(names: list[str], w: np.ndarray) -> dict[str, dict[str, float]]:
+    return {
+        c: {cluster_name(j): float(w[i, j]) for j in range(w.shape[1])} for i, c in enumerate(names)
+    }
+
+
+def cluster_plora(
+    ds: ImageDataset,
+    features: np.ndarray,
+    out: str | os.PathLike[str],
+    *,
+    k: int,
+    seed: int = 0,
+    restarts: int = 10,
+    feature_model: str = "",
+    provenance: Provenance | None = None,
+) -> dict[str, Any]:
+    """Cluster, export and write the weights; returns the summary (counts, weights, inertia)."""
+    ds.check_nonempty()
+    res = kmeans(features, k, seed=seed, restarts=restarts)
+    labels = [s.label for s in ds.samples]
+    counts = count_table(labels, res.assignments, len(ds.class_names), k)
+    b, w = bias_weights(counts)
+    names = list(ds.class_names)
+    prov = provenance or Provenance.start("cluster-plora", seeds={"seed": seed})
+    loras = {cluster_name(j): f"loras/{cluster_name(j)}" for j in range(k)}
+    common = {"loras": loras, "class_names": names, "k": k}
+    weights = {
+        **common,
+        "variant": "bias-score",
+        "weights": _mixture(names, w),
+        "bias_scores": _mixture(names, b),
+        "counts": {
+            c: {cluster_name(j): int(counts[i, j]) for j in range(k)} for i, c in enumerate(names)
+        },
+    }
+    uniform = {
+        **common,
+        "variant": "uniform",
+        "weights": _mixture(names, uniform_weights(len(names), k)),
+    }
+    assignments = {
+        "k": k,
+        "seed": res.seed,
+        "restarts": restarts,
+        "inertia": res.inertia,
+        "feature_model": feature_model,
+        "samples": [
+            {"key": s.key, "class": names[s.label], "cluster": int(a)}
+            for s, a in zip(ds.samples, res.assignments, strict=True)
+        ],
+    }
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        for j in range(k):
+            idx = [i for i, a in enumerate(res.assignments) if a == j]
+            sub = ds.subset(idx, cluster=j)
+            present = [c for i, c in enumerate(names) if counts[i, j] > 0]
+            sub = sub.select_classes(present)
+            export_dataset(
+                sub, tmp / "clusters" / cluster_name(j), Provenance.start("cluster-plora")
+            )
+        write_json(tmp / "assignments.json", assignments)
+        write_json(tmp / "weights.json", weights)
+        write_json(tmp / "weights-uniform.json", uniform)
+        write_provenance(tmp, prov)
+    return {
+        "out": str(out),
+        "k": k,
+        "inertia": res.inertia,
+        "seed": res.seed,
+        "class_names": names,
+        "counts": counts.tolist(),
+        "weights": w.tolist(),
+    }
+
+
+def finetune_commands(out: Path, model: str, recipe: Recipe) -> list[str]:
+    """One ``geosynth finetune`` command per cluster, for a cluster scheduler."""
+    k = json.loads((out / "assignments.json").read_text())["k"]
+    cmds = []
+    for j in range(k):
+        args = ["geosynth", "finetune", str(out / "clusters" / cluster_name(j))]
+        args += ["--model", model, "--rank", str(recipe.rank), "--alpha", str(recipe.alpha)]
+        args += ["--epochs", str(recipe.epochs), "--batch-size", str(recipe.batch_size)]
+        args += ["--lr", str(recipe.lr), "--seed", str(recipe.seed)]
+        if recipe.max_steps:
+            args += ["--max-steps", str(recipe.max_steps)]
+        if recipe.resolution:
+            args += ["--resolution", str(recipe.resolution)]
+        if recipe.offset_noise:
+            args += ["--offset-noise", str(recipe.offset_noise)]
+        for path, weight in recipe.init_loras:
+            args += ["--init-lora", f"{path}:{weight}"]
+        args += ["--out", str(out / "loras" / cluster_name(j))]
+        cmds.append(shlex.join(args))
+    return cmds
+
+
+def train_clusters(
+    out: Path,
+    model: str,
+    recipe: Recipe,
+    *,
+    track: Track = no_track,
+    log: Callable[[str], None] = print,
+) -> list[Path]:
+    """Fine-tune one LoRA per cluster (skipping finished ones; an interrupted one resumes)."""
+    from geosynth.diffusion.finetune import finetune, parts_dir
+
+    k = json.loads((out / "assignments.json").read_text())["k"]
+    done = []
+    for j in range(k):
+        dest = out / "loras" / cluster_name(j)
+        if (dest / CARD_FILE).is_file():
+            log(f"{cluster_name(j)}: already trained")
+        else:
+            log(f"{cluster_name(j)}: training")
+            finetune(
+                load_dataset(out / "clusters" / cluster_name(j)),
+                dest,
+                recipe,
+                model=model,
+                resume=parts_dir(dest).exists(),
+                track=track,
+                log=log,
+            )
+        done.append(dest)
+    return done
