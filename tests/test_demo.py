@@ -8,7 +8,14 @@ from geosynth.demo import run_demo
 def test_demo_writes_report_grids_and_metrics(tmp_path: Path) -> None:
     report = run_demo(tmp_path / "demo", log=lambda _: None)
     text = report.read_text()
-    for section in ("## Toy data", "## Toy models", "## Rarity", "## Fine-tuning", "## Generation"):
+    for section in (
+        "## Toy data",
+        "## Toy models",
+        "## Rarity",
+        "## Fine-tuning",
+        "## Generation",
+        "## Prototype LoRAs",
+    ):
         assert section in text
     for image in ("fewshot.png", "vae-recon.png", "generated.png"):
         assert f"]({image})" in text and (tmp_path / "demo" / image).is_file()
@@ -17,6 +24,8 @@ def test_demo_writes_report_grids_and_metrics(tmp_path: Path) -> None:
     ft = metrics["finetune"]
     assert ft["steps"] == 120 and ft["final_loss"] < ft["loss_first_10"]
     assert (tmp_path / "demo" / "toy-lora" / "pytorch_lora_weights.safetensors").is_file()
+    assert sum(map(sum, metrics["plora"]["counts"])) == 40
+    assert len(open_dataset(tmp_path / "demo" / "synth-plora")) == 10
     errors = metrics["generate_mean_rgb_error"]
     assert set(errors) == {"gaussian", "leak-aligned"}
     assert open_dataset(tmp_path / "demo" / "synth-leak-aligned").counts() == dict.fromkeys(

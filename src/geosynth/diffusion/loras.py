@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,7 +163,10 @@ def load_adapters(pipe, loras: list[Lora]) -> None:
         if not lora.has_weights:
             continue
         try:
-            pipe.load_lora_weights(str(lora.path), adapter_name=lora.name)
+            with warnings.catch_warnings():
+                # peft warns on every adapter after the first; several adapters are the point.
+                warnings.filterwarnings("ignore", message=".*multiple adapters.*")
+                pipe.load_lora_weights(str(lora.path), adapter_name=lora.name)
         except Exception as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise GeosynthError(
