@@ -414,3 +414,40 @@ def test_bad_input(toy_models, toy_data, tmp_path, cli) -> None:
     # An existing output is not replaced silently.
     res = cli(*run, "--out", tmp_path / "e", "--max-steps", "1")
     assert res.code == 2 and "already exists" in res.err
+
+
+def test_data_parallel_two_processes_write_one_output(toy_models, toy_data, tmp_path) -> None:
+    """torchrun (what `accelerate launch` starts) with 2 CPU processes over gloo."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "geosynth",
+        "finetune",
+        str(toy_data),
+        "--model",
+        str(toy_models["sd"]),
+        "--out",
+        str(out),
+        *FAST,
+        "--max-steps",
+        "2",
+        "--json",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count('"out":') == 1  # only rank 0 reports
+    card = json.loads((out / "geosynth.json").read_text())
+    assert card["steps"] == 2
+    # Two processes of batch 4 per step: 2 steps cover 16 samples, i.e. 16/30 of an epoch.
+    rows = (out / "loss.csv").read_text().splitlines()
+    assert rows[-1].split(",")[1] == str(round(16 / 30, 6))

@@ -205,6 +205,10 @@ def finetune(
         on_step=on_step,
         log=message,
     )
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return  # one report, from rank 0
     if as_json:
         print_json(summary)
         return

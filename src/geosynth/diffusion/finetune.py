@@ -36,6 +36,13 @@ from geosynth.progress import Track, no_track
 CARD_FORMAT = "geosynth-lora/1"
 
 
+def _state():
+    """accelerate's process state (initialises torch.distributed under ``accelerate launch``)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def parts_dir(out: Path) -> Path:
     return out.with_name(out.name + ".parts")
 
@@ -153,6 +160,7 @@ def _train_one(
     res: TrainResult = train(
         pipe, data, recipe, scheduler, work, resume=resume, track=track, on_step=on_step
     )
+    main_process = _state().is_main_process
     card = {
         "format": CARD_FORMAT,
         "geosynth_version": __version__,
@@ -180,6 +188,8 @@ def _train_one(
         "resumed_from_step": res.resumed_from,
         "final_loss": res.final_loss,
     }
+    if not main_process:  # under data parallelism only rank 0 writes
+        return card
     prov = Provenance.start("finetune", seeds={"seed": recipe.seed}, model=model)
     prov.inputs[f"dataset:{ds.source}"] = ds.fingerprint()
     with atomic_path(result_dir) as tmp:
@@ -213,8 +223,10 @@ def finetune(
     ds.check_nonempty()
     init_loras = check_init_loras(recipe, model)
     work = parts_dir(out)
-    if work.exists() and not resume:
+    state = _state()
+    if work.exists() and not resume and state.is_main_process:
         shutil.rmtree(work)
+    state.wait_for_everyone()
     staged = work / "result"
     if per_class:
         cards = {}
@@ -238,7 +250,8 @@ def finetune(
                 on_step=on_step,
                 log=log,
             )
-        write_provenance(staged, Provenance.start("finetune", seeds={"seed": recipe.seed}))
+        if state.is_main_process:
+            write_provenance(staged, Provenance.start("finetune", seeds={"seed": recipe.seed}))
         summary = {"per_class": True, "cards": cards}
     elif (staged / CARD_FILE).is_file():  # finished before an interruption; only the move is left
         summary = {
@@ -259,8 +272,10 @@ def finetune(
             log=log,
         )
         summary = {"per_class": False, "cards": {"all": card}}
-    with atomic_path(out) as tmp:
-        os.replace(staged, tmp)
-    shutil.rmtree(work, ignore_errors=True)
+    if state.is_main_process:
+        with atomic_path(out) as tmp:
+            os.replace(staged, tmp)
+        shutil.rmtree(work, ignore_errors=True)
+    state.wait_for_everyone()
     summary["out"] = str(out)
     return summary
