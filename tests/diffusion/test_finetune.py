@@ -49,6 +49,14 @@ def _denoise_loss(pipe, data: Path) -> float:
     return total / 5
 
 
+def _generate_water(cli, sd: str, lora: Path, out: Path) -> dict:
+    """``generate --lora`` one water image; its metadata row."""
+    args = ["--classes", "water", "--per-class", "1", "--steps", "2", "--out", out]
+    res = cli("generate", "--model", sd, "--lora", lora, *args)
+    assert res.code == 0, res.err
+    return json.loads((out / "metadata.jsonl").read_text().splitlines()[0])
+
+
 @pytest.fixture(scope="module")
 def trained(toy_models, toy_data, tmp_path_factory) -> Path:
     """A LoRA trained with rank 8 / alpha 16 (scale 2, to check that alpha survives)."""
@@ -171,24 +179,7 @@ def test_two_stage_lora_records_stack_and_generate_applies_it(
     assert res.code == 0, res.err
     card = json.loads((out / "geosynth.json").read_text())
     assert card["stack"] == [{"path": str(trained.resolve()), "weight": 0.5}]
-    gen = tmp_path / "gen"
-    res = cli(
-        "generate",
-        "--model",
-        sd,
-        "--lora",
-        out,
-        "--classes",
-        "water",
-        "--per-class",
-        "1",
-        "--steps",
-        "2",
-        "--out",
-        gen,
-    )
-    assert res.code == 0, res.err
-    row = json.loads((gen / "metadata.jsonl").read_text().splitlines()[0])
+    row = _generate_water(cli, sd, out, tmp_path / "gen")
     weights = {v["path"]: v["weight"] for v in row["loras"].values()}
     assert weights == {str(trained.resolve()): 0.5, str(out): 1.0}
 
@@ -243,24 +234,7 @@ def test_full_unet_hybrid_token_and_generate(toy_models, toy_data, tmp_path, cli
     learned = pipe.text_encoder.get_input_embeddings().weight[row]
     assert not torch.allclose(learned, init)
 
-    gen = tmp_path / "gen"
-    res = cli(
-        "generate",
-        "--model",
-        sd,
-        "--lora",
-        out,
-        "--classes",
-        "water",
-        "--per-class",
-        "1",
-        "--steps",
-        "2",
-        "--out",
-        gen,
-    )
-    assert res.code == 0, res.err
-    row = json.loads((gen / "metadata.jsonl").read_text().splitlines()[0])
+    row = _generate_water(cli, sd, out, tmp_path / "gen")
     assert row["prompt"] == "a satellite photo of a <sar> water"
 
 

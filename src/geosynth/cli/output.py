@@ -52,20 +52,25 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
     out_console().print(table)
 
 
-def track(
-    items: Iterable[T], total: int | None = None, description: str = "working"
-) -> Iterator[T]:
-    """Iterate with a rich progress bar on stderr (count, elapsed, remaining)."""
-    progress = Progress(
+def _progress(*extra: TextColumn) -> Progress:
+    """The bar every command shows on stderr: count, elapsed, remaining (and extra columns)."""
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        *extra,
         console=err,
         transient=not err.is_terminal,
     )
-    with progress:
+
+
+def track(
+    items: Iterable[T], total: int | None = None, description: str = "working"
+) -> Iterator[T]:
+    """Iterate with a rich progress bar on stderr (count, elapsed, remaining)."""
+    with _progress() as progress:
         task = progress.add_task(description, total=total)
         for item in items:
             yield item
@@ -82,16 +87,7 @@ class LiveProgress:
     def track(
         self, items: Iterable[T], total: int | None = None, description: str = ""
     ) -> Iterator[T]:
-        progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[status]}"),
-            console=err,
-            transient=not err.is_terminal,
-        )
+        progress = _progress(TextColumn("{task.fields[status]}"))
         with progress:
             self._progress = progress
             self._task = progress.add_task(description, total=total, status="")

@@ -129,8 +129,8 @@ def parameter_groups(pipe, recipe: Recipe) -> list[dict[str, Any]]:
     return groups
 
 
-def trainable_state(pipe) -> dict[str, torch.Tensor]:
-    """Every trainable tensor by qualified name (what checkpoints hold)."""
+def _trainable(pipe) -> dict[str, torch.nn.Parameter]:
+    """Every trainable parameter by qualified name (``unet.``, ``text_encoder.``, ``vae.``)."""
     out = {}
     for prefix, module in (
         ("unet", pipe.unet),
@@ -139,21 +139,18 @@ def trainable_state(pipe) -> dict[str, torch.Tensor]:
     ):
         for name, p in module.named_parameters():
             if p.requires_grad:
-                out[f"{prefix}.{name}"] = p.detach().float().cpu().contiguous()
+                out[f"{prefix}.{name}"] = p
     return out
+
+
+def trainable_state(pipe) -> dict[str, torch.Tensor]:
+    """Copies of the trainable tensors on CPU in float32 (what checkpoints hold)."""
+    return {k: p.detach().float().cpu().contiguous() for k, p in _trainable(pipe).items()}
 
 
 def load_trainable_state(pipe, state: dict[str, torch.Tensor]) -> None:
     """Copy checkpointed tensors back into the live parameters (names must match exactly)."""
-    live = {}
-    for prefix, module in (
-        ("unet", pipe.unet),
-        ("text_encoder", pipe.text_encoder),
-        ("vae", pipe.vae),
-    ):
-        for name, p in module.named_parameters():
-            if p.requires_grad:
-                live[f"{prefix}.{name}"] = p
+    live = _trainable(pipe)
     if set(live) != set(state):
         raise GeosynthError("checkpoint does not match this recipe's trainable parameters")
     with torch.no_grad():
