@@ -425,3 +425,40 @@ def test_data_parallel_two_processes_write_one_output(toy_models, toy_data, tmp_
     # Two processes of batch 4 per step: 2 steps cover 16 samples, i.e. 16/30 of an epoch.
     rows = (out / "loss.csv").read_text().splitlines()
     assert rows[-1].split(",")[1] == str(round(16 / 30, 6))
+
+
+def test_full_text_encoder_with_token_and_checkpointing(
+    toy_models, toy_data, tmp_path, cli
+) -> None:
+    """A fully trained text encoder carries the new token itself (no learned_embeds file)."""
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    sd = str(toy_models["sd"])
+    out = tmp_path / "te"
+    res = cli(
+        "finetune",
+        toy_data,
+        "--model",
+        sd,
+        "--out",
+        out,
+        *FAST,
+        "--max-steps",
+        "2",
+        "--train-unet",
+        "frozen",
+        "--train-text-encoder",
+        "full",
+        "--learn-token",
+        "<sar>",
+        "--gradient-checkpointing",
+    )
+    assert res.code == 0, res.err
+    card = json.loads((out / "geosynth.json").read_text())
+    assert set(card["files"]) == {"text_encoder", "tokenizer"}
+    tok = AutoTokenizer.from_pretrained(out / "tokenizer")
+    te = CLIPTextModel.from_pretrained(out / "text_encoder")
+    assert te.get_input_embeddings().weight.shape[0] == len(tok)
+    assert len(tok.encode("<sar>", add_special_tokens=False)) == 1
+    row = _generate_water(cli, sd, out, tmp_path / "gen")
+    assert row["prompt"] == "a satellite photo of a <sar> water"
