@@ -80,3 +80,14 @@ def test_evaluate_bad_options_exit_2_with_one_line(
 def test_evaluate_missing_input_names_it(cli, toy_data: Path, tmp_path: Path) -> None:
     res = cli("evaluate", tmp_path / "nope", toy_data)
     assert res.code == 2 and "nope" in res.err
+
+
+def test_evaluate_will_not_replace_a_foreign_plots_directory(
+    cli, toy_data: Path, tmp_path: Path
+) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("keep me")
+    res = cli("evaluate", toy_data, toy_data, "--metrics", "color", "--plots", mine)
+    assert res.code == 2 and "--plots" in res.err and "not a geosynth output" in res.err
+    assert (mine / "thesis.tex").read_text() == "keep me"

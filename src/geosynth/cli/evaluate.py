@@ -11,6 +11,7 @@ from geosynth.artifacts import Provenance, atomic_path, write_json, write_proven
 from geosynth.cli.embed import BatchOpt, DeviceOpt, PrecisionOpt
 from geosynth.cli.options import ClassesOpt, JsonOpt, SeedOpt, SplitOpt, split_list
 from geosynth.cli.output import message, print_json, print_table, track
+from geosynth.data import check_output_dir
 from geosynth.defaults import FEATURE_MODEL, PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
 from geosynth.metrics.evaluate import ALL_SECTIONS, EvalOptions
@@ -143,6 +144,12 @@ def evaluate(
         raise GeosynthError("--metrics: give at least one metric, or 'all'")
     if out is not None and out.suffix != ".json":
         raise GeosynthError(f"--out {out}: expected a path ending in .json")
+    if plots is not None:
+        # Checked before the work starts: the plots directory replaces an earlier one whole.
+        try:
+            check_output_dir(plots)
+        except GeosynthError as exc:
+            raise GeosynthError(str(exc).replace("--out", "--plots", 1)) from None
     opts = EvalOptions(
         features=features,
         sections=sections,
