@@ -40,3 +40,11 @@ def test_demo_writes_report_grids_and_metrics(tmp_path: Path) -> None:
     assert open_dataset(tmp_path / "demo" / "toy-8shot").counts() == dict.fromkeys(
         ["water", "forest", "desert", "cropland", "urban"], 8
     )
+    # The evaluation step: both generated sets against the real pool, with plots.
+    assert "## Evaluation" in text
+    assert (tmp_path / "demo" / "evaluate-plots" / "per-class.png").is_file()
+    evaluation = metrics["evaluate"]
+    assert set(evaluation) == {"gaussian", "leak-aligned"}
+    assert evaluation["leak-aligned"]["color_error"] < evaluation["gaussian"]["color_error"]
+    leak = json.loads((tmp_path / "demo" / "evaluate-leak-aligned.json").read_text())
+    assert len(leak["classes"]["compared"]) == 5 and leak["fid"]["value"] > 0

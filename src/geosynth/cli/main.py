@@ -28,6 +28,7 @@ from geosynth.cli import (
     rarity,
     toy,
 )
+from geosynth.cli import evaluate as evaluate_cmd
 from geosynth.errors import GeosynthError
 
 app = typer.Typer(
@@ -72,6 +73,7 @@ app.command("generate")(generate.generate)
 app.command("embed")(embed.embed)
 app.command("rarity")(rarity.rarity)
 app.command("rarity-correlate")(correlate.rarity_correlate)
+app.command("evaluate")(evaluate_cmd.evaluate)
 app.add_typer(toy.app, name="toy")
 app.add_typer(data.app, name="data")
 app.command("inspect")(inspect.inspect_file)

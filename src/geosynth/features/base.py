@@ -7,7 +7,8 @@ Model specs (``--model`` / ``--features``):
 * ``open_clip:NAME/PRETRAINED`` (``open_clip:ViT-B-16/openai``), ``open_clip:local-dir:DIR``,
   ``open_clip:hf-hub:ID`` -> the open_clip image tower;
 * ``timm:NAME`` (pretrained weights from the hub), ``timm:local-dir:DIR`` -> a timm backbone's
-  pooled features.
+  pooled features;
+* ``inception`` / ``inception:WEIGHTS.pth`` -> the FID Inception-v3 pool3 features (torch-fidelity).
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ def create_extractor(
         from geosynth.features.openclip import OpenClipExtractor
 
         return OpenClipExtractor(spec, spec.removeprefix("open_clip:"), dev, dtype)
+    if spec == "inception" or spec.startswith("inception:"):
+        from geosynth.features.inception import InceptionExtractor
+
+        weights = spec.partition(":")[2] or None
+        return InceptionExtractor(spec, weights, dev, dtype)
     if spec.startswith("timm:"):
         from geosynth.features.timm_backbone import TimmExtractor
 
