@@ -16,6 +16,7 @@ import typer
 
 from geosynth import __version__
 from geosynth.cli import channel_means, correlate, data, demo, embed, generate, inspect, rarity, toy
+from geosynth.cli.train_clf import train_clf
 from geosynth.errors import GeosynthError
 
 app = typer.Typer(
@@ -58,6 +59,7 @@ app.command("generate")(generate.generate)
 app.command("embed")(embed.embed)
 app.command("rarity")(rarity.rarity)
 app.command("rarity-correlate")(correlate.rarity_correlate)
+app.command("train-clf")(train_clf)
 app.add_typer(toy.app, name="toy")
 app.add_typer(data.app, name="data")
 app.command("inspect")(inspect.inspect_file)
