@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from geosynth.classify import Splits
 from geosynth.data import load_dataset
@@ -33,3 +34,13 @@ def clf_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     that the shared ``toy_models`` fixture also trains, which these tests do not need)."""
     root = tmp_path_factory.mktemp("clf-models")
     return {"clip": make_toy_clip(root / "clip"), "timm": make_toy_timm(root / "timm")}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: these models are tiny, and on a shared 2-core machine a second
+    OpenMP thread mostly waits for a busy core (10x slower steps under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -243,21 +243,28 @@ def run_train_clf(
         runs.append(zero_shot(spec, splits, cfg, accelerator=accelerator, track=track))
     else:
         parts = _prepare_parts(out, _plan(spec, cfg, seeds, splits), resume)
-        for seed in seeds:
-            runs.append(
-                run_seed(
-                    seed,
-                    spec,
-                    cfg,
-                    splits,
-                    parts=parts,
-                    resume=resume,
-                    accelerator=accelerator,
-                    track=track,
-                    log=log,
-                    on_epoch_end=on_epoch_end,
+        try:
+            for seed in seeds:
+                runs.append(
+                    run_seed(
+                        seed,
+                        spec,
+                        cfg,
+                        splits,
+                        parts=parts,
+                        resume=resume,
+                        accelerator=accelerator,
+                        track=track,
+                        log=log,
+                        on_epoch_end=on_epoch_end,
+                    )
                 )
-            )
+        except GeosynthError:
+            # Bad input found before any epoch finished (an unreadable image, say): nothing
+            # worth resuming, so leave no state that would demand --resume next time.
+            if accelerator.is_main_process and not any(parts.rglob("last.pt")):
+                shutil.rmtree(parts, ignore_errors=True)
+            raise
     summed = np.sum([np.asarray(r["test"]["confusion"]) for r in runs], axis=0)
     report: dict[str, Any] = {
         "class_names": class_names,

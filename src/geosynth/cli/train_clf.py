@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 
 from geosynth.artifacts import Provenance
@@ -151,7 +152,12 @@ def train_clf(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run from OUT.parts/.")
     ] = False,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="Data-loader processes.")] = 2,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=0, help="Data-loader processes (default: 4 with a GPU, 0 on CPU)."
+        ),
+    ] = None,
     eval_batch_size: Annotated[int, typer.Option("--eval-batch-size", min=1)] = 64,
     precision: Annotated[
         str, typer.Option("--precision", help="auto (bf16/fp16 on GPU), fp32, fp16 or bf16.")
@@ -201,7 +207,8 @@ def train_clf(
         mixup=mixup,
         cutmix=cutmix,
         augment=not no_augment,
-        workers=workers,
+        # On CPU the model competes with loader processes for the same cores.
+        workers=workers if workers is not None else (4 if torch.cuda.is_available() else 0),
         eval_batch_size=eval_batch_size,
         precision=precision,
     )
