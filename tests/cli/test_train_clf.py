@@ -115,7 +115,7 @@ def test_bad_input_exits_2(cli, setup: dict[str, Path], tmp_path: Path) -> None:
     empty.mkdir()
     args = _base(setup, tmp_path / "o", *_timm(setup), "--epochs", "1")
     r = cli(*[empty if a == setup["val"] else a for a in args])
-    assert r.code == 2 and "empty" in r.err
+    assert r.code == 2 and "no class sub-folders" in r.err and str(empty) in r.err
 
     broken = _plain_folder(setup["train"], tmp_path / "broken")
     bad = next(broken.rglob("*.png"))

@@ -38,15 +38,6 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
-def _load(role: str, spec: str | None, classes: list[str] | None, **kw: object):
-    if spec is None:
-        raise GeosynthError(f"{role}: required")
-    ds = load_dataset(spec, classes=classes, **kw)  # type: ignore[arg-type]
-    if not len(ds):
-        raise GeosynthError(f"{role} {spec}: no images found")
-    return ds
-
-
 def train_clf(
     train: DatasetArg,
     val: Annotated[
