@@ -209,6 +209,8 @@ def step_train_clf(run: DemoRun) -> None:
     """train-clf on the leak-aligned and Gaussian synthetic sets and on the real 8-shot set,
     selected on toy VAL images and scored once on toy TEST images (disjoint parts of the pool),
     plus the zero-shot CLIP head: a toy Table 3."""
+    import shutil
+
     from geosynth.classify import ModelSpec, Splits, TrainConfig, run_train_clf
 
     pool = load_dataset(run.paths["pool"])
@@ -230,28 +232,33 @@ def step_train_clf(run: DemoRun) -> None:
         "real 8-shot": run.paths["fewshot"],
     }
     results, rows = {}, []
-    for name, train_path in sources.items():
-        train = load_dataset(train_path)
-        out = run.out / f"clf-{name.replace(', ', '-').replace(' ', '-')}"
-        report = run_train_clf(
-            Splits(train, val, test),
-            spec,
-            cfg,
-            out,
-            seeds=[run.seed],
-            provenance=Provenance.start("train-clf", seeds={"seed": run.seed}),
-            zero_shot_only=name == "zero-shot",
-        )
-        r = report["runs"][0]
-        results[name] = round(r["test"]["top1"], 4)
-        rows.append(
-            f"| {name} | {len(train) if name != 'zero-shot' else 0} | {r['selected_epoch']} | "
-            f"{r['val']['top1']:.3f} | {r['test']['top1']:.3f} | {r['test']['macro_f1']:.3f} |"
-        )
-        if name == "synthetic, leak-aligned":
-            import shutil
-
-            shutil.copyfile(out / "confusion.png", run.out / "clf-confusion.png")
+    # The toy CLIP is tiny: one thread avoids a second one spinning on a busy shared core.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for name, train_path in sources.items():
+            train = load_dataset(train_path)
+            out = run.out / f"clf-{name.replace(', ', '-').replace(' ', '-')}"
+            report = run_train_clf(
+                Splits(train, val, test),
+                spec,
+                cfg,
+                out,
+                seeds=[run.seed],
+                provenance=Provenance.start("train-clf", seeds={"seed": run.seed}),
+                zero_shot_only=name == "zero-shot",
+            )
+            r = report["runs"][0]
+            results[name] = round(r["test"]["top1"], 4)
+            rows.append(
+                f"| {name} | {len(train) if name != 'zero-shot' else 0} | "
+                f"{r['selected_epoch']} | {r['val']['top1']:.3f} | {r['test']['top1']:.3f} | "
+                f"{r['test']['macro_f1']:.3f} |"
+            )
+            if name == "synthetic, leak-aligned":
+                shutil.copyfile(out / "confusion.png", run.out / "clf-confusion.png")
+    finally:
+        torch.set_num_threads(threads)
     run.metrics["train_clf_test_top1"] = results
     chance = 1 / len(pool.class_names)
     run.sections.append(
