@@ -85,6 +85,16 @@ def test_json_report_and_files(cli, setup: dict[str, Path], tmp_path: Path) -> N
     assert "TEST top-1" in r.out and "precision" in r.out
 
 
+def test_classes_subset_applies_to_every_split(cli, setup: dict[str, Path], tmp_path: Path) -> None:
+    names = load_dataset(setup["train"]).class_names[:2]
+    args = _base(setup, tmp_path / "o", *_timm(setup), "--epochs", "1", "--json")
+    r = cli(*args, "--classes", ",".join(names))
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    assert report["class_names"] == names
+    assert report["runs"][0]["test"]["n"] == 8
+
+
 def test_zero_shot(cli, setup: dict[str, Path], tmp_path: Path) -> None:
     r = cli(*_base(setup, tmp_path / "zs", "--model", setup["clip"], "--zero-shot", "--json"))
     assert r.code == 0, r.err

@@ -218,6 +218,10 @@ def train_clf(
         if src is None:
             continue
         ds = load_dataset(src, **kw)
+        if names:  # --classes names TRAIN's classes; keep the ones that map onto them
+            ds = ds.select_classes(
+                [c for c in ds.class_names if (mapping or {}).get(c, c) in names]
+            )
         ds = align_classes(ds, class_names, role=role, class_map=mapping)
         others[role] = ds
     splits = Splits(train_ds, others["--val"], others["--test"], others.get("--real"))
