@@ -15,6 +15,8 @@ def test_demo_writes_report_grids_and_metrics(tmp_path: Path) -> None:
         "## Fine-tuning",
         "## Generation",
         "## Prototype LoRAs",
+        "## Evaluation",
+        "## Classifier",
     ):
         assert section in text
     for image in ("fewshot.png", "vae-recon.png", "generated.png"):

@@ -29,6 +29,7 @@ from geosynth.cli import (
     toy,
 )
 from geosynth.cli import evaluate as evaluate_cmd
+from geosynth.cli.train_clf import train_clf
 from geosynth.errors import GeosynthError
 
 app = typer.Typer(
@@ -74,6 +75,7 @@ app.command("embed")(embed.embed)
 app.command("rarity")(rarity.rarity)
 app.command("rarity-correlate")(correlate.rarity_correlate)
 app.command("evaluate")(evaluate_cmd.evaluate)
+app.command("train-clf")(train_clf)
 app.add_typer(toy.app, name="toy")
 app.add_typer(data.app, name="data")
 app.command("inspect")(inspect.inspect_file)

@@ -1,0 +1,30 @@
+"""Downstream classifiers: the test of a synthetic dataset (``geosynth train-clf``).
+
+CLIP ViT-B/16 with LoRA (seed 000, section 5) or timm backbones, trained on synthetic, real or
+mixed images, selected on VAL only and evaluated once on TEST.
+"""
+
+from geosynth.classify.data import align_classes, load_class_map
+from geosynth.classify.evaluate import evaluate
+from geosynth.classify.metrics import aggregate_seeds, classification_metrics, confusion_matrix
+from geosynth.classify.model import Classifier, ModelSpec, build_classifier
+from geosynth.classify.run import Splits, load_classifier, run_train_clf
+from geosynth.classify.train import TrainConfig, TrainResult, train_classifier
+
+__all__ = [
+    "Classifier",
+    "ModelSpec",
+    "Splits",
+    "TrainConfig",
+    "TrainResult",
+    "aggregate_seeds",
+    "align_classes",
+    "build_classifier",
+    "classification_metrics",
+    "confusion_matrix",
+    "evaluate",
+    "load_class_map",
+    "load_classifier",
+    "run_train_clf",
+    "train_classifier",
+]

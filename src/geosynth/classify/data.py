@@ -1,0 +1,89 @@
+"""Datasets for classification: classes matched by name across TRAIN, VAL, TEST and real data,
+and a torch dataset that applies a transform.
+
+The classifier's class list is TRAIN's. Every other split must hold exactly the same class set,
+possibly after renaming its classes with a class map (``{"name in that split": "name in
+TRAIN"}``); its labels are then re-indexed into TRAIN's order, so a split whose folders sort
+differently is still scored correctly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from geosynth.data import ImageDataset
+from geosynth.errors import GeosynthError
+
+
+def load_class_map(path: str | Path) -> dict[str, str]:
+    """Read ``{"name in VAL/TEST/real": "name in TRAIN"}`` from a JSON file."""
+    p = Path(path)
+    try:
+        obj = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise GeosynthError(f"--class-map {p}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise GeosynthError(f"--class-map {p}: not a JSON file ({exc})") from None
+    if not isinstance(obj, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in obj.items()
+    ):
+        raise GeosynthError(
+            f'--class-map {p}: expected a JSON object {{"name in the split": "name in TRAIN"}}'
+        )
+    return obj
+
+
+def align_classes(
+    ds: ImageDataset,
+    class_names: list[str],
+    *,
+    role: str,
+    class_map: Mapping[str, str] | None = None,
+) -> ImageDataset:
+    """``ds`` relabelled into ``class_names`` order, matching by name (after ``class_map``).
+
+    The two class sets must be equal; otherwise the error names the split (``role``), the
+    classes that differ and the remedy.
+    """
+    mapping = dict(class_map or {})
+    renamed = [mapping.get(c, c) for c in ds.class_names]
+    dupes = sorted({c for c in renamed if renamed.count(c) > 1})
+    if dupes:
+        raise GeosynthError(
+            f"{role} {ds.source}: --class-map maps several classes onto '{dupes[0]}'"
+        )
+    extra = [c for c in renamed if c not in class_names]
+    missing = [c for c in class_names if c not in renamed]
+    if extra or missing:
+        parts = []
+        if extra:
+            parts.append(f"classes not in TRAIN: {', '.join(extra)}")
+        if missing:
+            parts.append(f"TRAIN classes it lacks: {', '.join(missing)}")
+        raise GeosynthError(
+            f"{role} {ds.source}: class set differs from TRAIN's ({'; '.join(parts)}); "
+            "give --class-map FILE.json to rename classes"
+        )
+    index = [class_names.index(c) for c in renamed]
+    samples = [replace(s, label=index[s.label]) for s in ds.samples]
+    return replace(ds, class_names=list(class_names), samples=samples)
+
+
+class TransformedImages(torch.utils.data.Dataset):
+    """``(transform(image), label)`` pairs over an :class:`ImageDataset`."""
+
+    def __init__(self, ds: ImageDataset, transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.ds = ds
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.ds.image(index)), self.ds.samples[index].label

