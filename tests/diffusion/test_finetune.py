@@ -49,6 +49,11 @@ def _denoise_loss(pipe, data: Path) -> float:
     return total / 5
 
 
+def _finetune(cli, data: Path, sd: str, out: Path, *args: str | Path):
+    """``geosynth finetune`` on ``data`` with the fast toy settings."""
+    return cli("finetune", data, "--model", sd, "--out", out, *FAST, *args)
+
+
 def _generate_water(cli, sd: str, lora: Path, out: Path) -> dict:
     """``generate --lora`` one water image; its metadata row."""
     args = ["--classes", "water", "--per-class", "1", "--steps", "2", "--out", out]
@@ -159,14 +164,11 @@ def test_two_stage_lora_records_stack_and_generate_applies_it(
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
     out = tmp_path / "stage2"
-    res = cli(
-        "finetune",
+    res = _finetune(
+        cli,
         toy_data,
-        "--model",
         sd,
-        "--out",
         out,
-        *FAST,
         "--max-steps",
         "2",
         "--rank",
@@ -190,14 +192,11 @@ def test_full_unet_hybrid_token_and_generate(toy_models, toy_data, tmp_path, cli
 
     sd = str(toy_models["sd"])
     out = tmp_path / "hybrid"
-    res = cli(
-        "finetune",
+    res = _finetune(
+        cli,
         toy_data,
-        "--model",
         sd,
-        "--out",
         out,
-        *FAST,
         "--max-steps",
         "3",
         "--lr",
@@ -241,14 +240,11 @@ def test_full_unet_hybrid_token_and_generate(toy_models, toy_data, tmp_path, cli
 def test_per_class_loras_feed_generate_lora_dir(toy_models, toy_data, tmp_path, cli) -> None:
     sd = str(toy_models["sd"])
     out = tmp_path / "clora"
-    res = cli(
-        "finetune",
+    res = _finetune(
+        cli,
         toy_data,
-        "--model",
         sd,
-        "--out",
         out,
-        *FAST,
         "--max-steps",
         "1",
         "--per-class",
@@ -288,14 +284,11 @@ def test_scratch_unet_vpred_zero_snr_and_vae_decoder(toy_models, toy_data, tmp_p
     cfg = tmp_path / "unet.json"
     cfg.write_text(json.dumps(config))
     out = tmp_path / "scratch"
-    res = cli(
-        "finetune",
+    res = _finetune(
+        cli,
         toy_data,
-        "--model",
         sd,
-        "--out",
         out,
-        *FAST,
         "--max-steps",
         "2",
         "--init",
@@ -333,14 +326,11 @@ def test_scratch_unet_vpred_zero_snr_and_vae_decoder(toy_models, toy_data, tmp_p
         assert torch.equal(a, b)  # the encoder never trains
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**config, "cross_attention_dim": 99}))
-    res = cli(
-        "finetune",
+    res = _finetune(
+        cli,
         toy_data,
-        "--model",
         sd,
-        "--out",
         tmp_path / "x",
-        *FAST,
         "--init",
         "scratch",
         "--unet-config",
@@ -435,14 +425,11 @@ def test_full_text_encoder_with_token_and_checkpointing(
 
     sd = str(toy_models["sd"])
     out = tmp_path / "te"
-    res = cli(
-        "finetune",
+    res = _finetune(
+        cli,
         toy_data,
-        "--model",
         sd,
-        "--out",
         out,
-        *FAST,
         "--max-steps",
         "2",
         "--train-unet",

@@ -85,18 +85,16 @@ def prepare_components(pipe, recipe: Recipe) -> dict[str, Any]:
     for m in (unet, te, vae):
         m.requires_grad_(False)
     info: dict[str, Any] = {"lora_configs": {}, "token_id": None}
-    if recipe.unet == "lora":
-        cfg = _lora_config(recipe, list(recipe.unet_targets))
-        unet.add_adapter(cfg)
-        info["lora_configs"]["unet"] = cfg
-    elif recipe.unet == "full":
-        unet.requires_grad_(True)
-    if recipe.text_encoder == "lora":
-        cfg = _lora_config(recipe, list(recipe.text_targets))
-        te.add_adapter(cfg)
-        info["lora_configs"]["text_encoder"] = cfg
-    elif recipe.text_encoder == "full":
-        te.requires_grad_(True)
+    for name, module, mode, targets in (
+        ("unet", unet, recipe.unet, recipe.unet_targets),
+        ("text_encoder", te, recipe.text_encoder, recipe.text_targets),
+    ):
+        if mode == "lora":
+            cfg = _lora_config(recipe, list(targets))
+            module.add_adapter(cfg)
+            info["lora_configs"][name] = cfg
+        elif mode == "full":
+            module.requires_grad_(True)
     if recipe.learn_token:
         row = add_token(pipe.tokenizer, te, recipe.learn_token, recipe.token_init)
         info["token_id"] = row
