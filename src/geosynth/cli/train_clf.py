@@ -245,6 +245,10 @@ def train_clf(
         track=track,
         log=message,
     )
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return  # under accelerate launch, one report from rank 0
     if as_json:
         print_json({"out": str(out), **report})
         return
