@@ -23,6 +23,18 @@ def _images(out: Path) -> dict[str, bytes]:
     return {r["file_name"]: np.asarray(Image.open(out / r["file_name"])).tobytes() for r in rows}
 
 
+def _same_images(a: Path, b: Path) -> None:
+    """The same files with the same pixels, up to one grey level: a different batch grouping
+    runs other BLAS kernels, whose ~1e-6 differences can flip an 8-bit rounding (seen with one
+    CPU thread). Same seeds with the same grouping are byte-identical (tested separately)."""
+    ia, ib = _images(a), _images(b)
+    assert ia.keys() == ib.keys()
+    for k in ia:
+        x = np.frombuffer(ia[k], np.uint8).astype(int)
+        y = np.frombuffer(ib[k], np.uint8).astype(int)
+        assert np.abs(x - y).max() <= 1, k
+
+
 @pytest.fixture(scope="module")
 def base(toy_models):
     return [
@@ -54,7 +66,9 @@ def test_same_command_same_images_and_datasets_reads_it(cli, base, reference, tm
 
     res = cli(*base, "--out", tmp_path / "again", "--batch-size", "3")
     assert res.code == 0, res.err
-    assert _images(reference) == _images(tmp_path / "again")
+    _same_images(reference, tmp_path / "again")
+    res = cli(*base, "--out", tmp_path / "exact")  # same command, same grouping: byte-identical
+    assert res.code == 0 and _images(tmp_path / "exact") == _images(reference)
     hf = datasets.load_dataset("imagefolder", data_dir=str(reference), split="train")
     assert hf.num_rows == 9 and sorted(set(hf["class_name"])) == ["desert", "forest", "water"]
     assert sorted(hf["label"]) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
@@ -71,7 +85,7 @@ def test_shards_are_disjoint_and_complete(cli, base, reference, tmp_path) -> Non
     second = cli(*base, "--out", out, "--shard", "1/2", "--resume", "--json")
     assert second.code == 0 and json.loads(second.out)["complete"] is True
     assert len(rows0) == 5  # jobs 0, 2, 4, 6, 8 of 9
-    assert _images(out) == _images(reference)
+    _same_images(out, reference)
 
 
 def test_killed_run_resumes_to_exactly_the_expected_set(base, reference, tmp_path) -> None:
@@ -89,7 +103,7 @@ def test_killed_run_resumes_to_exactly_the_expected_set(base, reference, tmp_pat
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
     assert len(rows) == 9 and len({r["file_name"] for r in rows}) == 9
-    assert _images(out) == _images(reference)
+    _same_images(out, reference)
 
 
 def test_resume_refuses_other_settings_and_plain_rerun(cli, base, reference, tmp_path) -> None:
