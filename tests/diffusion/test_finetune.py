@@ -177,6 +177,8 @@ def test_two_stage_lora_records_stack_and_generate_applies_it(
         f"{trained}:0.5",
         "--train-text-encoder",
         "frozen",
+        "--classes",
+        "water,desert",
     )
     assert res.code == 0, res.err
     card = json.loads((out / "geosynth.json").read_text())
@@ -184,6 +186,23 @@ def test_two_stage_lora_records_stack_and_generate_applies_it(
     row = _generate_water(cli, sd, out, tmp_path / "gen")
     weights = {v["path"]: v["weight"] for v in row["loras"].values()}
     assert weights == {str(trained.resolve()): 0.5, str(out): 1.0}
+    # Without --classes the classes are stage 2's, not those of the stage-1 card it pulled in.
+    res = cli(
+        "generate",
+        "--model",
+        sd,
+        "--lora",
+        out,
+        "--per-class",
+        "1",
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "gen2",
+    )
+    assert res.code == 0, res.err
+    rows = (tmp_path / "gen2" / "metadata.jsonl").read_text().splitlines()
+    assert sorted(json.loads(r)["class_name"] for r in rows) == ["desert", "water"]
 
 
 def test_full_unet_hybrid_token_and_generate(toy_models, toy_data, tmp_path, cli) -> None:
@@ -262,8 +281,6 @@ def test_per_class_loras_feed_generate_lora_dir(toy_models, toy_data, tmp_path, 
         sd,
         "--lora-dir",
         out,
-        "--classes",
-        "water,desert",
         "--per-class",
         "1",
         "--steps",
@@ -272,6 +289,20 @@ def test_per_class_loras_feed_generate_lora_dir(toy_models, toy_data, tmp_path, 
         tmp_path / "gen",
     )
     assert res.code == 0, res.err
+    rows = (tmp_path / "gen" / "metadata.jsonl").read_text().splitlines()
+    assert sorted(json.loads(r)["class_name"] for r in rows) == ["desert", "water"]
+    res = cli(
+        "finetune",
+        toy_data,
+        "--model",
+        sd,
+        "--out",
+        tmp_path / "t",
+        "--per-class",
+        "--learn-token",
+        "<sar>",
+    )
+    assert res.code == 2 and "--learn-token with --per-class" in res.err
 
 
 def test_scratch_unet_vpred_zero_snr_and_vae_decoder(toy_models, toy_data, tmp_path, cli) -> None:
@@ -324,6 +355,10 @@ def test_scratch_unet_vpred_zero_snr_and_vae_decoder(toy_models, toy_data, tmp_p
     assert any(changed)  # the decoder LoRA was merged into the saved weights
     for a, b in zip(vae.encoder.parameters(), base.encoder.parameters(), strict=True):
         assert torch.equal(a, b)  # the encoder never trains
+    # generate samples it with the UNet and VAE from the card and a scheduler that honours the
+    # rescaled betas (SD's PNDM would ignore them).
+    row = _generate_water(cli, sd, out, tmp_path / "gen")
+    assert row["scheduler"] == "DDIMScheduler"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**config, "cross_attention_dim": 99}))
     res = _finetune(

@@ -68,8 +68,28 @@ def test_zero_terminal_snr_weights_are_finite_and_v_target() -> None:
     abar = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
     expected = abar.sqrt() * eps - (1 - abar).sqrt() * x0
     torch.testing.assert_close(target(sched, x0, eps, t), expected)
-    assert sampling_overrides("v_prediction", True) == {
+    assert sampling_overrides("epsilon", "v_prediction", True) == {
         "prediction_type": "v_prediction",
         "rescale_betas_zero_snr": True,
         "timestep_spacing": "trailing",
     }
+
+
+def test_training_scheduler_keeps_the_base_prediction_type(tmp_path) -> None:
+    """A v-prediction base (SD 2.1 at 768 px) stays v-prediction unless asked otherwise, and the
+    card records only what differs from the base."""
+    from diffusers import PNDMScheduler
+
+    from geosynth.diffusion.objective import training_scheduler
+
+    PNDMScheduler(prediction_type="v_prediction").save_pretrained(tmp_path / "scheduler")
+    sched, overrides = training_scheduler(
+        str(tmp_path), prediction_type=None, zero_terminal_snr=False
+    )
+    assert sched.config.prediction_type == "v_prediction" and overrides == {}
+    sched, overrides = training_scheduler(
+        str(tmp_path), prediction_type="epsilon", zero_terminal_snr=False
+    )
+    assert overrides == {"prediction_type": "epsilon"}
+    _, overrides = training_scheduler(str(tmp_path), prediction_type=None, zero_terminal_snr=True)
+    assert overrides == {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}

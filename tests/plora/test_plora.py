@@ -8,6 +8,7 @@ import pytest
 from geosynth.data import load_dataset
 from geosynth.errors import GeosynthError
 from geosynth.plora import bias_weights, count_table, kmeans, uniform_weights
+from geosynth.toy import make_toy_lora
 
 
 def test_weights_on_a_hand_computed_table() -> None:
@@ -58,6 +59,8 @@ def test_cluster_train_generate_end_to_end(
     out = tmp_path / "plora"
     args = ["cluster-plora", toy_data, "--k", "3", "--features", toy_models["dinov2"], "--out", out]
     args += ["--model", sd, "--max-steps", "2", "--resolution", "32", "--batch-size", "4"]
+    stage1 = make_toy_lora(sd, tmp_path / "stage1")  # 2LoRA: cluster LoRAs train on top of it
+    args += ["--init-lora", stage1]
     res = cli(*args, "--json")
     assert res.code == 0, res.err
     report = json.loads(res.out)
@@ -127,7 +130,7 @@ def test_cluster_train_generate_end_to_end(
     mixes = {r["class_name"]: {n: v["weight"] for n, v in r["loras"].items()} for r in rows}
     for c in ds.class_names:
         expected = {n: v for n, v in weights["weights"][c].items() if v}
-        assert mixes[c] == pytest.approx(expected)
+        assert mixes[c] == pytest.approx({"stage1": 1.0, **expected})  # stage 1 for every class
     assert len({json.dumps(m, sort_keys=True) for m in mixes.values()}) > 1  # mixtures differ
 
     # A weights file naming an unknown class or LoRA.

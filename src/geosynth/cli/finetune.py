@@ -96,8 +96,11 @@ def finetune(
         typer.Option("--offset-noise", help="L in noise = eps0 + L * eps_c (channel-wise offset)."),
     ] = 0.0,
     prediction_type: Annotated[
-        str, typer.Option("--prediction-type", help="epsilon or v_prediction.")
-    ] = "epsilon",
+        str | None,
+        typer.Option(
+            "--prediction-type", help="epsilon or v_prediction (default: the base model's)."
+        ),
+    ] = None,
     snr_gamma: Annotated[
         float | None, typer.Option("--snr-gamma", help="Min-SNR loss weighting gamma (e.g. 5).")
     ] = None,

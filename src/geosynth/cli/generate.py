@@ -133,7 +133,7 @@ def generate(
     if (noise == "leak-aligned") != (channel_means is not None):
         raise GeosynthError("--noise leak-aligned and --channel-means go together")
     taken: set[str] = set()
-    stack = lora_ops.expand_stacks([lora_ops.parse_lora(s, taken) for s in (lora or [])], taken)
+    given = [lora_ops.parse_lora(s, taken) for s in (lora or [])]
     extra: list[lora_ops.Lora] = []
     class_weights: dict[str, dict[str, float]] = {}
     if lora_dir is not None:
@@ -152,14 +152,23 @@ def generate(
                 raise GeosynthError(
                     f"--lora-weights {lora_weights}: LoRA '{name}' not found at {path}"
                 )
+            if name in taken:
+                raise GeosynthError(
+                    f"--lora-weights {lora_weights}: LoRA name '{name}' is already used by "
+                    "another LoRA of this command"
+                )
+            taken.add(name)
             by_name[name] = lora_ops.Lora(path, 0.0, name)
         extra.extend(by_name.values())
         for c, w in lora_ops.read_lora_weights(lora_weights, by_name).items():
             class_weights.setdefault(c, {}).update(w)
+    stack = lora_ops.expand_stacks(given, extra, taken)
     all_loras = stack + extra
     for item in all_loras:
         lora_ops.check_base(item, model)
-    card = next((item.card for item in all_loras if item.card), {})
+    # Defaults (classes, template) come from the LoRAs the user named, not from stage-1 LoRAs
+    # their cards pulled in.
+    card = next((item.card for item in given + extra if item.card), {})
     cm = load_channel_means(channel_means) if channel_means is not None else None
     mixture_classes = None
     if lora_weights is not None:
@@ -173,6 +182,7 @@ def generate(
     names = (
         split_list(classes)
         or mixture_classes
+        or (list(class_weights) if lora_dir is not None else None)
         or card.get("class_names")
         or (cm.class_names if cm else None)
     )

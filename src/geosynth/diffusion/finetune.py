@@ -25,7 +25,7 @@ from geosynth.data.names import safe_dirname
 from geosynth.diffusion.latents import vae_scale_factor
 from geosynth.diffusion.loading import load_sd_pipeline, native_resolution, pick_device
 from geosynth.diffusion.loras import CARD_FILE, check_base, parse_lora
-from geosynth.diffusion.objective import sampling_overrides, training_scheduler
+from geosynth.diffusion.objective import training_scheduler
 from geosynth.diffusion.recipe import Recipe
 from geosynth.diffusion.train_data import build_training_set, check_resolution
 from geosynth.diffusion.trainable import export_trained, fuse_init_loras, prepare_components
@@ -153,7 +153,7 @@ def _train_one(
         track=track,
         warn=log,
     )
-    scheduler = training_scheduler(
+    scheduler, overrides = training_scheduler(
         model, prediction_type=recipe.prediction_type, zero_terminal_snr=recipe.zero_terminal_snr
     )
     work.mkdir(parents=True, exist_ok=True)
@@ -175,7 +175,7 @@ def _train_one(
             "vae_decoder": recipe.vae_decoder,
         },
         "stack": [{"path": p, "weight": w} for p, w in init_loras],
-        "scheduler": sampling_overrides(recipe.prediction_type, recipe.zero_terminal_snr),
+        "scheduler": overrides,
         "recipe": recipe.to_dict(),
         "data": {
             "source": str(ds.source),
@@ -217,6 +217,11 @@ def finetune(
     """Fine-tune ``model`` on ``ds`` (one LoRA, or one per class into ``OUT/<class>/``) and
     return a summary with the card(s)."""
     recipe.check()
+    if per_class and recipe.learn_token:
+        raise GeosynthError(
+            "--learn-token with --per-class would give every class's LoRA the same token; "
+            "train per-class LoRAs without it, or one finetune per class with its own token"
+        )
     out = Path(out)
     if out.exists() and not overwrite:
         raise GeosynthError(f"--out {out}: already exists; choose a new path or pass --overwrite")

@@ -12,6 +12,7 @@ and pLoRA mixtures never reload the pipeline.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import warnings
@@ -104,17 +105,25 @@ def read_lora_weights(path: Path, loras: dict[str, Lora]) -> dict[str, dict[str,
     return weights
 
 
-def expand_stacks(stack: list[Lora], taken: set[str]) -> list[Lora]:
-    """Put the LoRAs a card says it was trained on top of (``finetune --init-lora``) before it,
-    at their recorded weights, unless the user already listed them."""
-    listed = {item.path.resolve() for item in stack}
+def expand_stacks(stack: list[Lora], extra: list[Lora], taken: set[str]) -> list[Lora]:
+    """The stack with the LoRAs that cards say were merged before training
+    (``finetune --init-lora``) added once, at their recorded weights, unless already listed:
+    before the stacked LoRA that needs them, and for per-class or pLoRA LoRAs (``extra``, e.g.
+    cluster LoRAs trained on a stage-1 LoRA) at the front, applied to every class."""
+    listed = {item.path.resolve() for item in stack + extra}
     out: list[Lora] = []
-    for item in stack:
+
+    def required(item: Lora) -> None:
         for entry in item.card.get("stack", []):
             path = Path(entry["path"])
             if path.resolve() not in listed:
                 listed.add(path.resolve())
                 out.append(parse_lora(f"{path}:{float(entry['weight'])}", taken, "--lora (stack)"))
+
+    for item in extra:
+        required(item)
+    for item in stack:
+        required(item)
         out.append(item)
     return out
 
@@ -138,7 +147,16 @@ def apply_cards(pipe, loras: list[Lora]) -> None:
     for item in loras:
         overrides.update(item.card.get("scheduler") or {})
     if overrides:
-        pipe.scheduler = type(pipe.scheduler).from_config({**pipe.scheduler.config, **overrides})
+        cls = type(pipe.scheduler)
+        if overrides.get("rescale_betas_zero_snr") and (
+            "rescale_betas_zero_snr" not in inspect.signature(cls.__init__).parameters
+        ):
+            # PNDM (SD's default), LMS and Heun ignore rescaled betas: sampling a zero-terminal-
+            # SNR model with them would silently use the wrong schedule. DDIM supports it.
+            from diffusers import DDIMScheduler
+
+            cls = DDIMScheduler
+        pipe.scheduler = cls.from_config({**pipe.scheduler.config, **overrides})
 
 
 def _replace_components(pipe, item: Lora) -> None:

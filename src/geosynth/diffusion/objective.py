@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from geosynth.errors import GeosynthError
+
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
@@ -37,9 +39,10 @@ def training_noise(
     return noise
 
 
-def training_scheduler(model: str, *, prediction_type: str, zero_terminal_snr: bool):
-    """The DDPM training schedule of ``model``'s scheduler config, with the prediction type and,
-    optionally, betas rescaled to zero terminal SNR (Lin et al. 2024)."""
+def training_scheduler(model: str, *, prediction_type: str | None, zero_terminal_snr: bool):
+    """The DDPM training schedule of ``model``'s scheduler config and the scheduler keys a sampler
+    needs for the result: the prediction type (None keeps the base model's, e.g. v-prediction for
+    SD 2.1 at 768 px) and, optionally, betas rescaled to zero terminal SNR (Lin et al. 2024)."""
     from diffusers import DDPMScheduler
 
     from geosynth.hub import load_with
@@ -49,18 +52,27 @@ def training_scheduler(model: str, *, prediction_type: str, zero_terminal_snr: b
             lambda ref: DDPMScheduler.load_config(ref, subfolder="scheduler"), model, "--model"
         )
     )
-    config.update(prediction_type=prediction_type, rescale_betas_zero_snr=zero_terminal_snr)
+    base_type = config.get("prediction_type", "epsilon")
+    kind = prediction_type or base_type
+    if zero_terminal_snr and kind != "v_prediction":
+        raise GeosynthError(
+            "--zero-terminal-snr needs --prediction-type v_prediction (epsilon cannot be "
+            "predicted from pure noise at the last timestep)"
+        )
+    config.update(prediction_type=kind, rescale_betas_zero_snr=zero_terminal_snr)
     if zero_terminal_snr:
         # Zero terminal SNR only makes sense when sampling starts at t = T (trailing spacing).
         config["timestep_spacing"] = "trailing"
-    return DDPMScheduler.from_config(config)
+    return DDPMScheduler.from_config(config), sampling_overrides(base_type, kind, zero_terminal_snr)
 
 
-def sampling_overrides(prediction_type: str, zero_terminal_snr: bool) -> dict[str, object]:
+def sampling_overrides(
+    base_type: str, prediction_type: str, zero_terminal_snr: bool
+) -> dict[str, object]:
     """Scheduler config keys a sampler needs to use a model trained with these settings (written
     to the LoRA card; ``generate`` applies them)."""
     out: dict[str, object] = {}
-    if prediction_type != "epsilon":
+    if prediction_type != base_type:
         out["prediction_type"] = prediction_type
     if zero_terminal_snr:
         out.update(rescale_betas_zero_snr=True, timestep_spacing="trailing")

@@ -49,7 +49,7 @@ class Recipe:
     resolution: int | None = None
     flip: bool = True
     offset_noise: float = 0.0
-    prediction_type: str = "epsilon"
+    prediction_type: str | None = None  # None: the base scheduler's own
     snr_gamma: float | None = None
     zero_terminal_snr: bool = False
     prompt_template: str = PROMPT_TEMPLATE
@@ -68,11 +68,11 @@ class Recipe:
             if getattr(self, name) not in MODES:
                 flag = "--train-" + name.replace("_", "-")
                 raise GeosynthError(f"{flag} {getattr(self, name)}: expected one of {MODES}")
-        if self.prediction_type not in PREDICTION_TYPES:
+        if self.prediction_type is not None and self.prediction_type not in PREDICTION_TYPES:
             raise GeosynthError(
                 f"--prediction-type {self.prediction_type}: expected one of {PREDICTION_TYPES}"
             )
-        if self.zero_terminal_snr and self.prediction_type != "v_prediction":
+        if self.zero_terminal_snr and self.prediction_type == "epsilon":
             raise GeosynthError(
                 "--zero-terminal-snr needs --prediction-type v_prediction (epsilon cannot be "
                 "predicted from pure noise at the last timestep)"

@@ -138,7 +138,9 @@ def train(
     # Frozen weights may live in half precision; trainable ones (and LoRA factors) stay float32.
     for module, mode in ((unet, recipe.unet), (te, recipe.text_encoder), (vae, recipe.vae_decoder)):
         module.to(device)
-        if mode != "full" and half != torch.float32:
+        # Frozen weights and LoRA bases may live in half precision; the VAE keeps float32 when
+        # its decoder trains, since a decoder LoRA is merged into (and saved with) its weights.
+        if half != torch.float32 and (mode == "frozen" or (mode == "lora" and module is not vae)):
             module.to(half)
         for p in module.parameters():
             if p.requires_grad:
@@ -150,6 +152,10 @@ def train(
     train_te = any(p.requires_grad for p in te.parameters())
     train_unet = any(p.requires_grad for p in unet.parameters())
     train_vae = any(p.requires_grad for p in vae.parameters())
+    # from_pretrained returns eval-mode modules; training mode enables dropout and makes
+    # transformers' gradient checkpointing take effect.
+    for module, trains in ((unet, train_unet), (te, train_te), (vae, train_vae)):
+        module.train(trains)
 
     steps = total_steps(recipe, len(data), world)
     optimizer = torch.optim.AdamW(
@@ -176,6 +182,8 @@ def train(
         blob = torch.load(ckpt / "optim.pt", map_location=device, weights_only=True)
         optimizer.load_state_dict(blob["optimizer"])
         lr_sched.load_state_dict(blob["lr_scheduler"])
+        if acc.scaler is not None and "scaler" in blob:  # fp16 loss scale, for an exact resume
+            acc.scaler.load_state_dict(blob["scaler"])
         state = json.loads((ckpt / "state.json").read_text())
         if state.get("recipe") != json.loads(json.dumps(recipe.to_dict())):
             raise GeosynthError(
@@ -210,8 +218,10 @@ def train(
             )
             mean = data.latent_mean[flip, idx]
             std = data.latent_std[flip, idx]
-            latents = (mean + std * torch.randn(mean.shape, generator=gen)).to(device)
+            # Drawn on the CPU generator, then moved: results do not depend on the device.
+            latents = mean + std * torch.randn(mean.shape, generator=gen)
             noise = training_noise(latents, recipe.offset_noise, gen).to(device)
+            latents = latents.to(device)
             t = torch.randint(0, scheduler.config.num_train_timesteps, (B,), generator=gen)
             t = t.to(device)
             noisy = scheduler.add_noise(latents, noise, t)
@@ -231,6 +241,11 @@ def train(
                     loss = loss + _decoder_loss(vae, data, idx, flip, latents, device)
             acc.backward(loss / recipe.grad_accum)
             step_losses.append(loss.detach())
+        if train_vae and world > 1:
+            # The decoder is trained outside DDP's forward, so average its gradients by hand.
+            for p in vae.parameters():
+                if p.grad is not None:
+                    p.grad = acc.reduce(p.grad, reduction="mean")
         params = [p for grp in optimizer.param_groups for p in grp["params"]]
         acc.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -253,7 +268,7 @@ def train(
         )
         if done % recipe.checkpoint_every == 0 and done < steps:
             if acc.is_main_process:
-                save_checkpoint(pipe, optimizer, lr_sched, result, done, work, recipe)
+                save_checkpoint(pipe, optimizer, lr_sched, result, done, work, recipe, acc.scaler)
             acc.wait_for_everyone()
         if on_step is not None:
             on_step(info)
@@ -279,7 +294,14 @@ def _decoder_loss(vae, data: TrainingSet, idx, flip, latents, device) -> torch.T
 
 
 def save_checkpoint(
-    pipe, optimizer, lr_sched, result: TrainResult, step: int, work: Path, recipe: Recipe
+    pipe,
+    optimizer,
+    lr_sched,
+    result: TrainResult,
+    step: int,
+    work: Path,
+    recipe: Recipe,
+    scaler=None,
 ) -> None:
     """``work/checkpoints/step-<n>/``, written atomically; keeps the newest ``checkpoints_kept``."""
     from safetensors.torch import save_file
@@ -289,7 +311,11 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
         save_file(trainable_state(pipe), str(tmp / "trainable.safetensors"))
         torch.save(
-            {"optimizer": optimizer.state_dict(), "lr_scheduler": lr_sched.state_dict()},
+            {
+                "optimizer": optimizer.state_dict(),
+                "lr_scheduler": lr_sched.state_dict(),
+                **({"scaler": scaler.state_dict()} if scaler is not None else {}),
+            },
             tmp / "optim.pt",
         )
         state = {"step": step, "history": result.history, "recipe": recipe.to_dict()}
