@@ -17,6 +17,7 @@ import shutil
 import time
 import zlib
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,7 +229,7 @@ def train(
             want = target(scheduler, latents, noise, t)
             prompts = [data.prompts[int(i)] for i in idx]
             sync = micro == recipe.grad_accum - 1
-            ctx = acc.no_sync(wrapped["unet"]) if (not sync and train_unet) else _null()
+            ctx = acc.no_sync(wrapped["unet"]) if (not sync and train_unet) else nullcontext()
             with ctx, acc.autocast():
                 if train_te:
                     cond = _encode_text(wrapped["te"], pipe.tokenizer, prompts, device)
@@ -274,14 +275,6 @@ def train(
             on_step(info)
     acc.wait_for_everyone()
     return result
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _decoder_loss(vae, data: TrainingSet, idx, flip, latents, device) -> torch.Tensor:
