@@ -114,6 +114,7 @@ def cluster_plora_cmd(
                 seed=seed,
                 track=track,
                 log=message,
+                dataset=ds,
             )
             x = check_features(emb, ds, f"--features {features}")
             feature_model = features

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from geosynth.artifacts import Embeddings, Provenance, load_embeddings
-from geosynth.data import load_dataset
+from geosynth.data import ImageDataset, load_dataset
 from geosynth.data.shards import is_shard_dir, list_shards
 from geosynth.features.base import create_extractor
 from geosynth.features.embed import embed_to_file
@@ -51,8 +51,10 @@ def resolve_embeddings(
     use_cache: bool = True,
     track: Track = no_track,
     log: Callable[[str], None] = lambda _: None,
+    dataset: ImageDataset | None = None,
 ) -> Embeddings:
-    """Embeddings for ``source`` (file, dataset or shard directory)."""
+    """Embeddings for ``source`` (file, dataset or shard directory). ``dataset``: ``source``
+    already loaded with these options, so it is not listed and fingerprinted again."""
     path = Path(source)
     if path.suffix == ".safetensors" or path.is_file():
         return load_embeddings(path)
@@ -60,7 +62,7 @@ def resolve_embeddings(
     if is_shard_dir(path):
         key = f"shards-{shards_fingerprint(path)}-{limit}-{seed}"
     else:
-        ds = load_dataset(source, split=split, classes=classes, shots=shots, seed=seed)
+        ds = dataset or load_dataset(source, split=split, classes=classes, shots=shots, seed=seed)
         key = f"data-{ds.fingerprint()}"
 
     def build(out: Path) -> None:
