@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -444,6 +445,84 @@ def step_train_clf(run: DemoRun) -> None:
     )
 
 
+def step_maps(run: DemoRun) -> None:
+    """Seed 004 in miniature: a UNet from scratch conditioned on land-cover maps (concat), against
+    the same UNet trained with blank maps; per-map fidelity of images from held-out maps."""
+    from geosynth.data.paired import attach_maps, read_map_folder
+    from geosynth.diffusion import loras as lora_ops
+    from geosynth.diffusion.finetune import finetune
+    from geosynth.diffusion.mapcond import MapCondition
+    from geosynth.diffusion.mapgen import generate_from_maps
+    from geosynth.diffusion.recipe import Recipe
+    from geosynth.metrics.paired import fidelity_report
+    from geosynth.toy.paired import make_toy_paired_dataset
+
+    train = make_toy_paired_dataset(run.out / "pairs-train", n=40, size=run.size, seed=run.seed)
+    val = make_toy_paired_dataset(run.out / "pairs-val", n=10, size=run.size, seed=run.seed + 1)
+    unet_cfg = json.loads((run.paths["model_sd"] / "unet" / "config.json").read_text())
+    cfg_path = run.out / "map-unet.json"
+    cfg_path.write_text(json.dumps({k: v for k, v in unet_cfg.items() if not k.startswith("_")}))
+    ds = attach_maps(load_dataset(train))
+    scores, samples = {}, {}
+    for name, dropout in (("map", 0.1), ("blank", 1.0)):
+        recipe = Recipe(
+            unet="full",
+            text_encoder="frozen",
+            init="scratch",
+            unet_config=str(cfg_path),
+            resolution=run.size,
+            batch_size=8,
+            max_steps=MAP_STEPS,
+            lr=1e-3,
+            warmup_ratio=0.0,
+            seed=run.seed,
+            checkpoint_every=10_000,
+            maps=MapCondition(condition="concat", dropout=dropout),
+        )
+        model = run.out / f"map-ldm-{name}"
+        finetune(ds, model, recipe, model=str(run.paths["model_sd"]), overwrite=True, log=run.log)
+        pipe = load_sd_pipeline(str(run.paths["model_sd"]), device="cpu")
+        item = lora_ops.parse_lora(str(model), set())
+        lora_ops.apply_cards(pipe, [item])
+        gen = run.out / f"map-synth-{name}"
+        if gen.exists():  # a rerun of the demo into the same folder replaces its own output
+            shutil.rmtree(gen)
+        generate_from_maps(
+            pipe, model, item.card, read_map_folder(val), gen, per_map=1, steps=20, guidance=2.0,
+            seed=run.seed, resolution=None, batch_size=10,
+            provenance=Provenance.start("demo maps", seeds={"seed": run.seed}),
+        )  # fmt: skip
+        synth = attach_maps(load_dataset(gen))
+        scores[name] = fidelity_report(synth, ds)
+        samples[name] = synth
+    legend = ds.legend
+    assert legend is not None
+    rows = [
+        [legend.render(samples["map"].map(i)) for i in range(6)],
+        [samples["map"].image(i) for i in range(6)],
+        [samples["blank"].image(i) for i in range(6)],
+    ]
+    image_grid(rows, ["map", "map-conditioned", "blank-map model"]).save(run.out / "maps.png")
+    run.metrics["maps"] = {
+        name: {"mean_fidelity": round(r["mean"], 4), "chance": round(r["chance"], 4)}
+        for name, r in scores.items()
+    }
+    m, b = scores["map"]["mean"], scores["blank"]["mean"]
+    run.sections.append(
+        "## Generating from semantic maps (seed 004)\n\n"
+        f"`finetune --condition concat` trained a toy UNet from scratch ({MAP_STEPS} steps) on 40 "
+        "procedural land-cover maps and the images rendered from them; the same UNet trained with "
+        "blank maps (`--map-dropout 1`) is the control. From 10 held-out maps, "
+        "`generate --maps` made one image each. Per-map fidelity (share of pixels whose colour is "
+        f"nearest to their map class's mean real colour): {m:.2f} with maps, {b:.2f} with blank "
+        f"maps (chance {scores['map']['chance']:.2f}).\n\n"
+        "![maps, map-conditioned images, blank-map images](maps.png)\n"
+    )
+
+
+#: optimiser steps of the demo's map-conditioned runs
+MAP_STEPS = 150
+
 STEPS: list[tuple[str, Callable[[DemoRun], None]]] = [
     ("toy data", step_toy_data),
     ("toy models", step_toy_models),
@@ -453,6 +532,7 @@ STEPS: list[tuple[str, Callable[[DemoRun], None]]] = [
     ("plora", step_plora),
     ("evaluate", step_evaluate),
     ("train-clf", step_train_clf),
+    ("maps", step_maps),
 ]
 
 

@@ -12,6 +12,7 @@ from geosynth.cli.embed import BatchOpt, DeviceOpt, PrecisionOpt
 from geosynth.cli.options import ClassesOpt, JsonOpt, SeedOpt, SplitOpt, split_list
 from geosynth.cli.output import message, print_json, print_table, track
 from geosynth.data import check_output_dir
+from geosynth.data.paired import attach_maps, has_maps
 from geosynth.defaults import FEATURE_MODEL, PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
 from geosynth.metrics.evaluate import ALL_SECTIONS, EvalOptions
@@ -119,6 +120,29 @@ def evaluate(
         Path | None,
         typer.Option("--plots", help="Directory for per-class bars and real/synthetic grids."),
     ] = None,
+    val: Annotated[
+        str | None,
+        typer.Option(
+            "--val",
+            help="A second real set (validation): FID vs REAL and vs VAL, overall and per "
+            "landscape type, plus per-map fidelity for map-conditioned SYNTH (seed 004).",
+        ),
+    ] = None,
+    landscape: Annotated[
+        str,
+        typer.Option(
+            "--landscape",
+            help="Landscape type per image: dominant (map class) or label (dataset class).",
+        ),
+    ] = "dominant",
+    real_maps: Annotated[
+        Path | None,
+        typer.Option("--real-maps", help="Map folder of REAL (default: its 'map_file' column)."),
+    ] = None,
+    val_maps: Annotated[
+        Path | None,
+        typer.Option("--val-maps", help="Map folder of VAL (default: its 'map_file' column)."),
+    ] = None,
     split: SplitOpt = None,
     real_split: Annotated[
         str | None, typer.Option("--real-split", help="Split of REAL (e.g. val, pool).")
@@ -174,9 +198,16 @@ def evaluate(
         precision=precision,
         use_cache=not no_cache,
     )
+    if landscape not in ("dominant", "label"):
+        raise GeosynthError(f"--landscape {landscape}: expected dominant or label")
     prov = Provenance.start("evaluate", seeds={"seed": seed})
     result = run_evaluation(synthetic, real, opts, track=track, log=message)
     report = result.report
+    if val is not None or has_maps(synthetic):
+        report["maps"] = _paired_section(
+            synthetic, real, val, real_maps, val_maps, landscape, opts, split, real_split
+        )
+        report["notes"] += report["maps"].pop("notes")
     if plots is not None:
         from geosynth.metrics.evaluate_plots import write_plots
 
@@ -195,6 +226,8 @@ def evaluate(
         print_json(report)
         return
     _print(report)
+    if "maps" in report:
+        _print_maps(report["maps"])
     if out is not None:
         message(f"wrote {out}")
 
@@ -252,3 +285,69 @@ def _print(report: dict[str, Any]) -> None:
                 for c, s in color["per_class"].items()
             ],
         )
+
+
+def _paired_section(
+    synthetic: str,
+    real: str,
+    val: str | None,
+    real_maps: Path | None,
+    val_maps: Path | None,
+    landscape: str,
+    opts: EvalOptions,
+    split: str | None,
+    real_split: str | None,
+) -> dict[str, Any]:
+    """Seed 004's report: FID vs REAL (train) and VAL, per landscape type, per-map fidelity."""
+    from geosynth.data import load_dataset
+    from geosynth.metrics.paired import paired_report
+
+    def open_set(source: str, part: str | None, maps: Path | None, arg: str):
+        ds = load_dataset(source, split=part, classes=opts.classes)
+        if maps is not None or has_maps(source, part):
+            ds = attach_maps(ds, maps, arg=arg)
+        return ds
+
+    reals = {"train": open_set(real, real_split, real_maps, "--real-maps")}
+    if val is not None:
+        reals["val"] = open_set(val, None, val_maps, "--val-maps")
+    return paired_report(
+        open_set(synthetic, split, None, "SYNTH"),
+        reals,
+        features=opts.features,
+        landscape=landscape,
+        batch_size=opts.batch_size,
+        device=opts.device,
+        precision=opts.precision,
+        use_cache=opts.use_cache,
+        track=track,
+        log=message,
+    )
+
+
+def _print_maps(section: dict[str, Any]) -> None:
+    fids = section["fid"]
+    fidelity = section.get("map_fidelity", {})
+    roles = list(fids)
+    names = sorted({n for r in roles for n in fids[r]["per_landscape"]})
+    rows = [
+        (
+            "all",
+            *(_fmt(fids[r]["overall"]["value"]) for r in roles),
+            _fmt(fidelity.get("mean")),
+        )
+    ]
+    rows += [
+        (
+            n,
+            *(_fmt(fids[r]["per_landscape"].get(n, {}).get("value")) for r in roles),
+            _fmt(fidelity.get("per_landscape", {}).get(n)),
+        )
+        for n in names
+    ]
+    chance = f", chance {fidelity['chance']:.2f}" if fidelity else ""
+    print_table(
+        f"map-conditioned synthesis (landscape: {section['landscape']}{chance})",
+        ["landscape", *(f"FID vs {r}" for r in roles), "map fidelity"],
+        rows,
+    )

@@ -17,8 +17,10 @@ from geosynth.cli.options import (
     dataset_from_options,
 )
 from geosynth.cli.output import LiveProgress, message, print_json, print_table
+from geosynth.data.paired import attach_maps
 from geosynth.defaults import PROMPT_TEMPLATE, SD_MODEL
 from geosynth.diffusion.finetune import finetune as run_finetune
+from geosynth.diffusion.mapcond import MapCondition
 from geosynth.diffusion.recipe import Recipe
 from geosynth.diffusion.trainer import StepInfo
 from geosynth.errors import GeosynthError
@@ -50,7 +52,12 @@ def finetune(
     per_class: Annotated[
         bool, typer.Option("--per-class", help="One LoRA per class, in OUT/<class>/.")
     ] = False,
-    train_unet: Annotated[str, typer.Option("--train-unet", help="lora, full or frozen.")] = "lora",
+    train_unet: Annotated[
+        str | None,
+        typer.Option(
+            "--train-unet", help="lora, full or frozen (default: lora; full with --condition)."
+        ),
+    ] = None,
     train_text_encoder: Annotated[
         str, typer.Option("--train-text-encoder", help="lora, full or frozen.")
     ] = "lora",
@@ -132,6 +139,38 @@ def finetune(
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", min=1, help="Checkpoint every N steps.")
     ] = 500,
+    condition: Annotated[
+        str | None,
+        typer.Option(
+            "--condition",
+            help="Condition on semantic maps (seed 004): concat, cross-attention or both.",
+        ),
+    ] = None,
+    maps: Annotated[
+        Path | None,
+        typer.Option(
+            "--maps", help="Map folder mirroring DATASET (default: its metadata 'map_file' column)."
+        ),
+    ] = None,
+    map_legend: Annotated[
+        Path | None,
+        typer.Option("--map-legend", help="legend.json (default: in the map folder or DATASET)."),
+    ] = None,
+    map_encoder: Annotated[
+        str,
+        typer.Option("--map-encoder", help="Map input: downsample (one-hot), vae or learned."),
+    ] = "downsample",
+    map_text: Annotated[
+        str,
+        typer.Option("--map-text", help="Map tokens beside the text tokens, or instead of them."),
+    ] = "beside",
+    map_tokens: Annotated[
+        int, typer.Option("--map-tokens", min=1, help="Map token grid side (tokens = side^2).")
+    ] = 8,
+    map_dropout: Annotated[
+        float,
+        typer.Option("--map-dropout", help="Probability of a blank map per sample (for CFG)."),
+    ] = 0.1,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUT.parts/ after an interruption.")
     ] = False,
@@ -152,9 +191,25 @@ def finetune(
       geosynth finetune eurosat/ --split train --shots 16 --offset-noise 0.05 --out lora/
       geosynth finetune sar/ --init-lora ors-lora/:1.0 --rank 4 --out sar-lora/
       geosynth finetune sar/ --train-unet full --learn-token '<sar>' --out hybrid/
+      geosynth finetune pairs/ --init scratch --unet-config unet.json --condition both --out ldm/
     """
+    if maps is not None and condition is None:
+        raise GeosynthError("--maps is only used with --condition concat|cross-attention|both")
+    cond = None
+    if condition is not None:
+        cond = MapCondition(
+            condition=condition,
+            map_encoder=map_encoder,
+            text=map_text,
+            tokens=map_tokens,
+            dropout=map_dropout,
+        )
+        try:
+            cond.check()
+        except GeosynthError as exc:
+            raise GeosynthError(as_flags(str(exc))) from None
     recipe = Recipe(
-        unet=train_unet,
+        unet=train_unet or ("full" if cond is not None else "lora"),
         text_encoder=train_text_encoder,
         vae_decoder=train_vae_decoder,
         learn_token=learn_token,
@@ -184,6 +239,7 @@ def finetune(
         mixed_precision=mixed_precision,
         gradient_checkpointing=gradient_checkpointing,
         checkpoint_every=checkpoint_every,
+        maps=cond,
     )
     if mixed_precision not in ("auto", "fp16", "bf16", "fp32"):
         raise GeosynthError(
@@ -191,6 +247,8 @@ def finetune(
         )
     recipe.check()
     ds = dataset_from_options(dataset, split, classes, shots, seed)
+    if cond is not None:
+        ds = attach_maps(ds, maps, map_legend, arg="--maps")
     live = LiveProgress()
 
     def on_step(info: StepInfo) -> None:
@@ -226,3 +284,16 @@ def finetune(
         for name, card in summary["cards"].items()
     ]
     print_table(f"finetune -> {out}", ["LoRA", "images", "steps", "final loss", "files"], rows)
+
+
+def as_flags(text: str) -> str:
+    """A map-condition parameter error, spelled with the command's flags."""
+    for param, flag in (
+        ("map_encoder", "--map-encoder"),
+        ("map_text", "--map-text"),
+        ("map_dropout", "--map-dropout"),
+        ("map_tokens", "--map-tokens"),
+        ("condition", "--condition"),
+    ):
+        text = text.replace(param, flag)
+    return text

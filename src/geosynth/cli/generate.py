@@ -99,6 +99,19 @@ def generate(
             help="Dataset of reference/control images, one class folder per class.",
         ),
     ] = None,
+    maps: Annotated[
+        Path | None,
+        typer.Option(
+            "--maps",
+            help="Semantic maps to generate from (a folder of map images, or a paired dataset) "
+            "with a map-conditioned model (finetune --condition).",
+        ),
+    ] = None,
+    map_legend: Annotated[
+        Path | None,
+        typer.Option("--map-legend", help="legend.json of --maps (default: inside --maps)."),
+    ] = None,
+    per_map: Annotated[int, typer.Option("--per-map", min=1, help="Images per map.")] = 1,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
     resolution: Annotated[
@@ -126,7 +139,11 @@ def generate(
     derives from (seed, class, index): reruns reproduce images; --resume fills gaps; --shard i/n
     splits the work.
 
+    With --maps and a map-conditioned model (finetune --condition), makes --per-map images per
+    semantic map with classifier-free guidance over the map, each saved with its map.
+
     [bold]Example[/bold]: geosynth generate --lora lora/ --noise leak-aligned --channel-means means.safetensors --per-class 500 --out synth/
+    [bold]Example[/bold]: geosynth generate --lora ldm/ --maps val/ --per-map 4 --guidance 2 --out synth-pairs/
     """
     if noise not in ("gaussian", "leak-aligned"):
         raise GeosynthError(f"--noise {noise}: expected gaussian or leak-aligned")
@@ -169,6 +186,21 @@ def generate(
     # Defaults (classes, template) come from the LoRAs the user named, not from stage-1 LoRAs
     # their cards pulled in.
     card = next((item.card for item in given + extra if item.card), {})
+    map_model = next((x for x in given + extra if x.card.get("map_condition")), None)
+    if map_model is not None and maps is None:
+        raise GeosynthError(
+            f"--lora {map_model.path}: a map-conditioned model; give the maps to follow with "
+            "--maps DIR"
+        )
+    if maps is not None:
+        if map_model is None:
+            raise GeosynthError(
+                "--maps needs a map-conditioned model: --lora DIR from finetune --condition"
+            )
+        return _generate_from_maps(
+            map_model, all_loras, maps, map_legend, out, model, per_map, steps, guidance,
+            scheduler, seed, resolution, batch_size, device, precision, prompt_template, as_json,
+        )  # fmt: skip
     cm = load_channel_means(channel_means) if channel_means is not None else None
     mixture_classes = None
     if lora_weights is not None:
@@ -280,3 +312,67 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except ValueError as exc:
         raise GeosynthError(f"--lora-weights {path}: not JSON ({exc})") from None
+
+
+def _generate_from_maps(
+    map_model: lora_ops.Lora,
+    all_loras: list[lora_ops.Lora],
+    maps: Path,
+    map_legend: Path | None,
+    out: Path,
+    model: str,
+    per_map: int,
+    steps: int,
+    guidance: float,
+    scheduler: str | None,
+    seed: int,
+    resolution: int | None,
+    batch_size: int,
+    device: str | None,
+    precision: str,
+    prompt_template: str | None,
+    as_json: bool,
+) -> None:
+    """``generate --maps``: images that follow semantic maps (see geosynth.diffusion.mapgen)."""
+    from geosynth.data.paired import read_map_folder
+    from geosynth.data.writer import check_output_dir
+    from geosynth.diffusion.mapgen import check_maps, generate_from_maps
+
+    check_output_dir(out)
+    if out.exists() and any(out.iterdir()):
+        raise GeosynthError(f"--out {out}: exists; choose a new path")
+    map_set = read_map_folder(maps, map_legend, arg="--maps")
+    check_maps(map_set, map_model.card)
+    dev = pick_device(device)
+    prec = ("fp16" if dev.type == "cuda" else "fp32") if precision == "auto" else precision
+    pipe = load_sd_pipeline(model, device=dev, dtype=pick_dtype(prec, dev))
+    new_scheduler = make_scheduler(scheduler, pipe.scheduler.config)
+    if new_scheduler is not None:
+        pipe.scheduler = new_scheduler
+    lora_ops.apply_cards(pipe, all_loras)
+    lora_ops.load_adapters(pipe, all_loras)
+    prov = Provenance.start("generate", seeds={"seed": seed}, model=model, maps=str(maps))
+    result = generate_from_maps(
+        pipe,
+        map_model.path,
+        map_model.card,
+        map_set,
+        out,
+        per_map=per_map,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+        resolution=resolution,
+        batch_size=batch_size,
+        provenance=prov,
+        prompt_template=prompt_template,
+        track=track,
+    )
+    result["out"] = str(out)
+    if as_json:
+        print_json(result)
+    else:
+        message(
+            f"generated {result['generated']} images from {result['maps']} maps into {out} "
+            "(each with its map)"
+        )

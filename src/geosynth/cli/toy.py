@@ -50,16 +50,34 @@ def toy_data(
         DataFormat,
         typer.Option("--format", help="folder: imagefolder + metadata.jsonl; hf: save_to_disk."),
     ] = DataFormat.folder,
+    paired: Annotated[
+        bool,
+        typer.Option(
+            "--paired",
+            help="Land-cover maps with images rendered from them (per-class x classes pairs, "
+            "labelled by dominant map class; maps/ + legend.json).",
+        ),
+    ] = False,
 ) -> None:
     """Write a procedural toy satellite dataset (classes differ in colour and texture).
 
     [bold]Example[/bold]: geosynth toy data toy/train --per-class 16 --seed 0
     """
-    from geosynth.toy.data import make_toy_dataset, toy_hf_dataset
+    from geosynth.toy.data import make_toy_dataset, resolve_toy_classes, toy_hf_dataset
 
     names: list[str] | int | None = split_list(classes)
     if names and len(names) == 1 and names[0].isdigit():
         names = int(names[0])
+    if paired:
+        from geosynth.toy.paired import make_toy_paired_dataset
+
+        if fmt is not DataFormat.folder:
+            raise GeosynthError("--paired writes an image folder: use --format folder")
+        n = per_class * len(resolve_toy_classes(names))
+        prov = Provenance.start("toy data", seeds={"seed": seed}, pairs=n, size=size)
+        make_toy_paired_dataset(out, n=n, size=size, seed=seed, classes=names, provenance=prov)
+        message(f"wrote {n} toy map/image pairs to {out}")
+        return
     if fmt is DataFormat.folder:
         prov = Provenance.start("toy data", seeds={"seed": seed}, per_class=per_class, size=size)
         make_toy_dataset(

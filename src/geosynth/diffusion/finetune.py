@@ -25,6 +25,8 @@ from geosynth.data.names import safe_dirname
 from geosynth.diffusion.latents import vae_scale_factor
 from geosynth.diffusion.loading import load_sd_pipeline, native_resolution, pick_device
 from geosynth.diffusion.loras import CARD_FILE, check_base, parse_lora
+from geosynth.diffusion.mapcond import ENCODER_DIR, save_encoder
+from geosynth.diffusion.maptrain import map_card, map_training, map_unet_config, prepare_map_unet
 from geosynth.diffusion.objective import training_scheduler
 from geosynth.diffusion.recipe import Recipe
 from geosynth.diffusion.train_data import build_training_set, check_resolution
@@ -136,8 +138,12 @@ def _train_one(
     if recipe.init == "scratch":
         from diffusers import UNet2DConditionModel
 
-        pipe.unet = UNet2DConditionModel.from_config(load_unet_config(recipe.unet_config, pipe))
+        config = load_unet_config(recipe.unet_config, pipe)
+        if recipe.maps is not None:
+            config = map_unet_config(config, recipe.maps, ds, pipe)
+        pipe.unet = UNet2DConditionModel.from_config(config)
     fuse_init_loras(pipe, init_loras)
+    encoder = prepare_map_unet(pipe, recipe.maps, ds) if recipe.maps is not None else None
     factor = vae_scale_factor(pipe.vae)
     resolution = recipe.resolution or native_resolution(model, factor)
     check_resolution(resolution, factor, len(pipe.unet.config.block_out_channels), "--resolution")
@@ -156,9 +162,12 @@ def _train_one(
     scheduler, overrides = training_scheduler(
         model, prediction_type=recipe.prediction_type, zero_terminal_snr=recipe.zero_terminal_snr
     )
+    trainee = pipe
+    if encoder is not None:
+        data, trainee = map_training(pipe, encoder, data, ds, recipe, resolution, track)
     work.mkdir(parents=True, exist_ok=True)
     res: TrainResult = train(
-        pipe, data, recipe, scheduler, work, resume=resume, track=track, on_step=on_step
+        trainee, data, recipe, scheduler, work, resume=resume, track=track, on_step=on_step
     )
     main_process = _state().is_main_process
     card = {
@@ -188,6 +197,8 @@ def _train_one(
         "resumed_from_step": res.resumed_from,
         "final_loss": res.final_loss,
     }
+    if encoder is not None:
+        card["map_condition"] = map_card(encoder, ds)
     if not main_process:  # under data parallelism only rank 0 writes
         return card
     prov = Provenance.start("finetune", seeds={"seed": recipe.seed}, model=model)
@@ -195,6 +206,9 @@ def _train_one(
     with atomic_path(result_dir) as tmp:
         tmp.mkdir(parents=True)
         card["files"] = export_trained(pipe, recipe, info, tmp)
+        if encoder is not None:
+            save_encoder(encoder, tmp)
+            card["files"].append(ENCODER_DIR)
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")
         _write_loss(res.history, tmp)
         write_provenance(tmp, prov)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from geosynth.defaults import PROMPT_TEMPLATE
+from geosynth.diffusion.mapcond import MapCondition
 from geosynth.diffusion.objective import PREDICTION_TYPES
 from geosynth.errors import GeosynthError
 
@@ -61,6 +62,7 @@ class Recipe:
     gradient_checkpointing: bool = False
     checkpoint_every: int = 500
     checkpoints_kept: int = 2
+    maps: MapCondition | None = None  # semantic-map conditioning (seed 004), see .mapcond
 
     def check(self) -> None:
         """Reject contradictory settings with one line naming the option."""
@@ -88,6 +90,13 @@ class Recipe:
                 raise GeosynthError("--init-lora cannot be merged into a UNet trained from scratch")
         elif self.unet_config:
             raise GeosynthError("--unet-config is only used with --init scratch")
+        if self.maps is not None:
+            self.maps.check()
+            if self.unet != "full":
+                raise GeosynthError(
+                    "map conditioning changes the UNet's input and trains it whole: use "
+                    "--train-unet full"
+                )
         if self.nothing_trained:
             raise GeosynthError("nothing to train: every component is frozen and no --learn-token")
         if self.rank < 1 or self.alpha <= 0:
@@ -134,4 +143,6 @@ class Recipe:
         d["unet_targets"] = list(self.unet_targets)
         d["text_targets"] = list(self.text_targets)
         d["init_loras"] = [{"path": p, "weight": w} for p, w in self.init_loras]
+        if self.maps is None:  # text-only recipes keep the dict (and resume checks) they had
+            del d["maps"]
         return d

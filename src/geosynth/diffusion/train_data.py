@@ -37,6 +37,10 @@ class TrainingSet:
     def flips(self) -> int:
         return int(self.latent_mean.shape[0])
 
+    def unet_inputs(self, idx, flip, generator, device) -> dict[str, torch.Tensor]:
+        """Extra UNet keyword inputs for a micro-batch (map-conditioned sets add the maps)."""
+        return {}
+
 
 def check_resolution(resolution: int, vae_factor: int, unet_down: int, arg: str) -> None:
     """The VAE shrinks by ``vae_factor`` and the UNet halves the latent ``unet_down - 1`` times."""

@@ -227,6 +227,7 @@ def train(
             t = t.to(device)
             noisy = scheduler.add_noise(latents, noise, t)
             want = target(scheduler, latents, noise, t)
+            extra = data.unet_inputs(idx, flip, gen, device)
             prompts = [data.prompts[int(i)] for i in idx]
             sync = micro == recipe.grad_accum - 1
             ctx = acc.no_sync(wrapped["unet"]) if (not sync and train_unet) else nullcontext()
@@ -235,7 +236,7 @@ def train(
                     cond = _encode_text(wrapped["te"], pipe.tokenizer, prompts, device)
                 else:
                     cond = torch.stack([cached_text[p] for p in prompts])
-                pred = wrapped["unet"](noisy.to(half), t, cond.to(half)).sample
+                pred = wrapped["unet"](noisy.to(half), t, cond.to(half), **extra).sample
                 per = F.mse_loss(pred.float(), want.float(), reduction="none").mean((1, 2, 3))
                 loss = (per * loss_weights(scheduler, t, recipe.snr_gamma)).mean()
                 if train_vae:
