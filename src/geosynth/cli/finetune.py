@@ -59,8 +59,12 @@ def finetune(
         ),
     ] = None,
     train_text_encoder: Annotated[
-        str, typer.Option("--train-text-encoder", help="lora, full or frozen.")
-    ] = "lora",
+        str | None,
+        typer.Option(
+            "--train-text-encoder",
+            help="lora, full or frozen (default: lora; frozen with --condition).",
+        ),
+    ] = None,
     train_vae_decoder: Annotated[
         str, typer.Option("--train-vae-decoder", help="frozen, full or lora (merged when saved).")
     ] = "frozen",
@@ -210,7 +214,7 @@ def finetune(
             raise GeosynthError(as_flags(str(exc))) from None
     recipe = Recipe(
         unet=train_unet or ("full" if cond is not None else "lora"),
-        text_encoder=train_text_encoder,
+        text_encoder=train_text_encoder or ("frozen" if cond is not None else "lora"),
         vae_decoder=train_vae_decoder,
         learn_token=learn_token,
         token_init=token_init,

@@ -97,6 +97,11 @@ class Recipe:
                     "map conditioning changes the UNet's input and trains it whole: use "
                     "--train-unet full"
                 )
+            if self.maps.text == "instead" and self.text_encoder != "frozen":
+                raise GeosynthError(
+                    "--map-text instead leaves the text encoder unused: use "
+                    "--train-text-encoder frozen"
+                )
         if self.nothing_trained:
             raise GeosynthError("nothing to train: every component is frozen and no --learn-token")
         if self.rank < 1 or self.alpha <= 0:
