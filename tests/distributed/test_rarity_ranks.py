@@ -90,3 +90,34 @@ def test_two_gloo_ranks_equal_one_process(tmp_path: Path) -> None:
     for key, value in _result_tensors(single).items():
         assert torch.equal(split[key], value), key
     assert single.summary()["coverage"] > 0  # the data exercises every metric
+
+
+def test_rarity_command_under_torchrun_equals_one_process(tmp_path: Path, cli) -> None:
+    """`torchrun --nproc_per_node 2 -m geosynth rarity ...`: one report, from rank 0, equal to
+    the single-process report."""
+    import json
+    import subprocess
+    import sys
+
+    from geosynth.artifacts import Embeddings, Provenance, save_embeddings
+
+    real, fake, labels = _data()
+    prov = Provenance.start("test")
+    save_embeddings(tmp_path / "ref.safetensors", Embeddings(real), provenance=prov)
+    tgt = Embeddings(fake, labels, ["a", "b", "c"])
+    save_embeddings(tmp_path / "tgt.safetensors", tgt, provenance=prov)
+    args = ["rarity", tmp_path / "tgt.safetensors", tmp_path / "ref.safetensors", "--per-class"]
+    res = cli(*args, "--device", "cpu", "--out", tmp_path / "one.json")
+    assert res.code == 0, res.err
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m"]
+    cmd += ["geosynth", *map(str, args), "--device", "cpu", "--out", str(tmp_path / "two.json")]
+    cmd += ["--json"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count('"n_reference"') == 1  # only rank 0 reports
+    one = json.loads((tmp_path / "one.json").read_text())
+    two = json.loads((tmp_path / "two.json").read_text())
+    for report in (one, two):
+        report.pop("pairs_rechecked_float64")  # a diagnostic: depends on block boundaries
+    assert one == two
