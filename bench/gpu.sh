@@ -35,6 +35,7 @@ export PYTHONPATH="$PWD/src:$PWD/bench${SITE:+:$SITE}${PYTHONPATH:+:$PYTHONPATH}
 step() {
   local name=$1 limit=$2 left
   shift 2
+  limit=$((limit * ${LIMIT_SCALE:-1}))
   left=$((BUDGET - SECONDS))
   if ((left < 20)); then
     echo "$name: skipped (budget spent)" | tee -a "$OUT/summary.txt"
@@ -51,6 +52,8 @@ step() {
 
 if [[ "${SMOKE:-0}" == 1 ]]; then
   # A CPU check of this script itself (tiny sizes, toy models): `SMOKE=1 bash bench/gpu.sh`.
+  : "${LIMIT_SCALE:=5}"
+  BUDGET=$((BUDGET * LIMIT_SCALE))
   D=cpu; SD=toy; RES=32; STEPS=4; PER=2; FT_STEPS=3; RAR=2000x500; EMB=24; CLF=toy-clip-lora; WK=0
 else
   D=cuda; SD=/tmp/geosynth-sd21-random; RES=512; STEPS=50; PER=16; FT_STEPS=20; RAR=1000000x27000
