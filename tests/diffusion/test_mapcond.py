@@ -260,7 +260,22 @@ def test_evaluate_reports_fid_vs_train_and_val_per_landscape(
         ["water", "forest", "desert", "cropland", "urban"]).names  # fmt: skip
 
 
-def _fidelity_after_training(pairs, unet_config, sd: str, out: Path, dropout: float, steps: int):
+@pytest.fixture(scope="module")
+def two_class_pairs(tmp_path_factory) -> dict[str, Path]:
+    """Water and desert pairs: the tests' toy VAE (40 training steps) reconstructs these two
+    colours faithfully (map fidelity about 0.9 after a VAE round trip) but not five classes
+    (about 0.3), so only two classes can show what the UNet learned."""
+    root = tmp_path_factory.mktemp("pairs2")
+    classes = ["water", "desert"]
+    return {
+        "train": make_toy_paired_dataset(root / "train", n=24, seed=0, classes=classes),
+        "val": make_toy_paired_dataset(root / "val", n=10, seed=1, classes=classes),
+    }
+
+
+def _fidelity_after_training(
+    pairs, unet_config, sd: str, out: Path, dropout: float, steps: int, lr: float
+) -> float:
     """Train a concat UNet from scratch for ``steps`` and return the mean per-map fidelity of one
     image per held-out map."""
     from geosynth.artifacts import Provenance
@@ -272,7 +287,14 @@ def _fidelity_after_training(pairs, unet_config, sd: str, out: Path, dropout: fl
     ds = attach_maps(load_dataset(pairs["train"]))
     cond = MapCondition(condition="concat", dropout=dropout)
     recipe = _recipe(
-        unet_config, cond, max_steps=steps, batch_size=8, warmup_ratio=0.0, checkpoint_every=10_000
+        unet_config,
+        cond,
+        max_steps=steps,
+        batch_size=8,
+        lr=lr,
+        lr_schedule="constant",
+        warmup_ratio=0.0,
+        checkpoint_every=10_000,
     )
     finetune(ds, out / "model", recipe, model=sd, log=lambda s: None)
     pipe = load_sd_pipeline(sd, device="cpu")
@@ -288,25 +310,29 @@ def _fidelity_after_training(pairs, unet_config, sd: str, out: Path, dropout: fl
 
 @pytest.mark.slow
 def test_short_training_follows_maps_far_better_than_blank_maps(
-    pairs, unet_config, toy_models, tmp_path
+    two_class_pairs, unet_config, toy_models, tmp_path
 ) -> None:
     """The Done-when check: a short run on toy pairs learns to follow the maps; the same UNet
-    trained with blank maps cannot place the map's classes (chance is 0.2 for 5 classes)."""
+    trained with blank maps cannot place the map's classes (chance is 0.5 for two classes;
+    measured 0.74 against 0.48 at 100 steps)."""
     sd = str(toy_models["sd"])
-    with_maps = _fidelity_after_training(pairs, unet_config, sd, tmp_path / "m", 0.1, SLOW_STEPS)
-    blank = _fidelity_after_training(pairs, unet_config, sd, tmp_path / "b", 1.0, SLOW_STEPS)
-    assert with_maps > blank + 0.25, (with_maps, blank)
-    assert with_maps > 0.6, with_maps
+    args = (two_class_pairs, unet_config, sd)
+    with_maps = _fidelity_after_training(*args, tmp_path / "m", 0.1, 100, 2e-3)
+    blank = _fidelity_after_training(*args, tmp_path / "b", 1.0, 100, 2e-3)
+    assert with_maps > blank + 0.15, (with_maps, blank)
+    assert with_maps > 0.65, with_maps
+    assert blank < 0.6, blank
 
 
 def test_few_steps_already_follow_maps_better_than_blank_maps(
-    pairs, unet_config, toy_models, tmp_path
+    two_class_pairs, unet_config, toy_models, tmp_path
 ) -> None:
-    """The fast, smaller version of the check above."""
+    """The fast, smaller version of the check above (40 steps)."""
     sd = str(toy_models["sd"])
-    with_maps = _fidelity_after_training(pairs, unet_config, sd, tmp_path / "m", 0.1, FAST_STEPS)
-    blank = _fidelity_after_training(pairs, unet_config, sd, tmp_path / "b", 1.0, FAST_STEPS)
-    assert with_maps > blank + 0.1, (with_maps, blank)
+    args = (two_class_pairs, unet_config, sd)
+    with_maps = _fidelity_after_training(*args, tmp_path / "m", 0.1, 40, 3e-3)
+    blank = _fidelity_after_training(*args, tmp_path / "b", 1.0, 40, 3e-3)
+    assert with_maps > blank + FAST_MARGIN, (with_maps, blank)
 
 
-SLOW_STEPS, FAST_STEPS = 150, 40
+FAST_MARGIN = 0.1
