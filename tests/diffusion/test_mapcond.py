@@ -104,9 +104,10 @@ def test_widened_pretrained_unet_starts_unchanged(toy_models) -> None:
 
 
 VARIANTS = [
-    # (condition, map encoder, text, from scratch)
-    ("concat", "downsample", "beside", True),
-    ("cross-attention", "downsample", "instead", True),
+    # (condition, map encoder, text, from scratch). "both" exercises the concat and the
+    # cross-attention paths at once in the default suite; each mode alone runs with -m slow.
+    pytest.param("concat", "downsample", "beside", True, marks=pytest.mark.slow),
+    pytest.param("cross-attention", "downsample", "instead", True, marks=pytest.mark.slow),
     ("both", "vae", "beside", True),
     ("concat", "learned", "beside", False),
 ]

@@ -1,5 +1,6 @@
 """ControlNet conditioning images: Canny edges of reference images (seed 001) or control images
-used as given (semantic maps, seed 004), chosen per generated image deterministically."""
+used as given (e.g. semantic maps), chosen per generated image deterministically. Seed 004's
+map-conditioned UNet is :mod:`geosynth.diffusion.mapcond`, not a ControlNet."""
 
 from __future__ import annotations
 
