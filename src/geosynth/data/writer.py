@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -52,6 +53,7 @@ class ImageFolderWriter:
         self.provenance = provenance
         self.rows: list[dict[str, Any]] = []
         self._counts = [0] * len(self.class_names)
+        self._taken: set[str] = set()
         self._stack = ExitStack()
         self.tmp: Path | None = None
 
@@ -68,6 +70,11 @@ class ImageFolderWriter:
         image_id = image_id or f"{self._counts[label]:06d}"
         self._counts[label] += 1
         rel = f"{self.dirnames[label]}/{image_id}.png"
+        if rel in self._taken:
+            raise GeosynthError(
+                f"image id '{image_id}' is used twice in class '{self.class_names[label]}'"
+            )
+        self._taken.add(rel)
         target = self.tmp / rel
         target.parent.mkdir(exist_ok=True)
         image.save(target, format="PNG")
@@ -98,9 +105,33 @@ def export_dataset(
 ) -> Path:
     """Write ``ds`` (e.g. a K-shot split) as a geosynth imagefolder; each row names its source."""
     indices = progress if progress is not None else range(len(ds))
+    ids = export_ids(ds) if ds.kind == "imagefolder" else {}
     with ImageFolderWriter(out, ds.class_names, provenance) as w:
         for i in indices:
             s = ds.samples[i]
-            stem = Path(s.key).stem if ds.kind == "imagefolder" else None
-            w.add(ds.image(i), s.label, image_id=stem, source=ds.describe(s))
+            w.add(ds.image(i), s.label, image_id=ids.get(i), source=ds.describe(s))
     return Path(out)
+
+
+def export_ids(ds: ImageDataset) -> dict[int, str]:
+    """Image ids for an exported imagefolder: the file stem, and for files whose stems clash
+    within a class (``a.png`` and ``a.jpg``, or ``x/a.png`` and ``y/a.png``) the whole source
+    path with separators and dots turned into ``_`` (``a_png``, ``a_jpg``), so that every image
+    is kept under a stable name (the same selection always gives the same names)."""
+    stems: dict[tuple[int, str], list[int]] = {}
+    for i, s in enumerate(ds.samples):
+        stems.setdefault((s.label, Path(s.key).stem), []).append(i)
+    ids: dict[int, str] = {}
+    for (_, stem), members in stems.items():
+        for i in members:
+            key = ds.samples[i].key
+            ids[i] = stem if len(members) == 1 else re.sub(r"[^A-Za-z0-9_-]+", "_", key).strip("_")
+    used: dict[tuple[int, str], int] = {}
+    for i, image_id in ids.items():
+        other = used.setdefault((ds.samples[i].label, image_id), i)
+        if other != i:
+            raise GeosynthError(
+                f"{ds.source}: images '{ds.samples[other].key}' and '{ds.samples[i].key}' would "
+                f"both be exported as '{image_id}.png'; rename one of them"
+            )
+    return ids
