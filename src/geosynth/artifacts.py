@@ -103,8 +103,33 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def clean_stale_temporaries(final: Path) -> None:
+    """Remove the temporaries of ``final`` left by writers that no longer run (killed): their
+    names carry the writer's process id. Temporaries of a live process are left alone."""
+    prefix = f".{final.name}.tmp-"
+    if not final.parent.is_dir():
+        return
+    for p in final.parent.iterdir():
+        if not p.name.startswith(prefix):
+            continue
+        pid = p.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove(p)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
+    clean_stale_temporaries(Path(path))
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
@@ -315,6 +340,7 @@ def save_tensors(
     check_replaceable(out, "file")
     contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     data = safetensors_bytes(contiguous, meta)
+    clean_stale_temporaries(out)
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)
     write_provenance(out, provenance)

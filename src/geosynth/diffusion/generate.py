@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import uuid
@@ -370,8 +371,9 @@ def run_generation(
     spec.check()
     vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     size = spec.resolution or pipe.unet.config.sample_size * vae_factor
-    if size % vae_factor:
-        raise GeosynthError(f"--resolution {size}: must be a multiple of {vae_factor}")
+    multiple = math.lcm(vae_factor, 8)  # diffusers' pipelines also want multiples of 8
+    if size % multiple:
+        raise GeosynthError(f"--resolution {size}: must be a multiple of {multiple}")
     if spec.noise == "leak-aligned":
         missing = [c for c in spec.classes if c not in spec.channel_means]
         if missing:
