@@ -357,15 +357,30 @@ def safetensors_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str
     """
     raw = _save_bytes(dict(tensors), metadata=dict(metadata))
     (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
+    text = _canonical_header(json.loads(raw[8 : 8 + n]))
+    return struct.pack("<Q", len(text)) + text + raw[8 + n :]
+
+
+def _canonical_header(header: dict[str, Any]) -> bytes:
+    """A safetensors header with sorted metadata and tensor keys, padded to 8 bytes."""
     meta = header.pop("__metadata__", None)
     ordered: dict[str, Any] = {}
     if meta is not None:
         ordered["__metadata__"] = {k: meta[k] for k in sorted(meta)}
     ordered.update((k, header[k]) for k in sorted(header))
     text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
-    text += b" " * (-len(text) % 8)  # the data section stays 8-byte aligned
-    return struct.pack("<Q", len(text)) + text + raw[8 + n :]
+    return text + b" " * (-len(text) % 8)  # the data section stays 8-byte aligned
+
+
+def canonicalize_safetensors(path: Path) -> None:
+    """Rewrite a safetensors file written by another library (diffusers, transformers) with a
+    sorted header, in place (atomically): same tensors and metadata, stable bytes."""
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    text = _canonical_header(json.loads(raw[8 : 8 + n]))
+    if text != raw[8 : 8 + n]:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
 
 
 def load_tensors(path: str | os.PathLike[str]) -> TensorFile:

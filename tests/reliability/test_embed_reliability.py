@@ -61,8 +61,8 @@ def test_cache_follows_replaced_weights_and_precision(toy_data, toy_models, tmp_
     shutil.copytree(toy_models["dinov2"], model)
     first = resolve_embeddings(str(toy_data), features=str(model), device="cpu").embeddings
     weights = load_file(model / "model.safetensors")
-    name = sorted(k for k in weights if weights[k].ndim == 2)[0]
-    weights[name] = weights[name] + 0.5  # same size, new content: a retrained checkpoint
+    name = "layernorm.weight"  # the final norm: every output feature depends on it
+    weights[name] = weights[name] * 1.5 + 0.1  # same size, new content: a retrained checkpoint
     save_file(weights, str(model / "model.safetensors"), metadata={"format": "pt"})
     second = resolve_embeddings(str(toy_data), features=str(model), device="cpu").embeddings
     fresh = resolve_embeddings(

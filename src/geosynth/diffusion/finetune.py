@@ -19,7 +19,13 @@ from typing import Any
 import torch
 
 from geosynth import __version__, faults
-from geosynth.artifacts import Provenance, atomic_path, check_replaceable, write_provenance
+from geosynth.artifacts import (
+    Provenance,
+    atomic_path,
+    canonicalize_safetensors,
+    check_replaceable,
+    write_provenance,
+)
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.names import safe_dirname
 from geosynth.diffusion.latents import vae_scale_factor
@@ -199,6 +205,8 @@ def _train_one(
     with atomic_path(result_dir) as tmp:
         tmp.mkdir(parents=True)
         card["files"] = export_trained(pipe, recipe, info, tmp)
+        for f in sorted(tmp.rglob("*.safetensors")):  # diffusers writes metadata unordered
+            canonicalize_safetensors(f)
         on_disk = {k: v for k, v in card.items() if k != "resumed_from_step"}
         (tmp / CARD_FILE).write_text(json.dumps(on_disk, indent=2, default=str) + "\n")
         _write_loss(res.history, tmp)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -134,4 +135,6 @@ def resolve_embeddings(
         build(target)
     else:
         log(f"using cached embeddings of {source}: {target}")
+    # A run killed after writing the entry but before removing its work folder left that folder.
+    shutil.rmtree(target.with_name(target.name + ".parts"), ignore_errors=True)
     return load_embeddings(target)
