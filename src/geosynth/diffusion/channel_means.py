@@ -27,7 +27,7 @@ def per_image_channel_means(
     rows = []
     starts = range(0, len(ds), batch_size)
     for s in track(starts, len(starts), "encoding"):
-        images = [ds.image(i) for i in range(s, min(s + batch_size, len(ds)))]
+        images = [ds.model_input(i) for i in range(s, min(s + batch_size, len(ds)))]
         z = encode_latents(vae, images_to_tensor(images, resolution))
         rows.append(z.float().mean(dim=(2, 3)).cpu())
     return torch.cat(rows)
