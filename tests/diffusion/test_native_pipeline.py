@@ -58,7 +58,10 @@ def test_channel_means_equal_a_direct_computation(sar, sar_run, toy_models) -> N
         r = read_raster(ds.samples[i].ref).array.astype(np.float64)
         db = 10 * np.log10(r)
         chans = [db[0], db[1], db[0] - db[1]]
-        x = [2 * (np.clip(c, lo, hi) - lo) / (hi - lo) - 1 for c, (lo, hi) in zip(chans, ranges)]
+        x = [
+            2 * (np.clip(c, lo, hi) - lo) / (hi - lo) - 1
+            for c, (lo, hi) in zip(chans, ranges, strict=True)
+        ]
         pix = torch.from_numpy(np.stack(x).astype(np.float32))[None]
         rows.append(encode_latents(vae, pix).float().mean(dim=(2, 3))[0])
     per_image = torch.stack(rows)
