@@ -11,6 +11,7 @@ from geosynth.data.dataset import ImageDataset
 from geosynth.data.folder import read_image_folder
 from geosynth.data.hf import is_saved_dataset, read_hub_dataset, read_saved_dataset
 from geosynth.data.radiometry import Radiometry, default_radiometry, radiometry_from
+from geosynth.data.torchgeo import eurosat_image_root, read_torchgeo_eurosat
 from geosynth.errors import GeosynthError
 
 # owner/name or a bare canonical name, as the hub spells dataset ids.
@@ -20,7 +21,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 def open_dataset(spec: str | Path, split: str | None = None) -> ImageDataset:
     """Open an image folder, a saved HF dataset, a geosynth imagefolder or a hub dataset id.
 
-    For a folder holding split sub-folders (``root/train/<class>/...``), ``split`` picks one.
+    For a folder holding split sub-folders (``root/train/<class>/...``), ``split`` picks one;
+    torchgeo's EuroSAT layout (:mod:`geosynth.data.torchgeo`) is read with its split files.
     """
     path = Path(spec)
     if path.exists():
@@ -30,6 +32,8 @@ def open_dataset(spec: str | Path, split: str | None = None) -> ImageDataset:
             )
         if is_saved_dataset(path):
             return read_saved_dataset(path, split)
+        if eurosat_image_root(path) is not None:  # torchgeo's EuroSAT layout + split files
+            return read_torchgeo_eurosat(path, split)
         if split is not None:
             if not (path / split).is_dir():
                 splits = sorted(d.name for d in path.iterdir() if d.is_dir())
