@@ -69,7 +69,10 @@ def test_eurosat_ms_band_order_b8a_last() -> None:
     r = Raster(ms, list(S2_BANDS))
     spec = Radiometry(kind="optical", bands=("B8A",), ranges=((0, 12),))
     assert spec.forward(r)[0, 0, 0] == 1.0  # B8A is index 12, the top of the range
-    assert default_radiometry(Raster(ms)).bands == (3, 2, 1)  # unnamed 13 bands: EuroSAT-MS
+    unnamed = default_radiometry(Raster(ms))  # 13 unnamed bands: read in EuroSAT-MS order
+    assert unnamed.bands == ("B04", "B03", "B02") and unnamed.file_bands == "eurosat-ms"
+    b8a = Radiometry(kind="optical", bands=("B8A",), file_bands="eurosat-ms", ranges=((0, 12),))
+    assert b8a.forward(Raster(ms))[0, 0, 0] == 1.0
     assert default_radiometry(r).bands == ("B04", "B03", "B02")
 
 

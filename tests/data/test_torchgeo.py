@@ -25,13 +25,16 @@ def test_torchgeo_ms_layout_and_splits(tmp_path: Path) -> None:
     root = _torchgeo_ms(tmp_path / "eurosat")
     assert len(open_dataset(root)) == 6
     train = open_dataset(root, split="train")
-    assert train.class_names == ["Forest", "SeaLake"] and train.counts() == {"Forest": 2, "SeaLake": 1}
+    assert train.class_names == ["Forest", "SeaLake"] and train.counts() == {
+        "Forest": 2,
+        "SeaLake": 1,
+    }
     assert train.selection == {"split": "train"}
     r = train.raster(0)
     assert r.count == 13 and r.dtype == "uint16" and r.crs == "EPSG:32632"
     ds = load_dataset(root, split="val", radiometry="auto")
     assert ds.radiometry is not None and ds.radiometry.band_names == ("B04", "B03", "B02")
-    with pytest.raises(GeosynthError, match="no eurosat-test.txt"):
+    with pytest.raises(GeosynthError, match=r"no eurosat-test\.txt"):
         open_dataset(root, split="test")
     (root / "eurosat-test.txt").write_text("Forest_9.jpg\n")
     with pytest.raises(GeosynthError, match="not under"):

@@ -109,3 +109,32 @@ def test_radiometry_mismatch_is_refused(cli, sar, sar_run, toy_models, tmp_path)
     res = cli(*base, "--steps", "1", "--radiometry", fixed, "--out", out)
     _one_line_error(res, "--lora", "made with radiometry")
     assert not out.exists()
+
+
+def test_eurosat_ms_true_colour_finetune_and_generate(
+    cli, eurosat_ms, toy_models, tmp_path
+) -> None:
+    """Real 13-band EuroSAT-MS: SD learns the B04,B03,B02 composite; generate writes uint16
+    GeoTIFFs of those bands in the data's own scale (reflectance x 10000)."""
+    spec = json.dumps(
+        {"kind": "optical", "bands": ["B04", "B03", "B02"], "file_bands": "eurosat-ms",
+         "percentiles": [1, 99]}
+    )  # fmt: skip
+    common = [eurosat_ms, "--split", "train", "--classes", "Forest,SeaLake", "--shots", "4"]
+    res = cli("finetune", *common, "--model", toy_models["sd"], "--out", tmp_path / "lora",
+              "--radiometry", spec, *FAST, "--max-steps", "2")  # fmt: skip
+    assert res.code == 0, res.err
+    card = json.loads((tmp_path / "lora" / "geosynth.json").read_text())
+    rad = card["radiometry"]
+    assert rad["band_names"] == ["B04", "B03", "B02"] and rad["dtype"] == "uint16"
+    assert rad["band_count"] == 13 and all(0 <= lo < hi < 20000 for lo, hi in rad["ranges"])
+    out = tmp_path / "synth"
+    res = cli("generate", "--model", toy_models["sd"], "--lora", tmp_path / "lora",
+              "--per-class", "1", "--steps", "2", "--out", out)  # fmt: skip
+    assert res.code == 0, res.err
+    for tif in sorted(out.rglob("*.tif")):
+        r = read_raster(tif)
+        assert r.array.dtype == np.uint16 and r.count == 3 and r.band_names == rad["band_names"]
+        for b, (lo, hi) in enumerate(rad["ranges"]):
+            assert round(lo) <= r.array[b].min() and r.array[b].max() <= round(hi)
+    assert len(list(out.rglob("*.tif"))) == 2

@@ -54,6 +54,8 @@ EUROSAT_MS_BANDS = (
     *("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12"),
     "B8A",
 )
+#: Known band orders for files that do not name their bands.
+BAND_ORDERS: dict[str, tuple[str, ...]] = {"eurosat-ms": EUROSAT_MS_BANDS}
 DEFAULT_PERCENTILES = (1.0, 99.0)
 # Pixels per image used to fit percentile ranges (a regular subsample keeps memory bounded).
 _FIT_PIXELS = 65536
@@ -71,6 +73,9 @@ class Radiometry:
     scale: str = "db"  # sar: the space ranges apply in (db or linear)
     db_floor: float | None = None
     nodata: str = "low"
+    # Names of the file's bands when the file itself names none: a list, or a known order
+    # ("eurosat-ms": B01..B12 then B8A), so bands can be selected by name.
+    file_bands: tuple[str, ...] | str | None = None
     # What the spec was resolved against (filled by ``resolve``): used to write values back and to
     # refuse other data.
     dtype: str | None = None
@@ -91,6 +96,8 @@ class Radiometry:
             norm(self, "db_floor", float(self.db_floor))
         if self.band_names is not None:
             norm(self, "band_names", tuple(self.band_names))
+        if self.file_bands is not None and not isinstance(self.file_bands, str):
+            norm(self, "file_bands", tuple(str(b) for b in self.file_bands))
 
         def bad(msg: str) -> GeosynthError:
             return GeosynthError(f"radiometry: {msg}")
@@ -107,6 +114,11 @@ class Radiometry:
                 raise bad(f"units '{self.units}': expected one of {', '.join(SAR_UNITS)}")
             if self.scale not in SCALES:
                 raise bad(f"scale '{self.scale}': expected one of {', '.join(SCALES)}")
+        if isinstance(self.file_bands, str) and self.file_bands not in BAND_ORDERS:
+            raise bad(
+                f"file_bands '{self.file_bands}': expected a list of names or one of "
+                f"{', '.join(BAND_ORDERS)}"
+            )
         if self.nodata not in NODATA_POLICIES:
             raise bad(f"nodata '{self.nodata}': expected one of {', '.join(NODATA_POLICIES)}")
         if self.ranges is None and self.percentiles is None:
@@ -144,6 +156,8 @@ class Radiometry:
         d["ranges"] = None if self.ranges is None else [list(r) for r in self.ranges]
         d["percentiles"] = None if self.percentiles is None else list(self.percentiles)
         d["band_names"] = None if self.band_names is None else list(self.band_names)
+        if isinstance(self.file_bands, tuple):
+            d["file_bands"] = list(self.file_bands)
         if self.kind != "sar":  # SAR-only fields mean nothing for optical data
             del d["units"], d["scale"], d["db_floor"]
         return d
@@ -173,6 +187,8 @@ class Radiometry:
                 kw["percentiles"] = (float(lo), float(hi))
             if d.get("band_names") is not None:
                 kw["band_names"] = tuple(str(b) for b in d["band_names"])
+            if isinstance(d.get("file_bands"), list):
+                kw["file_bands"] = tuple(str(b) for b in d["file_bands"])
             if d.get("db_floor") is not None:
                 kw["db_floor"] = float(d["db_floor"])
             return cls(**kw)
@@ -234,9 +250,23 @@ class Radiometry:
                 "data (mixed dtypes in one dataset?)"
             )
 
-    def _indices(self, r: Raster) -> list[int]:
+    def named(self, r: Raster, where: str = "raster") -> Raster:
+        """``r`` with band names: its own, else ``file_bands``'."""
+        if r.band_names or self.file_bands is None:
+            return r
+        names = (
+            BAND_ORDERS[self.file_bands] if isinstance(self.file_bands, str) else self.file_bands
+        )
+        if len(names) != r.count:
+            raise GeosynthError(
+                f"{where}: {r.count} bands, but the radiometry spec's file_bands names {len(names)}"
+            )
+        return replace(r, band_names=list(names))
+
+    def _indices(self, r: Raster, where: str = "raster") -> list[int]:
         key = f"idx:{r.count}:{r.band_names}"
         if key not in self._cache:
+            r = self.named(r, where)
             self._cache[key] = [r.band_index(b, what="radiometry band") for b in self.bands]
         return self._cache[key]
 
@@ -244,7 +274,7 @@ class Radiometry:
     def _scaled(self, r: Raster, where: str) -> tuple[list[np.ndarray], np.ndarray]:
         """Channel values in the scale space (before ranges) and the invalid-pixel mask (H x W)."""
         self.check_raster(r, where)
-        idx = self._indices(r)
+        idx = self._indices(r, where)
         valid = r.valid_mask()[idx].all(axis=0)
         if not valid.any():
             raise GeosynthError(f"{where}: no valid pixel (all NaN or nodata {r.nodata})")
@@ -350,8 +380,8 @@ class Radiometry:
         first image (checking the bands exist), then fit percentile ranges if needed."""
         if not len(ds):
             raise GeosynthError(f"{ds.source}: no images")
-        r = ds.raster(0)
         where = ds.describe(ds.samples[0])
+        r = self.named(ds.raster(0), where)
         idx = [r.band_index(b, what=f"radiometry band (in {where})") for b in self.bands]
         names = tuple(r.band_names[i] for i in idx) if r.band_names else None
         bound = replace(self, dtype=r.dtype, band_count=r.count, band_names=names, _cache={})
@@ -372,8 +402,9 @@ def default_radiometry(r: Raster) -> Radiometry | None:
     * either, when the first image holds zeros (and no negatives): the same in linear scale (dB
       of zero needs a floor, which only the user can choose).
     * 3+ bands: optical; Sentinel-2 true colour (B04, B03, B02) when the file names its bands so,
-      (3, 2, 1) for 13 unnamed bands (EuroSAT-MS order), else the first three; per-band
-      1st-99th percentile ranges of the training set.
+      or for 13 unnamed bands read in EuroSAT-MS order (``file_bands="eurosat-ms"``: B8A last,
+      so true colour is indices 3, 2, 1), else the first three; per-band 1st-99th percentile
+      ranges of the training set.
     """
     dtype, n = r.dtype, r.count
     if dtype == "uint8" and n in (1, 3, 4):
@@ -397,8 +428,13 @@ def default_radiometry(r: Raster) -> Radiometry | None:
     names = r.band_names or []
     if all(b in names for b in S2_TRUE_COLOUR):
         bands: tuple[int | str, ...] = S2_TRUE_COLOUR
-    elif n == 13:
-        bands = (3, 2, 1)
+    elif n == 13 and not names:
+        return Radiometry(
+            kind="optical",
+            bands=S2_TRUE_COLOUR,
+            file_bands="eurosat-ms",
+            percentiles=DEFAULT_PERCENTILES,
+        )
     elif n >= 3:
         bands = (0, 1, 2)
     else:
