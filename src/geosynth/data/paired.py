@@ -21,6 +21,7 @@ pairs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,17 +252,10 @@ def attach_maps(
     def digest(sample: Sample) -> str:
         return f"{img_digest(sample)}+{file_digest(found[sample.key])}"
 
-    return PairedDataset(
-        source=ds.source,
-        kind=ds.kind,
-        class_names=list(ds.class_names),
-        samples=list(ds.samples),
-        decoder=ds.decoder,
-        digest=digest,
-        selection=dict(ds.selection),
-        maps=found,
-        legend=leg,
-    )
+    # Every field of ``ds`` (raster reader, radiometry, ...) carries over; maps are added.
+    fields = {f.name: getattr(ds, f.name) for f in dataclasses.fields(ds) if f.init}
+    fields.update(digest=digest, maps=found, legend=leg)
+    return PairedDataset(**fields)
 
 
 def read_map_folder(root: Path, legend: Path | None = None, *, arg: str = "maps") -> PairedDataset:
