@@ -28,7 +28,15 @@ STEPS = 3
 
 @pytest.fixture(scope="module")
 def means_file(toy_models, tmp_path_factory) -> Path:
-    cm = ChannelMeans(means=MEANS, class_names=CLASSES)
+    from geosynth.diffusion import load_vae
+    from geosynth.diffusion.channel_means import vae_identity
+
+    vae = load_vae(toy_models["sd"])
+    cm = ChannelMeans(
+        means=MEANS,
+        class_names=CLASSES,
+        metadata={"resolution": "32", **vae_identity(vae, str(toy_models["sd"]))},
+    )
     path = tmp_path_factory.mktemp("leak") / "means.safetensors"
     return save_channel_means(path, cm, provenance=Provenance.start("test"))
 
@@ -85,9 +93,7 @@ class _UNetInputs:
 
 def _images(out: Path) -> dict[str, np.ndarray]:
     rows = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
-    return {
-        r["file_name"]: np.asarray(Image.open(out / r["file_name"])).astype(int) for r in rows
-    }
+    return {r["file_name"]: np.asarray(Image.open(out / r["file_name"])).astype(int) for r in rows}
 
 
 @pytest.mark.parametrize("scheduler", list(SCHEDULERS))
@@ -100,7 +106,9 @@ def test_every_batch_starts_from_the_leak_distribution(
         toy_models["sd"], subfolder="scheduler"
     ).alphas_cumprod
     with _UNetInputs() as seen:
-        res = cli(*_command(toy_models, means_file, scheduler, tmp_path / "b2"), "--batch-size", "2")
+        res = cli(
+            *_command(toy_models, means_file, scheduler, tmp_path / "b2"), "--batch-size", "2"
+        )
     assert res.code == 0, res.err
     firsts = seen.first_inputs()
     # 3 classes x 2 batches of 2 images, classes in order.

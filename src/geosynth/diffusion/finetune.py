@@ -26,7 +26,7 @@ from geosynth.diffusion.latents import vae_scale_factor
 from geosynth.diffusion.loading import load_sd_pipeline, native_resolution, pick_device
 from geosynth.diffusion.loras import CARD_FILE, check_base, parse_lora
 from geosynth.diffusion.objective import training_scheduler
-from geosynth.diffusion.recipe import Recipe
+from geosynth.diffusion.recipe import LORA_TARGET_PRESETS, Recipe
 from geosynth.diffusion.train_data import build_training_set, check_resolution
 from geosynth.diffusion.trainable import export_trained, fuse_init_loras, prepare_components
 from geosynth.diffusion.trainer import StepHook, TrainResult, train
@@ -149,7 +149,7 @@ def _train_one(
         resolution=resolution,
         template=recipe.template,
         flip=recipe.flip,
-        keep_pixels=recipe.vae_decoder != "frozen",
+        keep_pixels=recipe.trains_vae,
         track=track,
         warn=log,
     )
@@ -173,6 +173,12 @@ def _train_one(
             "unet": "scratch" if recipe.init == "scratch" else recipe.unet,
             "text_encoder": recipe.text_encoder,
             "vae_decoder": recipe.vae_decoder,
+            "vae_encoder": recipe.vae_encoder,
+        },
+        "lora_targets": {
+            "preset": recipe.lora_targets if recipe.lora_targets in LORA_TARGET_PRESETS else None,
+            "unet": list(recipe.unet_targets) if recipe.unet == "lora" else [],
+            "text_encoder": list(recipe.text_targets) if recipe.text_encoder == "lora" else [],
         },
         "stack": [{"path": p, "weight": w} for p, w in init_loras],
         "scheduler": overrides,
