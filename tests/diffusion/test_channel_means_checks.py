@@ -117,6 +117,7 @@ def test_vae_encoder_training_and_its_channel_means(cli, toy_models, toy_data, m
     assert res.code == 0, res.err
     card = json.loads((lora / "geosynth.json").read_text())
     assert card["trained"]["vae_encoder"] == "lora" and card["trained"]["vae_decoder"] == "frozen"
+    assert card["latent_vae"] == "vae/"
     vae = AutoencoderKL.from_pretrained(lora / "vae")
     base = AutoencoderKL.from_pretrained(sd, subfolder="vae")
     enc = [

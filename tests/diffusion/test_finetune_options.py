@@ -48,6 +48,7 @@ def test_cross_attention_qkv_lora_is_trained_and_recorded(cli, toy_models, toy_d
         "text_encoder": [],
     }
     assert card["recipe"]["offset_noise_convention"] == "variance"
+    assert card["latent_vae"] == str(toy_models["sd"])  # the encoder did not train
 
 
 def test_presets_and_module_names_select_those_layers(toy_models) -> None:

@@ -175,6 +175,9 @@ def _train_one(
             "vae_decoder": recipe.vae_decoder,
             "vae_encoder": recipe.vae_encoder,
         },
+        # The VAE whose encoder gives the latent space the UNet learned (and that channel-means
+        # must use): the base model's, or this run's vae/ when its encoder trained.
+        "latent_vae": "vae/" if recipe.vae_encoder != "frozen" else model,
         "lora_targets": {
             "preset": recipe.lora_targets if recipe.lora_targets in LORA_TARGET_PRESETS else None,
             "unet": list(recipe.unet_targets) if recipe.unet == "lora" else [],
