@@ -11,9 +11,11 @@ from typing import Any
 import torch
 from PIL import Image
 
+from geosynth import faults
 from geosynth.artifacts import (
     Embeddings,
     Provenance,
+    check_replaceable,
     load_tensors,
     save_embeddings,
     save_tensors,
@@ -113,6 +115,8 @@ def embed_shards(
     ``limit`` keeps a deterministic subset of that many samples (lowest hash priority under
     ``seed``, chosen from the tar headers before any image is decoded).
     """
+    from geosynth.features.resolve import model_fingerprint  # resolve imports this module
+
     shards = list_shards(root)
     if not shards:
         raise GeosynthError(f"{root}: no *.tar shards found")
@@ -121,6 +125,9 @@ def embed_shards(
         "source": str(root.resolve()),
         "shards": [s.name for s in shards],
         "model": extractor.spec,
+        "weights": model_fingerprint(extractor.spec),
+        "precision": str(extractor.dtype),
+        "device": extractor.device.type,
         "limit": limit,
         "seed": seed,
     }
@@ -166,6 +173,7 @@ def embed_shards(
                 "errors": stats.errors,
             },
         )
+        faults.stage("embed:shard")
     per_shard, all_feats, n_corrupt, truncated = [], [], 0, []
     for shard in shards:
         tf = load_tensors(parts / f"{shard.stem}.safetensors")
@@ -190,6 +198,7 @@ def embed_shards(
     }
     meta = {**extractor.describe(), "source": str(root), "shards": per_shard, **report}
     save_embeddings(out, Embeddings(embeddings, metadata=_strings(meta)), provenance=provenance)
+    faults.stage("embed:output")
     shutil.rmtree(parts, ignore_errors=True)
     return report
 
@@ -217,6 +226,7 @@ def embed_to_file(
     from geosynth.data import load_dataset
     from geosynth.data.shards import is_shard_dir
 
+    check_replaceable(Path(out), "file")
     if is_shard_dir(Path(source)):
         return embed_shards(
             extractor,
