@@ -195,7 +195,7 @@ def step_generate(run: DemoRun) -> None:
 
     fewshot = load_dataset(run.paths["fewshot"])
     sd = run.paths["model_sd"]
-    cm = class_channel_means(load_vae(sd), fewshot, resolution=run.size)
+    cm = class_channel_means(load_vae(sd), fewshot, resolution=run.size, vae_source=str(sd))
     means_path = run.out / "channel-means.safetensors"
     save_channel_means(means_path, cm, provenance=Provenance.start("channel-means"))
     pipe = load_sd_pipeline(sd, device="cpu")

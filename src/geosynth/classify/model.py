@@ -228,9 +228,12 @@ class ClipClassifier(Classifier):
             self._cached_text = text.detach()
         return text
 
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The unit image features the cosine head compares with the class features."""
+        return F.normalize(self.clip.encode_image(pixels).float(), dim=-1)
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        image = F.normalize(self.clip.encode_image(pixels).float(), dim=-1)
-        return self.scale * image @ self.class_features().t()
+        return self.scale * self.features(pixels) @ self.class_features().t()
 
 
 class TimmClassifier(Classifier):
@@ -307,6 +310,10 @@ class TimmClassifier(Classifier):
 
     def head_parameter_names(self) -> set[str]:
         return set(self._head)
+
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The pooled pre-logits features the linear head reads."""
+        return self.net.forward_head(self.net.forward_features(pixels), pre_logits=True)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.net(pixels)

@@ -69,6 +69,14 @@ def finetune(
     train_vae_decoder: Annotated[
         str, typer.Option("--train-vae-decoder", help="frozen, full or lora (merged when saved).")
     ] = "frozen",
+    train_vae_encoder: Annotated[
+        str,
+        typer.Option(
+            "--train-vae-encoder",
+            help="frozen, full or lora (merged when saved); recompute channel-means with "
+            "`channel-means --lora OUT` afterwards.",
+        ),
+    ] = "frozen",
     learn_token: Annotated[
         str | None,
         typer.Option(
@@ -83,6 +91,14 @@ def finetune(
         float, typer.Option("--alpha", help="LoRA alpha (scale = alpha / rank).")
     ] = 16.0,
     lora_dropout: Annotated[float, typer.Option("--lora-dropout")] = 0.0,
+    lora_targets: Annotated[
+        str,
+        typer.Option(
+            "--lora-targets",
+            help="UNet LoRA targets: attention (DataDream), cross-attention-qkv (2LoRA), "
+            "attention-ff, or comma-separated module names (to_q,attn2.to_k,ff.net.2).",
+        ),
+    ] = "attention",
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-4,
     weight_decay: Annotated[float, typer.Option("--weight-decay")] = 1e-2,
     lr_schedule: Annotated[
@@ -105,8 +121,19 @@ def finetune(
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips.")] = True,
     offset_noise: Annotated[
         float,
-        typer.Option("--offset-noise", help="L in noise = eps0 + L * eps_c (channel-wise offset)."),
+        typer.Option(
+            "--offset-noise",
+            help="Channel-wise offset: noise = eps0 + s * eps_c, s from --offset-noise-convention.",
+        ),
     ] = 0.0,
+    offset_noise_convention: Annotated[
+        str,
+        typer.Option(
+            "--offset-noise-convention",
+            help="std: s = value (diffusers noise_offset, Guttenberg); variance: s = sqrt(value) "
+            "(seed 000 Eq. 3 read literally).",
+        ),
+    ] = "std",
     prediction_type: Annotated[
         str | None,
         typer.Option(
@@ -218,11 +245,13 @@ def finetune(
         unet=train_unet or ("full" if cond is not None else "lora"),
         text_encoder=train_text_encoder or ("frozen" if cond is not None else "lora"),
         vae_decoder=train_vae_decoder,
+        vae_encoder=train_vae_encoder,
         learn_token=learn_token,
         token_init=token_init,
         rank=rank,
         alpha=alpha,
         lora_dropout=lora_dropout,
+        lora_targets=lora_targets,
         lr=lr,
         weight_decay=weight_decay,
         warmup_ratio=warmup_ratio,
@@ -234,6 +263,7 @@ def finetune(
         resolution=resolution,
         flip=flip,
         offset_noise=offset_noise,
+        offset_noise_convention=offset_noise_convention,
         prediction_type=prediction_type,
         snr_gamma=snr_gamma,
         zero_terminal_snr=zero_terminal_snr,

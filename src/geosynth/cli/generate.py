@@ -15,6 +15,7 @@ from geosynth.data import load_dataset
 from geosynth.data.radiometry import Radiometry, check_same_spec
 from geosynth.defaults import PROMPT_TEMPLATE, SD_MODEL
 from geosynth.diffusion import loras as lora_ops
+from geosynth.diffusion.channel_means import pipeline_mismatches
 from geosynth.diffusion.control import ControlSource
 from geosynth.diffusion.generate import (
     GenerationSpec,
@@ -60,6 +61,14 @@ def generate(
     channel_means: Annotated[
         Path | None, typer.Option("--channel-means", help="From `geosynth channel-means`.")
     ] = None,
+    skip_channel_means_check: Annotated[
+        bool,
+        typer.Option(
+            "--skip-channel-means-check",
+            help="Use --channel-means even if it was computed with another VAE encoder, scaling "
+            "factor or resolution (only warns; classes and latent channels are still checked).",
+        ),
+    ] = False,
     leak_timestep: Annotated[
         int | None,
         typer.Option(
@@ -254,6 +263,15 @@ def generate(
     lora_ops.apply_cards(pipe, all_loras)
     if cm is not None:
         check_channel_means(cm, names, pipe.unet.config.in_channels, str(channel_means))
+        gen_size = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        problems = pipeline_mismatches(cm, pipe.vae, gen_size)
+        if problems and not skip_channel_means_check:
+            raise GeosynthError(
+                f"--channel-means {channel_means}: {problems[0]}; recompute it with this "
+                "pipeline (geosynth channel-means) or pass --skip-channel-means-check"
+            )
+        for p in problems:
+            message(f"warning: --channel-means {channel_means}: {p} (check skipped)")
     control_source = None
     if controlnet is not None:
         pipe = with_controlnet(pipe, controlnet)

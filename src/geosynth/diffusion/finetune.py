@@ -34,7 +34,7 @@ from geosynth.diffusion.loras import CARD_FILE, check_base, parse_lora
 from geosynth.diffusion.mapcond import ENCODER_DIR, save_encoder
 from geosynth.diffusion.maptrain import map_card, map_training, map_unet_config, prepare_map_unet
 from geosynth.diffusion.objective import training_scheduler
-from geosynth.diffusion.recipe import Recipe
+from geosynth.diffusion.recipe import LORA_TARGET_PRESETS, Recipe
 from geosynth.diffusion.train_data import build_training_set, check_resolution
 from geosynth.diffusion.trainable import export_trained, fuse_init_loras, prepare_components
 from geosynth.diffusion.trainer import StepHook, TrainResult, train
@@ -161,7 +161,7 @@ def _train_one(
         resolution=resolution,
         template=recipe.template,
         flip=recipe.flip,
-        keep_pixels=recipe.vae_decoder != "frozen",
+        keep_pixels=recipe.trains_vae,
         track=track,
         warn=log,
     )
@@ -188,6 +188,15 @@ def _train_one(
             "unet": "scratch" if recipe.init == "scratch" else recipe.unet,
             "text_encoder": recipe.text_encoder,
             "vae_decoder": recipe.vae_decoder,
+            "vae_encoder": recipe.vae_encoder,
+        },
+        # The VAE whose encoder gives the latent space the UNet learned (and that channel-means
+        # must use): the base model's, or this run's vae/ when its encoder trained.
+        "latent_vae": "vae/" if recipe.vae_encoder != "frozen" else model,
+        "lora_targets": {
+            "preset": recipe.lora_targets if recipe.lora_targets in LORA_TARGET_PRESETS else None,
+            "unet": list(recipe.unet_targets) if recipe.unet == "lora" else [],
+            "text_encoder": list(recipe.text_targets) if recipe.text_encoder == "lora" else [],
         },
         "stack": [{"path": p, "weight": w} for p, w in init_loras],
         "scheduler": overrides,

@@ -1,9 +1,10 @@
 """The few-shot images prepared once for fine-tuning: prompts, and VAE latents encoded up front.
 
-The encoder is frozen in every recipe, so each image's posterior N(mean, std^2) is fixed: we
-encode it once (and its mirror image when random flips are on) and draw a fresh latent sample at
-every step, which is exactly what re-encoding each step would do, without the VAE's cost.
-Pixels are kept only when the VAE decoder trains (its loss compares decodings to the images).
+While the encoder is frozen each image's posterior N(mean, std^2) is fixed: we encode it once
+(and its mirror image when random flips are on) and draw a fresh latent sample at every step,
+which is exactly what re-encoding each step would do, without the VAE's cost. Pixels are kept
+when part of the VAE trains (the decoder's loss compares decodings to the images; a training
+encoder re-encodes them every step).
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ Model specs (``--model`` / ``--features``):
   ``open_clip:hf-hub:ID`` -> the open_clip image tower;
 * ``timm:NAME`` (pretrained weights from the hub), ``timm:local-dir:DIR`` -> a timm backbone's
   pooled features;
-* ``inception`` / ``inception:WEIGHTS.pth`` -> the FID Inception-v3 pool3 features (torch-fidelity).
+* ``inception`` / ``inception:WEIGHTS.pth`` -> the FID Inception-v3 pool3 features (torch-fidelity);
+* ``clf:PATH`` -> the image features of a ``train-clf`` classifier (its output, a ``seed-S``
+  folder or ``model.safetensors``), before its head.
 """
 
 from __future__ import annotations
@@ -84,6 +86,10 @@ def create_extractor(
 
         weights = spec.partition(":")[2] or None
         return InceptionExtractor(spec, weights, dev, dtype)
+    if spec.startswith("clf:"):
+        from geosynth.features.classifier import ClassifierExtractor
+
+        return ClassifierExtractor(spec, spec.removeprefix("clf:"), dev, dtype)
     if spec.startswith("timm:"):
         from geosynth.features.timm_backbone import TimmExtractor
 
