@@ -115,6 +115,23 @@ def evaluate(
     kl_bins: Annotated[
         int, typer.Option("--kl-bins", min=2, help="Bins of the log-amplitude histograms.")
     ] = 64,
+    amplitude_scale: Annotated[
+        str,
+        typer.Option(
+            "--amplitude-scale",
+            help="Space of the amplitude and GLCM metrics: auto (8-bit images as stored, 0..255; "
+            "16-bit/float data in native units), linear (native units) or db (10 log10, e.g. "
+            "SAR backscatter). Native data's bins come from REAL (percentiles 0.5..99.5).",
+        ),
+    ] = "auto",
+    amplitude_db_floor: Annotated[
+        float | None,
+        typer.Option(
+            "--amplitude-db-floor",
+            help="With --amplitude-scale db: values below this many dB (zeros too) are raised "
+            "to it; without it, non-positive values are an error.",
+        ),
+    ] = None,
     plots: Annotated[
         Path | None,
         typer.Option("--plots", help="Directory for per-class bars and real/synthetic grids."),
@@ -165,6 +182,8 @@ def evaluate(
         greyscale=greyscale,
         glcm_levels=glcm_levels,
         kl_bins=kl_bins,
+        amplitude_scale=amplitude_scale,
+        amplitude_db_floor=amplitude_db_floor,
         split=split,
         real_split=real_split,
         classes=split_list(classes),
@@ -175,7 +194,13 @@ def evaluate(
         use_cache=not no_cache,
     )
     prov = Provenance.start("evaluate", seeds={"seed": seed})
-    result = run_evaluation(synthetic, real, opts, track=track, log=message)
+    try:
+        result = run_evaluation(synthetic, real, opts, track=track, log=message)
+    except GeosynthError as exc:  # the library names parameters; say which option to change
+        text = str(exc)
+        for param in ("amplitude_db_floor", "amplitude_scale"):
+            text = text.replace(param, "--" + param.replace("_", "-"))
+        raise GeosynthError(text) from None
     report = result.report
     if plots is not None:
         from geosynth.metrics.evaluate_plots import write_plots
