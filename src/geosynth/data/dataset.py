@@ -19,6 +19,7 @@ from PIL import Image
 
 from geosynth.data.fewshot import few_shot_indices
 from geosynth.data.names import prompt_name
+from geosynth.data.raster import Raster, raster_from_pil
 from geosynth.errors import GeosynthError
 
 
@@ -33,6 +34,7 @@ class Sample:
 
 
 Decoder = Callable[[Sample], Image.Image]
+RasterDecoder = Callable[[Sample], Raster]
 Digest = Callable[[Sample], str]
 
 
@@ -52,6 +54,8 @@ class ImageDataset(torch.utils.data.Dataset):
     decoder: Decoder
     digest: Digest
     selection: dict[str, Any] = field(default_factory=dict)
+    # Native-unit reader (all bands, file dtype, georeference); None: derived from ``decoder``.
+    raster_decoder: RasterDecoder | None = None
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -70,6 +74,22 @@ class ImageDataset(torch.utils.data.Dataset):
         except GeosynthError:
             raise
         except Exception as exc:  # PIL raises many types for broken files
+            raise GeosynthError(f"{self.describe(sample)}: cannot read image ({exc})") from None
+
+    def raster(self, index: int) -> Raster:
+        """Sample ``index`` in native units: bands x H x W in the file's dtype, with CRS, transform,
+        nodata and band names when the source has them. Never converted to 8-bit."""
+        sample = self.samples[index]
+        try:
+            if self.raster_decoder is not None:
+                return self.raster_decoder(sample)
+            img = self.decoder(sample)
+            img.load()
+            return raster_from_pil(img)
+        except GeosynthError as exc:
+            where = self.describe(sample)
+            raise GeosynthError(str(exc) if where in str(exc) else f"{where}: {exc}") from None
+        except Exception as exc:
             raise GeosynthError(f"{self.describe(sample)}: cannot read image ({exc})") from None
 
     def describe(self, sample: Sample) -> str:
