@@ -173,3 +173,27 @@ def test_nan_pixels_are_left_out(real_sar, tmp_path) -> None:
     blank = {"urban": [np.full((16, 16), np.nan, np.float32)]}
     with pytest.raises(GeosynthError, match="every pixel is NaN or nodata"):
         _eval(write_set(tmp_path / "blank", blank), hroot)
+
+
+def test_dual_pol_geotiffs_are_compared_band_by_band(tmp_path) -> None:
+    from geosynth.data.raster import read_raster, write_raster
+    from tests.data.rasters.data import write_sar_dualpol
+
+    real = write_sar_dualpol(tmp_path / "real", per_class=4)
+    rep = _eval(real, real, amplitude_scale="db")
+    amp = rep["amplitude"]
+    assert set(amp["per_band"]) == {"VV", "VH"} and amp["wasserstein1"] == 0.0
+    assert rep["glcm"]["distance"] == 0.0 and set(amp["scale"]["range"]) == {"VV", "VH"}
+    # VH is darker than VV: each band has its own range.
+    assert amp["scale"]["range"]["VH"][1] < amp["scale"]["range"]["VV"][1]
+    # +3 dB on VV only: reported on VV, not on VH; the top level is the mean over bands.
+    for path in real.rglob("*.tif"):
+        r = read_raster(path)
+        r.array[0] *= np.float32(10**0.3)
+        out = tmp_path / "synth" / path.relative_to(real)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_raster(out, r)
+    amp = _eval(tmp_path / "synth", real, amplitude_scale="db")["amplitude"]
+    assert amp["per_band"]["VV"]["shift_db"] == pytest.approx(3.0, abs=1e-4)
+    assert amp["per_band"]["VH"]["shift_db"] == 0.0
+    assert amp["shift_db"] == pytest.approx(1.5, abs=1e-4)

@@ -319,7 +319,10 @@ def scan_images(
             means, stds = np.zeros((n, flat.shape[1])), np.zeros((n, flat.shape[1]))
         means[i], stds[i] = flat.mean(0), flat.std(0)
         # amplitude in the metric space; GLCM per band on the scale's levels, averaged
-        metric = scale.values(amp, where)
+        # Invalid pixels take a valid value of their band (so nodata = 0 cannot break dB);
+        # they are masked out of the GLCM and the samples below.
+        fill = amp[:, valid][:, :1][:, :, None]
+        metric = scale.values(np.where(valid, amp, fill), where)
         glcm[i] = np.mean(
             [
                 glcm_descriptors(

@@ -139,9 +139,9 @@ def to_db(values: np.ndarray, floor_db: float | None, what: str) -> np.ndarray:
     non-positive values are an error naming ``what``: their dB is undefined."""
     v = np.asarray(values, dtype=np.float64)
     if floor_db is None:
-        if v.size and float(v.min()) <= 0:
+        if v.size and float(np.nanmin(v)) <= 0:
             raise GeosynthError(
-                f"{what}: dB of non-positive values (minimum {float(v.min()):g}) is undefined; "
+                f"{what}: dB of non-positive values (minimum {float(np.nanmin(v)):g}) is undefined; "
                 "give amplitude_db_floor (a floor in dB, e.g. -40) or use the linear space"
             )
         return 10.0 * np.log10(v)
