@@ -115,6 +115,15 @@ def evaluate(
     kl_bins: Annotated[
         int, typer.Option("--kl-bins", min=2, help="Bins of the log-amplitude histograms.")
     ] = 64,
+    bands: Annotated[
+        str | None,
+        typer.Option(
+            "--bands",
+            help="Feature metrics on these bands of native (multispectral, 16-bit, float) data: "
+            "all, or 0-based indices / band names (B04,B03,B02), standardised with REAL's "
+            "per-band mean and std. Needs --features timm:NAME.",
+        ),
+    ] = None,
     amplitude_scale: Annotated[
         str,
         typer.Option(
@@ -183,6 +192,7 @@ def evaluate(
         glcm_levels=glcm_levels,
         kl_bins=kl_bins,
         amplitude_scale=amplitude_scale,
+        bands=bands,
         amplitude_db_floor=amplitude_db_floor,
         split=split,
         real_split=real_split,
@@ -200,6 +210,8 @@ def evaluate(
         text = str(exc)
         for param in ("amplitude_db_floor", "amplitude_scale"):
             text = text.replace(param, "--" + param.replace("_", "-"))
+        if text.startswith("bands"):  # band selection errors start with the parameter
+            text = "--" + text
         raise GeosynthError(text) from None
     report = result.report
     if plots is not None:

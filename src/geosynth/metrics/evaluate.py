@@ -65,6 +65,7 @@ class EvalOptions:
     glcm_levels: int = 64
     kl_bins: int = 64
     amplitude_scale: str = "auto"
+    bands: str | None = None
     amplitude_db_floor: float | None = None
     split: str | None = None
     real_split: str | None = None
@@ -156,8 +157,20 @@ def evaluate(
     if want & {"fid", "kid", "prdc"}:
         from geosynth.features.resolve import resolve_embeddings
 
+        bi = None
+        if opts.bands is not None:
+            # One standardisation for both sets, from REAL (the reference), as for the bins.
+            from geosynth.data.multiband import band_input
+
+            if ds_r is None:
+                raise GeosynthError(
+                    f"bands: REAL {real} must be a dataset (its per-band statistics standardise "
+                    "both sets), not an embeddings file"
+                )
+            bi = band_input(ds_r, opts.bands, track=track)
         common = dict(
             features=opts.features,
+            bands=bi,
             seed=opts.seed,
             batch_size=opts.batch_size,
             device=opts.device,
