@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 
 from geosynth.artifacts import Provenance, atomic_path, write_json, write_provenance
@@ -276,7 +277,23 @@ def _print(report: dict[str, Any]) -> None:
         rows += [(c, *(_fmt(v.get(key)) for key in keys)) for c, v in summary["per_class"].items()]
         print_table(title + ")", ["class", *(LABELS[key] for key in keys)], rows)
     color = report.get("color")
-    if color and color.get("per_class"):
+    if color and color.get("per_class") and len(color["channels"]) > 4:
+        # Many bands (e.g. 13 Sentinel-2 bands) do not fit a terminal row: the worst band per
+        # class here, every band in the JSON report.
+        print_table(
+            f"band fidelity, synthetic - real ({color['space']})",
+            ["class", "mean |err|", "worst band", "its err"],
+            [
+                (
+                    c,
+                    f"{float(np.mean(np.abs(s['error']))):.4f}",
+                    color["channels"][int(np.argmax(np.abs(s["error"])))],
+                    f"{s['error'][int(np.argmax(np.abs(s['error'])))]:+.4f}",
+                )
+                for c, s in color["per_class"].items()
+            ],
+        )
+    elif color and color.get("per_class"):
         print_table(
             f"colour fidelity, synthetic - real ({color['space']})",
             [
