@@ -12,6 +12,7 @@ from geosynth.cli.options import (
     ClassesOpt,
     DatasetArg,
     JsonOpt,
+    RadiometryOpt,
     SeedOpt,
     ShotsOpt,
     SplitOpt,
@@ -46,6 +47,7 @@ def channel_means(
     shots: ShotsOpt = None,
     seed: SeedOpt = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    radiometry: RadiometryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Per-class means of the VAE latents (x scaling_factor) of a dataset: x0_cls of leak-aligned noise.
@@ -54,7 +56,7 @@ def channel_means(
     """
     if out.suffix != ".safetensors":
         raise GeosynthError(f"--out {out}: expected a path ending in .safetensors")
-    ds = dataset_from_options(dataset, split, classes, shots, seed)
+    ds = dataset_from_options(dataset, split, classes, shots, seed, radiometry)
     vae = load_vae(model)
     size = resolution or native_resolution(model, vae_scale_factor(vae))
     if size % vae_scale_factor(vae):

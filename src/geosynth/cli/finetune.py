@@ -11,6 +11,7 @@ from geosynth.cli.options import (
     ClassesOpt,
     DatasetArg,
     JsonOpt,
+    RadiometryOpt,
     SeedOpt,
     ShotsOpt,
     SplitOpt,
@@ -138,6 +139,7 @@ def finetune(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing OUT.")
     ] = False,
+    radiometry: RadiometryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune Stable Diffusion on a (few-shot) dataset: the DataDream LoRA recipe by default.
@@ -190,7 +192,7 @@ def finetune(
             f"--mixed-precision {mixed_precision}: expected auto, fp16, bf16 or fp32"
         )
     recipe.check()
-    ds = dataset_from_options(dataset, split, classes, shots, seed)
+    ds = dataset_from_options(dataset, split, classes, shots, seed, radiometry)
     live = LiveProgress()
 
     def on_step(info: StepInfo) -> None:

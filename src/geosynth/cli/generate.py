@@ -9,9 +9,10 @@ from typing import Annotated
 import typer
 
 from geosynth.artifacts import Provenance, load_channel_means
-from geosynth.cli.options import JsonOpt, split_list
+from geosynth.cli.options import JsonOpt, RadiometryOpt, split_list
 from geosynth.cli.output import message, print_json, track
 from geosynth.data import load_dataset
+from geosynth.data.radiometry import Radiometry, check_same_spec
 from geosynth.defaults import PROMPT_TEMPLATE, SD_MODEL
 from geosynth.diffusion import loras as lora_ops
 from geosynth.diffusion.control import ControlSource
@@ -117,9 +118,14 @@ def generate(
     precision: Annotated[
         str, typer.Option("--precision", help="auto (fp16 on GPU), fp32, fp16, bf16.")
     ] = "auto",
+    radiometry: RadiometryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate images per class with a (LoRA-adapted) diffusion model.
+
+    When the LoRA was trained on native data (SAR, 16-bit, multispectral), its card holds the
+    radiometry spec and each image is also written back in the data's units and dtype as
+    OUT/<class>/<index>.tif (the selected bands), beside its 8-bit PNG preview.
 
     Leak-aligned noise starts sampling from sqrt(abar) x0_cls + sqrt(1 - abar) eps at the
     scheduler's first timestep, with x0_cls the class's latent channel means. Each image's seed
@@ -170,6 +176,11 @@ def generate(
     # their cards pulled in.
     card = next((item.card for item in given + extra if item.card), {})
     cm = load_channel_means(channel_means) if channel_means is not None else None
+    rad = resolve_generation_radiometry(
+        radiometry,
+        [(f"--lora {item.path}", item.card) for item in given + extra if item.card],
+        (f"--channel-means {channel_means}", cm.metadata) if cm is not None else None,
+    )
     mixture_classes = None
     if lora_weights is not None:
         mixture_classes = list(data.get("class_names") or class_weights)
@@ -239,6 +250,7 @@ def generate(
         controlnet=controlnet,
         control=control,
         control_images=None if control_images is None else str(control_images),
+        radiometry=None if rad is None else rad.to_dict(),
     )
     prov = Provenance.start("generate", seeds={"seed": seed}, model=model, noise=noise)
     result = run_generation(
@@ -259,6 +271,31 @@ def generate(
     else:
         state = "complete" if result["complete"] else "this shard done; others pending"
         message(f"generated {result['generated']} images into {out} ({state})")
+
+
+def resolve_generation_radiometry(
+    given: str | None,
+    cards: list[tuple[str, dict]],
+    means: tuple[str, dict[str, str]] | None,
+) -> Radiometry | None:
+    """The spec the outputs are written back through: the LoRA cards' (all the same), checked
+    against the channel means' and ``--radiometry``'s; any disagreement is an error."""
+    stated: list[tuple[str, dict | None]] = [(w, c.get("radiometry")) for w, c in cards]
+    if means is not None:
+        text = means[1].get("radiometry")
+        stated.append((means[0], None if text is None else json.loads(text)))
+    spec = Radiometry.parse(given) if given is not None else None
+    if spec is None and stated:
+        first = stated[0][1]
+        spec = None if first is None else Radiometry.from_dict(first, where=stated[0][0])
+    for where, d in stated:
+        check_same_spec(d, spec, where)
+    if spec is not None and spec.ranges is None:
+        raise GeosynthError(
+            "--radiometry: generation needs fitted ranges (give ranges, or the spec a LoRA "
+            "card or channel-means file records)"
+        )
+    return spec
 
 
 def with_controlnet(pipe, ref: str):

@@ -78,6 +78,30 @@ def toy_data(
     message(f"wrote toy dataset to {out}")
 
 
+@app.command("sar")
+def toy_sar(
+    out: Annotated[Path, typer.Argument(help="Output directory.", show_default=False)],
+    per_class: Annotated[int, typer.Option("--per-class", min=1, help="Chips per class.")] = 8,
+    size: Annotated[int, typer.Option("--size", min=8, max=512, help="Chip side in pixels.")] = 32,
+    seed: Annotated[int, typer.Option("--seed", help="Seed; same seed, same values.")] = 0,
+    looks: Annotated[
+        float, typer.Option("--looks", min=1.0, help="Speckle: gamma shape (number of looks).")
+    ] = 4.0,
+) -> None:
+    """Write a procedural toy SAR dataset: float32 VV/VH linear power GeoTIFFs with gamma speckle.
+
+    Classes (water, cropland, forest, urban) differ in mean backscatter per polarisation.
+
+    [bold]Example[/bold]: geosynth toy sar toy-sar/ --per-class 8
+    """
+    from geosynth.data.writer import check_output_dir
+    from geosynth.toy.sar import make_toy_sar_dataset
+
+    check_output_dir(out)
+    make_toy_sar_dataset(out, per_class=per_class, size=size, seed=seed, looks=looks)
+    message(f"wrote toy SAR dataset to {out}")
+
+
 @app.command("model")
 def toy_model(
     out: Annotated[Path, typer.Argument(help="Output directory.", show_default=False)],

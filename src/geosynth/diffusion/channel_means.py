@@ -3,6 +3,8 @@
 Each image is encoded at the fine-tuning resolution with the training preprocessing (resize,
 centre crop, [-1, 1]), its posterior mean multiplied by ``vae.config.scaling_factor`` (the space
 the UNet sees), averaged over pixels; then the per-image vectors are averaged per class.
+With a radiometry spec, the images are the spec's float [-1, 1] input (no 8-bit rounding) and
+the spec is recorded in the metadata.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def per_image_channel_means(
     rows = []
     starts = range(0, len(ds), batch_size)
     for s in track(starts, len(starts), "encoding"):
-        images = [ds.image(i) for i in range(s, min(s + batch_size, len(ds)))]
+        images = [ds.model_input(i) for i in range(s, min(s + batch_size, len(ds)))]
         z = encode_latents(vae, images_to_tensor(images, resolution))
         rows.append(z.float().mean(dim=(2, 3)).cpu())
     return torch.cat(rows)
@@ -51,9 +53,12 @@ def class_channel_means(
         rows = per_image[labels == c]
         means.append(rows.mean(0))
         stds.append(rows.std(0, unbiased=False))
+    metadata = {"resolution": str(resolution), "scaling_factor": str(vae.config.scaling_factor)}
+    if ds.radiometry is not None:  # the means hold only for inputs made the same way
+        metadata["radiometry"] = ds.radiometry.to_json()
     return ChannelMeans(
         means=torch.stack(means),
         class_names=list(ds.class_names),
         std=torch.stack(stds),
-        metadata={"resolution": str(resolution), "scaling_factor": str(vae.config.scaling_factor)},
+        metadata=metadata,
     )

@@ -184,6 +184,9 @@ def _train_one(
             "per_class": ds.counts(),
             "selection": ds.selection,
         },
+        # How the data's native values became the 3 channels the model learnt (None: 8-bit RGB);
+        # generate writes its outputs back through it.
+        "radiometry": None if ds.radiometry is None else ds.radiometry.to_dict(),
         "steps": res.steps,
         "resumed_from_step": res.resumed_from,
         "final_loss": res.final_loss,

@@ -7,6 +7,12 @@ history. Images are written one by one (atomically) into ``OUT/<class>/<index>.p
 metadata rows appended to ``OUT/.parts/rows-<i>-of-<n>.jsonl``; a job counts as done when its
 row and its image exist. When every job of every shard is done, one process writes
 ``metadata.jsonl``, the contact sheets and ``provenance.json`` and removes ``.parts``.
+
+With a radiometry spec (from the LoRA card: the model learnt data in native units), each image is
+also written back through the spec's inverse as ``OUT/<class>/<index>.tif`` in the data's units,
+dtype and selected bands; that GeoTIFF is the row's ``file_name`` (so the output reads as a dataset
+in native units, like the real one) and the 8-bit PNG its ``preview``. ``OUT/radiometry.json``
+holds the spec.
 """
 
 from __future__ import annotations
@@ -20,12 +26,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
 from geosynth.artifacts import ChannelMeans, Provenance, atomic_path, write_provenance
 from geosynth.data.folder import METADATA_NAME
 from geosynth.data.names import prompt_name, safe_dirname
+from geosynth.data.radiometry import Radiometry
+from geosynth.data.raster import write_raster
 from geosynth.diffusion import loras as lora_ops
 from geosynth.diffusion.control import ControlSource
 from geosynth.diffusion.noise import alpha_bar_at_start, gaussian_latents, leak_aligned_latents
@@ -34,6 +43,7 @@ from geosynth.progress import Track, no_track
 from geosynth.viz import image_grid
 
 PARTS = ".parts"
+RADIOMETRY_NAME = "radiometry.json"
 
 
 def image_seed(seed: int, class_name: str, index: int) -> int:
@@ -63,6 +73,7 @@ class GenerationSpec:
     controlnet: str | None = None
     control: str | None = None  # canny | image
     control_images: str | None = None
+    radiometry: dict[str, Any] | None = None  # native-unit output through this spec's inverse
 
     def prompt(self, class_name: str) -> str:
         return self.prompt_template.format(prompt_name(class_name))
@@ -156,12 +167,18 @@ def finalize(out: Path, spec: GenerationSpec, provenance: Provenance) -> bool:
     except FileExistsError:
         return True  # another process finalizes
     rows = [done[job] for job in all_jobs(spec)]
+    if spec.radiometry is not None:
+        with atomic_path(out / RADIOMETRY_NAME) as tmp:
+            tmp.write_text(json.dumps(spec.radiometry, indent=2) + "\n")
     with atomic_path(out / METADATA_NAME) as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     sheets = out / "contact-sheets"
     sheets.mkdir(exist_ok=True)
     for c in spec.classes:
-        imgs = [Image.open(out / done[c, i]["file_name"]) for i in range(min(spec.per_class, 64))]
+        imgs = [
+            Image.open(out / done[c, i].get("preview", done[c, i]["file_name"]))
+            for i in range(min(spec.per_class, 64))
+        ]
         grid = image_grid([imgs[r : r + 8] for r in range(0, len(imgs), 8)], cell=96)
         with atomic_path(sheets / f"{safe_dirname(c)}.png") as tmp:
             grid.save(tmp, format="PNG")
@@ -202,6 +219,7 @@ def run_generation(
         jobs = [j for j in todo if j[0] == c]
         batches += [jobs[s : s + batch_size] for s in range(0, len(jobs), batch_size)]
     part = out / PARTS / f"rows-{shard[0]}-of-{shard[1]}.jsonl"
+    rad = None if spec.radiometry is None else Radiometry.from_dict(spec.radiometry)
     current_class = None
     with part.open("a") as rows_file:
         for batch in track(batches, len(batches), "generating"):
@@ -222,6 +240,8 @@ def run_generation(
             extra: dict[str, Any] = {}
             if control is not None:
                 extra["image"] = [control.image(c, i) for c, i in batch]
+            if rad is not None:  # floats in [0, 1], not yet rounded to 8 bits
+                extra["output_type"] = "np"
             images = pipe(
                 [spec.prompt(class_name)] * len(batch),
                 **extra,
@@ -235,10 +255,22 @@ def run_generation(
             for (c, i), s, img in zip(batch, seeds, images, strict=True):
                 rel = _rel(c, i)
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                native: dict[str, Any] = {}
+                arr = None
+                if rad is not None:
+                    arr = np.asarray(img, dtype=np.float32)
+                    # The preview is what diffusers' PIL output would have been.
+                    img = Image.fromarray((arr * 255).round().astype(np.uint8), "RGB")
                 with atomic_path(out / rel) as tmp:
                     img.save(tmp, format="PNG")
+                if rad is not None and arr is not None:
+                    # Written after the preview: a row counts as done when its file_name exists.
+                    tif = rel[: -len(".png")] + ".tif"
+                    write_raster(out / tif, rad.inverse(arr.transpose(2, 0, 1) * 2.0 - 1.0))
+                    native = {"file_name": tif, "preview": rel}
                 row = {
                     "file_name": rel,
+                    **native,
                     "label": spec.classes.index(c),
                     "class_name": c,
                     "index": i,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from geosynth.data.dataset import ImageDataset
@@ -70,11 +71,12 @@ def build_training_set(
     small, smallest = 0, None
     order = range(0, len(ds), batch_size)
     for start in track(order, len(order), "encode latents"):
-        images = [ds.image(i) for i in range(start, min(start + batch_size, len(ds)))]
+        images = [ds.model_input(i) for i in range(start, min(start + batch_size, len(ds)))]
         for img in images:
-            if min(img.size) < resolution:
+            wh = (img.shape[2], img.shape[1]) if isinstance(img, np.ndarray) else img.size
+            if min(wh) < resolution:
                 small += 1
-                smallest = min(smallest or img.size, img.size, key=min)
+                smallest = min(smallest or wh, wh, key=min)
         x = images_to_tensor(images, resolution)
         if keep_pixels:
             pixels.append(x)

@@ -90,9 +90,9 @@ def write_png16(
         for i in range(per_class):
             amp = (1500 + 3000 * c) * np.sqrt(rng.gamma(4.0, 1 / 4.0, size=(bands, size, size)))
             arr = np.clip(np.round(amp), 1, 65535).astype(np.uint16)
-            with (
-                warnings.catch_warnings(),
-                rasterio.open(
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                dst = rasterio.open(
                     root / name / f"{name}_{i}.png",
                     "w",
                     driver="PNG",
@@ -100,10 +100,9 @@ def write_png16(
                     height=size,
                     count=bands,
                     dtype="uint16",
-                ) as dst,
-            ):
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                dst.write(arr)
+                )
+                with dst:
+                    dst.write(arr)
     return root
 
 
