@@ -267,7 +267,9 @@ class TimmClassifier(Classifier):
         pretrained = spec.pretrained or "hub"
         self.band_input = spec.band_input
         # timm adapts a pretrained 3-channel stem to in_chans itself (adapt_input_conv).
-        chans = {"in_chans": self.band_input.channels} if self.band_input is not None else {}
+        chans: dict[str, Any] = (
+            {"in_chans": self.band_input.channels} if self.band_input is not None else {}
+        )
         try:
             if pretrained == "pypi":
                 from geosynth.classify.pretrained import TIMM_NAME, load_pypi_efficientnet_lite0

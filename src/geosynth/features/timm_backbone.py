@@ -7,6 +7,8 @@ bands, resized (short side) and centre-cropped to the model's input size.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from PIL import Image
 
@@ -30,7 +32,7 @@ class TimmExtractor(FeatureExtractor):
         from timm.data import create_transform, resolve_data_config
 
         self.band_input = bands
-        chans = {"in_chans": bands.channels} if bands is not None else {}
+        chans: dict[str, Any] = {"in_chans": bands.channels} if bands is not None else {}
         try:
             model = timm.create_model(ref, pretrained=True, num_classes=0, **chans)
         except Exception as exc:
@@ -42,7 +44,7 @@ class TimmExtractor(FeatureExtractor):
         self.dim = int(model.num_features)
         if bands is None:
             self._transform = create_transform(**config)
-            input_info = {k: str(v) for k, v in config.items()}
+            input_info: dict[str, Any] = {k: str(v) for k, v in config.items()}
         else:
             from geosynth.classify.augment import native_eval_transform
 

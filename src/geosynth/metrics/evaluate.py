@@ -168,7 +168,7 @@ def evaluate(
                     "both sets), not an embeddings file"
                 )
             bi = band_input(ds_r, opts.bands, track=track)
-        common = dict(
+        common: dict[str, Any] = dict(
             features=opts.features,
             bands=bi,
             seed=opts.seed,
