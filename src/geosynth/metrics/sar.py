@@ -1,16 +1,17 @@
 """Amplitude-distribution distances and GLCM texture descriptors (seed 003's SAR evaluation).
 
-Amplitude is the single-channel pixel value as stored: 8-bit greyscale (``L``) and 16-bit
-(``I;16``) images are read as they are, float (``F``) and 32-bit integer (``I``) images as their
-raw values, and colour images as their luminance (PIL's ``L`` conversion, ITU-R 601-2). The two
-sets must therefore be stored in the same units for the distances to mean anything.
+Amplitude is the pixel value as stored: 8-bit images as their luminance (PIL's ``L``
+conversion, ITU-R 601-2), native data (16-bit, 32-bit integer, float; 1 to N bands) band by band
+in its own units or in dB. The two sets must therefore be stored in the same units for the
+distances to mean anything.
 
 * **W1**: the Wasserstein-1 (earth mover's) distance between the empirical amplitude distributions
   of the two sets, ``integral |F_real(a) - F_synth(a)| da``, in amplitude units (scipy's
   ``wasserstein_distance`` on the pooled pixel samples). Shifting every amplitude by ``c`` gives
   exactly ``c``.
 * **KL on binned log-amplitude**: ``KL(P_real || P_synth) = sum_b p_b log(p_b / q_b)`` over
-  ``bins`` equal-width bins of ``log(1 + a)`` spanning both sets' range; each bin probability gets
+  ``bins`` equal-width bins of ``log(1 + a)`` (8-bit: spanning both sets' range; native data:
+  see below); each bin probability gets
   a pseudo-count of ``1e-6`` before normalising so empty synthetic bins give a large but finite
   value. The log compresses SAR's heavy-tailed speckle; the direction penalises synthetic sets
   that miss amplitudes the real set has.
@@ -50,12 +51,12 @@ AMPLITUDE_SPACES = ("auto", "linear", "db")
 
 #: full-scale value of single-channel modes (colour images become 8-bit luminance)
 _FULL_SCALE = {"1": 255.0, "L": 255.0, "I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0}
-GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "F"})
 
 
 def amplitude(image: Image.Image) -> tuple[np.ndarray, float]:
     """The H x W amplitude of an image (float64) and the value that means full scale (255 for
-    8-bit, 65535 for 16-bit, 1 for raw float/int images)."""
+    8-bit, 65535 for 16-bit, 1 for raw float/int images). The fixed full-scale rule of 8-bit
+    data; native data is binned by :class:`AmplitudeScale` (from the real set) instead."""
     if image.mode == "1":
         image = image.convert("L")
     if image.mode in ("I", "F"):
@@ -66,7 +67,9 @@ def amplitude(image: Image.Image) -> tuple[np.ndarray, float]:
 
 
 def quantise(amp: np.ndarray, full_scale: float, levels: int) -> np.ndarray:
-    """Grey levels 0..levels-1: equal-width bins over [0, full scale] (values outside clip)."""
+    """Grey levels 0..levels-1: equal-width bins over [0, full scale] (values outside clip).
+    Right for 8-bit images only: on native data a fixed full scale wastes the levels (see
+    :class:`AmplitudeScale`)."""
     top = full_scale + 1.0 if full_scale > 1.0 else full_scale  # 8-bit: 256 values, 255 in bin
     q = np.floor(amp / top * levels)
     return np.clip(q, 0, levels - 1).astype(np.uint8 if levels <= 256 else np.uint16)
