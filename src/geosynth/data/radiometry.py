@@ -30,7 +30,6 @@ generated dataset) can refuse data or artifacts made with another one.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -462,8 +461,3 @@ def radiometry_from(value: Radiometry | dict[str, Any] | str | None) -> Radiomet
     if isinstance(value, dict):
         return Radiometry.from_dict(value)
     return Radiometry.parse(value)
-
-
-def band_list(text: str) -> Sequence[int | str]:
-    """``"B04,B03,B02"`` or ``"3,2,1"`` -> bands."""
-    return [int(t) if t.strip().isdigit() else t.strip() for t in text.split(",") if t.strip()]
