@@ -64,7 +64,8 @@ def _quiet_pil() -> Iterator[None]:
 
 def _not_8bit(img: Image.Image) -> bool:
     """True, before decoding, for files PIL would squash to (or cannot give as) 8-bit: 16-bit PNGs
-    it hands over as 8-bit RGB(A), and TIFFs with other than 8-bit unsigned samples or > 4 bands."""
+    it hands over as 8-bit RGB(A), and TIFFs with other than 1- or 8-bit unsigned samples or more
+    than 4 bands."""
     fmt = getattr(img, "format", None)
     if fmt == "PNG" and img.tile:
         return ";16" in str(img.tile[0][3])
@@ -74,7 +75,11 @@ def _not_8bit(img: Image.Image) -> bool:
         bits = bits if isinstance(bits, tuple) else (bits,)
         fmt_codes = tags.get(339, (1,))
         fmt_codes = fmt_codes if isinstance(fmt_codes, tuple) else (fmt_codes,)
-        return any(b != 8 for b in bits) or any(f != 1 for f in fmt_codes) or tags.get(277, 1) > 4
+        return (
+            any(b not in (1, 8) for b in bits)
+            or any(f != 1 for f in fmt_codes)
+            or tags.get(277, 1) > 4
+        )
     return False
 
 

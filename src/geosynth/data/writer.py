@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -53,6 +54,7 @@ class ImageFolderWriter:
         self.provenance = provenance
         self.rows: list[dict[str, Any]] = []
         self._counts = [0] * len(self.class_names)
+        self._taken: set[str] = set()
         self._stack = ExitStack()
         self.tmp: Path | None = None
 
@@ -69,6 +71,11 @@ class ImageFolderWriter:
         image_id = image_id or f"{self._counts[label]:06d}"
         self._counts[label] += 1
         rel = f"{self.dirnames[label]}/{image_id}.png"
+        if rel in self._taken:
+            raise GeosynthError(
+                f"image id '{image_id}' is used twice in class '{self.class_names[label]}'"
+            )
+        self._taken.add(rel)
         target = self.tmp / rel
         target.parent.mkdir(exist_ok=True)
         image.save(target, format="PNG")
@@ -133,11 +140,12 @@ def export_dataset(
     CRS, transform, nodata and band names. One dataset must have one band count and dtype.
     """
     indices = progress if progress is not None else range(len(ds))
+    ids = export_ids(ds) if ds.kind == "imagefolder" else {}
     first: tuple[int, str, str] | None = None
     with ImageFolderWriter(out, ds.class_names, provenance) as w:
         for i in indices:
             s = ds.samples[i]
-            stem = Path(s.key).stem if ds.kind == "imagefolder" else None
+            stem = ids.get(i)
             raster = ds.raster(i)
             if first is None:
                 first = (raster.count, raster.dtype, ds.describe(s))
@@ -156,3 +164,27 @@ def mixed_message(where: str, raster: Raster, first: tuple[int, str, str]) -> st
         f"{where}: {raster.count} band(s) of {raster.dtype}, but {first[2]} has {first[0]} of "
         f"{first[1]}; one dataset must have one band count and dtype"
     )
+
+
+def export_ids(ds: ImageDataset) -> dict[int, str]:
+    """Image ids for an exported imagefolder: the file stem, and for files whose stems clash
+    within a class (``a.png`` and ``a.jpg``, or ``x/a.png`` and ``y/a.png``) the whole source
+    path with separators and dots turned into ``_`` (``a_png``, ``a_jpg``), so that every image
+    is kept under a stable name (the same selection always gives the same names)."""
+    stems: dict[tuple[int, str], list[int]] = {}
+    for i, s in enumerate(ds.samples):
+        stems.setdefault((s.label, Path(s.key).stem), []).append(i)
+    ids: dict[int, str] = {}
+    for (_, stem), members in stems.items():
+        for i in members:
+            key = ds.samples[i].key
+            ids[i] = stem if len(members) == 1 else re.sub(r"[^A-Za-z0-9_-]+", "_", key).strip("_")
+    used: dict[tuple[int, str], int] = {}
+    for i, image_id in ids.items():
+        other = used.setdefault((ds.samples[i].label, image_id), i)
+        if other != i:
+            raise GeosynthError(
+                f"{ds.source}: images '{ds.samples[other].key}' and '{ds.samples[i].key}' would "
+                f"both be exported as '{image_id}'; rename one of them"
+            )
+    return ids

@@ -18,8 +18,14 @@ from typing import Any
 
 import torch
 
-from geosynth import __version__
-from geosynth.artifacts import Provenance, atomic_path, write_provenance
+from geosynth import __version__, faults
+from geosynth.artifacts import (
+    Provenance,
+    atomic_path,
+    canonicalize_safetensors,
+    check_replaceable,
+    write_provenance,
+)
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.names import safe_dirname
 from geosynth.diffusion.latents import vae_scale_factor
@@ -193,15 +199,36 @@ def _train_one(
     }
     if not main_process:  # under data parallelism only rank 0 writes
         return card
-    prov = Provenance.start("finetune", seeds={"seed": recipe.seed}, model=model)
+    # Where a run resumed is history, not content: it goes to the provenance, so a resumed
+    # run's card is byte-identical to an uninterrupted one's.
+    prov = Provenance.start(
+        "finetune", seeds={"seed": recipe.seed}, model=model, resumed_from_step=res.resumed_from
+    )
     prov.inputs[f"dataset:{ds.source}"] = ds.fingerprint()
     with atomic_path(result_dir) as tmp:
         tmp.mkdir(parents=True)
         card["files"] = export_trained(pipe, recipe, info, tmp)
-        (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")
+        for f in sorted(tmp.rglob("*.safetensors")):  # diffusers writes metadata unordered
+            canonicalize_safetensors(f)
+        on_disk = {k: v for k, v in card.items() if k != "resumed_from_step"}
+        (tmp / CARD_FILE).write_text(json.dumps(on_disk, indent=2, default=str) + "\n")
         _write_loss(res.history, tmp)
         write_provenance(tmp, prov)
+    faults.stage("finetune:result")
     return card
+
+
+def _finished_summary(out: Path, per_class: bool) -> dict[str, Any]:
+    """The summary of an output that was already complete (a resume with nothing left to do)."""
+    if per_class:
+        cards = {
+            d.name: json.loads((d / CARD_FILE).read_text())
+            for d in sorted(out.iterdir())
+            if (d / CARD_FILE).is_file()
+        }
+    else:
+        cards = {"all": json.loads((out / CARD_FILE).read_text())}
+    return {"per_class": per_class, "cards": cards, "out": str(out)}
 
 
 def finetune(
@@ -226,14 +253,28 @@ def finetune(
             "train per-class LoRAs without it, or one finetune per class with its own token"
         )
     out = Path(out)
+    work = parts_dir(out)
+    check_replaceable(out, "directory")
+    check_replaceable(work, "directory")
     if out.exists() and not overwrite:
+        if resume and work.is_dir() and (out / "provenance.json").is_file():
+            # Killed after OUT was in place, before OUT.parts was removed: only cleanup is left.
+            shutil.rmtree(work, ignore_errors=True)
+            return _finished_summary(out, per_class)
         raise GeosynthError(f"--out {out}: already exists; choose a new path or pass --overwrite")
+    if work.exists() and not resume and not overwrite:
+        raise GeosynthError(
+            f"{work}: an interrupted finetune's work is there; pass --resume to continue it or "
+            "--overwrite to discard it and start over"
+        )
     ds.check_nonempty()
     init_loras = check_init_loras(recipe, model)
-    work = parts_dir(out)
     state = _state()
     if work.exists() and not resume and state.is_main_process:
-        shutil.rmtree(work)
+        shutil.rmtree(work)  # --overwrite: the user asked to start over
+    if resume and state.is_main_process:
+        for leftover in out.parent.glob(f".{out.name}.tmp-*"):  # a kill during the final move
+            shutil.rmtree(leftover, ignore_errors=True)
     state.wait_for_everyone()
     staged = work / "result"
     if per_class:
@@ -280,9 +321,11 @@ def finetune(
             log=log,
         )
         summary = {"per_class": False, "cards": {"all": card}}
+    faults.stage("finetune:staged")
     if state.is_main_process:
         with atomic_path(out) as tmp:
             os.replace(staged, tmp)
+        faults.stage("finetune:output")
         shutil.rmtree(work, ignore_errors=True)
     state.wait_for_everyone()
     summary["out"] = str(out)

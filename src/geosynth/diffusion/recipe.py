@@ -107,6 +107,17 @@ class Recipe:
                 f"--prompt-template {self.prompt_template!r}: needs exactly one '{{}}' for the "
                 "class name"
             )
+        try:
+            self.prompt_template.format("x")
+        except (IndexError, KeyError, ValueError):
+            raise GeosynthError(
+                f"--prompt-template {self.prompt_template!r}: does not format; use '{{}}' for "
+                "the class name and '{{{{'/'}}}}' for literal braces"
+            ) from None
+        if not 0 <= self.seed <= 2**63 - 1:
+            raise GeosynthError(f"--seed {self.seed}: expected an integer in [0, 2**63 - 1]")
+        if self.resolution is not None and self.resolution < 1:
+            raise GeosynthError(f"--resolution {self.resolution}: expected a positive size")
         if self.learn_token is not None and (
             not self.learn_token.strip() or " " in self.learn_token
         ):

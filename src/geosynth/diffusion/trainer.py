@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from geosynth.artifacts import atomic_path
+from geosynth import faults
+from geosynth.artifacts import atomic_path, load_torch_state
 from geosynth.diffusion.objective import loss_weights, target, training_noise
 from geosynth.diffusion.recipe import Recipe
 from geosynth.diffusion.train_data import TrainingSet
@@ -180,7 +181,7 @@ def train(
         from safetensors.torch import load_file
 
         load_trainable_state(pipe, load_file(str(ckpt / "trainable.safetensors")))
-        blob = torch.load(ckpt / "optim.pt", map_location=device, weights_only=True)
+        blob = load_torch_state(ckpt / "optim.pt")
         optimizer.load_state_dict(blob["optimizer"])
         lr_sched.load_state_dict(blob["lr_scheduler"])
         if acc.scaler is not None and "scaler" in blob:  # fp16 loss scale, for an exact resume
@@ -270,6 +271,7 @@ def train(
         if done % recipe.checkpoint_every == 0 and done < steps:
             if acc.is_main_process:
                 save_checkpoint(pipe, optimizer, lr_sched, result, done, work, recipe, acc.scaler)
+                faults.stage("finetune:checkpoint")
             acc.wait_for_everyone()
         if on_step is not None:
             on_step(info)

@@ -11,9 +11,11 @@ from typing import Any
 import torch
 from PIL import Image
 
+from geosynth import faults
 from geosynth.artifacts import (
     Embeddings,
     Provenance,
+    check_replaceable,
     load_tensors,
     save_embeddings,
     save_tensors,
@@ -123,6 +125,8 @@ def embed_shards(
     ``limit`` keeps a deterministic subset of that many samples (lowest hash priority under
     ``seed``, chosen from the tar headers before any image is decoded).
     """
+    from geosynth.features.resolve import model_fingerprint  # resolve imports this module
+
     if extractor.band_input is not None:
         raise GeosynthError(f"{root}: band selection applies to datasets, not to shard directories")
     shards = list_shards(root)
@@ -133,6 +137,9 @@ def embed_shards(
         "source": str(root.resolve()),
         "shards": [s.name for s in shards],
         "model": extractor.spec,
+        "weights": model_fingerprint(extractor.spec),
+        "precision": str(extractor.dtype),
+        "device": extractor.device.type,
         "limit": limit,
         "seed": seed,
     }
@@ -178,6 +185,7 @@ def embed_shards(
                 "errors": stats.errors,
             },
         )
+        faults.stage("embed:shard")
     per_shard, all_feats, n_corrupt, truncated = [], [], 0, []
     for shard in shards:
         tf = load_tensors(parts / f"{shard.stem}.safetensors")
@@ -202,6 +210,7 @@ def embed_shards(
     }
     meta = {**extractor.describe(), "source": str(root), "shards": per_shard, **report}
     save_embeddings(out, Embeddings(embeddings, metadata=_strings(meta)), provenance=provenance)
+    faults.stage("embed:output")
     shutil.rmtree(parts, ignore_errors=True)
     return report
 
@@ -229,6 +238,7 @@ def embed_to_file(
     from geosynth.data import load_dataset
     from geosynth.data.shards import is_shard_dir
 
+    check_replaceable(Path(out), "file")
     if is_shard_dir(Path(source)):
         return embed_shards(
             extractor,
