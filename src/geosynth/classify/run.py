@@ -30,6 +30,7 @@ from geosynth.artifacts import (
     write_json,
 )
 from geosynth.artifacts import write_provenance as _write_provenance
+from geosynth.classify.augment import NATIVE_AUGMENT_PARAMS
 from geosynth.classify.evaluate import evaluate
 from geosynth.classify.metrics import aggregate_seeds, classification_metrics
 from geosynth.classify.model import Classifier, ModelSpec, build_classifier, spec_from_json
@@ -298,7 +299,7 @@ def run_train_clf(
         "data": splits.describe(),
         "real_weight": cfg.real_weight if splits.real is not None else None,
         "model": runs[0]["model"],
-        "config": cfg.to_dict(),
+        "config": _config(cfg, spec),
         "zero_shot": zero_shot_only,
         "seeds": [] if zero_shot_only else seeds,
         "selection": "checkpoint and early stopping chosen on VAL only; TEST evaluated once per "
@@ -320,6 +321,14 @@ def run_train_clf(
             shutil.rmtree(parts, ignore_errors=True)
     accelerator.wait_for_everyone()
     return report
+
+
+def _config(cfg: TrainConfig, spec: ModelSpec) -> dict[str, Any]:
+    """The training config as reported; multi-band input gets its own augmentations."""
+    out = cfg.to_dict()
+    if spec.bands is not None and cfg.augment:
+        out["augment_params"] = NATIVE_AUGMENT_PARAMS
+    return out
 
 
 def _write_output(

@@ -25,7 +25,13 @@ import torch
 
 from geosynth import faults
 from geosynth.artifacts import atomic_path, load_tensors, load_torch_state, safetensors_bytes
-from geosynth.classify.augment import AUGMENT_PARAMS, mix_batch, one_hot, train_transform
+from geosynth.classify.augment import (
+    AUGMENT_PARAMS,
+    mix_batch,
+    native_train_transform,
+    one_hot,
+    train_transform,
+)
 from geosynth.classify.data import TransformedImages
 from geosynth.classify.evaluate import evaluate, loader, unwrap_worker_errors
 from geosynth.classify.model import Classifier
@@ -205,11 +211,14 @@ def train_classifier(
         if ckpt.get("stopped_early"):
             start_epoch = cfg.epochs + 1
 
-    tfm = train_transform(
-        core.image_size, core.mean, core.std, core.interpolation, augment=cfg.augment
-    )
-    train_images = TransformedImages(train, tfm)
-    real_images = TransformedImages(real, tfm) if real is not None else None
+    if core.band_input is None:
+        tfm: Callable[[Any], torch.Tensor] = train_transform(
+            core.image_size, core.mean, core.std, core.interpolation, augment=cfg.augment
+        )
+    else:  # multi-band native data: standardised bands, geometric augmentations
+        tfm = native_train_transform(core.image_size, core.interpolation, augment=cfg.augment)
+    train_images = TransformedImages(train, tfm, core.band_input)
+    real_images = TransformedImages(real, tfm, core.band_input) if real is not None else None
     stopped = False
     for epoch in range(start_epoch, cfg.epochs + 1):
         es = epoch_seed(seed, epoch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 
 from geosynth.artifacts import Provenance, atomic_path, write_json, write_provenance
@@ -116,6 +117,32 @@ def evaluate(
     kl_bins: Annotated[
         int, typer.Option("--kl-bins", min=2, help="Bins of the log-amplitude histograms.")
     ] = 64,
+    bands: Annotated[
+        str | None,
+        typer.Option(
+            "--bands",
+            help="Feature metrics on these bands of native (multispectral, 16-bit, float) data: "
+            "all, or 0-based indices / band names (B04,B03,B02), standardised with REAL's "
+            "per-band mean and std. Needs --features timm:NAME.",
+        ),
+    ] = None,
+    amplitude_scale: Annotated[
+        str,
+        typer.Option(
+            "--amplitude-scale",
+            help="Space of the amplitude and GLCM metrics: auto (8-bit images as stored, 0..255; "
+            "16-bit/float data in native units), linear (native units) or db (10 log10, e.g. "
+            "SAR backscatter). Native data's bins come from REAL (percentiles 0.5..99.5).",
+        ),
+    ] = "auto",
+    amplitude_db_floor: Annotated[
+        float | None,
+        typer.Option(
+            "--amplitude-db-floor",
+            help="With --amplitude-scale db: values below this many dB (zeros too) are raised "
+            "to it; without it, non-positive values are an error.",
+        ),
+    ] = None,
     plots: Annotated[
         Path | None,
         typer.Option("--plots", help="Directory for per-class bars and real/synthetic grids."),
@@ -189,6 +216,9 @@ def evaluate(
         greyscale=greyscale,
         glcm_levels=glcm_levels,
         kl_bins=kl_bins,
+        amplitude_scale=amplitude_scale,
+        bands=bands,
+        amplitude_db_floor=amplitude_db_floor,
         split=split,
         real_split=real_split,
         classes=split_list(classes),
@@ -201,7 +231,15 @@ def evaluate(
     if landscape not in ("dominant", "label"):
         raise GeosynthError(f"--landscape {landscape}: expected dominant or label")
     prov = Provenance.start("evaluate", seeds={"seed": seed})
-    result = run_evaluation(synthetic, real, opts, track=track, log=message)
+    try:
+        result = run_evaluation(synthetic, real, opts, track=track, log=message)
+    except GeosynthError as exc:  # the library names parameters; say which option to change
+        text = str(exc)
+        for param in ("amplitude_db_floor", "amplitude_scale"):
+            text = text.replace(param, "--" + param.replace("_", "-"))
+        if text.startswith("bands"):  # band selection errors start with the parameter
+            text = "--" + text
+        raise GeosynthError(text) from None
     report = result.report
     if val is not None or has_maps(synthetic):
         report["maps"] = _paired_section(
@@ -272,7 +310,23 @@ def _print(report: dict[str, Any]) -> None:
         rows += [(c, *(_fmt(v.get(key)) for key in keys)) for c, v in summary["per_class"].items()]
         print_table(title + ")", ["class", *(LABELS[key] for key in keys)], rows)
     color = report.get("color")
-    if color and color.get("per_class"):
+    if color and color.get("per_class") and len(color["channels"]) > 4:
+        # Many bands (e.g. 13 Sentinel-2 bands) do not fit a terminal row: the worst band per
+        # class here, every band in the JSON report.
+        print_table(
+            f"band fidelity, synthetic - real ({color['space']})",
+            ["class", "mean |err|", "worst band", "its err"],
+            [
+                (
+                    c,
+                    f"{float(np.mean(np.abs(s['error']))):.4f}",
+                    color["channels"][int(np.argmax(np.abs(s["error"])))],
+                    f"{s['error'][int(np.argmax(np.abs(s['error'])))]:+.4f}",
+                )
+                for c, s in color["per_class"].items()
+            ],
+        )
+    elif color and color.get("per_class"):
         print_table(
             f"colour fidelity, synthetic - real ({color['space']})",
             [

@@ -22,6 +22,7 @@ from geosynth.artifacts import (
     write_json,
 )
 from geosynth.data.dataset import ImageDataset
+from geosynth.data.multiband import BandInput
 from geosynth.data.shards import ShardStats, iter_shard_images, list_shards, subsample
 from geosynth.errors import GeosynthError
 from geosynth.features.base import FeatureExtractor
@@ -32,15 +33,24 @@ class _Transformed(torch.utils.data.Dataset):
     """Decode + preprocess in data-loader workers; errors travel back as text so the main process
     can raise the one-line :class:`GeosynthError` (worker exceptions arrive as long tracebacks)."""
 
-    def __init__(self, ds: ImageDataset, transform: Callable[[Image.Image], torch.Tensor]) -> None:
-        self.ds, self.transform = ds, transform
+    def __init__(
+        self,
+        ds: ImageDataset,
+        transform: Callable[[Any], torch.Tensor],
+        bands: BandInput | None = None,
+    ) -> None:
+        self.ds, self.transform, self.bands = ds, transform, bands
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str]:
         try:
-            return self.transform(self.ds.image(i)), self.ds.samples[i].label, ""
+            if self.bands is None:
+                return self.transform(self.ds.image(i)), self.ds.samples[i].label, ""
+            where = self.ds.describe(self.ds.samples[i])
+            pixels = self.bands.tensor(self.ds.raster(i), where)
+            return self.transform(pixels), self.ds.samples[i].label, ""
         except GeosynthError as exc:
             return None, -1, str(exc)
 
@@ -64,7 +74,7 @@ def embed_dataset(
 ) -> Embeddings:
     """Embeddings (N x D) with labels and class names of every image of ``ds``, in order."""
     loader = torch.utils.data.DataLoader(
-        _Transformed(ds, extractor.transform),
+        _Transformed(ds, extractor.transform, extractor.band_input),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,
@@ -117,6 +127,8 @@ def embed_shards(
     """
     from geosynth.features.resolve import model_fingerprint  # resolve imports this module
 
+    if extractor.band_input is not None:
+        raise GeosynthError(f"{root}: band selection applies to datasets, not to shard directories")
     shards = list_shards(root)
     if not shards:
         raise GeosynthError(f"{root}: no *.tar shards found")

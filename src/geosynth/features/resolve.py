@@ -7,6 +7,7 @@ weight files, the device type and the precision (see docs/reliability.md)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from geosynth.artifacts import Embeddings, Provenance, combine_fingerprints, load_embeddings
 from geosynth.data import ImageDataset, load_dataset
+from geosynth.data.multiband import BandInput
 from geosynth.data.shards import is_shard_dir, list_shards
 from geosynth.diffusion.loading import pick_device
 from geosynth.features.base import create_extractor
@@ -96,9 +98,11 @@ def resolve_embeddings(
     track: Track = no_track,
     log: Callable[[str], None] = lambda _: None,
     dataset: ImageDataset | None = None,
+    bands: BandInput | None = None,
 ) -> Embeddings:
     """Embeddings for ``source`` (file, dataset or shard directory). ``dataset``: ``source``
-    already loaded with these options, so it is not listed and fingerprinted again."""
+    already loaded with these options, so it is not listed and fingerprinted again. ``bands``:
+    embed those bands of native data, standardised as given (part of the cache key)."""
     path = Path(source)
     if path.suffix == ".safetensors" or path.is_file():
         return load_embeddings(path)
@@ -110,7 +114,7 @@ def resolve_embeddings(
         key = f"data-{ds.fingerprint()}"
 
     def build(out: Path) -> None:
-        extractor = create_extractor(features, device=device, precision=precision)
+        extractor = create_extractor(features, device=device, precision=precision, bands=bands)
         prov = Provenance.start("embed", seeds={"seed": seed}, source=source)
         embed_to_file(
             extractor,
@@ -128,6 +132,9 @@ def resolve_embeddings(
             dataset=ds,
         )
 
+    if bands is not None:
+        digest = hashlib.blake2b(json.dumps(bands.to_dict()).encode(), digest_size=8)
+        key += f"-bands-{digest.hexdigest()}"
     full_key = combine_fingerprints({"data": key, **numbers_settings(features, device, precision)})
     target = cache_dir() / "embeddings" / f"{full_key}-{_slug(features)}.safetensors"
     if not (use_cache and target.exists()):
