@@ -120,7 +120,7 @@ def test_bad_inputs_exit_2_with_one_line(cli, tmp_path) -> None:
     other = _emb(tmp_path / "o.safetensors", rng.normal(size=(20, 4)), model="other")
     cases = [
         ((a, b), "feature dimensions differ"),
-        ((c, a), "3 rows contain NaN or Inf"),
+        ((c, a), "has 3 NaN or infinite value(s)"),
         ((small, a), "k=5 must be smaller than the set size (4)"),
         ((empty, a), "the set is empty"),
         ((a, other), "feature models differ"),
