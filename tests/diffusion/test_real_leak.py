@@ -39,14 +39,25 @@ def _colour_error(real: list[dict], synth: list[dict]) -> float:
     return float(np.mean([np.abs(s[c] - r[c]).mean() for c in CLASSES]))
 
 
+@pytest.fixture
+def one_thread():
+    """Small models on a shared CPU run several times faster on one thread (docs/validation.md)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.slow
-def test_leak_aligned_noise_restores_class_colour_on_real_eurosat(eurosat, tmp_path):
+def test_leak_aligned_noise_restores_class_colour_on_real_eurosat(eurosat, tmp_path, one_thread):
     torch.manual_seed(0)
     pool = load_dataset(eurosat, split="pool", classes=CLASSES, shots=120, seed=0)
     train_vae(
         pool,
         tmp_path / "vae",
-        VaeRecipe(resolution=RES, block_out_channels=(8, 16), norm_num_groups=8, steps=120, lr=2e-3),
+        VaeRecipe(
+            resolution=RES, block_out_channels=(8, 16), norm_num_groups=8, steps=120, lr=2e-3
+        ),
         eval_images=16,
         log=lambda _: None,
     )

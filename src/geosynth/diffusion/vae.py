@@ -162,7 +162,7 @@ def train_vae(
         sched.step()
         history.append({"step": step + 1, "loss": loss.item(), "recon": rec_loss.item()})
         if (step + 1) % max(1, recipe.steps // 10) == 0:
-            log(f"VAE step {step + 1}/{recipe.steps}: reconstruction loss {float(rec_loss):.4f}")
+            log(f"VAE step {step + 1}/{recipe.steps}: reconstruction loss {rec_loss.item():.4f}")
     vae.eval()
     with torch.no_grad():
         means = torch.cat(
