@@ -195,6 +195,32 @@ def geosynth(*args: str) -> None:
     log(f"  done in {time.time() - t:.0f} s")
 
 
+#: How many independent jobs (variant trainings, generations) run at once (``--jobs``). On a
+#: shared machine each single-threaded process gets its own share of the cores.
+JOBS = 1
+SIZE_NAME = "full"
+
+
+def run_parallel(cmds: list[tuple[str, list[str]]]) -> None:
+    """Run commands JOBS at a time (each one thread); fail if any fails."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    pending, running = list(cmds), []
+    while pending or running:
+        while pending and len(running) < JOBS:
+            name, cmd = pending.pop(0)
+            log(f"start {name}: " + " ".join(cmd[1:]))
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+            running.append((name, proc, time.time()))
+        time.sleep(2)
+        for item in list(running):
+            name, proc, t = item
+            if proc.poll() is not None:
+                running.remove(item)
+                if proc.returncode:
+                    raise SystemExit(f"validate: {name} failed (exit {proc.returncode})")
+                log(f"  {name} done in {time.time() - t:.0f} s")
+
+
 def class_list(size: Size) -> list[str]:
     return size.classes or sorted(p.name for p in (EUROSAT / "train").iterdir() if p.is_dir())
 
@@ -403,12 +429,13 @@ def model_flags(size: Size) -> dict[str, list[str]]:
 
 
 def stage_variants(work: Path, size: Size) -> None:
+    cmds = []
     for name, flags in model_flags(size).items():
         out = work / f"ft-{name}"
         if out.is_dir():
             continue
         resume = ["--resume"] if out.with_name(out.name + ".parts").is_dir() else []
-        geosynth(
+        args = [
             "finetune",
             str(work / "data/train-images"),
             "--model",
@@ -418,7 +445,9 @@ def stage_variants(work: Path, size: Size) -> None:
             *resume,
             "--out",
             str(out),
-        )
+        ]
+        cmds.append((f"finetune {name}", [sys.executable, "-m", "geosynth", *args]))
+    run_parallel(cmds)
 
 
 def stage_means(work: Path, size: Size) -> None:
@@ -443,14 +472,26 @@ def trained_models(work: Path, size: Size) -> dict[str, tuple[Path, Path | None]
     return {name: (work / "sd-start", work / f"ft-{name}") for name in model_flags(size)}
 
 
-def stage_generate(work: Path, size: Size) -> None:
+def stage_generate(work: Path, size: Size, only: list[str] | None = None) -> None:
     models = trained_models(work, size)
-    for v in variants(size):
-        out = work / "synth" / v.name
-        if (out / "metadata.jsonl").is_file():
-            continue
+    todo = [
+        v
+        for v in variants(size)
+        if not (work / "synth" / v.name / "metadata.jsonl").is_file()
+        and (only is None or v.name in only)
+    ]
+    if JOBS > 1 and only is None:  # one child process per synthetic set
+        me = [sys.executable, __file__, "--work", str(work), "--size", SIZE_NAME]
+        run_parallel(
+            [
+                (f"generate {v.name}", [*me, "--stage", "generate", "--variant", v.name])
+                for v in todo
+            ]
+        )
+        return
+    for v in todo:
         log(f"generate {v.name}")
-        generate_set(work, v, size, models, out)
+        generate_set(work, v, size, models, work / "synth" / v.name)
 
 
 def stage_evaluate(work: Path, size: Size) -> None:
@@ -490,7 +531,9 @@ def stage_evaluate(work: Path, size: Size) -> None:
         log(f"evaluate {name}: {time.time() - t:.0f} s")
 
 
-def _clf(work: Path, size: Size, name: str, train: str, extra: list[str]) -> None:
+def _clf(
+    work: Path, size: Size, name: str, train: str, extra: list[str], epochs: int | None = None
+) -> None:
     out = work / "clf" / name
     if (out / "report.json").is_file():
         return
@@ -515,7 +558,7 @@ def _clf(work: Path, size: Size, name: str, train: str, extra: list[str]) -> Non
         "--resolution",
         str(size.lite0_size),
         "--epochs",
-        str(size.clf_epochs),
+        str(epochs or size.clf_epochs),
         "--seeds",
         size.seeds,
         *extra,
@@ -527,7 +570,9 @@ def _clf(work: Path, size: Size, name: str, train: str, extra: list[str]) -> Non
 
 def stage_classify(work: Path, size: Size) -> None:
     """Most informative runs first, so a run cut short still answers the main question."""
-    _clf(work, size, "real-16shot", f"{EUROSAT}/train", [])
+    # the 16 real shots get as many optimiser steps as a synthetic set (16 vs per_class images)
+    epochs = size.clf_epochs * max(1, round(size.per_class / 16))
+    _clf(work, size, "real-16shot", f"{EUROSAT}/train", [], epochs=epochs)
     for v in variants(size):
         if v.downstream:
             _clf(work, size, v.name, str(work / "synth" / v.name), [])
@@ -700,12 +745,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("validate-out"))
     p.add_argument("--size", choices=sorted(SIZES), default="full")
     p.add_argument("--stage", choices=STAGES, action="append", help="Run only these stages.")
+    p.add_argument("--jobs", type=int, default=1, help="Independent trainings/generations at once.")
+    p.add_argument("--variant", action="append", help="Generate only these synthetic sets.")
     args = p.parse_args(argv)
     if not (EUROSAT / "pool").is_dir():
         print(
             f"validate: EuroSAT-RGB not found at {EUROSAT} (set GEOSYNTH_EUROSAT)", file=sys.stderr
         )
         return 2
+    global JOBS, SIZE_NAME
+    JOBS, SIZE_NAME = max(1, args.jobs), args.size
     size = SIZES[args.size]
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -726,6 +775,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"stage {stage}")
         if stage == "report":
             stage_report(work, size, started)
+        elif stage == "generate":
+            stage_generate(work, size, args.variant)
         else:
             funcs[stage](work, size)
         log(f"stage {stage} finished in {time.time() - t:.0f} s")

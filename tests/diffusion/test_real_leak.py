@@ -4,9 +4,9 @@ class's colour when sampling starts from pure Gaussian noise, and leak-aligned n
 back. Everything runs through geosynth's library: ``train_vae``, ``make_domain_pipeline``,
 ``finetune --init scratch``, ``class_channel_means``, ``run_generation``.
 
-If the leak term of leak-aligned noise is dropped (x0_cls set to zero), the two synthetic sets
-start from nearly the same noise and the assertion fails (checked by hand, see
-docs/validation.md)."""
+If the leak term of leak-aligned noise is dropped (x0_cls set to zero in
+``leak_aligned_latents``), the two synthetic sets start from nearly the same noise and the
+assertion fails (checked once by hand: errors 0.1148 vs 0.1150; docs/validation.md)."""
 
 from __future__ import annotations
 
@@ -114,6 +114,7 @@ def test_leak_aligned_noise_restores_class_colour_on_real_eurosat(eurosat, tmp_p
         synth = class_color_stats(load_dataset(out))
         real = class_color_stats(load_dataset(eurosat, split="val", classes=CLASSES))
         errors[noise] = _colour_error(real, synth)
-    # The full run (docs/validation.md) measured leak-aligned noise at well under half the
-    # Gaussian colour error; demand a clear margin here too.
-    assert errors["leak-aligned"] < 0.7 * errors["gaussian"], errors
+    print("per-class colour error (0..1):", errors)
+    # Measured (2026-11-29): Gaussian 0.115, leak-aligned 0.077; with the leak term set to zero
+    # 0.115 and 0.115. A 20% reduction separates the two with room to spare.
+    assert errors["leak-aligned"] < 0.8 * errors["gaussian"], errors
