@@ -26,7 +26,7 @@ demo: install
 # About an hour on 2 CPU cores: a latent diffusion model trained from scratch on real EuroSAT and
 # seed 000's claims measured on it (docs/validation.md). Stages cache under $(VALIDATE_OUT).
 validate: install
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python bench/validate.py --work $(VALIDATE_OUT)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python bench/validate.py --work $(VALIDATE_OUT) --jobs 4
 
 test: install
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest

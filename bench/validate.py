@@ -8,10 +8,10 @@ stage can be re-run alone with ``--stage NAME``; delete its output to redo it):
    splits (``geosynth.diffusion.vae.train_vae``), its reconstruction error on ``val``; then a
    Stable-Diffusion-shaped pipeline around it (frozen random text encoder as class embedding,
    SD 2.1-base's noise schedule: scaled-linear betas, 1000 steps, non-zero terminal SNR).
-2. ``unet``: a class-conditional UNet trained from scratch in that latent space
-   (``geosynth finetune --init scratch``), Gaussian noise, epsilon prediction: the shared start.
-3. ``variants``: from that shared checkpoint, equal extra steps each (``geosynth finetune
-   --train-unet full``): plain Gaussian noise (the baseline), offset noise at two scales, and zero
+2. ``unet``: (kept for the stage names; nothing to do).
+3. ``variants``: class-conditional UNets trained from scratch in that latent space with equal
+   budgets (same seed, data order and steps; ``geosynth finetune --init scratch``): plain
+   Gaussian noise and epsilon prediction (the baseline), offset noise at two scales, and zero
    terminal SNR + v-prediction.
 4. ``means``: per-class latent channel means of the 16-shot ``train`` split
    (``geosynth channel-means``): x0_cls of leak-aligned noise.
@@ -65,8 +65,7 @@ class Size:
     vae_blocks: tuple[int, ...]
     vae_steps: int
     unet_blocks: tuple[int, ...]
-    base_steps: int
-    extra_steps: int
+    unet_steps: int  # every variant's UNet, from scratch
     batch_size: int
     per_class: int
     gen_steps: int
@@ -76,8 +75,7 @@ class Size:
     train_classes: list[str] | None = None  # the autoencoder and UNet train on these (None: all)
     held_out_shots: int | None = None  # val images per class for the VAE's held-out error
     offsets: tuple[float, ...] = (0.05, 0.1)
-    base_lr: float = 1e-3
-    extra_lr: float = 3e-4
+    unet_lr: float = 1e-3
     lite0_size: int = 64
     mixed_downstream: tuple[str, ...] = ("base-gauss-ddim", "base-leak-ddim")
 
@@ -95,8 +93,7 @@ SIZES: dict[str, Size] = {
         vae_blocks=(8, 16),
         vae_steps=4,
         unet_blocks=(16, 32),
-        base_steps=3,
-        extra_steps=2,
+        unet_steps=3,
         batch_size=8,
         per_class=6,
         gen_steps=3,
@@ -106,16 +103,14 @@ SIZES: dict[str, Size] = {
     ),
     "full": Size(
         classes=["AnnualCrop", "Forest", "Industrial", "River", "SeaLake"],
-        train_classes=None,
         splits=["pool", "train"],
         resolution=32,
         vae_blocks=(16, 32),
         vae_steps=300,
         vae_batch=32,
         unet_blocks=(16, 32, 64),
-        base_steps=500,
-        extra_steps=100,
-        batch_size=32,
+        unet_steps=200,
+        batch_size=16,
         per_class=100,
         gen_steps=10,
         clf_epochs=2,
@@ -199,6 +194,7 @@ def geosynth(*args: str) -> None:
 #: shared machine each single-threaded process gets its own share of the cores.
 JOBS = 1
 SIZE_NAME = "full"
+ONLY: list[str] | None = None  # --variant: restrict generate / evaluate / classify to these
 
 
 def run_parallel(cmds: list[tuple[str, list[str]]]) -> None:
@@ -255,18 +251,6 @@ def unet_config(size: Size, latent: int, text_dim: int) -> dict[str, Any]:
         "norm_num_groups": min(16, size.unet_blocks[0]),
         "use_linear_projection": True,
     }
-
-
-def with_unet(base: Path, unet_dir: Path, out: Path) -> None:
-    """A copy of the base pipeline whose UNet is a trained one (the shared starting checkpoint)."""
-    import shutil
-
-    from geosynth.artifacts import atomic_path
-
-    with atomic_path(out) as tmp:
-        shutil.copytree(base, tmp, symlinks=True)
-        shutil.rmtree(tmp / "unet")
-        shutil.copytree(unet_dir, tmp / "unet")
 
 
 def export_lite0(out: Path, size: int) -> None:
@@ -397,25 +381,7 @@ def _finetune_common(size: Size, steps: int, lr: float) -> list[str]:
 
 
 def stage_unet(work: Path, size: Size) -> None:
-    out = work / "unet-base"
-    if not out.is_dir():
-        resume = ["--resume"] if (work / "unet-base.parts").is_dir() else []
-        geosynth(
-            "finetune",
-            str(work / "data/train-images"),
-            "--model",
-            str(work / "sd-base"),
-            "--init",
-            "scratch",
-            "--unet-config",
-            str(work / "unet.json"),
-            *_finetune_common(size, size.base_steps, size.base_lr),
-            *resume,
-            "--out",
-            str(out),
-        )
-    if not (work / "sd-start").is_dir():
-        with_unet(work / "sd-base", out / "unet", work / "sd-start")
+    """Nothing to do beyond ``vae``: the UNets are trained in ``variants`` (equal budgets)."""
 
 
 def model_flags(size: Size) -> dict[str, list[str]]:
@@ -429,6 +395,9 @@ def model_flags(size: Size) -> dict[str, list[str]]:
 
 
 def stage_variants(work: Path, size: Size) -> None:
+    """Equal budgets: each variant's UNet trains from scratch (same seed, data order and steps)
+    on the measured classes, the four side by side (``--jobs``)."""
+    data = link_splits(work / "data/measured-classes", size.splits, class_list(size))
     cmds = []
     for name, flags in model_flags(size).items():
         out = work / f"ft-{name}"
@@ -437,10 +406,14 @@ def stage_variants(work: Path, size: Size) -> None:
         resume = ["--resume"] if out.with_name(out.name + ".parts").is_dir() else []
         args = [
             "finetune",
-            str(work / "data/train-images"),
+            str(data),
             "--model",
-            str(work / "sd-start"),
-            *_finetune_common(size, size.extra_steps, size.extra_lr),
+            str(work / "sd-base"),
+            "--init",
+            "scratch",
+            "--unet-config",
+            str(work / "unet.json"),
+            *_finetune_common(size, size.unet_steps, size.unet_lr),
             *flags,
             *resume,
             "--out",
@@ -469,7 +442,7 @@ def stage_means(work: Path, size: Size) -> None:
 
 
 def trained_models(work: Path, size: Size) -> dict[str, tuple[Path, Path | None]]:
-    return {name: (work / "sd-start", work / f"ft-{name}") for name in model_flags(size)}
+    return {name: (work / "sd-base", work / f"ft-{name}") for name in model_flags(size)}
 
 
 def stage_generate(work: Path, size: Size, only: list[str] | None = None) -> None:
@@ -506,10 +479,19 @@ def stage_evaluate(work: Path, size: Size) -> None:
     (work / "eval").mkdir(exist_ok=True)
     jobs = [(v.name, str(work / "synth" / v.name), None) for v in variants(size)]
     jobs.append(("real-val", str(EUROSAT), "val"))
+    jobs = [
+        j
+        for j in jobs
+        if not (work / "eval" / f"{j[0]}.json").is_file() and (ONLY is None or j[0] in ONLY)
+    ]
+    if JOBS > 1 and ONLY is None:  # one child process per report
+        me = [sys.executable, __file__, "--work", str(work), "--size", SIZE_NAME]
+        run_parallel(
+            [(f"evaluate {j[0]}", [*me, "--stage", "evaluate", "--variant", j[0]]) for j in jobs]
+        )
+        return
     for name, synth, split in jobs:
         out = work / "eval" / f"{name}.json"
-        if out.is_file():
-            continue
         t = time.time()
         opts = EvalOptions(
             features=f"timm:local-dir:{lite0}",
@@ -535,7 +517,7 @@ def _clf(
     work: Path, size: Size, name: str, train: str, extra: list[str], epochs: int | None = None
 ) -> None:
     out = work / "clf" / name
-    if (out / "report.json").is_file():
+    if (out / "report.json").is_file() or (ONLY is not None and name not in ONLY):
         return
     if not (Path(train) / "metadata.jsonl").is_file() and not train.startswith(str(EUROSAT)):
         log(f"classify {name}: its synthetic set is not generated yet; skipped")
@@ -568,7 +550,7 @@ def _clf(
     )
 
 
-def stage_classify(work: Path, size: Size) -> None:
+def stage_classify(work: Path, size: Size, only: list[str] | None = None) -> None:
     """Most informative runs first, so a run cut short still answers the main question."""
     # the 16 real shots get as many optimiser steps as a synthetic set (16 vs per_class images)
     epochs = size.clf_epochs * max(1, round(size.per_class / 16))
@@ -614,8 +596,6 @@ def collect(work: Path, size: Size) -> dict[str, Any]:
             "final_loss": card["final_loss"],
             "steps": card["steps"],
         }
-    base = _read(work / "unet-base/geosynth.json")
-    res["base_training"] = base and {"final_loss": base["final_loss"], "steps": base["steps"]}
     for v in [*variants(size), Variant("real-val", "", label="real val images (floor)")]:
         ev = _read(work / "eval" / f"{v.name}.json") or {}
         row: dict[str, Any] = {
@@ -754,7 +734,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     global JOBS, SIZE_NAME
-    JOBS, SIZE_NAME = max(1, args.jobs), args.size
+    global ONLY
+    JOBS, SIZE_NAME, ONLY = max(1, args.jobs), args.size, args.variant
     size = SIZES[args.size]
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
