@@ -111,7 +111,7 @@ SIZES: dict[str, Size] = {
         unet_blocks=(16, 32, 64),
         unet_steps=200,
         batch_size=16,
-        per_class=100,
+        per_class=50,
         gen_steps=10,
         clf_epochs=2,
         seeds="0,1,2",
@@ -658,7 +658,7 @@ def write_grids(work: Path, size: Size, dest: Path, per_row: int = 6) -> list[st
         for c in classes:
             files = sorted((root / c).glob("*.*"))[:per_row]
             rows.append([Image.open(f).convert("RGB") for f in files])
-        image_grid(rows, classes, cell=40, label_width=120).save(
+        image_grid(rows, classes, cell=32, label_width=100).save(
             dest / f"{name}.png", optimize=True
         )
         names.append(name)
