@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= demo-out
 VALIDATE_OUT ?= validate-out
 
-.PHONY: install demo validate test test-all lint format clean
+.PHONY: install demo validate test test-all lint format clean bench-gpu bench-gpu-wheels
 
 install: $(STAMP)
 
@@ -41,6 +41,19 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
+
+# GPU benchmarks in one call (bench/gpu.sh). A lent GPU machine has torch but no package index:
+# run `make bench-gpu-wheels` here first, then carry .whl/ with the working tree.
+GPU_WHEELS := diffusers open_clip_torch ftfy wcwidth
+bench-gpu-wheels:
+	mkdir -p .whl
+	python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl \
+	  $$(for p in $(GPU_WHEELS); do grep -i "^$$p==" constraints.txt; done)
+
+bench-gpu:
+	bash bench/gpu.sh
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -6,6 +6,7 @@ run in this process on the same model, steps and guidance; images/s and peak RSS
 
     python bench/generate.py --model toy        # builds the toy pipeline first (CPU)
     python bench/generate.py --model stabilityai/stable-diffusion-2-1-base --resolution 512 --device cuda
+    python bench/generate.py --model sd21-random --resolution 512 --device cuda   # no hub needed
 """
 
 from __future__ import annotations
@@ -122,14 +123,19 @@ def main() -> None:
     ap.add_argument("--resolution", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=20)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp16", choices=["fp16", "bf16", "fp32"])
     args = ap.parse_args()
     model = args.model
     if model == "toy":
         from geosynth.toy import make_toy_sd_pipeline
 
         model = str(make_toy_sd_pipeline(Path(tempfile.mkdtemp()) / "sd", vae_steps=0))
+    elif model == "sd21-random":
+        from sd21 import sd21_random  # bench/ is on sys.path when a bench script runs
+
+        model = str(sd21_random(Path(tempfile.mkdtemp()) / "sd"))
     device = torch.device(args.device)
-    dtype = pick_dtype("fp16", device)
+    dtype = pick_dtype(args.precision, device)
     classes = [f"class{i}" for i in range(args.classes)]
     n = args.classes * args.per_class
     base = peak_mb()

@@ -6,6 +6,7 @@ N^2 + M^2 + N*M pairs) against the machine's measured float32 matrix-multiply ra
 
     python bench/rarity.py                       # default sizes
     python bench/rarity.py --sizes 20000x10000 --with-prdc
+    python bench/rarity.py --device cuda --sizes 1000000x27000 --with-prdc ''   # GPU
 """
 
 from __future__ import annotations
@@ -21,14 +22,18 @@ import numpy as np
 import torch
 
 
-def matmul_rate(dim: int = 768, n: int = 4096, reps: int = 5) -> float:
+def matmul_rate(dim: int = 768, n: int = 4096, reps: int = 5, device: str = "cpu") -> float:
     """float32 GFLOP/s of a (n x dim) @ (dim x n) product, best of ``reps``."""
-    a, b = torch.randn(n, dim), torch.randn(dim, n)
+    if device.startswith("cuda"):
+        n *= 4  # a GPU needs a larger product to reach its rate
+    a, b = torch.randn(n, dim, device=device), torch.randn(dim, n, device=device)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(reps):
         t = time.perf_counter()
         torch.mm(a, b)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     return 2 * n * n * dim / best / 1e9
 
@@ -40,9 +45,12 @@ def features(n: int, m: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.nd
     return real, fake.astype(np.float32)
 
 
-def run_one(method: str, n: int, m: int, dim: int, k: int) -> dict[str, float]:
+def run_one(method: str, n: int, m: int, dim: int, k: int, device: str = "cpu") -> dict[str, float]:
     real, fake = features(n, m, dim)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
     if method == "prdc":
         from prdc import compute_prdc
@@ -51,13 +59,18 @@ def run_one(method: str, n: int, m: int, dim: int, k: int) -> dict[str, float]:
     else:
         from geosynth.metrics.manifold import manifold_metrics
 
-        res = manifold_metrics(torch.from_numpy(real), torch.from_numpy(fake), k=k, rarity_k=3)
+        res = manifold_metrics(
+            torch.from_numpy(real), torch.from_numpy(fake), k=k, rarity_k=3, device=device
+        )
         out = {
             key: res.summary()[key]
             for key in ("precision", "recall", "density", "coverage", "rarity_mean")
         }
-    seconds = time.perf_counter() - t
+    seconds = time.perf_counter() - t  # results are on the CPU: the GPU work has finished
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if cuda:
+        # On a GPU the features live in device memory; report the device's peak instead.
+        peak, base = torch.cuda.max_memory_allocated() / 2**20, 0.0
     return {"seconds": seconds, "peak_mb_beyond_features": peak - base, **out}
 
 
@@ -70,14 +83,15 @@ def main() -> None:
         "--with-prdc", default="5000x2500,20000x10000", help="sizes at which prdc runs too"
     )
     ap.add_argument("--one", choices=["prdc", "geosynth"])
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (geosynth only; prdc is numpy)")
     args = ap.parse_args()
     if args.one:
         n, m = map(int, args.sizes.split("x"))
-        print(json.dumps(run_one(args.one, n, m, args.dim, args.k)))
+        print(json.dumps(run_one(args.one, n, m, args.dim, args.k, args.device)))
         return
     torch.set_num_threads(torch.get_num_threads())
-    rate = matmul_rate(args.dim)
-    print(f"machine float32 matmul: {rate:.1f} GFLOP/s ({torch.get_num_threads()} threads)")
+    rate = matmul_rate(args.dim, device=args.device)
+    print(f"{args.device} float32 matmul: {rate:.1f} GFLOP/s ({torch.get_num_threads()} threads)")
     prdc_sizes = set(args.with_prdc.split(",")) if args.with_prdc else set()
     print(
         "| N reference | M target | method | seconds | peak MB beyond features | distance GFLOP/s "
@@ -100,6 +114,8 @@ def main() -> None:
                     str(args.dim),
                     "--k",
                     str(args.k),
+                    "--device",
+                    args.device if method == "geosynth" else "cpu",
                 ],
                 capture_output=True,
                 text=True,

@@ -18,6 +18,9 @@ from geosynth.toy import make_toy_dataset, make_toy_models
 
 REPO = Path(__file__).resolve().parents[1]
 EUROSAT = Path(os.environ.get("GEOSYNTH_EUROSAT", REPO.parent / "shared" / "data" / "eurosat-rgb"))
+EUROSAT_MS = Path(
+    os.environ.get("GEOSYNTH_EUROSAT_MS", REPO.parent / "shared" / "data" / "eurosat-ms")
+)
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +29,14 @@ def eurosat() -> Path:
     if not (EUROSAT / "train").is_dir():
         pytest.skip(f"real EuroSAT images not found at {EUROSAT} (set GEOSYNTH_EUROSAT)")
     return EUROSAT
+
+
+@pytest.fixture(scope="session")
+def eurosat_ms() -> Path:
+    """The real EuroSAT-MS sample (13-band uint16 GeoTIFFs; train/val/pool folders)."""
+    if not (EUROSAT_MS / "train").is_dir():
+        pytest.skip(f"real EuroSAT-MS images not found at {EUROSAT_MS} (set GEOSYNTH_EUROSAT_MS)")
+    return EUROSAT_MS
 
 
 @pytest.fixture(scope="session")

@@ -17,12 +17,15 @@ def test_demo_writes_report_grids_and_metrics(tmp_path: Path) -> None:
         "## Prototype LoRAs",
         "## Evaluation",
         "## Classifier",
+        "## Generating from semantic maps",
     ):
         assert section in text
-    for image in ("fewshot.png", "vae-recon.png", "generated.png"):
+    for image in ("fewshot.png", "vae-recon.png", "generated.png", "maps.png"):
         assert f"]({image})" in text and (tmp_path / "demo" / image).is_file()
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert 0 < metrics["vae_recon_l1"] < 0.5
+    maps = metrics["maps"]
+    assert maps["map"]["mean_fidelity"] > maps["blank"]["mean_fidelity"] + 0.1
     ft = metrics["finetune"]
     assert ft["steps"] == 120 and ft["final_loss"] < ft["loss_first_10"]
     assert (tmp_path / "demo" / "toy-lora" / "pytorch_lora_weights.safetensors").is_file()
@@ -50,3 +53,10 @@ def test_demo_writes_report_grids_and_metrics(tmp_path: Path) -> None:
     assert evaluation["leak-aligned"]["color_error"] < evaluation["gaussian"]["color_error"]
     leak = json.loads((tmp_path / "demo" / "evaluate-leak-aligned.json").read_text())
     assert len(leak["classes"]["compared"]) == 5 and leak["fid"]["value"] > 0
+    # The SAR section: native float32 VV/VH GeoTIFFs out, through the printed default spec.
+    assert "## SAR in native units" in text and (tmp_path / "demo" / "sar.png").is_file()
+    sar = metrics["sar"]
+    assert sar["synthetic_dtype"] == "float32" and sar["synthetic_bands"] == ["VV", "VH"]
+    assert sar["real_mean_db"]["water"][0] < sar["real_mean_db"]["urban"][0]
+    synth_sar = open_dataset(tmp_path / "demo" / "synth-sar")
+    assert synth_sar.raster(0).count == 2 and len(synth_sar) == 16

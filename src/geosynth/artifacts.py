@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import sys
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,8 +24,9 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from safetensors.torch import safe_open as _safe_open
+from safetensors.torch import save as _save_bytes
 
 from geosynth import __version__
 from geosynth.errors import GeosynthError
@@ -41,14 +43,18 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
 
     Works for files and directories. The temporary lives in the same directory so the final
-    ``os.replace`` is a rename on one filesystem. An existing directory at ``path`` is swapped out
-    and removed only after the new one is in place.
+    ``os.replace`` is a rename on one filesystem. An existing directory at ``path`` is replaced
+    only by a directory (swapped out, removed after the new one is in place); something of the
+    other kind at ``path`` (a directory where a file is written, or the reverse) is refused and
+    left untouched, since it is not ours to remove.
     """
     final = Path(path)
+    check_replaceable(final, None)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         yield tmp
+        check_replaceable(final, "directory" if tmp.is_dir() else "file")
         if final.is_dir() and not final.is_symlink():
             old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(final, old)
@@ -61,6 +67,34 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def check_replaceable(path: Path, kind: str | None = "file") -> None:
+    """Refuse an output path that exists as something ``kind`` ("file" or "directory") cannot
+    replace: a directory where a file goes or a file where a directory goes, or any parent that
+    is a file. ``None`` checks only the parents."""
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise GeosynthError(f"{path}: {parent} is a file, expected a directory")
+    if kind == "file" and path.is_dir() and not path.is_symlink():
+        raise GeosynthError(
+            f"{path}: is a directory, expected a file path; it is left as is (choose another path)"
+        )
+    if kind == "directory" and path.exists() and not path.is_dir():
+        raise GeosynthError(f"{path}: is a file, expected a directory path; it is left as is")
+
+
+def clean_temporaries(root: Path) -> int:
+    """Remove the temporaries (``.NAME.tmp-*``, ``.NAME.old-*``) that a killed writer left under
+    ``root``; returns how many. Only names :func:`atomic_path` makes are touched."""
+    n = 0
+    if not root.is_dir():
+        return 0
+    for p in sorted(root.rglob(".*"), reverse=True):
+        if ".tmp-" in p.name or ".old-" in p.name:
+            _remove(p)
+            n += 1
+    return n
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -69,8 +103,33 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def clean_stale_temporaries(final: Path) -> None:
+    """Remove the temporaries of ``final`` left by writers that no longer run (killed): their
+    names carry the writer's process id. Temporaries of a live process are left alone."""
+    prefix = f".{final.name}.tmp-"
+    if not final.parent.is_dir():
+        return
+    for p in final.parent.iterdir():
+        if not p.name.startswith(prefix):
+            continue
+        pid = p.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove(p)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
+    clean_stale_temporaries(Path(path))
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
@@ -198,7 +257,17 @@ class TensorFile:
     @property
     def class_names(self) -> list[str] | None:
         raw = self.metadata.get("class_names")
-        return None if raw is None else list(json.loads(raw))
+        if raw is None:
+            return None
+        try:
+            names = json.loads(raw)
+        except ValueError:
+            names = None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise GeosynthError(
+                f"{self.path}: metadata 'class_names' is not a JSON list of strings: {raw[:60]!r}"
+            )
+        return names
 
     def require(self, name: str, *, ndim: int | None = None, what: str = "") -> torch.Tensor:
         """Return tensor ``name`` or fail with a message naming the file and what was expected."""
@@ -217,6 +286,33 @@ class TensorFile:
         return t
 
 
+#: Options that change where or how a run writes, never what it writes: left out of the ``argv``
+#: stored in a file's metadata, so that a resumed run, a rerun into another folder and an
+#: uninterrupted run give byte-identical files (the provenance sidecar keeps the full argv).
+NEUTRAL_FLAGS = {"--resume", "--overwrite", "--json", "--debug", "--no-cache"}
+NEUTRAL_OPTIONS = {"--out"}
+
+
+def content_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` without the options of :data:`NEUTRAL_FLAGS` / :data:`NEUTRAL_OPTIONS` and with
+    the program reduced to ``geosynth`` (it is a script path under ``python -m``)."""
+    args = list(argv[1:])
+    kept: list[str] = ["geosynth"] if argv else []
+    skip = False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        name = a.split("=", 1)[0]
+        if a in NEUTRAL_FLAGS:
+            continue
+        if name in NEUTRAL_OPTIONS:
+            skip = "=" not in a
+            continue
+        kept.append(a)
+    return kept
+
+
 def save_tensors(
     path: str | os.PathLike[str],
     tensors: Mapping[str, torch.Tensor],
@@ -233,7 +329,7 @@ def save_tensors(
         "format": "geosynth",
         "geosynth_version": __version__,
         "command": provenance.command,
-        "argv": json.dumps(provenance.argv),
+        "argv": json.dumps(content_argv(provenance.argv)),
         "input_fingerprint": provenance.input_fingerprint,
     }
     if class_names is not None:
@@ -241,11 +337,50 @@ def save_tensors(
     for key, value in (metadata or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
     out = Path(path)
+    check_replaceable(out, "file")
     contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    data = safetensors_bytes(contiguous, meta)
+    clean_stale_temporaries(out)
     with atomic_path(out) as tmp:
-        save_file(contiguous, str(tmp), metadata=meta)
+        tmp.write_bytes(data)
     write_provenance(out, provenance)
     return out
+
+
+def safetensors_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
+    """A safetensors file as bytes, with the metadata keys in sorted order.
+
+    safetensors serialises its metadata from a hash map, so the key order (and with it the
+    file's bytes and fingerprint) changes from one process to the next; we rewrite the header
+    with sorted metadata so that identical inputs give identical files. The tensor entries and
+    data offsets are kept exactly as safetensors wrote them.
+    """
+    raw = _save_bytes(dict(tensors), metadata=dict(metadata))
+    (n,) = struct.unpack("<Q", raw[:8])
+    text = _canonical_header(json.loads(raw[8 : 8 + n]))
+    return struct.pack("<Q", len(text)) + text + raw[8 + n :]
+
+
+def _canonical_header(header: dict[str, Any]) -> bytes:
+    """A safetensors header with sorted metadata and tensor keys, padded to 8 bytes."""
+    meta = header.pop("__metadata__", None)
+    ordered: dict[str, Any] = {}
+    if meta is not None:
+        ordered["__metadata__"] = {k: meta[k] for k in sorted(meta)}
+    ordered.update((k, header[k]) for k in sorted(header))
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    return text + b" " * (-len(text) % 8)  # the data section stays 8-byte aligned
+
+
+def canonicalize_safetensors(path: Path) -> None:
+    """Rewrite a safetensors file written by another library (diffusers, transformers) with a
+    sorted header, in place (atomically): same tensors and metadata, stable bytes."""
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    text = _canonical_header(json.loads(raw[8 : 8 + n]))
+    if text != raw[8 : 8 + n]:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
 
 
 def load_tensors(path: str | os.PathLike[str]) -> TensorFile:
@@ -261,7 +396,37 @@ def load_tensors(path: str | os.PathLike[str]) -> TensorFile:
         tensors = load_file(str(p))
     except (SafetensorError, OSError, ValueError) as exc:
         raise GeosynthError(f"{p}: not a readable safetensors file ({exc})") from exc
+    check_finite(tensors, str(p))
     return TensorFile(path=p, tensors=tensors, metadata=metadata)
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], where: str) -> None:
+    """Refuse NaN or infinite values in floating-point tensors: downstream they turn into black
+    images or NaN metrics without any error."""
+    for name in sorted(tensors):
+        t = tensors[name]
+        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise GeosynthError(
+                f"{where}: tensor '{name}' has {bad} NaN or infinite value(s); expected finite "
+                "numbers (the file is damaged or was written by a diverged run)"
+            )
+
+
+def load_torch_state(path: str | os.PathLike[str]) -> Any:
+    """Read a ``torch.save`` file of plain tensors and containers (optimizer and LR-schedule
+    state) with ``weights_only=True``: torch's restricted loader, which runs no code from the
+    file. Anything else in it is refused with a one-line error."""
+    p = Path(path)
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise GeosynthError(f"{p}: no such file (expected a training-state file)") from None
+    except Exception as exc:  # the restricted loader's refusals come as several exception types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GeosynthError(
+            f"{p}: not a plain tensor-state file; refused to load it ({first[:120]})"
+        ) from None
 
 
 # --------------------------------------------------------------------------- typed artifacts
@@ -344,6 +509,11 @@ class ChannelMeans:
                 f"channel means: 'means' must be K x C with K = {len(self.class_names)} classes, "
                 f"got shape {tuple(self.means.shape)}"
             )
+        if not self.means.is_floating_point():
+            raise GeosynthError(
+                f"channel means: 'means' must be floating point, got {self.means.dtype}"
+            )
+        check_finite({"means": self.means}, "channel means")
 
     def for_class(self, name: str) -> torch.Tensor:
         """The C-vector of one class, or an error listing the classes that exist."""

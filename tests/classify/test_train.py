@@ -84,7 +84,7 @@ def test_resume_continues_exactly(
     with pytest.raises(Interrupt):
         _run(toy_splits, spec, cfg, out, on_epoch_end=stop_after_two)
     assert not out.exists()  # nothing half-written
-    assert (tmp_path / "resumed.parts" / "seed-0" / "last.pt").is_file()
+    assert (tmp_path / "resumed.parts" / "seed-0" / "last" / "state.json").is_file()
     resumed = _run(toy_splits, spec, cfg, out, resume=True)
     assert resumed["runs"][0]["resumed_from_epoch"] == 3
     assert _no_speed(resumed["runs"][0]["history"]) == _no_speed(full["runs"][0]["history"])

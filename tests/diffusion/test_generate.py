@@ -148,9 +148,14 @@ def test_lora_stack_and_per_class_weights_change_images(cli, base, reference, to
 
 
 def test_leak_aligned_noise_changes_images_and_is_recorded(cli, base, reference, tmp_path) -> None:
+    from geosynth.diffusion import load_vae
+    from geosynth.diffusion.channel_means import vae_identity
+
+    vae = load_vae(base[2])
     means = ChannelMeans(
         means=__import__("torch").tensor([[3.0, 3.0, 3.0, 3.0]] * 3),
         class_names=CLASSES.split(","),
+        metadata={"resolution": "32", **vae_identity(vae, base[2])},
     )
     path = save_channel_means(tmp_path / "m.safetensors", means, provenance=Provenance.start("t"))
     res = cli(*base, "--out", tmp_path / "leak", "--noise", "leak-aligned", "--channel-means", path)

@@ -22,6 +22,32 @@ def test_offset_noise_channel_mean_variance(offset: float) -> None:
     assert within == pytest.approx(1 - 1 / (h * w), rel=0.01)
 
 
+@pytest.mark.parametrize(("convention", "spatial_mean_var"), [("std", 0.05**2), ("variance", 0.05)])
+def test_both_readings_of_eq3(convention: str, spatial_mean_var: float) -> None:
+    """lambda = 0.05 read as a standard deviation (diffusers, Guttenberg) or as Eq. 3's variance:
+    the channel offset's variance is lambda^2 or lambda."""
+    from geosynth.diffusion.recipe import Recipe
+
+    recipe = Recipe(offset_noise=0.05, offset_noise_convention=convention)
+    recipe.check()
+    h = w = 16
+    noise = training_noise(
+        torch.zeros(20000, 4, h, w), recipe.offset_std, torch.Generator().manual_seed(1)
+    )
+    assert noise.mean(dim=(2, 3)).var().item() == pytest.approx(
+        1 / (h * w) + spatial_mean_var, rel=0.04
+    )
+    assert recipe.to_dict()["offset_noise_convention"] == convention
+
+
+def test_unknown_offset_convention_is_refused() -> None:
+    from geosynth.diffusion.recipe import Recipe
+    from geosynth.errors import GeosynthError
+
+    with pytest.raises(GeosynthError, match="offset-noise-convention sigma"):
+        Recipe(offset_noise_convention="sigma").check()
+
+
 def test_offset_is_shared_by_pixels_and_differs_by_channel() -> None:
     latents = torch.zeros(2, 4, 8, 8)
     a = training_noise(latents, 0.0, torch.Generator().manual_seed(3))

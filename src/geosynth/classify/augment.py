@@ -123,3 +123,45 @@ def mix_batch(
         mixed[..., y0:y1, x0:x1] = pixels[perm][..., y0:y1, x0:x1]
         lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
     return mixed, lam * targets + (1 - lam) * targets[perm]
+
+
+#: Augmentations of multi-band native data (standardised float tensors): the geometric and blur
+#: operations of :data:`AUGMENT_PARAMS`; colour jitter, grayscale and solarisation are 8-bit RGB
+#: operations with no meaning for reflectance or backscatter bands, so they are left out.
+NATIVE_AUGMENT_PARAMS: dict[str, Any] = {
+    "random_resized_crop_scale": AUGMENT_PARAMS["random_resized_crop_scale"],
+    "hflip_p": AUGMENT_PARAMS["hflip_p"],
+    "gaussian_blur": AUGMENT_PARAMS["gaussian_blur"],
+}
+
+
+def native_eval_transform(
+    size: int, interpolation: str = "bilinear"
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Multi-band tensors (C x H x W, already standardised): resize the short side, centre-crop."""
+    return T.Compose(
+        [T.Resize(size, interpolation=_interp(interpolation), antialias=True), T.CenterCrop(size)]
+    )
+
+
+def native_train_transform(
+    size: int, interpolation: str = "bilinear", *, augment: bool = True
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """:data:`NATIVE_AUGMENT_PARAMS` on multi-band tensors, or the eval transform."""
+    if not augment:
+        return native_eval_transform(size, interpolation)
+    p = NATIVE_AUGMENT_PARAMS
+    blur = p["gaussian_blur"]
+    kernel = max(3, (size // 10) | 1)
+    return T.Compose(
+        [
+            T.RandomResizedCrop(
+                size,
+                scale=p["random_resized_crop_scale"],
+                interpolation=_interp(interpolation),
+                antialias=True,
+            ),
+            T.RandomHorizontalFlip(p["hflip_p"]),
+            T.RandomApply([T.GaussianBlur(kernel, sigma=blur["sigma"])], p=blur["p"]),
+        ]
+    )

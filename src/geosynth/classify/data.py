@@ -13,11 +13,12 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
-from PIL import Image
 
 from geosynth.data import ImageDataset
+from geosynth.data.multiband import BandInput
 from geosynth.errors import GeosynthError
 
 
@@ -76,14 +77,25 @@ def align_classes(
 
 
 class TransformedImages(torch.utils.data.Dataset):
-    """``(transform(image), label)`` pairs over an :class:`ImageDataset`."""
+    """``(transform(image), label)`` pairs over an :class:`ImageDataset`; with ``bands``, the
+    image is the raster's selected bands, standardised (a multi-band float tensor)."""
 
-    def __init__(self, ds: ImageDataset, transform: Callable[[Image.Image], torch.Tensor]) -> None:
+    def __init__(
+        self,
+        ds: ImageDataset,
+        transform: Callable[[Any], torch.Tensor],
+        bands: BandInput | None = None,
+    ) -> None:
         self.ds = ds
         self.transform = transform
+        self.bands = bands
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.ds.image(index)), self.ds.samples[index].label
+        label = self.ds.samples[index].label
+        if self.bands is None:
+            return self.transform(self.ds.image(index)), label
+        where = self.ds.describe(self.ds.samples[index])
+        return self.transform(self.bands.tensor(self.ds.raster(index), where)), label

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from geosynth.classify.augment import eval_transform
+from geosynth.classify.augment import eval_transform, native_eval_transform
 from geosynth.classify.data import TransformedImages
 from geosynth.classify.metrics import classification_metrics, confusion_matrix
 from geosynth.classify.model import Classifier
@@ -74,8 +74,15 @@ def evaluate(
     """
     was_training = model.training
     model.eval()
-    tfm = eval_transform(model.image_size, model.mean, model.std, model.interpolation)
-    dl = loader(TransformedImages(ds, tfm), batch_size=batch_size, workers=workers)
+    if model.band_input is None:
+        tfm: Callable[[Any], torch.Tensor] = eval_transform(
+            model.image_size, model.mean, model.std, model.interpolation
+        )
+    else:
+        tfm = native_eval_transform(model.image_size, model.interpolation)
+    dl = loader(
+        TransformedImages(ds, tfm, model.band_input), batch_size=batch_size, workers=workers
+    )
     device = next(model.parameters()).device
     if accelerator is not None:
         dl = accelerator.prepare_data_loader(dl)

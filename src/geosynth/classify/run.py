@@ -20,8 +20,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from geosynth.artifacts import Provenance, atomic_path, load_tensors, save_tensors, write_json
+from geosynth import faults
+from geosynth.artifacts import (
+    Provenance,
+    atomic_path,
+    load_tensors,
+    safetensors_bytes,
+    save_tensors,
+    write_json,
+)
 from geosynth.artifacts import write_provenance as _write_provenance
+from geosynth.classify.augment import NATIVE_AUGMENT_PARAMS
 from geosynth.classify.evaluate import evaluate
 from geosynth.classify.metrics import aggregate_seeds, classification_metrics
 from geosynth.classify.model import Classifier, ModelSpec, build_classifier, spec_from_json
@@ -138,10 +147,10 @@ def run_seed(
     """Train one seed (selection on VAL), then evaluate TEST exactly once with the selected
     checkpoint. A finished seed's result is kept in ``parts`` and reused on resume."""
     seed_dir = parts / f"seed-{seed}"
-    done = seed_dir / "result.pt"
+    done = seed_dir / "result"
     if resume and done.exists():
         log(f"seed {seed}: already finished, reusing its result")
-        return torch.load(done, map_location="cpu", weights_only=False)
+        return load_seed_result(done)
     seed_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)  # LoRA and head initialisation
     model = build_classifier(spec, splits.train.class_names, splits.train.prompt_names)
@@ -183,8 +192,27 @@ def run_seed(
         "state": model.trainable_state(),
         "model": model.describe(),
     }
-    with atomic_path(done) as tmp:
-        torch.save(record, tmp)
+    save_seed_result(done, record)
+    faults.stage("train-clf:seed")
+    return record
+
+
+def save_seed_result(path: Path, record: dict[str, Any]) -> None:
+    """A finished seed (metrics as JSON, selected weights as safetensors), atomically; no pickle."""
+    with atomic_path(path) as tmp:
+        tmp.mkdir(parents=True)
+        (tmp / "state.safetensors").write_bytes(safetensors_bytes(record["state"], {}))
+        rest = {k: v for k, v in record.items() if k != "state"}
+        (tmp / "record.json").write_text(json.dumps(rest, indent=1) + "\n")
+
+
+def load_seed_result(path: Path) -> dict[str, Any]:
+    """Inverse of :func:`save_seed_result`."""
+    try:
+        record = json.loads((path / "record.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise GeosynthError(f"{path / 'record.json'}: not a readable seed result ({exc})") from None
+    record["state"] = load_tensors(path / "state.safetensors").tensors
     return record
 
 
@@ -262,7 +290,7 @@ def run_train_clf(
         except GeosynthError:
             # Bad input found before any epoch finished (an unreadable image, say): nothing
             # worth resuming, so leave no state that would demand --resume next time.
-            if accelerator.is_main_process and not any(parts.rglob("last.pt")):
+            if accelerator.is_main_process and not any(parts.glob("seed-*/last")):
                 shutil.rmtree(parts, ignore_errors=True)
             raise
     summed = np.sum([np.asarray(r["test"]["confusion"]) for r in runs], axis=0)
@@ -271,7 +299,7 @@ def run_train_clf(
         "data": splits.describe(),
         "real_weight": cfg.real_weight if splits.real is not None else None,
         "model": runs[0]["model"],
-        "config": cfg.to_dict(),
+        "config": _config(cfg, spec),
         "zero_shot": zero_shot_only,
         "seeds": [] if zero_shot_only else seeds,
         "selection": "checkpoint and early stopping chosen on VAL only; TEST evaluated once per "
@@ -288,10 +316,19 @@ def run_train_clf(
     }
     if accelerator.is_main_process:
         _write_output(out, report, runs, spec, splits, provenance)
+        faults.stage("train-clf:output")
         if parts is not None:
             shutil.rmtree(parts, ignore_errors=True)
     accelerator.wait_for_everyone()
     return report
+
+
+def _config(cfg: TrainConfig, spec: ModelSpec) -> dict[str, Any]:
+    """The training config as reported; multi-band input gets its own augmentations."""
+    out = cfg.to_dict()
+    if spec.bands is not None and cfg.augment:
+        out["augment_params"] = NATIVE_AUGMENT_PARAMS
+    return out
 
 
 def _write_output(

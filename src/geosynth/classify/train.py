@@ -12,6 +12,7 @@ after epoch e continues exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -22,8 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from geosynth.artifacts import atomic_path
-from geosynth.classify.augment import AUGMENT_PARAMS, mix_batch, one_hot, train_transform
+from geosynth import faults
+from geosynth.artifacts import atomic_path, load_tensors, load_torch_state, safetensors_bytes
+from geosynth.classify.augment import (
+    AUGMENT_PARAMS,
+    mix_batch,
+    native_train_transform,
+    one_hot,
+    train_transform,
+)
 from geosynth.classify.data import TransformedImages
 from geosynth.classify.evaluate import evaluate, loader, unwrap_worker_errors
 from geosynth.classify.model import Classifier
@@ -158,7 +166,8 @@ def train_classifier(
 
     ``train`` (and ``real``, mixed as ``real_weight * CE(real) + (1 - real_weight) * CE(train)``)
     must be labelled in the model's class order; so must ``val``. With ``state_dir``, the state
-    after every epoch goes to ``state_dir/last.pt`` and ``resume`` continues from it.
+    after every epoch goes to ``state_dir/last/`` (:func:`save_state`) and ``resume`` continues
+    from it.
     """
     acc = accelerator or make_accelerator(cfg.precision)
     k = len(model.class_names)
@@ -184,9 +193,9 @@ def train_classifier(
     best_metric: float | None = None
     best_epoch, best_val, best_state = 0, {}, None
     since_best, resumed_from = 0, None
-    last_path = state_dir / "last.pt" if state_dir else None
+    last_path = state_dir / "last" if state_dir else None
     if resume and last_path is not None and last_path.exists():
-        ckpt = torch.load(last_path, map_location="cpu", weights_only=False)
+        ckpt = load_state(last_path)
         core.load_trainable_state(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["schedule"])
@@ -202,11 +211,14 @@ def train_classifier(
         if ckpt.get("stopped_early"):
             start_epoch = cfg.epochs + 1
 
-    tfm = train_transform(
-        core.image_size, core.mean, core.std, core.interpolation, augment=cfg.augment
-    )
-    train_images = TransformedImages(train, tfm)
-    real_images = TransformedImages(real, tfm) if real is not None else None
+    if core.band_input is None:
+        tfm: Callable[[Any], torch.Tensor] = train_transform(
+            core.image_size, core.mean, core.std, core.interpolation, augment=cfg.augment
+        )
+    else:  # multi-band native data: standardised bands, geometric augmentations
+        tfm = native_train_transform(core.image_size, core.interpolation, augment=cfg.augment)
+    train_images = TransformedImages(train, tfm, core.band_input)
+    real_images = TransformedImages(real, tfm, core.band_input) if real is not None else None
     stopped = False
     for epoch in range(start_epoch, cfg.epochs + 1):
         es = epoch_seed(seed, epoch)
@@ -301,8 +313,8 @@ def train_classifier(
                 "since_best": since_best,
                 "stopped_early": stopped,
             }
-            with atomic_path(last_path) as tmp:
-                torch.save(ckpt, tmp)
+            save_state(last_path, ckpt)
+            faults.stage("train-clf:epoch")
         acc.wait_for_everyone()
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
@@ -320,6 +332,50 @@ def train_classifier(
         stopped_early=stopped or bool(history and _stopped_in(history, cfg)),
         resumed_from_epoch=resumed_from,
     )
+
+
+_TENSOR_KEYS = ("model", "best_state")
+_TORCH_KEYS = ("optimizer", "schedule")
+
+
+def save_state(path: Path, ckpt: dict[str, Any]) -> None:
+    """An epoch's training state as a folder, written atomically and without pickle: the model
+    tensors in ``tensors.safetensors`` (``model/...`` and ``best_state/...``), the optimizer and
+    schedule (torch's own state dicts: tensors, numbers, lists) in ``optim.pt``, read back with
+    ``weights_only=True``, and everything else in ``state.json``."""
+    tensors = {
+        f"{key}/{name}": t.detach().cpu().contiguous()
+        for key in _TENSOR_KEYS
+        if ckpt.get(key) is not None
+        for name, t in ckpt[key].items()
+    }
+    rest = {k: v for k, v in ckpt.items() if k not in _TENSOR_KEYS + _TORCH_KEYS}
+    rest["has_best_state"] = ckpt.get("best_state") is not None
+    with atomic_path(path) as tmp:
+        tmp.mkdir(parents=True)
+        (tmp / "tensors.safetensors").write_bytes(safetensors_bytes(tensors, {}))
+        torch.save({k: ckpt[k] for k in _TORCH_KEYS}, tmp / "optim.pt")
+        (tmp / "state.json").write_text(json.dumps(rest, indent=1) + "\n")
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Inverse of :func:`save_state`; a damaged or foreign file is a one-line error."""
+    try:
+        rest = json.loads((path / "state.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise GeosynthError(
+            f"{path / 'state.json'}: not a readable training state ({exc})"
+        ) from None
+    tensors = load_tensors(path / "tensors.safetensors").tensors
+    torch_state = load_torch_state(path / "optim.pt")
+    if not isinstance(torch_state, dict) or set(torch_state) != set(_TORCH_KEYS):
+        raise GeosynthError(f"{path / 'optim.pt'}: expected the optimizer and schedule states")
+    ckpt = {**rest, **torch_state}
+    for key in _TENSOR_KEYS:
+        prefix = f"{key}/"
+        part = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        ckpt[key] = part if (key == "model" or rest.get("has_best_state")) else None
+    return ckpt
 
 
 def _stopped_in(history: list[dict[str, Any]], cfg: TrainConfig) -> bool:

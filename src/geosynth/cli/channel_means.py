@@ -12,6 +12,7 @@ from geosynth.cli.options import (
     ClassesOpt,
     DatasetArg,
     JsonOpt,
+    RadiometryOpt,
     SeedOpt,
     ShotsOpt,
     SplitOpt,
@@ -20,6 +21,7 @@ from geosynth.cli.options import (
 from geosynth.cli.output import message, print_json, print_table, track
 from geosynth.defaults import SD_MODEL
 from geosynth.diffusion import class_channel_means, load_vae, vae_scale_factor
+from geosynth.diffusion import loras as lora_ops
 from geosynth.diffusion.loading import native_resolution
 from geosynth.errors import GeosynthError
 
@@ -35,6 +37,14 @@ def channel_means(
             "--model", help="Pipeline (hub id or directory) whose VAE encodes the images."
         ),
     ] = SD_MODEL,
+    lora: Annotated[
+        Path | None,
+        typer.Option(
+            "--lora",
+            help="A finetune output whose trained VAE (DIR/vae/, e.g. from --train-vae-encoder) "
+            "encodes the images; generate with the same --lora.",
+        ),
+    ] = None,
     resolution: Annotated[
         int | None,
         typer.Option(
@@ -46,6 +56,7 @@ def channel_means(
     shots: ShotsOpt = None,
     seed: SeedOpt = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
+    radiometry: RadiometryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Per-class means of the VAE latents (x scaling_factor) of a dataset: x0_cls of leak-aligned noise.
@@ -54,14 +65,27 @@ def channel_means(
     """
     if out.suffix != ".safetensors":
         raise GeosynthError(f"--out {out}: expected a path ending in .safetensors")
-    ds = dataset_from_options(dataset, split, classes, shots, seed)
-    vae = load_vae(model)
+    ds = dataset_from_options(dataset, split, classes, shots, seed, radiometry)
+    vae, source = load_vae(model), model
+    if lora is not None:
+        item = lora_ops.parse_lora(str(lora), set())
+        lora_ops.check_base(item, model)
+        if (lora / "vae").is_dir():
+            from diffusers import AutoencoderKL
+
+            vae, source = AutoencoderKL.from_pretrained(lora / "vae"), str(lora / "vae")
+        else:
+            message(f"{lora} has no trained VAE (no vae/ folder): using {model}'s")
     size = resolution or native_resolution(model, vae_scale_factor(vae))
     if size % vae_scale_factor(vae):
         raise GeosynthError(f"--resolution {size}: must be a multiple of {vae_scale_factor(vae)}")
-    cm = class_channel_means(vae, ds, resolution=size, batch_size=batch_size, track=track)
+    cm = class_channel_means(
+        vae, ds, resolution=size, batch_size=batch_size, track=track, vae_source=source
+    )
     cm.metadata["model"] = model
-    prov = Provenance.start("channel-means", seeds={"seed": seed}, model=model, resolution=size)
+    prov = Provenance.start(
+        "channel-means", seeds={"seed": seed}, model=model, resolution=size, vae=source
+    )
     prov.inputs[f"dataset:{dataset}"] = ds.fingerprint()
     save_channel_means(out, cm, provenance=prov)
     rows = [(c, *[f"{v:+.3f}" for v in cm.means[i].tolist()]) for i, c in enumerate(cm.class_names)]
@@ -77,7 +101,7 @@ def channel_means(
         )
         return
     print_table(
-        f"latent channel means ({model}, {size} px)",
+        f"latent channel means ({source}, {size} px)",
         ["class", *[f"c{j}" for j in range(cm.means.shape[1])]],
         rows,
     )

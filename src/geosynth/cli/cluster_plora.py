@@ -20,7 +20,7 @@ from geosynth.cli.options import (
     split_list,
 )
 from geosynth.cli.output import LiveProgress, message, print_json, print_table, track
-from geosynth.defaults import FEATURE_MODEL, SD_MODEL
+from geosynth.defaults import FEATURE_MODEL, PROMPT_TEMPLATE, SD_MODEL
 from geosynth.diffusion.recipe import Recipe
 from geosynth.errors import GeosynthError
 from geosynth.features.resolve import resolve_embeddings
@@ -66,6 +66,23 @@ def cluster_plora_cmd(
     lr: Annotated[float, typer.Option("--lr")] = 1e-4,
     resolution: Annotated[int | None, typer.Option("--resolution")] = None,
     offset_noise: Annotated[float, typer.Option("--offset-noise")] = 0.0,
+    offset_noise_convention: Annotated[
+        str, typer.Option("--offset-noise-convention", help="std or variance (see finetune).")
+    ] = "std",
+    prompt_template: Annotated[
+        str,
+        typer.Option(
+            "--prompt-template",
+            help="Training prompt, e.g. 'a SAR image of a {} ship' (seed 001's pLoRA).",
+        ),
+    ] = PROMPT_TEMPLATE,
+    lora_targets: Annotated[
+        str,
+        typer.Option(
+            "--lora-targets",
+            help="attention, cross-attention-qkv (2LoRA), attention-ff or module names.",
+        ),
+    ] = "attention",
     init_lora: Annotated[
         list[str] | None,
         typer.Option("--init-lora", help="DIR[:weight]: stage-1 LoRA(s) to train on top of."),
@@ -90,6 +107,9 @@ def cluster_plora_cmd(
         lr=lr,
         resolution=resolution,
         offset_noise=offset_noise,
+        offset_noise_convention=offset_noise_convention,
+        prompt_template=prompt_template,
+        lora_targets=lora_targets,
         init_loras=[parse_init_lora(s) for s in (init_lora or [])],
         seed=seed,
     )

@@ -12,14 +12,16 @@ from geosynth.cli.options import (
     ClassesOpt,
     DatasetArg,
     JsonOpt,
+    RadiometryOpt,
     SeedOpt,
     ShotsOpt,
     SplitOpt,
     dataset_from_options,
+    split_list,
 )
 from geosynth.cli.output import message, print_json, print_table, track
-from geosynth.data import export_dataset
-from geosynth.data.stats import class_color_stats
+from geosynth.data import export_dataset, load_dataset
+from geosynth.data.stats import band_stats, class_color_stats
 
 app = typer.Typer(help="Inspect datasets and write K-shot subsets.", no_args_is_help=True)
 
@@ -31,15 +33,19 @@ def info(
     classes: ClassesOpt = None,
     shots: ShotsOpt = None,
     seed: SeedOpt = 0,
+    radiometry: RadiometryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Classes, image counts, sizes and per-class mean colour.
+    """Classes, image counts, sizes, per-class mean colour and per-band statistics in native units.
 
-    Reads every image once, so it also finds unreadable files.
+    Reads every image, so it also finds unreadable files. The band table is in the file's own
+    units (SAR backscatter, reflectance x 10000, ...); the mean colour is that of the model's
+    3-channel input (through the radiometry spec for non-8-bit data).
 
-    [bold]Example[/bold]: geosynth data info ../shared/data/eurosat-rgb --split train
+    [bold]Example[/bold]: geosynth data info ../shared/data/eurosat-ms --split train
     """
-    ds = dataset_from_options(dataset, split, classes, shots, seed)
+    ds = dataset_from_options(dataset, split, classes, shots, seed, radiometry)
+    bands = band_stats(ds, track)
     rows = class_color_stats(ds, track)
     report = {
         "source": ds.source,
@@ -48,6 +54,8 @@ def info(
         "images": len(ds),
         "fingerprint": ds.fingerprint(),
         "classes": rows,
+        "native": bands,
+        "radiometry": None if ds.radiometry is None else ds.radiometry.to_dict(),
     }
     if as_json:
         print_json(report)
@@ -67,6 +75,23 @@ def info(
             for r in rows
         ],
     )
+    crs = ", ".join(bands["crs"]) or "none"  # type: ignore[arg-type]
+    print_table(
+        f"bands in native units ({bands['dtype']}, nodata {bands['nodata']}, CRS {crs})",
+        ["band", "name", "mean", "std", "min", "max", "NaN/nodata px"],
+        [
+            (
+                b["band"],
+                b["name"] or "",
+                f"{b['mean']:.6g}",
+                f"{b['std']:.6g}",
+                f"{b['min']:.6g}" if b["min"] is not None else "-",
+                f"{b['max']:.6g}" if b["max"] is not None else "-",
+                b["invalid_pixels"],
+            )
+            for b in bands["bands"]  # type: ignore[union-attr]
+        ],
+    )
 
 
 @app.command("export")
@@ -81,11 +106,13 @@ def export(
     """Write a dataset, or its --classes / --shots subset, as an imagefolder.
 
     The output (OUT/<class>/<id>.png + metadata.jsonl) is the format every step reads; each
-    metadata row records the image it came from.
+    metadata row records the image it came from. 16-bit, float, multispectral or georeferenced
+    images are written as OUT/<class>/<id>.tif in native units, bit for bit, CRS kept.
 
     [bold]Example[/bold]: geosynth data export ../shared/data/eurosat-rgb --split pool --shots 16 --seed 0 --out eurosat-16shot
     """
-    ds = dataset_from_options(dataset, split, classes, shots, seed)
+    # Native export: no radiometry is involved, the values are copied as they are.
+    ds = load_dataset(dataset, split=split, classes=split_list(classes), shots=shots, seed=seed)
     prov = Provenance.start("data export", seeds={"seed": seed}, selection=ds.selection)
     prov.inputs[f"dataset:{dataset}"] = ds.fingerprint()
     export_dataset(ds, out, prov, track(range(len(ds)), len(ds), "writing images"))

@@ -60,6 +60,23 @@ def embed(
             help="Shards only: keep N samples, a deterministic subset under --seed.",
         ),
     ] = None,
+    bands: Annotated[
+        str | None,
+        typer.Option(
+            "--bands",
+            help="Embed these bands of native (16-bit, float, multispectral) data: all, or "
+            "comma-separated 0-based indices or band names (B04,B03,B02); each standardised "
+            "with per-band mean/std (recorded). Needs a timm:NAME model (in_chans).",
+        ),
+    ] = None,
+    band_stats: Annotated[
+        str | None,
+        typer.Option(
+            "--band-stats",
+            help="With --bands: the dataset (e.g. the training set) whose per-band mean and std "
+            "standardise the input (default: DATASET itself, same selection).",
+        ),
+    ] = None,
     batch_size: BatchOpt = 64,
     num_workers: Annotated[
         int, typer.Option("--num-workers", min=0, help="Data-loader workers (datasets).")
@@ -78,7 +95,21 @@ def embed(
     """
     if out.suffix != ".safetensors":
         raise GeosynthError(f"--out {out}: expected a path ending in .safetensors")
-    extractor = create_extractor(model, device=device, precision=precision)
+    bi = None
+    if bands is not None:
+        from geosynth.data import load_dataset
+        from geosynth.data.multiband import band_input
+
+        if band_stats is not None:
+            ref = load_dataset(band_stats)
+        else:
+            ref = load_dataset(
+                dataset, split=split, classes=split_list(classes), shots=shots, seed=seed
+            )
+        bi = band_input(ref, bands, what="--bands", track=track)
+    elif band_stats is not None:
+        raise GeosynthError("--band-stats: only used with --bands")
+    extractor = create_extractor(model, device=device, precision=precision, bands=bi)
     prov = Provenance.start("embed", seeds={"seed": seed}, model=model)
     report = embed_to_file(
         extractor,

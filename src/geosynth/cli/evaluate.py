@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 
 from geosynth.artifacts import Provenance, atomic_path, write_json, write_provenance
@@ -12,6 +13,7 @@ from geosynth.cli.embed import BatchOpt, DeviceOpt, PrecisionOpt
 from geosynth.cli.options import ClassesOpt, JsonOpt, SeedOpt, SplitOpt, split_list
 from geosynth.cli.output import message, print_json, print_table, track
 from geosynth.data import check_output_dir
+from geosynth.data.paired import attach_maps, has_maps
 from geosynth.defaults import FEATURE_MODEL, PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
 from geosynth.metrics.evaluate import ALL_SECTIONS, EvalOptions
@@ -115,9 +117,58 @@ def evaluate(
     kl_bins: Annotated[
         int, typer.Option("--kl-bins", min=2, help="Bins of the log-amplitude histograms.")
     ] = 64,
+    bands: Annotated[
+        str | None,
+        typer.Option(
+            "--bands",
+            help="Feature metrics on these bands of native (multispectral, 16-bit, float) data: "
+            "all, or 0-based indices / band names (B04,B03,B02), standardised with REAL's "
+            "per-band mean and std. Needs --features timm:NAME.",
+        ),
+    ] = None,
+    amplitude_scale: Annotated[
+        str,
+        typer.Option(
+            "--amplitude-scale",
+            help="Space of the amplitude and GLCM metrics: auto (8-bit images as stored, 0..255; "
+            "16-bit/float data in native units), linear (native units) or db (10 log10, e.g. "
+            "SAR backscatter). Native data's bins come from REAL (percentiles 0.5..99.5).",
+        ),
+    ] = "auto",
+    amplitude_db_floor: Annotated[
+        float | None,
+        typer.Option(
+            "--amplitude-db-floor",
+            help="With --amplitude-scale db: values below this many dB (zeros too) are raised "
+            "to it; without it, non-positive values are an error.",
+        ),
+    ] = None,
     plots: Annotated[
         Path | None,
         typer.Option("--plots", help="Directory for per-class bars and real/synthetic grids."),
+    ] = None,
+    val: Annotated[
+        str | None,
+        typer.Option(
+            "--val",
+            help="A second real set (validation): FID vs REAL and vs VAL, overall and per "
+            "landscape type, plus per-map fidelity for map-conditioned SYNTH (seed 004).",
+        ),
+    ] = None,
+    landscape: Annotated[
+        str,
+        typer.Option(
+            "--landscape",
+            help="Landscape type per image: dominant (map class) or label (dataset class).",
+        ),
+    ] = "dominant",
+    real_maps: Annotated[
+        Path | None,
+        typer.Option("--real-maps", help="Map folder of REAL (default: its 'map_file' column)."),
+    ] = None,
+    val_maps: Annotated[
+        Path | None,
+        typer.Option("--val-maps", help="Map folder of VAL (default: its 'map_file' column)."),
     ] = None,
     split: SplitOpt = None,
     real_split: Annotated[
@@ -165,6 +216,9 @@ def evaluate(
         greyscale=greyscale,
         glcm_levels=glcm_levels,
         kl_bins=kl_bins,
+        amplitude_scale=amplitude_scale,
+        bands=bands,
+        amplitude_db_floor=amplitude_db_floor,
         split=split,
         real_split=real_split,
         classes=split_list(classes),
@@ -174,9 +228,24 @@ def evaluate(
         precision=precision,
         use_cache=not no_cache,
     )
+    if landscape not in ("dominant", "label"):
+        raise GeosynthError(f"--landscape {landscape}: expected dominant or label")
     prov = Provenance.start("evaluate", seeds={"seed": seed})
-    result = run_evaluation(synthetic, real, opts, track=track, log=message)
+    try:
+        result = run_evaluation(synthetic, real, opts, track=track, log=message)
+    except GeosynthError as exc:  # the library names parameters; say which option to change
+        text = str(exc)
+        for param in ("amplitude_db_floor", "amplitude_scale"):
+            text = text.replace(param, "--" + param.replace("_", "-"))
+        if text.startswith("bands"):  # band selection errors start with the parameter
+            text = "--" + text
+        raise GeosynthError(text) from None
     report = result.report
+    if val is not None or has_maps(synthetic):
+        report["maps"] = _paired_section(
+            synthetic, real, val, real_maps, val_maps, landscape, opts, split, real_split
+        )
+        report["notes"] += report["maps"].pop("notes")
     if plots is not None:
         from geosynth.metrics.evaluate_plots import write_plots
 
@@ -195,6 +264,8 @@ def evaluate(
         print_json(report)
         return
     _print(report)
+    if "maps" in report:
+        _print_maps(report["maps"])
     if out is not None:
         message(f"wrote {out}")
 
@@ -239,7 +310,23 @@ def _print(report: dict[str, Any]) -> None:
         rows += [(c, *(_fmt(v.get(key)) for key in keys)) for c, v in summary["per_class"].items()]
         print_table(title + ")", ["class", *(LABELS[key] for key in keys)], rows)
     color = report.get("color")
-    if color and color.get("per_class"):
+    if color and color.get("per_class") and len(color["channels"]) > 4:
+        # Many bands (e.g. 13 Sentinel-2 bands) do not fit a terminal row: the worst band per
+        # class here, every band in the JSON report.
+        print_table(
+            f"band fidelity, synthetic - real ({color['space']})",
+            ["class", "mean |err|", "worst band", "its err"],
+            [
+                (
+                    c,
+                    f"{float(np.mean(np.abs(s['error']))):.4f}",
+                    color["channels"][int(np.argmax(np.abs(s["error"])))],
+                    f"{s['error'][int(np.argmax(np.abs(s['error'])))]:+.4f}",
+                )
+                for c, s in color["per_class"].items()
+            ],
+        )
+    elif color and color.get("per_class"):
         print_table(
             f"colour fidelity, synthetic - real ({color['space']})",
             [
@@ -252,3 +339,69 @@ def _print(report: dict[str, Any]) -> None:
                 for c, s in color["per_class"].items()
             ],
         )
+
+
+def _paired_section(
+    synthetic: str,
+    real: str,
+    val: str | None,
+    real_maps: Path | None,
+    val_maps: Path | None,
+    landscape: str,
+    opts: EvalOptions,
+    split: str | None,
+    real_split: str | None,
+) -> dict[str, Any]:
+    """Seed 004's report: FID vs REAL (train) and VAL, per landscape type, per-map fidelity."""
+    from geosynth.data import load_dataset
+    from geosynth.metrics.paired import paired_report
+
+    def open_set(source: str, part: str | None, maps: Path | None, arg: str):
+        ds = load_dataset(source, split=part, classes=opts.classes)
+        if maps is not None or has_maps(source, part):
+            ds = attach_maps(ds, maps, arg=arg)
+        return ds
+
+    reals = {"train": open_set(real, real_split, real_maps, "--real-maps")}
+    if val is not None:
+        reals["val"] = open_set(val, None, val_maps, "--val-maps")
+    return paired_report(
+        open_set(synthetic, split, None, "SYNTH"),
+        reals,
+        features=opts.features,
+        landscape=landscape,
+        batch_size=opts.batch_size,
+        device=opts.device,
+        precision=opts.precision,
+        use_cache=opts.use_cache,
+        track=track,
+        log=message,
+    )
+
+
+def _print_maps(section: dict[str, Any]) -> None:
+    fids = section["fid"]
+    fidelity = section.get("map_fidelity", {})
+    roles = list(fids)
+    names = sorted({n for r in roles for n in fids[r]["per_landscape"]})
+    rows = [
+        (
+            "all",
+            *(_fmt(fids[r]["overall"]["value"]) for r in roles),
+            _fmt(fidelity.get("mean")),
+        )
+    ]
+    rows += [
+        (
+            n,
+            *(_fmt(fids[r]["per_landscape"].get(n, {}).get("value")) for r in roles),
+            _fmt(fidelity.get("per_landscape", {}).get(n)),
+        )
+        for n in names
+    ]
+    chance = f", chance {fidelity['chance']:.2f}" if fidelity else ""
+    print_table(
+        f"map-conditioned synthesis (landscape: {section['landscape']}{chance})",
+        ["landscape", *(f"FID vs {r}" for r in roles), "map fidelity"],
+        rows,
+    )

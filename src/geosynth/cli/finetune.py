@@ -11,14 +11,17 @@ from geosynth.cli.options import (
     ClassesOpt,
     DatasetArg,
     JsonOpt,
+    RadiometryOpt,
     SeedOpt,
     ShotsOpt,
     SplitOpt,
     dataset_from_options,
 )
 from geosynth.cli.output import LiveProgress, message, print_json, print_table
+from geosynth.data.paired import attach_maps
 from geosynth.defaults import PROMPT_TEMPLATE, SD_MODEL
 from geosynth.diffusion.finetune import finetune as run_finetune
+from geosynth.diffusion.mapcond import MapCondition
 from geosynth.diffusion.recipe import Recipe
 from geosynth.diffusion.trainer import StepInfo
 from geosynth.errors import GeosynthError
@@ -50,12 +53,29 @@ def finetune(
     per_class: Annotated[
         bool, typer.Option("--per-class", help="One LoRA per class, in OUT/<class>/.")
     ] = False,
-    train_unet: Annotated[str, typer.Option("--train-unet", help="lora, full or frozen.")] = "lora",
+    train_unet: Annotated[
+        str | None,
+        typer.Option(
+            "--train-unet", help="lora, full or frozen (default: lora; full with --condition)."
+        ),
+    ] = None,
     train_text_encoder: Annotated[
-        str, typer.Option("--train-text-encoder", help="lora, full or frozen.")
-    ] = "lora",
+        str | None,
+        typer.Option(
+            "--train-text-encoder",
+            help="lora, full or frozen (default: lora; frozen with --condition).",
+        ),
+    ] = None,
     train_vae_decoder: Annotated[
         str, typer.Option("--train-vae-decoder", help="frozen, full or lora (merged when saved).")
+    ] = "frozen",
+    train_vae_encoder: Annotated[
+        str,
+        typer.Option(
+            "--train-vae-encoder",
+            help="frozen, full or lora (merged when saved); recompute channel-means with "
+            "`channel-means --lora OUT` afterwards.",
+        ),
     ] = "frozen",
     learn_token: Annotated[
         str | None,
@@ -71,6 +91,14 @@ def finetune(
         float, typer.Option("--alpha", help="LoRA alpha (scale = alpha / rank).")
     ] = 16.0,
     lora_dropout: Annotated[float, typer.Option("--lora-dropout")] = 0.0,
+    lora_targets: Annotated[
+        str,
+        typer.Option(
+            "--lora-targets",
+            help="UNet LoRA targets: attention (DataDream), cross-attention-qkv (2LoRA), "
+            "attention-ff, or comma-separated module names (to_q,attn2.to_k,ff.net.2).",
+        ),
+    ] = "attention",
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-4,
     weight_decay: Annotated[float, typer.Option("--weight-decay")] = 1e-2,
     lr_schedule: Annotated[
@@ -93,8 +121,19 @@ def finetune(
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips.")] = True,
     offset_noise: Annotated[
         float,
-        typer.Option("--offset-noise", help="L in noise = eps0 + L * eps_c (channel-wise offset)."),
+        typer.Option(
+            "--offset-noise",
+            help="Channel-wise offset: noise = eps0 + s * eps_c, s from --offset-noise-convention.",
+        ),
     ] = 0.0,
+    offset_noise_convention: Annotated[
+        str,
+        typer.Option(
+            "--offset-noise-convention",
+            help="std: s = value (diffusers noise_offset, Guttenberg); variance: s = sqrt(value) "
+            "(seed 000 Eq. 3 read literally).",
+        ),
+    ] = "std",
     prediction_type: Annotated[
         str | None,
         typer.Option(
@@ -132,12 +171,45 @@ def finetune(
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", min=1, help="Checkpoint every N steps.")
     ] = 500,
+    condition: Annotated[
+        str | None,
+        typer.Option(
+            "--condition",
+            help="Condition on semantic maps (seed 004): concat, cross-attention or both.",
+        ),
+    ] = None,
+    maps: Annotated[
+        Path | None,
+        typer.Option(
+            "--maps", help="Map folder mirroring DATASET (default: its metadata 'map_file' column)."
+        ),
+    ] = None,
+    map_legend: Annotated[
+        Path | None,
+        typer.Option("--map-legend", help="legend.json (default: in the map folder or DATASET)."),
+    ] = None,
+    map_encoder: Annotated[
+        str,
+        typer.Option("--map-encoder", help="Map input: downsample (one-hot), vae or learned."),
+    ] = "downsample",
+    map_text: Annotated[
+        str,
+        typer.Option("--map-text", help="Map tokens beside the text tokens, or instead of them."),
+    ] = "beside",
+    map_tokens: Annotated[
+        int, typer.Option("--map-tokens", min=1, help="Map token grid side (tokens = side^2).")
+    ] = 8,
+    map_dropout: Annotated[
+        float,
+        typer.Option("--map-dropout", help="Probability of a blank map per sample (for CFG)."),
+    ] = 0.1,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUT.parts/ after an interruption.")
     ] = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing OUT.")
     ] = False,
+    radiometry: RadiometryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune Stable Diffusion on a (few-shot) dataset: the DataDream LoRA recipe by default.
@@ -152,16 +224,34 @@ def finetune(
       geosynth finetune eurosat/ --split train --shots 16 --offset-noise 0.05 --out lora/
       geosynth finetune sar/ --init-lora ors-lora/:1.0 --rank 4 --out sar-lora/
       geosynth finetune sar/ --train-unet full --learn-token '<sar>' --out hybrid/
+      geosynth finetune pairs/ --init scratch --unet-config unet.json --condition both --out ldm/
     """
+    if maps is not None and condition is None:
+        raise GeosynthError("--maps is only used with --condition concat|cross-attention|both")
+    cond = None
+    if condition is not None:
+        cond = MapCondition(
+            condition=condition,
+            map_encoder=map_encoder,
+            text=map_text,
+            tokens=map_tokens,
+            dropout=map_dropout,
+        )
+        try:
+            cond.check()
+        except GeosynthError as exc:
+            raise GeosynthError(as_flags(str(exc))) from None
     recipe = Recipe(
-        unet=train_unet,
-        text_encoder=train_text_encoder,
+        unet=train_unet or ("full" if cond is not None else "lora"),
+        text_encoder=train_text_encoder or ("frozen" if cond is not None else "lora"),
         vae_decoder=train_vae_decoder,
+        vae_encoder=train_vae_encoder,
         learn_token=learn_token,
         token_init=token_init,
         rank=rank,
         alpha=alpha,
         lora_dropout=lora_dropout,
+        lora_targets=lora_targets,
         lr=lr,
         weight_decay=weight_decay,
         warmup_ratio=warmup_ratio,
@@ -173,6 +263,7 @@ def finetune(
         resolution=resolution,
         flip=flip,
         offset_noise=offset_noise,
+        offset_noise_convention=offset_noise_convention,
         prediction_type=prediction_type,
         snr_gamma=snr_gamma,
         zero_terminal_snr=zero_terminal_snr,
@@ -184,13 +275,16 @@ def finetune(
         mixed_precision=mixed_precision,
         gradient_checkpointing=gradient_checkpointing,
         checkpoint_every=checkpoint_every,
+        maps=cond,
     )
     if mixed_precision not in ("auto", "fp16", "bf16", "fp32"):
         raise GeosynthError(
             f"--mixed-precision {mixed_precision}: expected auto, fp16, bf16 or fp32"
         )
     recipe.check()
-    ds = dataset_from_options(dataset, split, classes, shots, seed)
+    ds = dataset_from_options(dataset, split, classes, shots, seed, radiometry)
+    if cond is not None:
+        ds = attach_maps(ds, maps, map_legend, arg="--maps")
     live = LiveProgress()
 
     def on_step(info: StepInfo) -> None:
@@ -226,3 +320,16 @@ def finetune(
         for name, card in summary["cards"].items()
     ]
     print_table(f"finetune -> {out}", ["LoRA", "images", "steps", "final loss", "files"], rows)
+
+
+def as_flags(text: str) -> str:
+    """A map-condition parameter error, spelled with the command's flags."""
+    for param, flag in (
+        ("map_encoder", "--map-encoder"),
+        ("map_text", "--map-text"),
+        ("map_dropout", "--map-dropout"),
+        ("map_tokens", "--map-tokens"),
+        ("condition", "--condition"),
+    ):
+        text = text.replace(param, flag)
+    return text

@@ -9,11 +9,13 @@ from typing import Annotated
 import typer
 
 from geosynth.artifacts import Provenance, load_channel_means
-from geosynth.cli.options import JsonOpt, split_list
+from geosynth.cli.options import JsonOpt, RadiometryOpt, split_list
 from geosynth.cli.output import message, print_json, track
 from geosynth.data import load_dataset
+from geosynth.data.radiometry import Radiometry, check_same_spec
 from geosynth.defaults import PROMPT_TEMPLATE, SD_MODEL
 from geosynth.diffusion import loras as lora_ops
+from geosynth.diffusion.channel_means import pipeline_mismatches
 from geosynth.diffusion.control import ControlSource
 from geosynth.diffusion.generate import (
     GenerationSpec,
@@ -59,6 +61,14 @@ def generate(
     channel_means: Annotated[
         Path | None, typer.Option("--channel-means", help="From `geosynth channel-means`.")
     ] = None,
+    skip_channel_means_check: Annotated[
+        bool,
+        typer.Option(
+            "--skip-channel-means-check",
+            help="Use --channel-means even if it was computed with another VAE encoder, scaling "
+            "factor or resolution (only warns; classes and latent channels are still checked).",
+        ),
+    ] = False,
     leak_timestep: Annotated[
         int | None,
         typer.Option(
@@ -99,6 +109,19 @@ def generate(
             help="Dataset of reference/control images, one class folder per class.",
         ),
     ] = None,
+    maps: Annotated[
+        Path | None,
+        typer.Option(
+            "--maps",
+            help="Semantic maps to generate from (a folder of map images, or a paired dataset) "
+            "with a map-conditioned model (finetune --condition).",
+        ),
+    ] = None,
+    map_legend: Annotated[
+        Path | None,
+        typer.Option("--map-legend", help="legend.json of --maps (default: inside --maps)."),
+    ] = None,
+    per_map: Annotated[int, typer.Option("--per-map", min=1, help="Images per map.")] = 1,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
     resolution: Annotated[
@@ -117,16 +140,25 @@ def generate(
     precision: Annotated[
         str, typer.Option("--precision", help="auto (fp16 on GPU), fp32, fp16, bf16.")
     ] = "auto",
+    radiometry: RadiometryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate images per class with a (LoRA-adapted) diffusion model.
+
+    When the LoRA was trained on native data (SAR, 16-bit, multispectral), its card holds the
+    radiometry spec and each image is also written back in the data's units and dtype as
+    OUT/<class>/<index>.tif (the selected bands), beside its 8-bit PNG preview.
 
     Leak-aligned noise starts sampling from sqrt(abar) x0_cls + sqrt(1 - abar) eps at the
     scheduler's first timestep, with x0_cls the class's latent channel means. Each image's seed
     derives from (seed, class, index): reruns reproduce images; --resume fills gaps; --shard i/n
     splits the work.
 
+    With --maps and a map-conditioned model (finetune --condition), makes --per-map images per
+    semantic map with classifier-free guidance over the map, each saved with its map.
+
     [bold]Example[/bold]: geosynth generate --lora lora/ --noise leak-aligned --channel-means means.safetensors --per-class 500 --out synth/
+    [bold]Example[/bold]: geosynth generate --lora ldm/ --maps val/ --per-map 4 --guidance 2 --out synth-pairs/
     """
     if noise not in ("gaussian", "leak-aligned"):
         raise GeosynthError(f"--noise {noise}: expected gaussian or leak-aligned")
@@ -169,7 +201,27 @@ def generate(
     # Defaults (classes, template) come from the LoRAs the user named, not from stage-1 LoRAs
     # their cards pulled in.
     card = next((item.card for item in given + extra if item.card), {})
+    map_model = next((x for x in given + extra if x.card.get("map_condition")), None)
+    if map_model is not None and maps is None:
+        raise GeosynthError(
+            f"--lora {map_model.path}: a map-conditioned model; give the maps to follow with "
+            "--maps DIR"
+        )
+    if maps is not None:
+        if map_model is None:
+            raise GeosynthError(
+                "--maps needs a map-conditioned model: --lora DIR from finetune --condition"
+            )
+        return _generate_from_maps(
+            map_model, all_loras, maps, map_legend, out, model, per_map, steps, guidance,
+            scheduler, seed, resolution, batch_size, device, precision, prompt_template, as_json,
+        )  # fmt: skip
     cm = load_channel_means(channel_means) if channel_means is not None else None
+    rad = resolve_generation_radiometry(
+        radiometry,
+        [(f"--lora {item.path}", item.card) for item in given + extra if item.card],
+        (f"--channel-means {channel_means}", cm.metadata) if cm is not None else None,
+    )
     mixture_classes = None
     if lora_weights is not None:
         mixture_classes = list(data.get("class_names") or class_weights)
@@ -211,6 +263,15 @@ def generate(
     lora_ops.apply_cards(pipe, all_loras)
     if cm is not None:
         check_channel_means(cm, names, pipe.unet.config.in_channels, str(channel_means))
+        gen_size = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        problems = pipeline_mismatches(cm, pipe.vae, gen_size)
+        if problems and not skip_channel_means_check:
+            raise GeosynthError(
+                f"--channel-means {channel_means}: {problems[0]}; recompute it with this "
+                "pipeline (geosynth channel-means) or pass --skip-channel-means-check"
+            )
+        for p in problems:
+            message(f"warning: --channel-means {channel_means}: {p} (check skipped)")
     control_source = None
     if controlnet is not None:
         pipe = with_controlnet(pipe, controlnet)
@@ -239,6 +300,7 @@ def generate(
         controlnet=controlnet,
         control=control,
         control_images=None if control_images is None else str(control_images),
+        radiometry=None if rad is None else rad.to_dict(),
     )
     prov = Provenance.start("generate", seeds={"seed": seed}, model=model, noise=noise)
     result = run_generation(
@@ -261,6 +323,31 @@ def generate(
         message(f"generated {result['generated']} images into {out} ({state})")
 
 
+def resolve_generation_radiometry(
+    given: str | None,
+    cards: list[tuple[str, dict]],
+    means: tuple[str, dict[str, str]] | None,
+) -> Radiometry | None:
+    """The spec the outputs are written back through: the LoRA cards' (all the same), checked
+    against the channel means' and ``--radiometry``'s; any disagreement is an error."""
+    stated: list[tuple[str, dict | None]] = [(w, c.get("radiometry")) for w, c in cards]
+    if means is not None:
+        text = means[1].get("radiometry")
+        stated.append((means[0], None if text is None else json.loads(text)))
+    spec = Radiometry.parse(given) if given is not None else None
+    if spec is None and stated:
+        first = stated[0][1]
+        spec = None if first is None else Radiometry.from_dict(first, where=stated[0][0])
+    for where, d in stated:
+        check_same_spec(d, spec, where)
+    if spec is not None and spec.ranges is None:
+        raise GeosynthError(
+            "--radiometry: generation needs fitted ranges (give ranges, or the spec a LoRA "
+            "card or channel-means file records)"
+        )
+    return spec
+
+
 def with_controlnet(pipe, ref: str):
     """The same components in a ControlNet pipeline (no reload of the base model)."""
     from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
@@ -280,3 +367,67 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except ValueError as exc:
         raise GeosynthError(f"--lora-weights {path}: not JSON ({exc})") from None
+
+
+def _generate_from_maps(
+    map_model: lora_ops.Lora,
+    all_loras: list[lora_ops.Lora],
+    maps: Path,
+    map_legend: Path | None,
+    out: Path,
+    model: str,
+    per_map: int,
+    steps: int,
+    guidance: float,
+    scheduler: str | None,
+    seed: int,
+    resolution: int | None,
+    batch_size: int,
+    device: str | None,
+    precision: str,
+    prompt_template: str | None,
+    as_json: bool,
+) -> None:
+    """``generate --maps``: images that follow semantic maps (see geosynth.diffusion.mapgen)."""
+    from geosynth.data.paired import read_map_folder
+    from geosynth.data.writer import check_output_dir
+    from geosynth.diffusion.mapgen import check_maps, generate_from_maps
+
+    check_output_dir(out)
+    if out.exists() and any(out.iterdir()):
+        raise GeosynthError(f"--out {out}: exists; choose a new path")
+    map_set = read_map_folder(maps, map_legend, arg="--maps")
+    check_maps(map_set, map_model.card)
+    dev = pick_device(device)
+    prec = ("fp16" if dev.type == "cuda" else "fp32") if precision == "auto" else precision
+    pipe = load_sd_pipeline(model, device=dev, dtype=pick_dtype(prec, dev))
+    new_scheduler = make_scheduler(scheduler, pipe.scheduler.config)
+    if new_scheduler is not None:
+        pipe.scheduler = new_scheduler
+    lora_ops.apply_cards(pipe, all_loras)
+    lora_ops.load_adapters(pipe, all_loras)
+    prov = Provenance.start("generate", seeds={"seed": seed}, model=model, maps=str(maps))
+    result = generate_from_maps(
+        pipe,
+        map_model.path,
+        map_model.card,
+        map_set,
+        out,
+        per_map=per_map,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+        resolution=resolution,
+        batch_size=batch_size,
+        provenance=prov,
+        prompt_template=prompt_template,
+        track=track,
+    )
+    result["out"] = str(out)
+    if as_json:
+        print_json(result)
+    else:
+        message(
+            f"generated {result['generated']} images from {result['maps']} maps into {out} "
+            "(each with its map)"
+        )

@@ -25,6 +25,7 @@ from geosynth.cli import (
     finetune,
     generate,
     inspect,
+    lora,
     rarity,
     toy,
 )
@@ -78,6 +79,7 @@ app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("train-clf")(train_clf)
 app.add_typer(toy.app, name="toy")
 app.add_typer(data.app, name="data")
+app.add_typer(lora.app, name="lora")
 app.command("inspect")(inspect.inspect_file)
 app.command("demo")(demo.demo)
 

@@ -31,6 +31,14 @@ ShotsOpt = Annotated[
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for sampling and everything random.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+RadiometryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--radiometry",
+        help="How native values (SAR, 16-bit, multispectral) map to the model's 3 channels: a "
+        "JSON file or object (docs/formats.md). Default: by detected kind, printed once.",
+    ),
+]
 
 
 def split_list(value: str | None) -> list[str] | None:
@@ -46,6 +54,19 @@ def dataset_from_options(
     classes: str | None,
     shots: int | None,
     seed: int,
+    radiometry: str | None = None,
 ) -> ImageDataset:
-    """Apply the shared dataset options in the order the docs state."""
-    return load_dataset(dataset, split=split, classes=split_list(classes), shots=shots, seed=seed)
+    """Apply the shared dataset options in the order the docs state; data that is not 8-bit RGB
+    gets ``radiometry`` (``--radiometry``'s value) or the default spec of its kind (announced on
+    stderr)."""
+    from geosynth.cli.output import message
+
+    return load_dataset(
+        dataset,
+        split=split,
+        classes=split_list(classes),
+        shots=shots,
+        seed=seed,
+        radiometry=radiometry or "auto",
+        log=message,
+    )

@@ -12,6 +12,8 @@ from geosynth.cli.embed import BatchOpt, DeviceOpt, ModelOpt, PrecisionOpt
 from geosynth.cli.options import ClassesOpt, JsonOpt, SeedOpt, ShotsOpt, SplitOpt, split_list
 from geosynth.cli.output import message, print_json, print_table, track
 from geosynth.defaults import FEATURE_MODEL
+from geosynth.diffusion.loading import pick_device
+from geosynth.distributed import init_from_env, is_main_process, local_device, main_process_first
 from geosynth.features.resolve import resolve_embeddings
 from geosynth.metrics.rarity import rarity_report
 
@@ -92,8 +94,15 @@ def rarity(
     LAION-sized references fit in memory. Datasets are embedded with --features and cached;
     --split/--classes/--shots apply to TARGET.
 
+    Under torchrun / accelerate launch the exact passes split across the processes (one GPU
+    each, NCCL; gloo on CPU) and rank 0 writes the report, identical to a single process.
+
     [bold]Example[/bold]: geosynth rarity eurosat-16shot/ laion-shards/ --limit 100000 --per-class --out rarity.json
+    [bold]Example[/bold]: torchrun --nproc-per-node 4 -m geosynth rarity synth.safetensors laion.safetensors
     """
+    dev = local_device(pick_device(device))
+    init_from_env(dev)
+    device = str(dev)
     common = dict(
         features=features,
         seed=seed,
@@ -105,10 +114,12 @@ def rarity(
         log=message,
     )
     prov = Provenance.start("rarity", seeds={"seed": seed})
-    tgt = resolve_embeddings(
-        target, split=split, classes=split_list(classes), shots=shots, **common
-    )
-    ref = resolve_embeddings(reference, split=reference_split, limit=limit, **common)
+    # Datasets are embedded (and cached) by rank 0 first; the other ranks then read its cache.
+    with main_process_first():
+        tgt = resolve_embeddings(
+            target, split=split, classes=split_list(classes), shots=shots, **common
+        )
+        ref = resolve_embeddings(reference, split=reference_split, limit=limit, **common)
     message(
         f"computing exact metrics: {ref.embeddings.shape[0]} reference x "
         f"{tgt.embeddings.shape[0]} target"
@@ -125,6 +136,8 @@ def rarity(
         approximate=approximate,
         nprobe=nprobe,
     )
+    if not is_main_process():
+        return
     if out is not None:
         write_json(out, report)
         write_provenance(out, prov)

@@ -50,16 +50,34 @@ def toy_data(
         DataFormat,
         typer.Option("--format", help="folder: imagefolder + metadata.jsonl; hf: save_to_disk."),
     ] = DataFormat.folder,
+    paired: Annotated[
+        bool,
+        typer.Option(
+            "--paired",
+            help="Land-cover maps with images rendered from them (per-class x classes pairs, "
+            "labelled by dominant map class; maps/ + legend.json).",
+        ),
+    ] = False,
 ) -> None:
     """Write a procedural toy satellite dataset (classes differ in colour and texture).
 
     [bold]Example[/bold]: geosynth toy data toy/train --per-class 16 --seed 0
     """
-    from geosynth.toy.data import make_toy_dataset, toy_hf_dataset
+    from geosynth.toy.data import make_toy_dataset, resolve_toy_classes, toy_hf_dataset
 
     names: list[str] | int | None = split_list(classes)
     if names and len(names) == 1 and names[0].isdigit():
         names = int(names[0])
+    if paired:
+        from geosynth.toy.paired import make_toy_paired_dataset
+
+        if fmt is not DataFormat.folder:
+            raise GeosynthError("--paired writes an image folder: use --format folder")
+        n = per_class * len(resolve_toy_classes(names))
+        prov = Provenance.start("toy data", seeds={"seed": seed}, pairs=n, size=size)
+        make_toy_paired_dataset(out, n=n, size=size, seed=seed, classes=names, provenance=prov)
+        message(f"wrote {n} toy map/image pairs to {out}")
+        return
     if fmt is DataFormat.folder:
         prov = Provenance.start("toy data", seeds={"seed": seed}, per_class=per_class, size=size)
         make_toy_dataset(
@@ -76,6 +94,30 @@ def toy_data(
             ds.save_to_disk(str(tmp))
             write_provenance(tmp, prov)
     message(f"wrote toy dataset to {out}")
+
+
+@app.command("sar")
+def toy_sar(
+    out: Annotated[Path, typer.Argument(help="Output directory.", show_default=False)],
+    per_class: Annotated[int, typer.Option("--per-class", min=1, help="Chips per class.")] = 8,
+    size: Annotated[int, typer.Option("--size", min=8, max=512, help="Chip side in pixels.")] = 32,
+    seed: Annotated[int, typer.Option("--seed", help="Seed; same seed, same values.")] = 0,
+    looks: Annotated[
+        float, typer.Option("--looks", min=1.0, help="Speckle: gamma shape (number of looks).")
+    ] = 4.0,
+) -> None:
+    """Write a procedural toy SAR dataset: float32 VV/VH linear power GeoTIFFs with gamma speckle.
+
+    Classes (water, cropland, forest, urban) differ in mean backscatter per polarisation.
+
+    [bold]Example[/bold]: geosynth toy sar toy-sar/ --per-class 8
+    """
+    from geosynth.data.writer import check_output_dir
+    from geosynth.toy.sar import make_toy_sar_dataset
+
+    check_output_dir(out)
+    make_toy_sar_dataset(out, per_class=per_class, size=size, seed=seed, looks=looks)
+    message(f"wrote toy SAR dataset to {out}")
 
 
 @app.command("model")

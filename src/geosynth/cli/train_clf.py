@@ -3,6 +3,7 @@ honestly (selection on VAL, TEST once)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,7 @@ from geosynth.classify.lora import LORA_ALPHA, LORA_DROPOUT, LORA_RANK
 from geosynth.cli.options import ClassesOpt, DatasetArg, JsonOpt, ShotsOpt, SplitOpt, split_list
 from geosynth.cli.output import message, print_json, print_table, track
 from geosynth.data import load_dataset
+from geosynth.data.multiband import band_input, is_native
 from geosynth.defaults import CLIP_MODEL, PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
 
@@ -106,6 +108,16 @@ def train_clf(
     resolution: Annotated[
         int | None,
         typer.Option("--resolution", min=8, help="Input size (timm; CLIP's is fixed)."),
+    ] = None,
+    bands: Annotated[
+        str | None,
+        typer.Option(
+            "--bands",
+            help="Bands the model reads: all, or comma-separated 0-based indices or band names "
+            "(3,2,1 or B04,B03,B02), each standardised with TRAIN's per-band mean and std "
+            "(recorded). Default: all bands of 16-bit/integer/float data; 8-bit images as RGB. "
+            "Needs a timm backbone.",
+        ),
     ] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=1)] = 20,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
@@ -208,6 +220,14 @@ def train_clf(
     names = split_list(classes)
     train_ds = load_dataset(train, split=split, classes=names, shots=shots, seed=seed_list[0])
     class_names = train_ds.class_names
+    if bands is not None or is_native(train_ds):
+        # Native data never goes through 8 bits: the selected bands, standardised on TRAIN.
+        if is_clip:
+            raise GeosynthError(
+                f"--bands: {train} holds native (non 8-bit) or multi-band data; "
+                "use --backbone timm:NAME (CLIP's image tower takes 8-bit RGB)"
+            )
+        spec = replace(spec, bands=band_input(train_ds, bands or "all", what="--bands").to_dict())
     # VAL / TEST / real take TRAIN's class list by name; --classes uses TRAIN's names too.
     others = {}
     for role, src, kw in (

@@ -6,12 +6,14 @@ from geosynth.data.folder import IMAGE_SUFFIXES, read_image_folder
 from geosynth.data.hf import from_hf
 from geosynth.data.load import load_dataset, open_dataset
 from geosynth.data.names import prompt_name
+from geosynth.data.raster import Raster, read_raster, write_raster
 from geosynth.data.writer import ImageFolderWriter, check_output_dir, export_dataset
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "ImageDataset",
     "ImageFolderWriter",
+    "Raster",
     "Sample",
     "check_output_dir",
     "export_dataset",
@@ -21,4 +23,6 @@ __all__ = [
     "open_dataset",
     "prompt_name",
     "read_image_folder",
+    "read_raster",
+    "write_raster",
 ]

@@ -7,19 +7,26 @@ how they list samples and decode one image; they hand an :class:`ImageDataset` a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from PIL import Image
 
 from geosynth.data.fewshot import few_shot_indices
 from geosynth.data.names import prompt_name
+from geosynth.data.raster import EIGHT_BIT_MODES, Raster, raster_from_pil
 from geosynth.errors import GeosynthError
+
+if TYPE_CHECKING:
+    from geosynth.data.radiometry import Radiometry
 
 
 @dataclass(frozen=True)
@@ -33,7 +40,47 @@ class Sample:
 
 
 Decoder = Callable[[Sample], Image.Image]
+RasterDecoder = Callable[[Sample], Raster]
 Digest = Callable[[Sample], str]
+
+
+def preview_image(y: np.ndarray) -> Image.Image:
+    """An 8-bit RGB preview of a 3 x H x W [-1, 1] array (the quantisation diffusers uses)."""
+    arr = np.clip((np.asarray(y, dtype=np.float32) + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
+    return Image.fromarray(arr.transpose(1, 2, 0), "RGB")
+
+
+@contextlib.contextmanager
+def _quiet_pil() -> Iterator[None]:
+    """PIL logs an error (on stderr) before refusing a TIFF with many bands; we report it."""
+    logger = logging.getLogger("PIL.TiffImagePlugin")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _not_8bit(img: Image.Image) -> bool:
+    """True, before decoding, for files PIL would squash to (or cannot give as) 8-bit: 16-bit PNGs
+    it hands over as 8-bit RGB(A), and TIFFs with other than 1- or 8-bit unsigned samples or more
+    than 4 bands."""
+    fmt = getattr(img, "format", None)
+    if fmt == "PNG" and img.tile:
+        return ";16" in str(img.tile[0][3])
+    if fmt == "TIFF":
+        tags = img.tag_v2
+        bits = tags.get(258, (8,))
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        fmt_codes = tags.get(339, (1,))
+        fmt_codes = fmt_codes if isinstance(fmt_codes, tuple) else (fmt_codes,)
+        return (
+            any(b not in (1, 8) for b in bits)
+            or any(f != 1 for f in fmt_codes)
+            or tags.get(277, 1) > 4
+        )
+    return False
 
 
 @dataclass
@@ -52,6 +99,10 @@ class ImageDataset(torch.utils.data.Dataset):
     decoder: Decoder
     digest: Digest
     selection: dict[str, Any] = field(default_factory=dict)
+    # Native-unit reader (all bands, file dtype, georeference); None: derived from ``decoder``.
+    raster_decoder: RasterDecoder | None = None
+    # How native values become the model's 3-channel input (None: 8-bit RGB as decoded).
+    radiometry: Radiometry | None = None
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -61,15 +112,70 @@ class ImageDataset(torch.utils.data.Dataset):
         return self.image(index), self.samples[index].label
 
     def image(self, index: int) -> Image.Image:
-        """Decode sample ``index`` as RGB; unreadable images raise an error naming the file."""
+        """Sample ``index`` as an 8-bit RGB image.
+
+        8-bit images decode as they always have. With a radiometry spec, the image is the spec's
+        3-channel model input quantised for display (a preview). Other data (16-bit, float,
+        multispectral) without a spec is an error: it is never squashed to 8-bit silently.
+        """
         sample = self.samples[index]
+        if self.radiometry is not None:
+            return preview_image(self.model_array(index))
         try:
-            img = self.decoder(sample)
-            img.load()
-            return img.convert("RGB")
+            with _quiet_pil():
+                img = self.decoder(sample)
+                sixteen = _not_8bit(img)
+                img.load()
         except GeosynthError:
             raise
         except Exception as exc:  # PIL raises many types for broken files
+            # PIL cannot decode many rasters (13 bands, some float layouts); if rasterio can, the
+            # data is fine but needs a radiometry spec.
+            try:
+                raster = self.raster(index)
+            except GeosynthError:
+                raise GeosynthError(f"{self.describe(sample)}: cannot read image ({exc})") from None
+            raise self._needs_radiometry(sample, raster) from None
+        if sixteen or img.mode not in EIGHT_BIT_MODES:
+            raise self._needs_radiometry(sample, self.raster(index))
+        return img.convert("RGB")
+
+    def model_array(self, index: int) -> np.ndarray:
+        """Sample ``index`` through the radiometry spec: 3 x H x W float32 in [-1, 1]."""
+        if self.radiometry is None:
+            raise GeosynthError(f"{self.source}: no radiometry spec set (radiometry parameter)")
+        return self.radiometry.forward(self.raster(index), self.describe(self.samples[index]))
+
+    def model_input(self, index: int) -> Image.Image | np.ndarray:
+        """What the diffusion model is fed: the 8-bit RGB image, or with a radiometry spec the
+        float [-1, 1] array (no 8-bit rounding on the way)."""
+        return self.image(index) if self.radiometry is None else self.model_array(index)
+
+    def with_radiometry(self, spec: Radiometry | None) -> ImageDataset:
+        """The same samples read through ``spec`` (resolve/fit it first: ``spec.resolve(ds)``)."""
+        return replace(self, radiometry=spec)
+
+    def _needs_radiometry(self, sample: Sample, raster: Raster) -> GeosynthError:
+        return GeosynthError(
+            f"{self.describe(sample)}: {raster.dtype} image with {raster.count} band(s) is not "
+            "8-bit RGB; give a radiometry spec (radiometry parameter, CLI --radiometry) saying "
+            "how its values map to the model's 3 channels"
+        )
+
+    def raster(self, index: int) -> Raster:
+        """Sample ``index`` in native units: bands x H x W in the file's dtype, with CRS, transform,
+        nodata and band names when the source has them. Never converted to 8-bit."""
+        sample = self.samples[index]
+        try:
+            if self.raster_decoder is not None:
+                return self.raster_decoder(sample)
+            img = self.decoder(sample)
+            img.load()
+            return raster_from_pil(img)
+        except GeosynthError as exc:
+            where = self.describe(sample)
+            raise GeosynthError(str(exc) if where in str(exc) else f"{where}: {exc}") from None
+        except Exception as exc:
             raise GeosynthError(f"{self.describe(sample)}: cannot read image ({exc})") from None
 
     def describe(self, sample: Sample) -> str:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from geosynth.artifacts import file_digest
 from geosynth.data.dataset import ImageDataset, Sample
+from geosynth.data.raster import Raster, read_raster
 from geosynth.errors import GeosynthError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})
@@ -26,6 +27,10 @@ def _is_image(p: Path) -> bool:
 
 def _open(sample: Sample) -> Image.Image:
     return Image.open(sample.ref)
+
+
+def _raster(sample: Sample) -> Raster:
+    return read_raster(sample.ref)
 
 
 def _digest(sample: Sample) -> str:
@@ -65,6 +70,7 @@ def read_image_folder(root: Path) -> ImageDataset:
         samples=samples,
         decoder=_open,
         digest=_digest,
+        raster_decoder=_raster,
     )
 
 
@@ -104,4 +110,5 @@ def _read_with_metadata(root: Path) -> ImageDataset:
         samples=samples,
         decoder=_open,
         digest=_digest,
+        raster_decoder=_raster,
     )

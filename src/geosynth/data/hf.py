@@ -14,6 +14,7 @@ from typing import Any
 from PIL import Image
 
 from geosynth.data.dataset import ImageDataset, Sample
+from geosynth.data.raster import Raster, read_raster
 from geosynth.errors import GeosynthError
 
 IMAGE_COLUMNS = ("image", "img")
@@ -108,6 +109,13 @@ def from_hf(ds: Any, *, source: str, split: str | None = None) -> ImageDataset:
             return Image.open(io.BytesIO(cell["bytes"]))
         return Image.open(cell["path"])
 
+    def decode_raster(sample: Sample) -> Raster:
+        cell = images[int(sample.ref)][image_col]
+        where = f"{source}[{sample.key}]"
+        if cell.get("bytes") is not None:
+            return read_raster(cell["bytes"], name=where)
+        return read_raster(cell["path"], name=where)
+
     return ImageDataset(
         source=source,
         kind="hf",
@@ -115,4 +123,5 @@ def from_hf(ds: Any, *, source: str, split: str | None = None) -> ImageDataset:
         samples=samples,
         decoder=decode,
         digest=lambda s: f"{base_fp}:{s.ref}",
+        raster_decoder=decode_raster,
     )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.folder import read_image_folder
 from geosynth.data.hf import is_saved_dataset, read_hub_dataset, read_saved_dataset
+from geosynth.data.radiometry import Radiometry, default_radiometry, radiometry_from
+from geosynth.data.torchgeo import eurosat_image_root, read_torchgeo_eurosat
 from geosynth.errors import GeosynthError
 
 # owner/name or a bare canonical name, as the hub spells dataset ids.
@@ -18,7 +21,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 def open_dataset(spec: str | Path, split: str | None = None) -> ImageDataset:
     """Open an image folder, a saved HF dataset, a geosynth imagefolder or a hub dataset id.
 
-    For a folder holding split sub-folders (``root/train/<class>/...``), ``split`` picks one.
+    For a folder holding split sub-folders (``root/train/<class>/...``), ``split`` picks one;
+    torchgeo's EuroSAT layout (:mod:`geosynth.data.torchgeo`) is read with its split files.
     """
     path = Path(spec)
     if path.exists():
@@ -28,6 +32,8 @@ def open_dataset(spec: str | Path, split: str | None = None) -> ImageDataset:
             )
         if is_saved_dataset(path):
             return read_saved_dataset(path, split)
+        if eurosat_image_root(path) is not None:  # torchgeo's EuroSAT layout + split files
+            return read_torchgeo_eurosat(path, split)
         if split is not None:
             if not (path / split).is_dir():
                 splits = sorted(d.name for d in path.iterdir() if d.is_dir())
@@ -54,13 +60,50 @@ def load_dataset(
     classes: Sequence[str] | None = None,
     shots: int | None = None,
     seed: int = 0,
+    radiometry: Radiometry | dict[str, Any] | str | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> ImageDataset:
     """Open a dataset and apply the options every subcommand shares, in order: class subset,
-    then stratified K-shot sampling; every remaining class must hold at least one image."""
+    then stratified K-shot sampling; every remaining class must hold at least one image.
+
+    ``radiometry`` (a spec, its dict or JSON, or ``"auto"`` for the default of the detected kind)
+    is then resolved on the selected images (percentile ranges are fitted on them) and attached;
+    ``log`` receives one line saying which spec is used when it is not 8-bit RGB.
+    """
     ds = open_dataset(spec, split)
     if classes:
         ds = ds.select_classes(classes)
     ds.check_nonempty()
     if shots is not None:
         ds = ds.few_shot(shots, seed)
+    if radiometry is not None:
+        ds = apply_radiometry(ds, radiometry, log)
     return ds
+
+
+def apply_radiometry(
+    ds: ImageDataset,
+    radiometry: Radiometry | dict[str, Any] | str,
+    log: Callable[[str], None] | None = None,
+) -> ImageDataset:
+    """Resolve ``radiometry`` on ``ds`` and attach it; ``"auto"`` picks
+    :func:`~geosynth.data.radiometry.default_radiometry` from the first image (None, i.e. the
+    unchanged 8-bit pipeline, for 8-bit RGB/greyscale data)."""
+    if radiometry == "auto":
+        first = ds.raster(0)
+        spec = default_radiometry(first)
+        if spec is None:
+            return ds
+        resolved = spec.resolve(ds)
+        if log is not None:
+            log(
+                f"radiometry (default for {first.dtype} {first.count}-band data): "
+                f"{resolved.describe()}; give --radiometry to choose (docs/formats.md)"
+            )
+        return ds.with_radiometry(resolved)
+    spec = radiometry_from(radiometry)
+    assert spec is not None
+    resolved = spec.resolve(ds)
+    if log is not None and resolved.ranges != spec.ranges:
+        log(f"radiometry: {resolved.describe()} (ranges fitted on {len(ds)} images)")
+    return ds.with_radiometry(resolved)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from geosynth.data.dataset import ImageDataset
+from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 
 
@@ -43,3 +44,64 @@ def class_color_stats(
             }
         )
     return rows
+
+
+def band_stats(ds: ImageDataset, track: Track = no_track) -> dict[str, object]:
+    """Per-band statistics over every image in native units (the file's values, before any
+    radiometry): mean, std, min, max over valid pixels, and the count of NaN/nodata pixels.
+
+    Also the dtype, band names and CRSs seen; images that differ in band count or dtype raise.
+    """
+    from geosynth.data.writer import mixed_message
+
+    first: tuple[int, str, str] | None = None
+    total = sq = lo = hi = None
+    valid_n = invalid_n = None
+    names: list[str] | None = None
+    crss: set[str] = set()
+    nodata = None
+    for i in track(range(len(ds)), len(ds), "reading bands"):
+        r = ds.raster(i)
+        where = ds.describe(ds.samples[i])
+        if first is None:
+            first, names, nodata = (r.count, r.dtype, where), r.band_names, r.nodata
+            total, sq = np.zeros(r.count), np.zeros(r.count)
+            lo, hi = np.full(r.count, np.inf), np.full(r.count, -np.inf)
+            valid_n, invalid_n = np.zeros(r.count, np.int64), np.zeros(r.count, np.int64)
+        elif (r.count, r.dtype) != first[:2]:
+            raise GeosynthError(mixed_message(where, r, first))
+        if r.crs:
+            crss.add(r.crs)
+        ok = r.valid_mask()
+        for b in range(r.count):
+            v = r.array[b][ok[b]].astype(np.float64)
+            valid_n[b] += v.size
+            invalid_n[b] += ok[b].size - v.size
+            if v.size:
+                total[b] += v.sum()
+                sq[b] += (v * v).sum()
+                lo[b] = min(lo[b], v.min())
+                hi[b] = max(hi[b], v.max())
+    assert first is not None and total is not None and valid_n is not None
+    rows = []
+    for b in range(first[0]):
+        n = max(int(valid_n[b]), 1)
+        mean = total[b] / n
+        rows.append(
+            {
+                "band": b,
+                "name": names[b] if names else None,
+                "mean": float(mean),
+                "std": float(np.sqrt(max(sq[b] / n - mean * mean, 0.0))),
+                "min": float(lo[b]) if valid_n[b] else None,
+                "max": float(hi[b]) if valid_n[b] else None,
+                "invalid_pixels": int(invalid_n[b]),
+            }
+        )
+    return {
+        "dtype": first[1],
+        "count": first[0],
+        "nodata": nodata,
+        "crs": sorted(crss),
+        "bands": rows,
+    }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,6 +21,7 @@ from geosynth.artifacts import DIR_PROVENANCE_NAME, Provenance, atomic_path, wri
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.folder import METADATA_NAME
 from geosynth.data.names import safe_dirname
+from geosynth.data.raster import Raster, write_raster
 from geosynth.errors import GeosynthError
 
 
@@ -52,6 +54,7 @@ class ImageFolderWriter:
         self.provenance = provenance
         self.rows: list[dict[str, Any]] = []
         self._counts = [0] * len(self.class_names)
+        self._taken: set[str] = set()
         self._stack = ExitStack()
         self.tmp: Path | None = None
 
@@ -68,9 +71,32 @@ class ImageFolderWriter:
         image_id = image_id or f"{self._counts[label]:06d}"
         self._counts[label] += 1
         rel = f"{self.dirnames[label]}/{image_id}.png"
+        if rel in self._taken:
+            raise GeosynthError(
+                f"image id '{image_id}' is used twice in class '{self.class_names[label]}'"
+            )
+        self._taken.add(rel)
         target = self.tmp / rel
         target.parent.mkdir(exist_ok=True)
         image.save(target, format="PNG")
+        self.rows.append(
+            {"file_name": rel, "label": label, "class_name": self.class_names[label], **extra}
+        )
+        return rel
+
+    def add_raster(
+        self, raster: Raster, label: int, image_id: str | None = None, **extra: Any
+    ) -> str:
+        """Save one raster as a GeoTIFF in native units (dtype, bands, CRS, transform kept)."""
+        assert self.tmp is not None, "use ImageFolderWriter as a context manager"
+        if not 0 <= label < len(self.class_names):
+            raise GeosynthError(f"label {label} out of range for {len(self.class_names)} classes")
+        image_id = image_id or f"{self._counts[label]:06d}"
+        self._counts[label] += 1
+        rel = f"{self.dirnames[label]}/{image_id}.tif"
+        target = self.tmp / rel
+        target.parent.mkdir(exist_ok=True)
+        write_raster(target, raster)
         self.rows.append(
             {"file_name": rel, "label": label, "class_name": self.class_names[label], **extra}
         )
@@ -90,17 +116,75 @@ class ImageFolderWriter:
         self._stack.__exit__(exc_type, exc, tb)
 
 
+def is_plain_rgb(ds: ImageDataset, raster: Raster) -> bool:
+    """8-bit, not georeferenced and read without a radiometry spec: the classic PNG path."""
+    return (
+        ds.radiometry is None
+        and raster.dtype == "uint8"
+        and raster.count in (1, 3, 4)
+        and raster.crs is None
+        and raster.transform is None
+    )
+
+
 def export_dataset(
     ds: ImageDataset,
     out: str | os.PathLike[str],
     provenance: Provenance,
     progress: Iterable[int] | None = None,
 ) -> Path:
-    """Write ``ds`` (e.g. a K-shot split) as a geosynth imagefolder; each row names its source."""
+    """Write ``ds`` (e.g. a K-shot split) as a geosynth imagefolder; each row names its source.
+
+    8-bit images that carry no georeference are written as PNG (as decoded); everything else
+    (16-bit, float, multispectral, georeferenced) as GeoTIFF in native units, bit for bit, with
+    CRS, transform, nodata and band names. One dataset must have one band count and dtype.
+    """
     indices = progress if progress is not None else range(len(ds))
+    ids = export_ids(ds) if ds.kind == "imagefolder" else {}
+    first: tuple[int, str, str] | None = None
     with ImageFolderWriter(out, ds.class_names, provenance) as w:
         for i in indices:
             s = ds.samples[i]
-            stem = Path(s.key).stem if ds.kind == "imagefolder" else None
-            w.add(ds.image(i), s.label, image_id=stem, source=ds.describe(s))
+            stem = ids.get(i)
+            raster = ds.raster(i)
+            if first is None:
+                first = (raster.count, raster.dtype, ds.describe(s))
+            elif (raster.count, raster.dtype) != first[:2]:
+                raise GeosynthError(mixed_message(ds.describe(s), raster, first))
+            if is_plain_rgb(ds, raster):
+                w.add(ds.image(i), s.label, image_id=stem, source=ds.describe(s))
+            else:
+                w.add_raster(raster, s.label, image_id=stem, source=ds.describe(s))
     return Path(out)
+
+
+def mixed_message(where: str, raster: Raster, first: tuple[int, str, str]) -> str:
+    """The error for a dataset whose images differ in band count or dtype."""
+    return (
+        f"{where}: {raster.count} band(s) of {raster.dtype}, but {first[2]} has {first[0]} of "
+        f"{first[1]}; one dataset must have one band count and dtype"
+    )
+
+
+def export_ids(ds: ImageDataset) -> dict[int, str]:
+    """Image ids for an exported imagefolder: the file stem, and for files whose stems clash
+    within a class (``a.png`` and ``a.jpg``, or ``x/a.png`` and ``y/a.png``) the whole source
+    path with separators and dots turned into ``_`` (``a_png``, ``a_jpg``), so that every image
+    is kept under a stable name (the same selection always gives the same names)."""
+    stems: dict[tuple[int, str], list[int]] = {}
+    for i, s in enumerate(ds.samples):
+        stems.setdefault((s.label, Path(s.key).stem), []).append(i)
+    ids: dict[int, str] = {}
+    for (_, stem), members in stems.items():
+        for i in members:
+            key = ds.samples[i].key
+            ids[i] = stem if len(members) == 1 else re.sub(r"[^A-Za-z0-9_-]+", "_", key).strip("_")
+    used: dict[tuple[int, str], int] = {}
+    for i, image_id in ids.items():
+        other = used.setdefault((ds.samples[i].label, image_id), i)
+        if other != i:
+            raise GeosynthError(
+                f"{ds.source}: images '{ds.samples[other].key}' and '{ds.samples[i].key}' would "
+                f"both be exported as '{image_id}'; rename one of them"
+            )
+    return ids

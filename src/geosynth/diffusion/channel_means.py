@@ -3,9 +3,17 @@
 Each image is encoded at the fine-tuning resolution with the training preprocessing (resize,
 centre crop, [-1, 1]), its posterior mean multiplied by ``vae.config.scaling_factor`` (the space
 the UNet sees), averaged over pixels; then the per-image vectors are averaged per class.
+
+The file's metadata records what the means depend on, so that ``generate`` can refuse a file made
+for another pipeline: the resolution, the latent channels, the scaling factor and the encoder's
+identity (a digest of the encoder and ``quant_conv`` weights; the decoder plays no part).
+With a radiometry spec, the images are the spec's float [-1, 1] input (no 8-bit rounding) and
+the spec is recorded in the metadata.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import torch
 
@@ -13,6 +21,55 @@ from geosynth.artifacts import ChannelMeans
 from geosynth.data.dataset import ImageDataset
 from geosynth.diffusion.latents import encode_latents, images_to_tensor
 from geosynth.progress import Track, no_track
+
+ENCODER_PREFIXES = ("encoder.", "quant_conv.")
+
+
+def encoder_digest(vae: torch.nn.Module, dtype: torch.dtype = torch.float16) -> str:
+    """A digest of the encoder weights rounded to ``dtype``. Rounding makes a float32 VAE and the
+    same VAE loaded in float16 (or bfloat16, with ``dtype=torch.bfloat16``) agree."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in sorted(vae.state_dict().items()):
+        if not name.startswith(ENCODER_PREFIXES):
+            continue
+        h.update(f"{name}:{tuple(t.shape)};".encode())
+        h.update(t.detach().to("cpu", dtype).contiguous().view(torch.int16).numpy().tobytes())
+    return h.hexdigest()
+
+
+def vae_identity(vae: torch.nn.Module, source: str) -> dict[str, str]:
+    """Channel-means metadata naming the VAE that produced the latents."""
+    return {
+        "vae": source,
+        "latent_channels": str(vae.config.latent_channels),
+        "scaling_factor": str(vae.config.scaling_factor),
+        "vae_encoder_fp16": encoder_digest(vae, torch.float16),
+        "vae_encoder_bf16": encoder_digest(vae, torch.bfloat16),
+    }
+
+
+def pipeline_mismatches(cm: ChannelMeans, vae: torch.nn.Module, resolution: int) -> list[str]:
+    """How a channel-means file does not fit a pipeline's VAE and generation size (empty when it
+    fits): a different scaling factor, encoder or resolution, or no record of one of them."""
+    meta = cm.metadata
+    problems = []
+    sf = meta.get("scaling_factor")
+    if sf is None:
+        problems.append("no scaling factor recorded")
+    elif abs(float(sf) - float(vae.config.scaling_factor)) > 1e-6 * abs(float(sf)):
+        problems.append(f"VAE scaling factor {sf}, the model's is {vae.config.scaling_factor}")
+    bf16 = next(vae.parameters()).dtype == torch.bfloat16
+    key = "vae_encoder_bf16" if bf16 else "vae_encoder_fp16"
+    if key not in meta:
+        problems.append("no VAE identity recorded")
+    elif meta[key] != encoder_digest(vae, torch.bfloat16 if bf16 else torch.float16):
+        problems.append(f"computed with another VAE encoder ({meta.get('vae', 'unknown')})")
+    res = meta.get("resolution")
+    if res is None:
+        problems.append("no resolution recorded")
+    elif int(res) != int(resolution):
+        problems.append(f"computed at {res} px, generating at {resolution} px")
+    return problems
 
 
 def per_image_channel_means(
@@ -27,7 +84,7 @@ def per_image_channel_means(
     rows = []
     starts = range(0, len(ds), batch_size)
     for s in track(starts, len(starts), "encoding"):
-        images = [ds.image(i) for i in range(s, min(s + batch_size, len(ds)))]
+        images = [ds.model_input(i) for i in range(s, min(s + batch_size, len(ds)))]
         z = encode_latents(vae, images_to_tensor(images, resolution))
         rows.append(z.float().mean(dim=(2, 3)).cpu())
     return torch.cat(rows)
@@ -40,8 +97,10 @@ def class_channel_means(
     resolution: int,
     batch_size: int = 16,
     track: Track = no_track,
+    vae_source: str = "",
 ) -> ChannelMeans:
-    """K x C means (and stds over images) per class of ``ds``."""
+    """K x C means (and stds over images) per class of ``ds``; ``vae_source`` names the VAE in the
+    metadata (a model id, or a fine-tuned VAE's directory)."""
     per_image = per_image_channel_means(
         vae, ds, resolution=resolution, batch_size=batch_size, track=track
     )
@@ -51,9 +110,12 @@ def class_channel_means(
         rows = per_image[labels == c]
         means.append(rows.mean(0))
         stds.append(rows.std(0, unbiased=False))
+    metadata = {"resolution": str(resolution), **vae_identity(vae, vae_source)}
+    if ds.radiometry is not None:  # the means hold only for inputs made the same way
+        metadata["radiometry"] = ds.radiometry.to_json()
     return ChannelMeans(
         means=torch.stack(means),
         class_names=list(ds.class_names),
         std=torch.stack(stds),
-        metadata={"resolution": str(resolution), "scaling_factor": str(vae.config.scaling_factor)},
+        metadata=metadata,
     )

@@ -1,5 +1,6 @@
 """ControlNet conditioning images: Canny edges of reference images (seed 001) or control images
-used as given (semantic maps, seed 004), chosen per generated image deterministically."""
+used as given (e.g. semantic maps), chosen per generated image deterministically. Seed 004's
+map-conditioned UNet is :mod:`geosynth.diffusion.mapcond`, not a ControlNet."""
 
 from __future__ import annotations
 
@@ -21,9 +22,22 @@ def canny_edges(image: Image.Image, sigma: float = 1.0) -> Image.Image:
     return Image.fromarray((edges * 255).astype(np.uint8), "L").convert("RGB")
 
 
+def native_canny(image: Image.Image, size: int, sigma: float = 1.0) -> Image.Image:
+    """Canny edges found at the image's own resolution, then resized to ``size`` x ``size``.
+
+    Upsampling first (a 64 px EuroSAT chip to 512 px) smooths away the gradients Canny looks for
+    and leaves nearly empty maps; detecting first keeps every edge of the source. Nearest-neighbour
+    resizing keeps the map binary (white on black, as ControlNet-canny was trained on)."""
+    edges = canny_edges(image, sigma=sigma)
+    if edges.size == (size, size):
+        return edges
+    return edges.resize((size, size), Image.Resampling.NEAREST)
+
+
 class ControlSource:
     """Control image ``index`` of a class: its (index mod n)-th reference image of that class,
-    as edges or as given, resized to the generation size."""
+    as Canny edges (found at the image's native size, then resized) or as given (resized), at the
+    generation size."""
 
     def __init__(self, ds: ImageDataset, mode: str, size: int) -> None:
         if mode not in CONTROL_MODES:
@@ -47,5 +61,6 @@ class ControlSource:
     def image(self, class_name: str, index: int) -> Image.Image:
         members = self.by_class[class_name]
         img = self.ds.image(members[index % len(members)])
-        img = img.resize((self.size, self.size), Image.Resampling.BICUBIC)
-        return canny_edges(img) if self.mode == "canny" else img
+        if self.mode == "canny":
+            return native_canny(img, self.size)
+        return img.resize((self.size, self.size), Image.Resampling.BICUBIC)

@@ -18,15 +18,23 @@ from typing import Any
 
 import torch
 
-from geosynth import __version__
-from geosynth.artifacts import Provenance, atomic_path, write_provenance
+from geosynth import __version__, faults
+from geosynth.artifacts import (
+    Provenance,
+    atomic_path,
+    canonicalize_safetensors,
+    check_replaceable,
+    write_provenance,
+)
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.names import safe_dirname
 from geosynth.diffusion.latents import vae_scale_factor
 from geosynth.diffusion.loading import load_sd_pipeline, native_resolution, pick_device
 from geosynth.diffusion.loras import CARD_FILE, check_base, parse_lora
+from geosynth.diffusion.mapcond import ENCODER_DIR, save_encoder
+from geosynth.diffusion.maptrain import map_card, map_training, map_unet_config, prepare_map_unet
 from geosynth.diffusion.objective import training_scheduler
-from geosynth.diffusion.recipe import Recipe
+from geosynth.diffusion.recipe import LORA_TARGET_PRESETS, Recipe
 from geosynth.diffusion.train_data import build_training_set, check_resolution
 from geosynth.diffusion.trainable import export_trained, fuse_init_loras, prepare_components
 from geosynth.diffusion.trainer import StepHook, TrainResult, train
@@ -136,8 +144,12 @@ def _train_one(
     if recipe.init == "scratch":
         from diffusers import UNet2DConditionModel
 
-        pipe.unet = UNet2DConditionModel.from_config(load_unet_config(recipe.unet_config, pipe))
+        config = load_unet_config(recipe.unet_config, pipe)
+        if recipe.maps is not None:
+            config = map_unet_config(config, recipe.maps, ds, pipe)
+        pipe.unet = UNet2DConditionModel.from_config(config)
     fuse_init_loras(pipe, init_loras)
+    encoder = prepare_map_unet(pipe, recipe.maps, ds) if recipe.maps is not None else None
     factor = vae_scale_factor(pipe.vae)
     resolution = recipe.resolution or native_resolution(model, factor)
     check_resolution(resolution, factor, len(pipe.unet.config.block_out_channels), "--resolution")
@@ -149,16 +161,19 @@ def _train_one(
         resolution=resolution,
         template=recipe.template,
         flip=recipe.flip,
-        keep_pixels=recipe.vae_decoder != "frozen",
+        keep_pixels=recipe.trains_vae,
         track=track,
         warn=log,
     )
     scheduler, overrides = training_scheduler(
         model, prediction_type=recipe.prediction_type, zero_terminal_snr=recipe.zero_terminal_snr
     )
+    trainee = pipe
+    if encoder is not None:
+        data, trainee = map_training(pipe, encoder, data, ds, recipe, resolution, track)
     work.mkdir(parents=True, exist_ok=True)
     res: TrainResult = train(
-        pipe, data, recipe, scheduler, work, resume=resume, track=track, on_step=on_step
+        trainee, data, recipe, scheduler, work, resume=resume, track=track, on_step=on_step
     )
     main_process = _state().is_main_process
     card = {
@@ -173,6 +188,15 @@ def _train_one(
             "unet": "scratch" if recipe.init == "scratch" else recipe.unet,
             "text_encoder": recipe.text_encoder,
             "vae_decoder": recipe.vae_decoder,
+            "vae_encoder": recipe.vae_encoder,
+        },
+        # The VAE whose encoder gives the latent space the UNet learned (and that channel-means
+        # must use): the base model's, or this run's vae/ when its encoder trained.
+        "latent_vae": "vae/" if recipe.vae_encoder != "frozen" else model,
+        "lora_targets": {
+            "preset": recipe.lora_targets if recipe.lora_targets in LORA_TARGET_PRESETS else None,
+            "unet": list(recipe.unet_targets) if recipe.unet == "lora" else [],
+            "text_encoder": list(recipe.text_targets) if recipe.text_encoder == "lora" else [],
         },
         "stack": [{"path": p, "weight": w} for p, w in init_loras],
         "scheduler": overrides,
@@ -184,21 +208,50 @@ def _train_one(
             "per_class": ds.counts(),
             "selection": ds.selection,
         },
+        # How the data's native values became the 3 channels the model learnt (None: 8-bit RGB);
+        # generate writes its outputs back through it.
+        "radiometry": None if ds.radiometry is None else ds.radiometry.to_dict(),
         "steps": res.steps,
         "resumed_from_step": res.resumed_from,
         "final_loss": res.final_loss,
     }
+    if encoder is not None:
+        card["map_condition"] = map_card(encoder, ds)
     if not main_process:  # under data parallelism only rank 0 writes
         return card
-    prov = Provenance.start("finetune", seeds={"seed": recipe.seed}, model=model)
+    # Where a run resumed is history, not content: it goes to the provenance, so a resumed
+    # run's card is byte-identical to an uninterrupted one's.
+    prov = Provenance.start(
+        "finetune", seeds={"seed": recipe.seed}, model=model, resumed_from_step=res.resumed_from
+    )
     prov.inputs[f"dataset:{ds.source}"] = ds.fingerprint()
     with atomic_path(result_dir) as tmp:
         tmp.mkdir(parents=True)
         card["files"] = export_trained(pipe, recipe, info, tmp)
-        (tmp / CARD_FILE).write_text(json.dumps(card, indent=2, default=str) + "\n")
+        if encoder is not None:
+            save_encoder(encoder, tmp)
+            card["files"].append(ENCODER_DIR)
+        for f in sorted(tmp.rglob("*.safetensors")):  # diffusers writes metadata unordered
+            canonicalize_safetensors(f)
+        on_disk = {k: v for k, v in card.items() if k != "resumed_from_step"}
+        (tmp / CARD_FILE).write_text(json.dumps(on_disk, indent=2, default=str) + "\n")
         _write_loss(res.history, tmp)
         write_provenance(tmp, prov)
+    faults.stage("finetune:result")
     return card
+
+
+def _finished_summary(out: Path, per_class: bool) -> dict[str, Any]:
+    """The summary of an output that was already complete (a resume with nothing left to do)."""
+    if per_class:
+        cards = {
+            d.name: json.loads((d / CARD_FILE).read_text())
+            for d in sorted(out.iterdir())
+            if (d / CARD_FILE).is_file()
+        }
+    else:
+        cards = {"all": json.loads((out / CARD_FILE).read_text())}
+    return {"per_class": per_class, "cards": cards, "out": str(out)}
 
 
 def finetune(
@@ -223,14 +276,28 @@ def finetune(
             "train per-class LoRAs without it, or one finetune per class with its own token"
         )
     out = Path(out)
+    work = parts_dir(out)
+    check_replaceable(out, "directory")
+    check_replaceable(work, "directory")
     if out.exists() and not overwrite:
+        if resume and work.is_dir() and (out / "provenance.json").is_file():
+            # Killed after OUT was in place, before OUT.parts was removed: only cleanup is left.
+            shutil.rmtree(work, ignore_errors=True)
+            return _finished_summary(out, per_class)
         raise GeosynthError(f"--out {out}: already exists; choose a new path or pass --overwrite")
+    if work.exists() and not resume and not overwrite:
+        raise GeosynthError(
+            f"{work}: an interrupted finetune's work is there; pass --resume to continue it or "
+            "--overwrite to discard it and start over"
+        )
     ds.check_nonempty()
     init_loras = check_init_loras(recipe, model)
-    work = parts_dir(out)
     state = _state()
     if work.exists() and not resume and state.is_main_process:
-        shutil.rmtree(work)
+        shutil.rmtree(work)  # --overwrite: the user asked to start over
+    if resume and state.is_main_process:
+        for leftover in out.parent.glob(f".{out.name}.tmp-*"):  # a kill during the final move
+            shutil.rmtree(leftover, ignore_errors=True)
     state.wait_for_everyone()
     staged = work / "result"
     if per_class:
@@ -277,9 +344,11 @@ def finetune(
             log=log,
         )
         summary = {"per_class": False, "cards": {"all": card}}
+    faults.stage("finetune:staged")
     if state.is_main_process:
         with atomic_path(out) as tmp:
             os.replace(staged, tmp)
+        faults.stage("finetune:output")
         shutil.rmtree(work, ignore_errors=True)
     state.wait_for_everyone()
     summary["out"] = str(out)

@@ -2,30 +2,58 @@
 resumable and shardable output.
 
 Every image is a job ``(class, index)`` with its own seed derived from (global seed, class name,
-index), so the same command gives the same images whatever the batch size, sharding or resume
-history. Images are written one by one (atomically) into ``OUT/<class>/<index>.png`` and their
-metadata rows appended to ``OUT/.parts/rows-<i>-of-<n>.jsonl``; a job counts as done when its
-row and its image exist. When every job of every shard is done, one process writes
-``metadata.jsonl``, the contact sheets and ``provenance.json`` and removes ``.parts``.
+index), so the same command gives the same images whatever the sharding or resume history (and
+byte for byte the same with the same batch size: batches are cut from the shard's full job
+list, so a resumed run recomputes a partly finished batch whole). Images are written one by one
+(atomically) into ``OUT/<class>/<index>.png`` and their metadata rows appended to
+``OUT/.parts/rows-<i>-of-<n>.jsonl``; a job counts as done when its row and its image exist.
+Shards of the same job may run at the same time without ``resume``: the first one writes
+``.parts/plan.json``, the others join it (under a file lock) when their settings are the same.
+When every job of every shard is done, one process (under the same lock) writes
+``metadata.jsonl``, the contact sheets and ``provenance.json`` (which records the settings) and
+then removes ``.parts``; finalizing is idempotent, so a kill at any point of it is repaired by
+the next ``resume``. See docs/reliability.md.
+
+With a radiometry spec (from the LoRA card: the model learnt data in native units), each image is
+also written back through the spec's inverse as ``OUT/<class>/<index>.tif`` in the data's units,
+dtype and selected bands; that GeoTIFF is the row's ``file_name`` (so the output reads as a dataset
+in native units, like the real one) and the 8-bit PNG its ``preview``. ``OUT/radiometry.json``
+holds the spec.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
-from geosynth.artifacts import ChannelMeans, Provenance, atomic_path, write_provenance
+from geosynth import faults
+from geosynth.artifacts import (
+    DIR_PROVENANCE_NAME,
+    ChannelMeans,
+    Provenance,
+    atomic_path,
+    check_replaceable,
+    clean_temporaries,
+    write_provenance,
+)
 from geosynth.data.folder import METADATA_NAME
 from geosynth.data.names import prompt_name, safe_dirname
+from geosynth.data.radiometry import Radiometry
+from geosynth.data.raster import write_raster
 from geosynth.diffusion import loras as lora_ops
 from geosynth.diffusion.control import ControlSource
 from geosynth.diffusion.noise import alpha_bar_at_start, gaussian_latents, leak_aligned_latents
@@ -34,6 +62,11 @@ from geosynth.progress import Track, no_track
 from geosynth.viz import image_grid
 
 PARTS = ".parts"
+SHEETS = "contact-sheets"
+RADIOMETRY_NAME = "radiometry.json"
+#: Names the output layout uses at its top level; no class folder may take one of them.
+RESERVED = {PARTS, SHEETS, METADATA_NAME, DIR_PROVENANCE_NAME, RADIOMETRY_NAME}
+MAX_SEED = 2**63 - 1
 
 
 def image_seed(seed: int, class_name: str, index: int) -> int:
@@ -63,9 +96,54 @@ class GenerationSpec:
     controlnet: str | None = None
     control: str | None = None  # canny | image
     control_images: str | None = None
+    radiometry: dict[str, Any] | None = None  # native-unit output through this spec's inverse
 
     def prompt(self, class_name: str) -> str:
         return self.prompt_template.format(prompt_name(class_name))
+
+    def check(self) -> None:
+        """Refuse settings that would fail or corrupt the output later, before anything is
+        written: class folders that collide or clash with the layout, a prompt template that
+        does not format, out-of-range numbers."""
+        if not self.classes:
+            raise GeosynthError("--classes: give at least one class name")
+        seen: dict[str, str] = {}
+        for c in self.classes:
+            d = safe_dirname(c)
+            if d in RESERVED or d.startswith("."):
+                raise GeosynthError(
+                    f"class name '{c}': its folder '{d}' is reserved by the output layout "
+                    f"(names starting with '.' and {', '.join(sorted(RESERVED))}); rename the class"
+                )
+            other = seen.get(d.casefold())
+            if other is not None:
+                what = "the same" if other == c else f"the same folder as '{other}'"
+                raise GeosynthError(
+                    f"class name '{c}': gives {what} ('{d}'; folders are compared ignoring case "
+                    "for case-insensitive file systems); class names must map to distinct folders"
+                )
+            seen[d.casefold()] = c
+        try:
+            probe = self.prompt_template.format("CLASS")
+        except (IndexError, KeyError, ValueError) as exc:
+            raise GeosynthError(
+                f"--prompt-template {self.prompt_template!r}: does not format ({exc!r}); expected "
+                "text with one {} where the class name goes, e.g. 'a satellite photo of a {}'"
+            ) from None
+        if "CLASS" not in probe:
+            raise GeosynthError(
+                f"--prompt-template {self.prompt_template!r}: has no {{}} for the class name"
+            )
+        if not 0 <= self.seed <= MAX_SEED:
+            raise GeosynthError(f"--seed {self.seed}: expected an integer in [0, 2**63 - 1]")
+        if self.per_class < 1 or self.steps < 1:
+            raise GeosynthError("--per-class and --steps must be at least 1")
+        if self.resolution is not None and self.resolution < 1:
+            raise GeosynthError(f"--resolution {self.resolution}: expected a positive size")
+
+    def plan(self) -> dict[str, Any]:
+        """The settings as JSON data (what ``plan.json`` and the provenance record)."""
+        return json.loads(json.dumps(asdict(self)))
 
     def weights_for(self, class_name: str) -> dict[str, float]:
         """Adapter weights for a class: stacked LoRAs at their weight, the others at 0, then the
@@ -117,56 +195,175 @@ def read_done(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
     return done
 
 
-def prepare_output(out: Path, spec: GenerationSpec, resume: bool) -> bool:
-    """Start a new output directory or check that ``--resume`` continues the same job; True when
-    the output is already complete (nothing to fill)."""
-    plan_path = out / PARTS / "plan.json"
-    plan = json.loads(json.dumps(asdict(spec)))
-    if out.exists() and any(out.iterdir()):
+@contextlib.contextmanager
+def output_lock(out: Path, create: bool = True) -> Iterator[None]:
+    """An exclusive lock on ``OUT/.parts/lock`` (shards starting or finalizing at once). With
+    ``create=False`` a missing ``.parts`` raises FileNotFoundError instead of being made."""
+    if create:
+        (out / PARTS).mkdir(parents=True, exist_ok=True)
+    with open(out / PARTS / "lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def settings_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """'seed 0 -> 1, noise gaussian -> leak-aligned': the settings that differ."""
+
+    def short(v: Any) -> str:
+        text = json.dumps(v)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return ", ".join(f"{k} {short(old.get(k))} -> {short(new.get(k))}" for k in keys)
+
+
+def _recorded_plan(out: Path) -> dict[str, Any] | None:
+    try:
+        prov = json.loads((out / DIR_PROVENANCE_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return prov.get("extra", {}).get("spec")
+
+
+def _is_finished(out: Path) -> bool:
+    return (out / METADATA_NAME).is_file() and not (out / PARTS).exists()
+
+
+def _repair_rows(part: Path) -> None:
+    """Drop a row cut short by a kill (and anything unreadable) from a shard's rows file, so
+    that appending continues on a clean line."""
+    if not part.is_file():
+        return
+    text = part.read_text()
+    lines = text.splitlines()
+    good = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            continue
+        good.append(line)
+    if len(good) != len(lines) or (text and not text.endswith("\n")):
+        with atomic_path(part) as tmp:
+            tmp.write_text("".join(line + "\n" for line in good))
+
+
+def prepare_output(
+    out: Path, spec: GenerationSpec, resume: bool, shard: tuple[int, int] = (0, 1)
+) -> bool:
+    """Start a new output directory, join the same job's other shards, or check that ``resume``
+    continues the same job; True when the output is already complete (nothing to fill).
+
+    Nothing is written before every check has passed, so a refused call leaves no trace.
+    """
+    check_replaceable(out, "directory")
+    plan = spec.plan()
+    parts = out / PARTS
+    plan_path = parts / "plan.json"
+    if _is_finished(out):
         if not resume:
             raise GeosynthError(
-                f"--out {out}: exists; pass --resume to continue it or choose a new path"
+                f"--out {out}: a finished generate output is there; choose a new path "
+                "(or pass --resume to check that it was made with these settings)"
             )
-        if (out / METADATA_NAME).is_file() and not plan_path.exists():
-            return True
-        if not plan_path.is_file():
-            raise GeosynthError(f"--out {out}: not a geosynth generate output")
-        if json.loads(plan_path.read_text()) != plan:
+        recorded = _recorded_plan(out)
+        if recorded is None:
             raise GeosynthError(
-                f"--out {out}: was started with other settings (model, classes, noise, LoRAs, "
-                "seed, ...); --resume needs the same command"
+                f"--out {out}: {DIR_PROVENANCE_NAME} records no settings, so --resume cannot tell "
+                "whether it was made with these; choose a new path"
             )
-        return False
-    (out / PARTS).mkdir(parents=True, exist_ok=True)
-    with atomic_path(plan_path) as tmp:
-        tmp.write_text(json.dumps(plan, indent=2))
+        if recorded != plan:
+            raise GeosynthError(
+                f"--out {out}: finished with other settings ({settings_diff(recorded, plan)}); "
+                "--resume needs the same settings, or choose a new path"
+            )
+        clean_temporaries(out)  # a finalize killed while removing .parts
+        return True
+    # Another shard may have made .parts and not yet written the plan: it holds the lock.
+    if out.is_dir() and any(q.name != PARTS for q in out.iterdir()) and not plan_path.is_file():
+        raise GeosynthError(
+            f"--out {out}: exists and is not a geosynth generate output in progress; "
+            "choose a new path"
+        )
+    with output_lock(out):
+        if plan_path.is_file():
+            old = json.loads(plan_path.read_text())
+            if old != plan:
+                raise GeosynthError(
+                    f"--out {out}: was started with other settings ({settings_diff(old, plan)}); "
+                    "--resume and other shards need the same settings"
+                )
+            mine = parts / f"rows-{shard[0]}-of-{shard[1]}.jsonl"
+            if not resume and (shard[1] == 1 or mine.exists()):
+                raise GeosynthError(
+                    f"--out {out}: an interrupted run of this job is there; pass --resume to continue "
+                    "it or choose a new path"
+                )
+            if resume:
+                _repair_rows(mine)
+                for c, i in shard_jobs(spec, shard):
+                    for tmp in (out / safe_dirname(c)).glob(f".{i:06d}.png.tmp-*"):
+                        tmp.unlink(missing_ok=True)
+        else:
+            with atomic_path(plan_path) as tmp:
+                tmp.write_text(json.dumps(plan, indent=2))
+            faults.stage("generate:plan")
     return False
 
 
 def finalize(out: Path, spec: GenerationSpec, provenance: Provenance) -> bool:
-    """If every job is done, write metadata.jsonl, contact sheets and provenance (once)."""
-    if not (out / PARTS).is_dir():
+    """If every job is done, write metadata.jsonl, contact sheets and provenance, then remove
+    ``.parts``. Idempotent and safe to repeat after a kill at any point: every file is written
+    atomically with content that depends only on the jobs, and ``.parts`` (the proof that the
+    output is unfinished) goes last, by one rename."""
+    parts = out / PARTS
+    if not parts.is_dir():
         return (out / METADATA_NAME).is_file()
-    done = read_done(out)
-    if len(done) < len(all_jobs(spec)):
+    if len(read_done(out)) < len(all_jobs(spec)):
         return False
     try:
-        fd = os.open(out / PARTS / "finalizing", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        os.close(fd)
-    except FileExistsError:
-        return True  # another process finalizes
-    rows = [done[job] for job in all_jobs(spec)]
-    with atomic_path(out / METADATA_NAME) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    sheets = out / "contact-sheets"
-    sheets.mkdir(exist_ok=True)
-    for c in spec.classes:
-        imgs = [Image.open(out / done[c, i]["file_name"]) for i in range(min(spec.per_class, 64))]
-        grid = image_grid([imgs[r : r + 8] for r in range(0, len(imgs), 8)], cell=96)
-        with atomic_path(sheets / f"{safe_dirname(c)}.png") as tmp:
-            grid.save(tmp, format="PNG")
-    write_provenance(out, provenance)
-    shutil.rmtree(out / PARTS, ignore_errors=True)
+        lock = output_lock(out, create=False)
+        lock.__enter__()
+    except FileNotFoundError:  # another shard finalized meanwhile
+        return (out / METADATA_NAME).is_file()
+    with contextlib.ExitStack() as stack:
+        stack.push(lock)
+        if not (parts / "plan.json").is_file():  # another shard finalized while we waited
+            return (out / METADATA_NAME).is_file()
+        done = read_done(out)
+        if len(done) < len(all_jobs(spec)):
+            return False
+        for leftover in out.glob(".*.tmp-*"):  # a finalize killed while writing
+            leftover.unlink(missing_ok=True)
+        clean_temporaries(out / SHEETS)
+        rows = [done[job] for job in all_jobs(spec)]
+        if spec.radiometry is not None:
+            with atomic_path(out / RADIOMETRY_NAME) as tmp:
+                tmp.write_text(json.dumps(spec.radiometry, indent=2) + "\n")
+        with atomic_path(out / METADATA_NAME) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        faults.stage("generate:finalize:metadata")
+        sheets = out / SHEETS
+        sheets.mkdir(exist_ok=True)
+        for c in spec.classes:
+            imgs = [
+                Image.open(out / done[c, i].get("preview", done[c, i]["file_name"]))
+                for i in range(min(spec.per_class, 64))
+            ]
+            grid = image_grid([imgs[r : r + 8] for r in range(0, len(imgs), 8)], cell=96)
+            with atomic_path(sheets / f"{safe_dirname(c)}.png") as tmp:
+                grid.save(tmp, format="PNG")
+        faults.stage("generate:finalize:sheets")
+        provenance.extra["spec"] = spec.plan()
+        write_provenance(out, provenance)
+        faults.stage("generate:finalize:provenance")
+        gone = out / f"{PARTS}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(parts, gone)
+        faults.stage("generate:finalize:parts")
+    shutil.rmtree(gone, ignore_errors=True)
     return True
 
 
@@ -183,25 +380,38 @@ def run_generation(
     track: Track = no_track,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """Generate this shard's missing images into ``out``; finalize if everything is done."""
-    if prepare_output(out, spec, resume):
+    """Generate this shard's missing images into ``out``; finalize if everything is done.
+
+    Every setting is checked before anything is written, so a refused call leaves no trace."""
+    spec.check()
+    vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    size = spec.resolution or pipe.unet.config.sample_size * vae_factor
+    multiple = math.lcm(vae_factor, 8)  # diffusers' pipelines also want multiples of 8
+    if size % multiple:
+        raise GeosynthError(f"--resolution {size}: must be a multiple of {multiple}")
+    if spec.noise == "leak-aligned":
+        missing = [c for c in spec.classes if c not in spec.channel_means]
+        if missing:
+            raise GeosynthError(f"channel means: no class '{missing[0]}'")
+    if prepare_output(out, spec, resume, shard):
         return {"generated": 0, "complete": True}
     done = read_done(out)
-    todo = [job for job in shard_jobs(spec, shard) if job not in done]
+    mine = shard_jobs(spec, shard)
+    todo = {job for job in mine if job not in done}
     if done:
         log(f"resuming: {len(done)} images already done, {len(todo)} to go in this shard")
     pipe.scheduler.set_timesteps(spec.steps)
-    vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    size = spec.resolution or pipe.unet.config.sample_size * vae_factor
-    if size % vae_factor:
-        raise GeosynthError(f"--resolution {size}: must be a multiple of {vae_factor}")
     shape = (pipe.unet.config.in_channels, size // vae_factor, size // vae_factor)
     abar = alpha_bar_at_start(pipe.scheduler, spec.leak_timestep)
+    # Batches are cut from the shard's whole job list (not from what is left), so a resumed
+    # run computes every image in the same batch as an uninterrupted one: same bytes.
     batches: list[list[tuple[str, int]]] = []
     for c in spec.classes:
-        jobs = [j for j in todo if j[0] == c]
+        jobs = [j for j in mine if j[0] == c]
         batches += [jobs[s : s + batch_size] for s in range(0, len(jobs), batch_size)]
+    batches = [b for b in batches if any(job in todo for job in b)]
     part = out / PARTS / f"rows-{shard[0]}-of-{shard[1]}.jsonl"
+    rad = None if spec.radiometry is None else Radiometry.from_dict(spec.radiometry)
     current_class = None
     with part.open("a") as rows_file:
         for batch in track(batches, len(batches), "generating"):
@@ -222,6 +432,8 @@ def run_generation(
             extra: dict[str, Any] = {}
             if control is not None:
                 extra["image"] = [control.image(c, i) for c, i in batch]
+            if rad is not None:  # floats in [0, 1], not yet rounded to 8 bits
+                extra["output_type"] = "np"
             images = pipe(
                 [spec.prompt(class_name)] * len(batch),
                 **extra,
@@ -233,12 +445,27 @@ def run_generation(
                 generator=gens,
             ).images
             for (c, i), s, img in zip(batch, seeds, images, strict=True):
+                if (c, i) not in todo:  # done before an interruption; recomputed for its batch
+                    continue
                 rel = _rel(c, i)
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                native: dict[str, Any] = {}
+                arr = None
+                if rad is not None:
+                    arr = np.asarray(img, dtype=np.float32)
+                    # The preview is what diffusers' PIL output would have been.
+                    img = Image.fromarray((arr * 255).round().astype(np.uint8), "RGB")
                 with atomic_path(out / rel) as tmp:
                     img.save(tmp, format="PNG")
+                if rad is not None and arr is not None:
+                    # Written after the preview: a row counts as done when its file_name exists.
+                    tif = rel[: -len(".png")] + ".tif"
+                    write_raster(out / tif, rad.inverse(arr.transpose(2, 0, 1) * 2.0 - 1.0))
+                    native = {"file_name": tif, "preview": rel}
+                faults.stage("generate:image")
                 row = {
                     "file_name": rel,
+                    **native,
                     "label": spec.classes.index(c),
                     "class_name": c,
                     "index": i,
@@ -266,9 +493,10 @@ def run_generation(
                 }
                 rows_file.write(json.dumps(row) + "\n")
                 rows_file.flush()
+                faults.stage("generate:row")
     complete = finalize(out, spec, provenance)
     return {
-        "generated": sum(len(b) for b in batches),
+        "generated": len(todo),
         "complete": complete,
         "shard": f"{shard[0]}/{shard[1]}",
     }

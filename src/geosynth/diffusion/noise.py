@@ -17,8 +17,9 @@ Two details make this right for every scheduler:
 * **Which sample space.** Pipelines multiply given latents by ``init_noise_sigma``, and
   schedulers then scale the UNet input (``scale_model_input``; sigma-space schedulers such as
   Euler sample ``x = x0 + sigma eps`` and divide by ``sqrt(sigma^2 + 1)``). We probe both scalings
-  on a copy of the scheduler and divide them out, so the UNet receives exactly the training
-  distribution ``N(sqrt(abar) x0_cls, (1 - abar) I)``.
+  on a copy of the scheduler reset to the start of its schedule (a finished pipeline run leaves
+  the step index at sigma 0) and divide them out, so the UNet receives exactly the training
+  distribution ``N(sqrt(abar) x0_cls, (1 - abar) I)`` in every batch.
 """
 
 from __future__ import annotations
@@ -51,9 +52,18 @@ def alpha_bar_at_start(scheduler, leak_timestep: int | None = None) -> float:
 
 def model_input_scale(scheduler) -> float:
     """The factor between latents handed to a pipeline and what its UNet first receives:
-    ``init_noise_sigma`` times ``scale_model_input`` at the first timestep (probed on a copy, as
-    some schedulers keep a step index)."""
+    ``init_noise_sigma`` times ``scale_model_input`` at the first timestep.
+
+    Sigma-space schedulers (Euler, Euler-a, LMS, Heun) pick the sigma to divide by from a step
+    index that a pipeline run leaves at the end of the schedule (sigma 0). The probe is a copy
+    whose step index is reset to the state every run starts from (``set_timesteps`` does the same),
+    so the result does not depend on what ran before."""
     probe = copy.deepcopy(scheduler)
+    for attr in ("_step_index", "_begin_index"):
+        if hasattr(probe, attr):
+            setattr(probe, attr, None)
+    if getattr(probe, "step_index", None) is not None:  # a scheduler keeping its index elsewhere
+        raise ValueError(f"{type(scheduler).__name__}: cannot reset its step index for probing")
     t0 = first_timestep(probe)
     ones = torch.ones(1, 1, 1, 1)
     scaled = probe.scale_model_input(ones * float(probe.init_noise_sigma), t0)

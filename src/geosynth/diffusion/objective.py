@@ -2,16 +2,19 @@
 prediction target (epsilon or v), min-SNR loss weights and the zero-terminal-SNR schedule.
 
 Offset noise (seed 000, section 4.1, Eq. 3) adds a channel-wise constant to the Gaussian noise:
-``noise = eps0 + L * eps_c`` with ``eps0 ~ N(0, I)`` of shape (B, C, H, W) and ``eps_c ~ N(0, 1)``
-of shape (B, C, 1, 1), the convention of diffusers' ``noise_offset``. The same ``noise`` both
-noises the latents and is the epsilon target. The per-channel spatial mean of ``noise`` then has
-variance ``1/(H*W) + L^2``: the offset dominates the tiny ``1/(H*W)`` of plain noise (1/4096 at
-512 px), which is what stops the model from trusting the leaked channel means.
+``noise = eps0 + s * eps_c`` with ``eps0 ~ N(0, I)`` of shape (B, C, H, W) and ``eps_c ~ N(0, 1)``
+of shape (B, C, 1, 1). The same ``noise`` both noises the latents and is the epsilon target. The
+per-channel spatial mean of ``noise`` then has variance ``1/(H*W) + s^2``: the offset dominates the
+tiny ``1/(H*W)`` of plain noise (1/4096 at 512 px), which is what stops the model from trusting the
+leaked channel means.
 
-Eq. 3 writes the offset as ``eps_c ~ N(0, lambda * Sigma_c)``, i.e. variance ``lambda``; our ``L``
-scales the standard deviation, so Eq. 3's ``lambda`` equals ``L**2`` (``L = sqrt(lambda)``). The
-paper's best values (0.05 EuroSAT, 0.07 PatternNet, 0.035 RESISC45) come from DataDream's code,
-which uses diffusers' ``noise_offset``, so they are ``L`` values here: pass them unchanged.
+How the paper's ``lambda`` maps to ``s`` is open. Eq. 3 writes ``eps_c ~ N(0, lambda Sigma_c)``,
+literally a variance (``s = sqrt(lambda)``: 0.224 for lambda = 0.05); the paper's values (0.05
+EuroSAT, 0.07 PatternNet, 0.035 RESISC45) are in the range used with diffusers' ``noise_offset``
+and Guttenberg's offset-noise post, where the value multiplies ``eps_c`` (``s = lambda``). The
+DataDream training script the paper builds on trains with plain Gaussian noise, so it does not
+settle the question. Both readings are offered (:data:`OFFSET_CONVENTIONS`, :func:`offset_std`);
+the default is the standard-deviation one.
 """
 
 from __future__ import annotations
@@ -21,12 +24,25 @@ import torch
 from geosynth.errors import GeosynthError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
+#: How an offset-noise value is read: ``std`` (s = value; diffusers' ``noise_offset``, Guttenberg)
+#: or ``variance`` (s = sqrt(value); seed 000's Eq. 3 taken literally).
+OFFSET_CONVENTIONS = ("std", "variance")
+
+
+def offset_std(value: float, convention: str = "std") -> float:
+    """The standard deviation ``s`` of the channel offset for an offset-noise ``value``."""
+    if convention not in OFFSET_CONVENTIONS:
+        raise GeosynthError(
+            f"offset_noise_convention {convention!r}: expected one of {OFFSET_CONVENTIONS}"
+        )
+    return float(value) if convention == "std" else float(value) ** 0.5
 
 
 def training_noise(
     latents: torch.Tensor, offset: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """``eps0 + offset * eps_c``; ``eps_c`` is constant over each channel of each sample."""
+    """``eps0 + offset * eps_c``; ``eps_c`` is constant over each channel of each sample and
+    ``offset`` is its standard deviation (see :func:`offset_std`)."""
     noise = torch.randn(
         latents.shape, generator=generator, device=latents.device, dtype=latents.dtype
     )

@@ -13,13 +13,54 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from geosynth.defaults import PROMPT_TEMPLATE
-from geosynth.diffusion.objective import PREDICTION_TYPES
+from geosynth.diffusion.mapcond import MapCondition
+from geosynth.diffusion.objective import OFFSET_CONVENTIONS, PREDICTION_TYPES, offset_std
 from geosynth.errors import GeosynthError
 
 MODES = ("lora", "full", "frozen")
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
-# LoRA on the VAE decoder: its attention projections and its ResNet convolutions (the decoder
+#: ``lora_targets`` presets: which UNet projections get LoRA.
+LORA_TARGET_PRESETS: dict[str, tuple[str, ...]] = {
+    # DataDream (seed 000): every attention projection, self- and cross-attention.
+    "attention": UNET_TARGETS,
+    # 2LoRA (seed 001, section 3.2): the cross-attention Q, K, V projections only.
+    "cross-attention-qkv": ("attn2.to_q", "attn2.to_k", "attn2.to_v"),
+    # Attention plus the transformer blocks' feed-forward layers (GEGLU input and output).
+    "attention-ff": (*UNET_TARGETS, "ff.net.0.proj", "ff.net.2"),
+}
+
+
+def resolve_lora_targets(spec: str) -> tuple[str, ...]:
+    """A preset name, or comma-separated UNet module names (suffixes of the module paths, as
+    peft matches them: ``to_q``, ``attn2.to_k``, ``ff.net.2``)."""
+    if spec in LORA_TARGET_PRESETS:
+        return LORA_TARGET_PRESETS[spec]
+    names = tuple(n.strip() for n in spec.split(",") if n.strip())
+    bad = [
+        n for n in names if not all(part.isidentifier() or part.isdigit() for part in n.split("."))
+    ]
+    if not names or bad:
+        raise GeosynthError(
+            f"--lora-targets {spec}: expected one of {', '.join(LORA_TARGET_PRESETS)} or "
+            "comma-separated module names such as to_q,attn2.to_k"
+        )
+    return names
+
+
+def check_lora_targets(module, targets: tuple[str, ...], what: str = "UNet") -> None:
+    """Every target must name at least one module (peft would silently skip some and fail on
+    none with a long message)."""
+    names = [n for n, _ in module.named_modules()]
+    for t in targets:
+        if not any(n == t or n.endswith("." + t) for n in names):
+            raise GeosynthError(
+                f"--lora-targets: no module of the {what} is named '{t}' (presets: "
+                f"{', '.join(LORA_TARGET_PRESETS)}; names like to_q, attn2.to_k, ff.net.2)"
+            )
+
+
+# LoRA on the VAE decoder or encoder: its attention projections and its ResNet convolutions (each
 # has a single attention block, so convolutions carry most of what it can learn).
 VAE_DECODER_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")
 
@@ -31,12 +72,14 @@ class Recipe:
     unet: str = "lora"
     text_encoder: str = "lora"
     vae_decoder: str = "frozen"
+    vae_encoder: str = "frozen"
     learn_token: str | None = None
     token_init: str = "satellite"
     rank: int = 16
     alpha: float = 16.0
     lora_dropout: float = 0.0
-    unet_targets: tuple[str, ...] = UNET_TARGETS
+    lora_targets: str = "attention"  # a LORA_TARGET_PRESETS name or module names, as given
+    unet_targets: tuple[str, ...] = UNET_TARGETS  # what lora_targets resolves to
     text_targets: tuple[str, ...] = TEXT_TARGETS
     lr: float = 1e-4
     weight_decay: float = 1e-2
@@ -49,6 +92,7 @@ class Recipe:
     resolution: int | None = None
     flip: bool = True
     offset_noise: float = 0.0
+    offset_noise_convention: str = "std"  # std: s = value; variance: s = sqrt(value) (Eq. 3)
     prediction_type: str | None = None  # None: the base scheduler's own
     snr_gamma: float | None = None
     zero_terminal_snr: bool = False
@@ -61,10 +105,16 @@ class Recipe:
     gradient_checkpointing: bool = False
     checkpoint_every: int = 500
     checkpoints_kept: int = 2
+    maps: MapCondition | None = None  # semantic-map conditioning (seed 004), see .mapcond
+
+    def __post_init__(self) -> None:
+        # ``lora_targets`` is what users set; ``unet_targets`` follows it unless given as well.
+        if tuple(self.unet_targets) == UNET_TARGETS:
+            self.unet_targets = resolve_lora_targets(self.lora_targets)
 
     def check(self) -> None:
         """Reject contradictory settings with one line naming the option."""
-        for name in ("unet", "text_encoder", "vae_decoder"):
+        for name in ("unet", "text_encoder", "vae_decoder", "vae_encoder"):
             if getattr(self, name) not in MODES:
                 flag = "--train-" + name.replace("_", "-")
                 raise GeosynthError(f"{flag} {getattr(self, name)}: expected one of {MODES}")
@@ -77,6 +127,11 @@ class Recipe:
                 "--zero-terminal-snr needs --prediction-type v_prediction (epsilon cannot be "
                 "predicted from pure noise at the last timestep)"
             )
+        if tuple(self.unet_targets) != resolve_lora_targets(self.lora_targets):
+            raise GeosynthError(
+                f"lora_targets {self.lora_targets!r} and unet_targets {list(self.unet_targets)} "
+                "disagree; set unet_targets=resolve_lora_targets(lora_targets)"
+            )
         if self.init not in ("pretrained", "scratch"):
             raise GeosynthError(f"--init {self.init}: expected pretrained or scratch")
         if self.init == "scratch":
@@ -88,6 +143,18 @@ class Recipe:
                 raise GeosynthError("--init-lora cannot be merged into a UNet trained from scratch")
         elif self.unet_config:
             raise GeosynthError("--unet-config is only used with --init scratch")
+        if self.maps is not None:
+            self.maps.check()
+            if self.unet != "full":
+                raise GeosynthError(
+                    "map conditioning changes the UNet's input and trains it whole: use "
+                    "--train-unet full"
+                )
+            if self.maps.text == "instead" and self.text_encoder != "frozen":
+                raise GeosynthError(
+                    "--map-text instead leaves the text encoder unused: use "
+                    "--train-text-encoder frozen"
+                )
         if self.nothing_trained:
             raise GeosynthError("nothing to train: every component is frozen and no --learn-token")
         if self.rank < 1 or self.alpha <= 0:
@@ -98,6 +165,11 @@ class Recipe:
             raise GeosynthError(f"--epochs {self.epochs}: must be at least 1")
         if self.offset_noise < 0:
             raise GeosynthError(f"--offset-noise {self.offset_noise}: must be >= 0")
+        if self.offset_noise_convention not in OFFSET_CONVENTIONS:
+            raise GeosynthError(
+                f"--offset-noise-convention {self.offset_noise_convention}: expected std or "
+                "variance"
+            )
         if self.snr_gamma is not None and self.snr_gamma <= 0:
             raise GeosynthError(f"--snr-gamma {self.snr_gamma}: must be > 0")
         if not 0 <= self.warmup_ratio < 1:
@@ -107,6 +179,17 @@ class Recipe:
                 f"--prompt-template {self.prompt_template!r}: needs exactly one '{{}}' for the "
                 "class name"
             )
+        try:
+            self.prompt_template.format("x")
+        except (IndexError, KeyError, ValueError):
+            raise GeosynthError(
+                f"--prompt-template {self.prompt_template!r}: does not format; use '{{}}' for "
+                "the class name and '{{{{'/'}}}}' for literal braces"
+            ) from None
+        if not 0 <= self.seed <= 2**63 - 1:
+            raise GeosynthError(f"--seed {self.seed}: expected an integer in [0, 2**63 - 1]")
+        if self.resolution is not None and self.resolution < 1:
+            raise GeosynthError(f"--resolution {self.resolution}: expected a positive size")
         if self.learn_token is not None and (
             not self.learn_token.strip() or " " in self.learn_token
         ):
@@ -114,12 +197,21 @@ class Recipe:
 
     @property
     def nothing_trained(self) -> bool:
-        modes = (self.unet, self.text_encoder, self.vae_decoder)
+        modes = (self.unet, self.text_encoder, self.vae_decoder, self.vae_encoder)
         return all(m == "frozen" for m in modes) and self.learn_token is None
 
     @property
+    def offset_std(self) -> float:
+        """Standard deviation of the channel offset the trainer adds to the noise."""
+        return offset_std(self.offset_noise, self.offset_noise_convention)
+
+    @property
     def uses_lora(self) -> bool:
-        return "lora" in (self.unet, self.text_encoder, self.vae_decoder)
+        return "lora" in (self.unet, self.text_encoder, self.vae_decoder, self.vae_encoder)
+
+    @property
+    def trains_vae(self) -> bool:
+        return self.vae_decoder != "frozen" or self.vae_encoder != "frozen"
 
     @property
     def template(self) -> str:
@@ -134,4 +226,6 @@ class Recipe:
         d["unet_targets"] = list(self.unet_targets)
         d["text_targets"] = list(self.text_targets)
         d["init_loras"] = [{"path": p, "weight": w} for p, w in self.init_loras]
+        if self.maps is None:  # text-only recipes keep the dict (and resume checks) they had
+            del d["maps"]
         return d

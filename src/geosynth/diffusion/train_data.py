@@ -1,9 +1,10 @@
 """The few-shot images prepared once for fine-tuning: prompts, and VAE latents encoded up front.
 
-The encoder is frozen in every recipe, so each image's posterior N(mean, std^2) is fixed: we
-encode it once (and its mirror image when random flips are on) and draw a fresh latent sample at
-every step, which is exactly what re-encoding each step would do, without the VAE's cost.
-Pixels are kept only when the VAE decoder trains (its loss compares decodings to the images).
+While the encoder is frozen each image's posterior N(mean, std^2) is fixed: we encode it once
+(and its mirror image when random flips are on) and draw a fresh latent sample at every step,
+which is exactly what re-encoding each step would do, without the VAE's cost. Pixels are kept
+when part of the VAE trains (the decoder's loss compares decodings to the images; a training
+encoder re-encodes them every step).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from geosynth.data.dataset import ImageDataset
@@ -36,6 +38,10 @@ class TrainingSet:
     @property
     def flips(self) -> int:
         return int(self.latent_mean.shape[0])
+
+    def unet_inputs(self, idx, flip, generator, device) -> dict[str, torch.Tensor]:
+        """Extra UNet keyword inputs for a micro-batch (map-conditioned sets add the maps)."""
+        return {}
 
 
 def check_resolution(resolution: int, vae_factor: int, unet_down: int, arg: str) -> None:
@@ -70,11 +76,12 @@ def build_training_set(
     small, smallest = 0, None
     order = range(0, len(ds), batch_size)
     for start in track(order, len(order), "encode latents"):
-        images = [ds.image(i) for i in range(start, min(start + batch_size, len(ds)))]
+        images = [ds.model_input(i) for i in range(start, min(start + batch_size, len(ds)))]
         for img in images:
-            if min(img.size) < resolution:
+            wh = (img.shape[2], img.shape[1]) if isinstance(img, np.ndarray) else img.size
+            if min(wh) < resolution:
                 small += 1
-                smallest = min(smallest or img.size, img.size, key=min)
+                smallest = min(smallest or wh, wh, key=min)
         x = images_to_tensor(images, resolution)
         if keep_pixels:
             pixels.append(x)

@@ -6,8 +6,8 @@
   ``pytorch_lora_weights.safetensors`` with the adapter configs in its metadata (so
   ``pipe.load_lora_weights(DIR)`` keeps alpha), ``learned_embeds.safetensors`` (textual-inversion
   format, ``pipe.load_textual_inversion``), and ``unet/``, ``text_encoder/`` + ``tokenizer/`` or
-  ``vae/`` sub-folders for components trained in full (a VAE decoder LoRA is merged first:
-  diffusers' pipelines cannot load VAE LoRAs).
+  ``vae/`` sub-folders for components trained in full (a VAE decoder or encoder LoRA is merged
+  first: diffusers' pipelines cannot load VAE LoRAs).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from geosynth.diffusion.loras import LORA_FILE, TOKEN_FILE
-from geosynth.diffusion.recipe import VAE_DECODER_TARGETS, Recipe
+from geosynth.diffusion.recipe import VAE_DECODER_TARGETS, Recipe, check_lora_targets
 from geosynth.errors import GeosynthError
 
 
@@ -90,6 +90,8 @@ def prepare_components(pipe, recipe: Recipe) -> dict[str, Any]:
         ("text_encoder", te, recipe.text_encoder, recipe.text_targets),
     ):
         if mode == "lora":
+            if name == "unet":
+                check_lora_targets(module, tuple(targets))
             cfg = _lora_config(recipe, list(targets))
             module.add_adapter(cfg)
             info["lora_configs"][name] = cfg
@@ -104,12 +106,20 @@ def prepare_components(pipe, recipe: Recipe) -> dict[str, Any]:
             # Textual inversion: only the new row may move; masking its gradient (and keeping
             # embeddings out of weight decay) leaves every other row bit-identical.
             emb.register_hook(_only_row(row))
-    if recipe.vae_decoder == "lora":
-        regex = r"decoder\..*(" + "|".join(t.replace(".", r"\.") for t in VAE_DECODER_TARGETS)
-        vae.add_adapter(_lora_config(recipe, regex + r")$"))
-    elif recipe.vae_decoder == "full":
+    parts = {"decoder": recipe.vae_decoder, "encoder": recipe.vae_encoder}
+    lora_parts = [p for p, mode in parts.items() if mode == "lora"]
+    if lora_parts:
+        # One adapter over the LoRA parts; peft freezes every other VAE weight when it is added,
+        # so fully trained parts are switched on afterwards.
+        targets = "|".join(t.replace(".", r"\.") for t in VAE_DECODER_TARGETS)
+        regex = r"(" + "|".join(lora_parts) + r")\..*(" + targets + r")$"
+        vae.add_adapter(_lora_config(recipe, regex))
+    if recipe.vae_decoder == "full":
         vae.decoder.requires_grad_(True)
         vae.post_quant_conv.requires_grad_(True)
+    if recipe.vae_encoder == "full":
+        vae.encoder.requires_grad_(True)
+        vae.quant_conv.requires_grad_(True)
     return info
 
 
@@ -162,7 +172,7 @@ def _config_dict(cfg) -> dict[str, Any]:
 
 
 def _merged_vae(vae):
-    """A plain AutoencoderKL with the decoder LoRA merged into its weights."""
+    """A plain AutoencoderKL with the decoder and/or encoder LoRA merged into its weights."""
     from diffusers import AutoencoderKL
     from peft.tuners.tuners_utils import BaseTunerLayer
 
@@ -210,8 +220,9 @@ def export_trained(pipe, recipe: Recipe, info: dict[str, Any], out: Path) -> lis
         pipe.text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
         pipe.tokenizer.save_pretrained(out / "tokenizer")
         written += ["text_encoder", "tokenizer"]
-    if recipe.vae_decoder != "frozen":
-        vae = _merged_vae(pipe.vae) if recipe.vae_decoder == "lora" else pipe.vae
+    if recipe.trains_vae:
+        lora = "lora" in (recipe.vae_decoder, recipe.vae_encoder)
+        vae = _merged_vae(pipe.vae) if lora else pipe.vae
         vae.save_pretrained(out / "vae", safe_serialization=True)
         written.append("vae")
     return written

@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from geosynth.artifacts import atomic_path
+from geosynth import faults
+from geosynth.artifacts import atomic_path, load_torch_state
 from geosynth.diffusion.objective import loss_weights, target, training_noise
 from geosynth.diffusion.recipe import Recipe
 from geosynth.diffusion.train_data import TrainingSet
@@ -137,10 +138,11 @@ def train(
 
     unet, te, vae = pipe.unet, pipe.text_encoder, pipe.vae
     # Frozen weights may live in half precision; trainable ones (and LoRA factors) stay float32.
-    for module, mode in ((unet, recipe.unet), (te, recipe.text_encoder), (vae, recipe.vae_decoder)):
+    vae_mode = recipe.vae_encoder if recipe.vae_encoder != "frozen" else recipe.vae_decoder
+    for module, mode in ((unet, recipe.unet), (te, recipe.text_encoder), (vae, vae_mode)):
         module.to(device)
         # Frozen weights and LoRA bases may live in half precision; the VAE keeps float32 when
-        # its decoder trains, since a decoder LoRA is merged into (and saved with) its weights.
+        # part of it trains, since a VAE LoRA is merged into (and saved with) its weights.
         if half != torch.float32 and (mode == "frozen" or (mode == "lora" and module is not vae)):
             module.to(half)
         for p in module.parameters():
@@ -153,6 +155,7 @@ def train(
     train_te = any(p.requires_grad for p in te.parameters())
     train_unet = any(p.requires_grad for p in unet.parameters())
     train_vae = any(p.requires_grad for p in vae.parameters())
+    train_encoder = recipe.vae_encoder != "frozen"
     # from_pretrained returns eval-mode modules; training mode enables dropout and makes
     # transformers' gradient checkpointing take effect.
     for module, trains in ((unet, train_unet), (te, train_te), (vae, train_vae)):
@@ -180,7 +183,7 @@ def train(
         from safetensors.torch import load_file
 
         load_trainable_state(pipe, load_file(str(ckpt / "trainable.safetensors")))
-        blob = torch.load(ckpt / "optim.pt", map_location=device, weights_only=True)
+        blob = load_torch_state(ckpt / "optim.pt")
         optimizer.load_state_dict(blob["optimizer"])
         lr_sched.load_state_dict(blob["lr_scheduler"])
         if acc.scaler is not None and "scaler" in blob:  # fp16 loss scale, for an exact resume
@@ -220,13 +223,23 @@ def train(
             mean = data.latent_mean[flip, idx]
             std = data.latent_std[flip, idx]
             # Drawn on the CPU generator, then moved: results do not depend on the device.
-            latents = mean + std * torch.randn(mean.shape, generator=gen)
-            noise = training_noise(latents, recipe.offset_noise, gen).to(device)
+            sample = torch.randn(mean.shape, generator=gen)
+            if train_encoder:
+                # The encoder changes every step, so its posterior cannot be cached: encode the
+                # batch now (the same reparameterised draw the cache would have used).
+                pixels = _batch_pixels(data, idx, flip).to(device)
+                posterior = vae.encode(pixels).latent_dist
+                z = posterior.mean + posterior.std * sample.to(device, posterior.mean.dtype)
+                latents = (z * vae.config.scaling_factor).detach().float().cpu()
+            else:
+                latents = mean + std * sample
+            noise = training_noise(latents, recipe.offset_std, gen).to(device)
             latents = latents.to(device)
             t = torch.randint(0, scheduler.config.num_train_timesteps, (B,), generator=gen)
             t = t.to(device)
             noisy = scheduler.add_noise(latents, noise, t)
             want = target(scheduler, latents, noise, t)
+            extra = data.unet_inputs(idx, flip, gen, device)
             prompts = [data.prompts[int(i)] for i in idx]
             sync = micro == recipe.grad_accum - 1
             ctx = acc.no_sync(wrapped["unet"]) if (not sync and train_unet) else nullcontext()
@@ -235,10 +248,12 @@ def train(
                     cond = _encode_text(wrapped["te"], pipe.tokenizer, prompts, device)
                 else:
                     cond = torch.stack([cached_text[p] for p in prompts])
-                pred = wrapped["unet"](noisy.to(half), t, cond.to(half)).sample
+                pred = wrapped["unet"](noisy.to(half), t, cond.to(half), **extra).sample
                 per = F.mse_loss(pred.float(), want.float(), reduction="none").mean((1, 2, 3))
                 loss = (per * loss_weights(scheduler, t, recipe.snr_gamma)).mean()
-                if train_vae:
+                if train_encoder:
+                    loss = loss + _autoencoder_loss(vae, pixels, z, posterior)
+                elif train_vae:
                     loss = loss + _decoder_loss(vae, data, idx, flip, latents, device)
             acc.backward(loss / recipe.grad_accum)
             step_losses.append(loss.detach())
@@ -270,6 +285,7 @@ def train(
         if done % recipe.checkpoint_every == 0 and done < steps:
             if acc.is_main_process:
                 save_checkpoint(pipe, optimizer, lr_sched, result, done, work, recipe, acc.scaler)
+                faults.stage("finetune:checkpoint")
             acc.wait_for_everyone()
         if on_step is not None:
             on_step(info)
@@ -277,13 +293,32 @@ def train(
     return result
 
 
+#: Weight of the KL term when the encoder trains: that of the LDM / SD autoencoders (kl-f8).
+ENCODER_KL_WEIGHT = 1e-6
+
+
+def _batch_pixels(data: TrainingSet, idx, flip) -> torch.Tensor:
+    """The batch's images in [-1, 1], mirrored where ``flip`` says so."""
+    pixels = data.pixels[idx]
+    return torch.where(flip.view(-1, 1, 1, 1) == 1, torch.flip(pixels, dims=[3]), pixels)
+
+
 def _decoder_loss(vae, data: TrainingSet, idx, flip, latents, device) -> torch.Tensor:
     """Reconstruction MSE of the decoder on this batch's latent samples (seed 003's VAE tuning:
     the diffusion loss never reaches the decoder)."""
-    pixels = data.pixels[idx]
-    pixels = torch.where(flip.view(-1, 1, 1, 1) == 1, torch.flip(pixels, dims=[3]), pixels)
+    pixels = _batch_pixels(data, idx, flip)
     decoded = vae.decode(latents / vae.config.scaling_factor).sample
     return F.mse_loss(decoded.float(), pixels.to(device).float())
+
+
+def _autoencoder_loss(vae, pixels: torch.Tensor, z: torch.Tensor, posterior) -> torch.Tensor:
+    """When the encoder trains (seed 003 compares VAE tuning): reconstruction MSE through the
+    decoder (trained or frozen) plus the KL term that keeps the posterior near N(0, I). The
+    diffusion loss sees the latents detached, so it cannot move the encoder to make its own task
+    easier (e.g. by shrinking the latents)."""
+    decoded = vae.decode(z).sample
+    recon = F.mse_loss(decoded.float(), pixels.float())
+    return recon + ENCODER_KL_WEIGHT * posterior.kl().float().mean()
 
 
 def save_checkpoint(

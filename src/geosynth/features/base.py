@@ -8,7 +8,9 @@ Model specs (``--model`` / ``--features``):
   ``open_clip:hf-hub:ID`` -> the open_clip image tower;
 * ``timm:NAME`` (pretrained weights from the hub), ``timm:local-dir:DIR`` -> a timm backbone's
   pooled features;
-* ``inception`` / ``inception:WEIGHTS.pth`` -> the FID Inception-v3 pool3 features (torch-fidelity).
+* ``inception`` / ``inception:WEIGHTS.pth`` -> the FID Inception-v3 pool3 features (torch-fidelity);
+* ``clf:PATH`` -> the image features of a ``train-clf`` classifier (its output, a ``seed-S``
+  folder or ``model.safetensors``), before its head.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from geosynth.data.multiband import BandInput
 from geosynth.diffusion.loading import pick_device, pick_dtype
 from geosynth.errors import GeosynthError
 
@@ -30,6 +33,9 @@ class FeatureExtractor(ABC):
     spec: str
     dim: int
     preprocessing: dict[str, Any]
+    #: multi-band native input (timm only): ``transform`` then takes the standardised
+    #: C x H x W tensor :meth:`BandInput.tensor` makes, not a PIL image
+    band_input: BandInput | None = None
 
     def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
         self.device = device
@@ -37,7 +43,8 @@ class FeatureExtractor(ABC):
 
     @abstractmethod
     def transform(self, image: Image.Image) -> torch.Tensor:
-        """One image to a C x H x W float tensor (runs in data-loader workers)."""
+        """One image (or, with :attr:`band_input`, one standardised band tensor) to a
+        C x H x W float tensor (runs in data-loader workers)."""
 
     @abstractmethod
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -66,10 +73,20 @@ DINOV2_ALIASES = {
 
 
 def create_extractor(
-    spec: str, *, device: str | None = None, precision: str = "auto"
+    spec: str,
+    *,
+    device: str | None = None,
+    precision: str = "auto",
+    bands: BandInput | None = None,
 ) -> FeatureExtractor:
     """Build the extractor a spec names (see the module docstring), on GPU in reduced precision
-    when one is present (``precision`` auto -> fp16 on CUDA, fp32 on CPU)."""
+    when one is present (``precision`` auto -> fp16 on CUDA, fp32 on CPU). ``bands``: read
+    those bands of native data (timm backbones only, built with ``in_chans``)."""
+    if bands is not None and not spec.startswith("timm:"):
+        raise GeosynthError(
+            f"feature model {spec}: multi-band input needs a timm:NAME model (built with "
+            "in_chans); this one takes 8-bit RGB"
+        )
     dev = pick_device(device)
     prec = ("fp16" if dev.type == "cuda" else "fp32") if precision == "auto" else precision
     if prec not in ("fp32", "fp16", "bf16"):
@@ -84,10 +101,14 @@ def create_extractor(
 
         weights = spec.partition(":")[2] or None
         return InceptionExtractor(spec, weights, dev, dtype)
+    if spec.startswith("clf:"):
+        from geosynth.features.classifier import ClassifierExtractor
+
+        return ClassifierExtractor(spec, spec.removeprefix("clf:"), dev, dtype)
     if spec.startswith("timm:"):
         from geosynth.features.timm_backbone import TimmExtractor
 
-        return TimmExtractor(spec, spec.removeprefix("timm:"), dev, dtype)
+        return TimmExtractor(spec, spec.removeprefix("timm:"), dev, dtype, bands=bands)
     from geosynth.features.transformers_model import TransformersExtractor
 
     ref = DINOV2_ALIASES.get(spec, spec.removeprefix("hf:"))

@@ -11,15 +11,18 @@ from typing import Any
 import torch
 from PIL import Image
 
+from geosynth import faults
 from geosynth.artifacts import (
     Embeddings,
     Provenance,
+    check_replaceable,
     load_tensors,
     save_embeddings,
     save_tensors,
     write_json,
 )
 from geosynth.data.dataset import ImageDataset
+from geosynth.data.multiband import BandInput
 from geosynth.data.shards import ShardStats, iter_shard_images, list_shards, subsample
 from geosynth.errors import GeosynthError
 from geosynth.features.base import FeatureExtractor
@@ -30,15 +33,24 @@ class _Transformed(torch.utils.data.Dataset):
     """Decode + preprocess in data-loader workers; errors travel back as text so the main process
     can raise the one-line :class:`GeosynthError` (worker exceptions arrive as long tracebacks)."""
 
-    def __init__(self, ds: ImageDataset, transform: Callable[[Image.Image], torch.Tensor]) -> None:
-        self.ds, self.transform = ds, transform
+    def __init__(
+        self,
+        ds: ImageDataset,
+        transform: Callable[[Any], torch.Tensor],
+        bands: BandInput | None = None,
+    ) -> None:
+        self.ds, self.transform, self.bands = ds, transform, bands
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str]:
         try:
-            return self.transform(self.ds.image(i)), self.ds.samples[i].label, ""
+            if self.bands is None:
+                return self.transform(self.ds.image(i)), self.ds.samples[i].label, ""
+            where = self.ds.describe(self.ds.samples[i])
+            pixels = self.bands.tensor(self.ds.raster(i), where)
+            return self.transform(pixels), self.ds.samples[i].label, ""
         except GeosynthError as exc:
             return None, -1, str(exc)
 
@@ -62,7 +74,7 @@ def embed_dataset(
 ) -> Embeddings:
     """Embeddings (N x D) with labels and class names of every image of ``ds``, in order."""
     loader = torch.utils.data.DataLoader(
-        _Transformed(ds, extractor.transform),
+        _Transformed(ds, extractor.transform, extractor.band_input),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,
@@ -113,6 +125,10 @@ def embed_shards(
     ``limit`` keeps a deterministic subset of that many samples (lowest hash priority under
     ``seed``, chosen from the tar headers before any image is decoded).
     """
+    from geosynth.features.resolve import model_fingerprint  # resolve imports this module
+
+    if extractor.band_input is not None:
+        raise GeosynthError(f"{root}: band selection applies to datasets, not to shard directories")
     shards = list_shards(root)
     if not shards:
         raise GeosynthError(f"{root}: no *.tar shards found")
@@ -121,6 +137,9 @@ def embed_shards(
         "source": str(root.resolve()),
         "shards": [s.name for s in shards],
         "model": extractor.spec,
+        "weights": model_fingerprint(extractor.spec),
+        "precision": str(extractor.dtype),
+        "device": extractor.device.type,
         "limit": limit,
         "seed": seed,
     }
@@ -166,6 +185,7 @@ def embed_shards(
                 "errors": stats.errors,
             },
         )
+        faults.stage("embed:shard")
     per_shard, all_feats, n_corrupt, truncated = [], [], 0, []
     for shard in shards:
         tf = load_tensors(parts / f"{shard.stem}.safetensors")
@@ -190,6 +210,7 @@ def embed_shards(
     }
     meta = {**extractor.describe(), "source": str(root), "shards": per_shard, **report}
     save_embeddings(out, Embeddings(embeddings, metadata=_strings(meta)), provenance=provenance)
+    faults.stage("embed:output")
     shutil.rmtree(parts, ignore_errors=True)
     return report
 
@@ -217,6 +238,7 @@ def embed_to_file(
     from geosynth.data import load_dataset
     from geosynth.data.shards import is_shard_dir
 
+    check_replaceable(Path(out), "file")
     if is_shard_dir(Path(source)):
         return embed_shards(
             extractor,

@@ -1,18 +1,24 @@
 """Turn a rarity/evaluate argument into embeddings: an embeddings file is read as is; a dataset
 or a shard directory is embedded once and cached under ``$GEOSYNTH_CACHE`` (default
-``~/.cache/geosynth``), keyed by its content fingerprint and the feature model."""
+``~/.cache/geosynth``), keyed by everything that changes the numbers: the data's content
+fingerprint (and the shard subsample), the feature model spec, a fingerprint of a local model's
+weight files, the device type and the precision (see docs/reliability.md)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from geosynth.artifacts import Embeddings, Provenance, load_embeddings
+from geosynth.artifacts import Embeddings, Provenance, combine_fingerprints, load_embeddings
 from geosynth.data import ImageDataset, load_dataset
+from geosynth.data.multiband import BandInput
 from geosynth.data.shards import is_shard_dir, list_shards
+from geosynth.diffusion.loading import pick_device
 from geosynth.features.base import create_extractor
 from geosynth.features.embed import embed_to_file
 from geosynth.progress import Track, no_track
@@ -30,6 +36,46 @@ def shards_fingerprint(root: Path) -> str:
         st = s.stat()
         h.update(f"{s.name}:{st.st_size}:{st.st_mtime_ns};".encode())
     return h.hexdigest()
+
+
+#: Spec prefixes in front of a model path (see geosynth.features.base).
+_PATH_PREFIXES = ("open_clip:local-dir:", "timm:local-dir:", "inception:", "hf:")
+
+
+def model_fingerprint(spec: str) -> str:
+    """A fingerprint of the weights a feature spec loads when they are local files: every file's
+    relative path, size, modification time and a hash of its first MiB (hashing gigabytes of
+    weights on every lookup would cost more than it saves; replacing a checkpoint changes at
+    least its mtime). Hub ids, which name immutable published weights here, give "hub"."""
+    ref = spec
+    for prefix in _PATH_PREFIXES:
+        if spec.startswith(prefix):
+            ref = spec.removeprefix(prefix)
+            break
+    path = Path(ref)
+    if not path.exists():
+        return "hub"
+    files = [path] if path.is_file() else sorted(q for q in path.rglob("*") if q.is_file())
+    h = hashlib.blake2b(digest_size=16)
+    for f in files:
+        st = f.stat()
+        with f.open("rb") as fh:
+            head = hashlib.blake2b(fh.read(1 << 20), digest_size=16).hexdigest()
+        rel = f.name if f == path else f.relative_to(path).as_posix()
+        h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns}:{head};".encode())
+    return h.hexdigest()
+
+
+def numbers_settings(features: str, device: str | None, precision: str) -> dict[str, str]:
+    """The extractor settings that change the embeddings' values (the cache key's second half)."""
+    dev = pick_device(device)
+    prec = ("fp16" if dev.type == "cuda" else "fp32") if precision == "auto" else precision
+    return {
+        "features": features,
+        "weights": model_fingerprint(features),
+        "device": dev.type,
+        "precision": prec,
+    }
 
 
 def _slug(text: str) -> str:
@@ -52,9 +98,11 @@ def resolve_embeddings(
     track: Track = no_track,
     log: Callable[[str], None] = lambda _: None,
     dataset: ImageDataset | None = None,
+    bands: BandInput | None = None,
 ) -> Embeddings:
     """Embeddings for ``source`` (file, dataset or shard directory). ``dataset``: ``source``
-    already loaded with these options, so it is not listed and fingerprinted again."""
+    already loaded with these options, so it is not listed and fingerprinted again. ``bands``:
+    embed those bands of native data, standardised as given (part of the cache key)."""
     path = Path(source)
     if path.suffix == ".safetensors" or path.is_file():
         return load_embeddings(path)
@@ -66,7 +114,7 @@ def resolve_embeddings(
         key = f"data-{ds.fingerprint()}"
 
     def build(out: Path) -> None:
-        extractor = create_extractor(features, device=device, precision=precision)
+        extractor = create_extractor(features, device=device, precision=precision, bands=bands)
         prov = Provenance.start("embed", seeds={"seed": seed}, source=source)
         embed_to_file(
             extractor,
@@ -84,10 +132,16 @@ def resolve_embeddings(
             dataset=ds,
         )
 
-    target = cache_dir() / "embeddings" / f"{key}-{_slug(features)}.safetensors"
+    if bands is not None:
+        digest = hashlib.blake2b(json.dumps(bands.to_dict()).encode(), digest_size=8)
+        key += f"-bands-{digest.hexdigest()}"
+    full_key = combine_fingerprints({"data": key, **numbers_settings(features, device, precision)})
+    target = cache_dir() / "embeddings" / f"{full_key}-{_slug(features)}.safetensors"
     if not (use_cache and target.exists()):
         log(f"embedding {source} with {features}")
         build(target)
     else:
         log(f"using cached embeddings of {source}: {target}")
+    # A run killed after writing the entry but before removing its work folder left that folder.
+    shutil.rmtree(target.with_name(target.name + ".parts"), ignore_errors=True)
     return load_embeddings(target)

@@ -32,13 +32,13 @@ from geosynth.defaults import FEATURE_MODEL, PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
 from geosynth.metrics.color import class_stats, compare_class_stats
 from geosynth.metrics.fid import fid, kid
-from geosynth.metrics.pixels import PixelScan, is_greyscale, scan_images
+from geosynth.metrics.pixels import PixelScan, amplitude_scale, is_greyscale, scan_images
 from geosynth.metrics.rarity import rarity_report
 from geosynth.metrics.sar import (
     GLCM_ANGLES,
     GLCM_DISTANCES,
     GLCM_PROPS,
-    log_amplitude_kl,
+    AmplitudeScale,
     wasserstein1,
 )
 from geosynth.progress import Track, no_track
@@ -64,6 +64,9 @@ class EvalOptions:
     greyscale: bool = False
     glcm_levels: int = 64
     kl_bins: int = 64
+    amplitude_scale: str = "auto"
+    bands: str | None = None
+    amplitude_db_floor: float | None = None
     split: str | None = None
     real_split: str | None = None
     classes: list[str] | None = None
@@ -154,8 +157,20 @@ def evaluate(
     if want & {"fid", "kid", "prdc"}:
         from geosynth.features.resolve import resolve_embeddings
 
-        common = dict(
+        bi = None
+        if opts.bands is not None:
+            # One standardisation for both sets, from REAL (the reference), as for the bins.
+            from geosynth.data.multiband import band_input
+
+            if ds_r is None:
+                raise GeosynthError(
+                    f"bands: REAL {real} must be a dataset (its per-band statistics standardise "
+                    "both sets), not an embeddings file"
+                )
+            bi = band_input(ds_r, opts.bands, track=track)
+        common: dict[str, Any] = dict(
             features=opts.features,
+            bands=bi,
             seed=opts.seed,
             batch_size=opts.batch_size,
             device=opts.device,
@@ -241,12 +256,21 @@ def evaluate(
         if grey_s != grey_r:
             notes.append("--greyscale: colour images were compared as luminance (ITU-R 601-2)")
         if want & {"color", "amplitude", "glcm"}:
+            # One scale for both sets, from REAL: the same GLCM levels and KL bins on each side.
+            scale = amplitude_scale(
+                ds_r,
+                space=opts.amplitude_scale,
+                db_floor=opts.amplitude_db_floor,
+                seed=opts.seed,
+                track=track,
+            )
             for role, ds in (("synthetic", ds_s), ("real", ds_r)):
                 scans[role] = scan_images(
                     ds,
                     greyscale=grey,
                     glcm_levels=opts.glcm_levels,
                     seed=opts.seed,
+                    scale=scale,
                     track=track,
                     description=f"reading {role} images",
                 )
@@ -369,14 +393,12 @@ def _prdc_section(
 
 
 def _check_units(scans: dict[str, PixelScan], warnings: list[str]) -> None:
-    def kind(modes: dict[str, int]) -> str:
-        return (
-            "16-bit"
-            if any(m.startswith("I;16") for m in modes)
-            else ("float/int32" if any(m in ("F", "I") for m in modes) else "8-bit")
-        )
+    def kind(scan: PixelScan) -> str:
+        if not scan.native:
+            return "8-bit"
+        return "16-bit" if any(m.startswith("I;16") for m in scan.modes) else "/".join(scan.modes)
 
-    ks, kr = kind(scans["synthetic"].modes), kind(scans["real"].modes)
+    ks, kr = kind(scans["synthetic"]), kind(scans["real"])
     if ks != kr:
         warnings.append(
             f"amplitude units differ: synthetic images are {ks}, real images {kr}; amplitude "
@@ -392,7 +414,11 @@ def _color_section(scans: dict[str, PixelScan], classes: list[str]) -> dict[str,
         classes,
         r.channels,
     )
-    out["space"] = "pixel, fraction of full scale (0..1)"
+    out["space"] = (
+        "pixel, native units per band (divided by 65535 for 16-bit data)"
+        if r.native
+        else "pixel, fraction of full scale (0..1)"
+    )
     out["overall"] = {
         "real_mean": [float(v) for v in r.channel_mean.mean(0)],
         "synthetic_mean": [float(v) for v in s.channel_mean.mean(0)],
@@ -403,28 +429,66 @@ def _color_section(scans: dict[str, PixelScan], classes: list[str]) -> dict[str,
     return out
 
 
+def _shift_db(scale: AmplitudeScale, a_r: np.ndarray, a_s: np.ndarray) -> float | None:
+    """Signed gain of synthetic over real in dB: the mean dB difference in the dB space,
+    ``10 log10`` of the ratio of mean values for non-negative linear data; None otherwise."""
+    if scale.space == "db":
+        return float(a_s.mean() - a_r.mean())
+    m_r, m_s = float(a_r.mean()), float(a_s.mean())
+    if scale.space == "linear" and scale.kl_log and m_r > 0 and m_s > 0:
+        return float(10.0 * np.log10(m_s / m_r))
+    return None
+
+
 def _amplitude_section(
     scans: dict[str, PixelScan], classes: list[str], bins: int
 ) -> dict[str, Any]:
     s, r = scans["synthetic"], scans["real"]
+    scale = r.scale
+    assert scale is not None
+    n_bands = len(scale.lo)
 
-    def one(a_r: np.ndarray, a_s: np.ndarray) -> dict[str, float]:
-        return {
+    def band(label_r: int | None, label_s: int | None, b: int) -> dict[str, Any]:
+        a_r, a_s = r.class_amplitude(label_r, b), s.class_amplitude(label_s, b)
+        out: dict[str, Any] = {
             "wasserstein1": wasserstein1(a_r, a_s),
-            "kl_log_amplitude": log_amplitude_kl(a_r, a_s, bins),
+            "kl_log_amplitude": scale.kl(a_r, a_s, b, bins),
             "real_mean": float(a_r.mean()),
             "synthetic_mean": float(a_s.mean()),
         }
+        if not scale.fixed:
+            out["mean_difference"] = out["synthetic_mean"] - out["real_mean"]
+            out["shift_db"] = _shift_db(scale, a_r, a_s)
+        return out
 
-    out: dict[str, Any] = one(r.class_amplitude(), s.class_amplitude())
+    def one(label_r: int | None, label_s: int | None) -> dict[str, Any]:
+        if n_bands == 1:
+            return band(label_r, label_s, 0)
+        # Several bands: each compared on its own; the top-level numbers are their means.
+        per_band = {scale.bands[b]: band(label_r, label_s, b) for b in range(n_bands)}
+        keys = [k for k, v in next(iter(per_band.values())).items() if v is not None]
+        out: dict[str, Any] = {
+            k: float(np.mean([v[k] for v in per_band.values() if v[k] is not None])) for k in keys
+        }
+        out["per_band"] = per_band
+        return out
+
+    out: dict[str, Any] = one(None, None)
     out["bins"] = bins
-    out["kl_direction"] = "KL(real || synthetic) of binned log(1 + amplitude)"
+    out["scale"] = scale.to_dict()
+    out["units"] = (
+        "dB" if scale.space == "db" else "native" if not scale.fixed else "8-bit luminance"
+    )
+    out["kl_direction"] = (
+        "KL(real || synthetic) of binned log(1 + amplitude)"
+        if scale.kl_log
+        else f"KL(real || synthetic) of binned amplitude ({out['units']})"
+    )
+    if n_bands > 1:
+        out["bands_note"] = "top-level values are means over bands; see per_band"
     per_class = {}
     for name in classes:
-        per_class[name] = one(
-            r.class_amplitude(r.class_names.index(name)),
-            s.class_amplitude(s.class_names.index(name)),
-        )
+        per_class[name] = one(r.class_names.index(name), s.class_names.index(name))
     if per_class:
         out["per_class"] = per_class
     return out
@@ -446,10 +510,16 @@ def _glcm_section(scans: dict[str, PixelScan], classes: list[str]) -> dict[str, 
     s, r = scans["synthetic"], scans["real"]
     out: dict[str, Any] = {
         "levels": r.glcm_levels,
+        "quantisation": r.scale.to_dict() if r.scale is not None else None,
         "distances": list(GLCM_DISTANCES),
         "angles_deg": [round(float(np.degrees(a))) for a in GLCM_ANGLES],
         "distance_definition": "mean over descriptors of |synthetic mean - real mean| / real std "
         "(across images)",
+        **(
+            {"bands_note": "each image's descriptors are means over its bands"}
+            if len(r.bands) > 1
+            else {}
+        ),
         **_glcm_compare(r.glcm, s.glcm),
     }
     per_class = {

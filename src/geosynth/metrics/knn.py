@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
+from geosynth.distributed import gather_rows, rank_and_size, row_range
+
 EPS32 = float(torch.finfo(torch.float32).eps)
 #: Extra candidates fetched beyond the k+1 needed, so float64 re-ranking rarely needs a full row.
 EXTRA_CANDIDATES = 8
@@ -68,9 +70,12 @@ def knn_sqradii(
     ks: Sequence[int],
     *,
     block: int = 1024,
+    split: bool = False,
 ) -> dict[int, torch.Tensor]:
     """For each k in ``ks``, the squared distance of every row to its k-th nearest *other* row,
-    in float64. Comparisons use squares: a square root then a square would not round-trip, and a
+    in float64. With ``split`` under torch.distributed each rank computes its own rows
+    (:func:`geosynth.distributed.row_range`) and every rank gets all of them; each row's value is
+    exact, so the result equals a single process's. Comparisons use squares: a square root then a square would not round-trip, and a
     strict ``<`` against a radius that is itself a distance must see exact ties.
 
     As in Naeem et al.'s ``prdc``: the k-th smallest distance of a row excluding the row itself,
@@ -85,9 +90,10 @@ def knn_sqradii(
     sq = x.pow(2).sum(1)
     sq_max = float(sq.max())
     cand = min(n, kmax + 1 + EXTRA_CANDIDATES)
-    out = {k: torch.empty(n, dtype=torch.float64, device=x.device) for k in ks}
-    for start in range(0, n, block):
-        stop = min(start + block, n)
+    first, last = row_range(n) if split else (0, n)
+    out = {k: torch.empty(last - first, dtype=torch.float64, device=x.device) for k in ks}
+    for start in range(first, last, block):
+        stop = min(start + block, last)
         # |x_i|^2 is constant along a row, so ranking needs only |x_j|^2 - 2 x_i.x_j: one pass
         # over the tile fewer. It is added back to the few values that are kept.
         sq_rows = sq[start:stop].unsqueeze(1)
@@ -108,7 +114,9 @@ def knn_sqradii(
                 exact[r] = row.sort(dim=1).values[0, :cand]
         del d2
         for k in ks:
-            out[k][start:stop] = exact[:, k].clamp_min(0)
+            out[k][start - first : stop - first] = exact[:, k].clamp_min(0)
+    if split and rank_and_size()[1] > 1:
+        return {k: gather_rows(v, n) for k, v in out.items()}
     return out
 
 

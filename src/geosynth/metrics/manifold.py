@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from geosynth.distributed import all_reduce, rank_and_size, row_range
 from geosynth.metrics.knn import (
     EPS32,
     class_sqradii,
@@ -162,9 +163,12 @@ def manifold_metrics(
     n, dim = ref.shape
     m = tgt.shape[0]
 
-    ref_r2 = knn_sqradii(ref, sorted({k, rarity_k}), block=min(block_ref, 1024))
+    # Under torch.distributed every pass is split by rows: the k-NN radii by the rows whose radii
+    # are computed, the cross pass by reference rows; the partial results are combined exactly
+    # (gathered rows, summed counts, minimum rarity), so any number of ranks gives the same result.
+    ref_r2 = knn_sqradii(ref, sorted({k, rarity_k}), block=min(block_ref, 1024), split=True)
     r2_ref_k, r2_ref_rk = ref_r2[k], ref_r2[rarity_k]
-    r2_tgt = knn_sqradii(tgt, [k], block=min(block_tgt, 1024))[k]
+    r2_tgt = knn_sqradii(tgt, [k], block=min(block_tgt, 1024), split=True)[k]
     rarity_radius = r2_ref_rk.sqrt()
     r2_big, r2_small = (r2_ref_k, r2_ref_rk) if k >= rarity_k else (r2_ref_rk, r2_ref_k)
 
@@ -185,8 +189,9 @@ def manifold_metrics(
     recalled = torch.zeros(n, dtype=torch.bool, device=dev)
     checked = 0
 
-    for i0 in range(0, n, block_ref):
-        i1 = min(i0 + block_ref, n)
+    first, last = row_range(n)
+    for i0 in range(first, last, block_ref):
+        i1 = min(i0 + block_ref, last)
         rb, tol = ref[i0:i1], tol_ref[i0:i1]
         for j0 in range(0, m, block_tgt):
             j1 = min(j0 + block_tgt, m)
@@ -223,6 +228,13 @@ def manifold_metrics(
                     )
                     checked += u4
             del d2
+
+    if rank_and_size()[1] > 1:
+        counts, rarity = all_reduce(counts, "sum"), all_reduce(rarity, "min")
+        covered, recalled = all_reduce(covered, "max"), all_reduce(recalled, "max")
+        if per_class:
+            covered_c, recalled_c = all_reduce(covered_c, "max"), all_reduce(recalled_c, "max")
+        checked = int(all_reduce(torch.tensor([checked], device=dev), "sum")[0])
 
     return ManifoldResult(
         k=k,

@@ -2,8 +2,14 @@
 (colour fidelity), an amplitude sample (W1, KL) and GLCM descriptors (texture), plus a few
 example images per class for the side-by-side grids.
 
-Each image is decoded once. Whether a set is treated as greyscale or colour is decided before
-the pass (:func:`is_greyscale`), so two sets are always compared in the same channels.
+Each image is decoded once per pass. Whether a set is treated as greyscale or colour is decided
+before the pass (:func:`is_greyscale`), so two sets are always compared in the same channels.
+
+Images are read in their stored dtype and bands (``ImageDataset.raster`` where the dataset has
+it, else PIL's stored mode). 8-bit images are compared as before (luminance amplitude, RGB or grey
+channels, 0..255 full scale); native data (16-bit, 32-bit integer, float; 1 to N bands) band by
+band in its own units or in dB, with the amplitude bins taken from the REAL set
+(:func:`amplitude_scale`). NaN and nodata pixels are left out of every statistic.
 """
 
 from __future__ import annotations
@@ -16,8 +22,17 @@ from PIL import Image
 
 from geosynth.data.dataset import ImageDataset
 from geosynth.errors import GeosynthError
-from geosynth.metrics.sar import GLCM_PROPS, GREY_MODES, amplitude, glcm_descriptors, quantise
+from geosynth.metrics.sar import (
+    AMPLITUDE_SPACES,
+    GLCM_PROPS,
+    AmplitudeScale,
+    derive_scale,
+    glcm_descriptors,
+)
 from geosynth.progress import Track, no_track
+
+#: storage-mode names of native arrays, as PIL calls them (others: ``dtype x bands``)
+_MODE_OF_DTYPE = {"uint16": "I;16", "int32": "I", "float32": "F"}
 
 
 def raw_image(ds: ImageDataset, index: int) -> Image.Image:
@@ -34,22 +49,169 @@ def raw_image(ds: ImageDataset, index: int) -> Image.Image:
         raise GeosynthError(f"{ds.describe(sample)}: cannot read image ({exc})") from None
 
 
-def _looks_grey(img: Image.Image) -> bool:
-    if img.mode in GREY_MODES:
-        return True
-    arr = np.asarray(img.convert("RGB"), dtype=np.int16)
+@dataclass
+class Pixels:
+    """One image as stored: ``array`` is bands x H x W in its own dtype."""
+
+    array: np.ndarray
+    mode: str
+    band_names: list[str] | None = None
+    nodata: float | None = None
+
+    @property
+    def eight_bit(self) -> bool:
+        return self.array.dtype == np.uint8
+
+    def valid(self) -> np.ndarray:
+        """H x W mask of pixels that are neither NaN nor nodata in any band."""
+        a = self.array
+        ok = np.ones(a.shape[1:], dtype=bool)
+        if a.dtype.kind == "f":
+            ok &= np.isfinite(a).all(axis=0)
+        if self.nodata is not None and not np.isnan(self.nodata):
+            ok &= (a != self.nodata).all(axis=0)
+        return ok
+
+    def pil(self) -> Image.Image:
+        """The 8-bit image as PIL (grey for 1 band, else the bands as PIL's mode of that many)."""
+        a = self.array
+        return Image.fromarray(
+            a[0] if a.shape[0] == 1 else np.ascontiguousarray(a.transpose(1, 2, 0))
+        )
+
+
+def _pil_pixels(img: Image.Image) -> Pixels:
+    if img.mode == "1":
+        img = img.convert("L")
+    elif img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+        img = img.convert("RGB")
+    arr = np.asarray(img, dtype=np.uint16) if img.mode.startswith("I;16") else np.asarray(img)
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    return Pixels(np.ascontiguousarray(arr), img.mode)
+
+
+def read_pixels(ds: ImageDataset, index: int) -> Pixels:
+    """Sample ``index`` in its stored dtype and bands (the dataset's raster reader when it has
+    one, which keeps every band, band names and nodata; else PIL's stored mode)."""
+    reader = getattr(ds, "raster", None)
+    if reader is None:
+        return _pil_pixels(raw_image(ds, index))
+    r = reader(index)
+    arr = np.asarray(r.array)
+    arr = arr[None] if arr.ndim == 2 else arr
+    dt = arr.dtype.name
+    mode = (
+        {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}.get(arr.shape[0], f"uint8x{arr.shape[0]}")
+        if dt == "uint8"
+        else _MODE_OF_DTYPE.get(dt, dt)
+        if arr.shape[0] == 1
+        else f"{dt}x{arr.shape[0]}"
+    )
+    names = list(r.band_names) if getattr(r, "band_names", None) else None
+    return Pixels(arr, mode, names, getattr(r, "nodata", None))
+
+
+def _looks_grey(px: Pixels) -> bool:
+    if px.array.shape[0] in (1, 2) and (px.array.shape[0] == 1 or px.eight_bit):
+        return True  # one band (or 8-bit grey + alpha)
+    if not px.eight_bit:
+        return False  # native multi-band data: every band is its own channel
+    arr = np.asarray(px.pil().convert("RGB"), dtype=np.int16)
     # RGB files holding grey pixels (a SAR image saved as RGB): channels equal up to JPEG noise.
     return bool(np.abs(arr[..., 0] - arr[..., 1]).mean() <= 1.0) and bool(
         np.abs(arr[..., 1] - arr[..., 2]).mean() <= 1.0
     )
 
 
+def _probe(ds: ImageDataset, probe: int) -> list[int]:
+    n = len(ds)
+    return sorted({int(i) for i in np.linspace(0, n - 1, min(probe, n))}) if n else []
+
+
 def is_greyscale(ds: ImageDataset, probe: int = 16) -> bool:
     """True when the first ``probe`` images (spread over the set) are all single-channel or
     grey-valued RGB."""
-    n = len(ds)
-    idx = sorted({int(i) for i in np.linspace(0, n - 1, min(probe, n))}) if n else []
-    return bool(idx) and all(_looks_grey(raw_image(ds, i)) for i in idx)
+    idx = _probe(ds, probe)
+    return bool(idx) and all(_looks_grey(read_pixels(ds, i)) for i in idx)
+
+
+def _amplitude(px: Pixels) -> np.ndarray:
+    """bands x H x W float64 amplitude: 8-bit images as luminance (ITU-R 601-2, PIL's ``L``),
+    native data as every band's stored value."""
+    if px.eight_bit:
+        img = px.pil()
+        grey = img if img.mode == "L" else img.convert("L")
+        return np.asarray(grey, dtype=np.float64)[None]
+    return px.array.astype(np.float64)
+
+
+def _bands(px: Pixels) -> tuple[str, ...]:
+    if px.eight_bit or px.array.shape[0] == 1:
+        return ("grey",)
+    if px.band_names and len(px.band_names) == px.array.shape[0]:
+        return tuple(px.band_names)
+    return tuple(f"band{b + 1}" for b in range(px.array.shape[0]))
+
+
+def _sample(values: np.ndarray, max_pixels: int, seed: int, index: int) -> np.ndarray:
+    """bands x n: all valid values, or a deterministic random sample of ``max_pixels`` pixels."""
+    if values.shape[1] > max_pixels:
+        rng = np.random.default_rng([seed, index])
+        values = values[:, rng.choice(values.shape[1], max_pixels, replace=False)]
+    return values
+
+
+def _valid_amplitude(ds: ImageDataset, index: int, px: Pixels) -> tuple[np.ndarray, np.ndarray]:
+    amp = _amplitude(px)
+    valid = np.ones(amp.shape[1:], dtype=bool) if px.eight_bit else px.valid()
+    if not valid.any():
+        raise GeosynthError(
+            f"{ds.describe(ds.samples[index])}: every pixel is NaN or nodata; "
+            "remove the chip or fix its nodata value"
+        )
+    return amp, valid
+
+
+def amplitude_scale(
+    real: ImageDataset,
+    *,
+    space: str = "auto",
+    db_floor: float | None = None,
+    max_pixels: int = 4096,
+    seed: int = 0,
+    track: Track = no_track,
+    description: str = "reading real images for amplitude bins",
+) -> AmplitudeScale:
+    """The amplitude scale both sets are compared in, derived from REAL (see
+    :class:`~geosynth.metrics.sar.AmplitudeScale`). ``space``: ``auto`` (8-bit rule for 8-bit
+    images, native units otherwise), ``linear`` or ``db``. Native data costs one extra pass over
+    REAL (the sampled values of :func:`scan_images`, with the same seed)."""
+    if space not in AMPLITUDE_SPACES:
+        raise GeosynthError(
+            f"amplitude_scale: unknown space '{space}' (known: {', '.join(AMPLITUDE_SPACES)})"
+        )
+    if len(real) == 0:
+        raise GeosynthError(f"{real.source}: no images to derive amplitude bins from")
+    first = read_pixels(real, 0)
+    if first.eight_bit and space in ("auto", "linear"):
+        return AmplitudeScale("8-bit", ("grey",), (0.0,), (256.0,))
+    metric = "db" if space == "db" else "linear"
+    samples = []
+    for i in track(range(len(real)), len(real), description):
+        px = read_pixels(real, i)
+        amp, valid = _valid_amplitude(real, i, px)
+        values = _sample(amp[:, valid], max_pixels, seed, i)
+        samples.append(
+            values if metric == "linear" else _to_metric(metric, db_floor, values, real, i)
+        )
+    return derive_scale(samples, _bands(first), metric, db_floor=db_floor)
+
+
+def _to_metric(
+    space: str, db_floor: float | None, values: np.ndarray, ds: ImageDataset, index: int
+) -> np.ndarray:
+    scale = AmplitudeScale(space, (), (), (), db_floor=db_floor)
+    return scale.values(values, ds.describe(ds.samples[index]))
 
 
 @dataclass
@@ -61,16 +223,35 @@ class PixelScan:
     channels: list[str]
     channel_mean: np.ndarray  # N x C, in [0, 1] for 8/16-bit images
     channel_std: np.ndarray  # N x C, pixel std within each image, same units
-    amplitude: list[np.ndarray]  # per image, a sample of amplitude values (float32)
-    glcm: np.ndarray  # N x len(GLCM_PROPS)
+    amplitude: list[np.ndarray]  # per image, bands x n sampled metric values (float32)
+    glcm: np.ndarray  # N x len(GLCM_PROPS), averaged over bands
     glcm_levels: int
     modes: dict[str, int]
     examples: dict[int, list[Image.Image]] = field(default_factory=dict)
+    scale: AmplitudeScale | None = None
+    bands: list[str] = field(default_factory=lambda: ["grey"])
+    native: bool = False
 
-    def class_amplitude(self, label: int | None = None) -> np.ndarray:
-        """All sampled amplitudes of one class (or of every image when ``label`` is None)."""
-        parts = [a for a, y in zip(self.amplitude, self.labels, strict=True) if label in (None, y)]
+    def class_amplitude(self, label: int | None = None, band: int = 0) -> np.ndarray:
+        """All sampled amplitudes of one band of one class (or of every image when ``label`` is
+        None), in the metric space (native units or dB)."""
+        parts = [
+            a[band] for a, y in zip(self.amplitude, self.labels, strict=True) if label in (None, y)
+        ]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def _full_scale(dtype: np.dtype) -> float:
+    """What 1.0 means in the colour statistics: 255 / 65535 for 8 / 16-bit, raw values else."""
+    return {"uint8": 255.0, "uint16": 65535.0}.get(np.dtype(dtype).name, 1.0)
+
+
+def _preview(values: np.ndarray, valid: np.ndarray, scale: AmplitudeScale) -> Image.Image:
+    """An 8-bit view of the first band for the example grids, stretched over the scale's range."""
+    lo, hi = scale.lo[0], scale.hi[0]
+    v = np.where(valid, values, lo)
+    g = np.clip((v - lo) / (hi - lo if hi > lo else 1.0), 0, 1) * 255
+    return Image.fromarray(np.round(g).astype(np.uint8), "L")
 
 
 def scan_images(
@@ -81,45 +262,95 @@ def scan_images(
     max_pixels: int = 4096,
     examples: int = 8,
     seed: int = 0,
+    scale: AmplitudeScale | None = None,
     track: Track = no_track,
     description: str = "reading images",
 ) -> PixelScan:
     """Decode every image once and collect what the image-space metrics need.
 
     ``greyscale`` compares single-channel amplitude (colour images become luminance); otherwise
-    RGB channels. Images larger than ``max_pixels`` contribute a deterministic random sample of
-    that many amplitude values (seeded by ``seed`` and the image index).
+    RGB channels (native multi-band data: every band). Images larger than ``max_pixels``
+    contribute a deterministic random sample of that many amplitude values (seeded by ``seed``
+    and the image index). ``scale`` (from :func:`amplitude_scale` on the REAL set) sets the
+    metric space, GLCM levels and bins; without it the set is its own reference.
     """
     n = len(ds)
-    c = 1 if greyscale else 3
-    means, stds = np.zeros((n, c)), np.zeros((n, c))
+    if scale is None:
+        scale = amplitude_scale(ds, max_pixels=max_pixels, seed=seed, track=track)
+    first: Pixels | None = None
+    means: np.ndarray | None = None
+    stds: np.ndarray | None = None
     glcm = np.zeros((n, len(GLCM_PROPS)))
     amps: list[np.ndarray] = []
     modes: Counter[str] = Counter()
     shown: dict[int, list[Image.Image]] = {}
+    channels: list[str] = []
     for i in track(range(n), n, description):
-        img = raw_image(ds, i)
-        modes[img.mode] += 1
-        amp, full = amplitude(img)
-        if greyscale:
-            pix = amp[..., None] / (full if full > 1 else 1.0)
+        px = read_pixels(ds, i)
+        where = ds.describe(ds.samples[i])
+        if first is None:
+            first = px
+        elif px.eight_bit != first.eight_bit or px.array.shape[0] != first.array.shape[0]:
+            raise GeosynthError(
+                f"{where}: {px.mode} with {px.array.shape[0]} band(s), but earlier images of "
+                f"{ds.source} are {first.mode} with {first.array.shape[0]}; a set must hold one "
+                "kind of image"
+            )
+        modes[px.mode] += 1
+        amp, valid = _valid_amplitude(ds, i, px)
+        if len(scale.lo) != amp.shape[0]:
+            raise GeosynthError(
+                f"{where}: {amp.shape[0]} amplitude band(s), but the amplitude bins (from the "
+                f"real set) have {len(scale.lo)}; compare sets with the same bands"
+            )
+        # colour statistics (fraction of full scale for 8/16-bit, raw values for float/int32)
+        if px.eight_bit:
+            if greyscale:
+                pix = amp[0][..., None] / 255.0
+                channels = ["grey"]
+            else:
+                pix = np.asarray(px.pil().convert("RGB"), dtype=np.float64) / 255.0
+                channels = ["R", "G", "B"]
+            flat = pix.reshape(-1, pix.shape[-1])
         else:
-            pix = np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
-        flat = pix.reshape(-1, c)
+            flat = amp[:, valid].T / _full_scale(px.array.dtype)
+            channels = list(_bands(px))
+        if means is None or stds is None:
+            means, stds = np.zeros((n, flat.shape[1])), np.zeros((n, flat.shape[1]))
         means[i], stds[i] = flat.mean(0), flat.std(0)
-        glcm[i] = glcm_descriptors(quantise(amp, full, glcm_levels), glcm_levels)
-        values = amp.ravel()
-        if values.size > max_pixels:
-            rng = np.random.default_rng([seed, i])
-            values = values[rng.choice(values.size, max_pixels, replace=False)]
-        amps.append(values.astype(np.float32))
+        # amplitude in the metric space; GLCM per band on the scale's levels, averaged
+        # Invalid pixels take a valid value of their band (so nodata = 0 cannot break dB);
+        # they are masked out of the GLCM and the samples below.
+        fill = amp[:, valid][:, :1][:, :, None]
+        metric = scale.values(np.where(valid, amp, fill), where)
+        glcm[i] = np.mean(
+            [
+                glcm_descriptors(
+                    scale.quantise(metric[b], b, glcm_levels),
+                    glcm_levels,
+                    valid=None if px.eight_bit else valid,
+                )
+                for b in range(metric.shape[0])
+            ],
+            axis=0,
+        )
+        amps.append(_sample(metric[:, valid], max_pixels, seed, i).astype(np.float32))
         label = ds.samples[i].label
         if len(shown.setdefault(label, [])) < examples:
-            shown[label].append(img.convert("L" if greyscale else "RGB"))
+            shown[label].append(
+                px.pil().convert("L" if greyscale else "RGB")
+                if px.eight_bit
+                else _preview(metric[0], valid, scale)
+            )
+    if means is None or stds is None:
+        c = 1 if greyscale else 3
+        means, stds = np.zeros((0, c)), np.zeros((0, c))
+        channels = ["grey"] if greyscale else ["R", "G", "B"]
+    native = first is not None and not first.eight_bit
     return PixelScan(
         class_names=list(ds.class_names),
         labels=np.asarray(ds.labels, dtype=np.int64),
-        channels=["grey"] if greyscale else ["R", "G", "B"],
+        channels=channels,
         channel_mean=means,
         channel_std=stds,
         amplitude=amps,
@@ -127,4 +358,7 @@ def scan_images(
         glcm_levels=glcm_levels,
         modes=dict(modes),
         examples=shown,
+        scale=scale,
+        bands=list(scale.bands) if native else ["grey"],
+        native=native,
     )

@@ -24,6 +24,7 @@ import numpy as np
 from geosynth.artifacts import Embeddings, Provenance, atomic_path, write_json, write_provenance
 from geosynth.data import export_dataset, load_dataset
 from geosynth.data.dataset import ImageDataset
+from geosynth.defaults import PROMPT_TEMPLATE
 from geosynth.diffusion.loras import CARD_FILE
 from geosynth.diffusion.recipe import Recipe
 from geosynth.errors import GeosynthError
@@ -146,6 +147,12 @@ def finetune_commands(out: Path, model: str, recipe: Recipe) -> list[str]:
             args += ["--resolution", str(recipe.resolution)]
         if recipe.offset_noise:
             args += ["--offset-noise", str(recipe.offset_noise)]
+            if recipe.offset_noise_convention != "std":
+                args += ["--offset-noise-convention", recipe.offset_noise_convention]
+        if recipe.prompt_template != PROMPT_TEMPLATE:
+            args += ["--prompt-template", recipe.prompt_template]
+        if recipe.lora_targets != "attention":
+            args += ["--lora-targets", recipe.lora_targets]
         for path, weight in recipe.init_loras:
             args += ["--init-lora", f"{path}:{weight}"]
         args += ["--out", str(out / "loras" / cluster_name(j))]

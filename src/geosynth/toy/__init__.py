@@ -19,12 +19,14 @@ from geosynth.toy.models import (
     make_toy_sd_pipeline,
     make_toy_timm,
 )
+from geosynth.toy.sar import TOY_SAR_CLASSES, make_toy_sar_dataset, toy_sar_chip
 from geosynth.toy.tokenizer import build_toy_tokenizer
 
 __all__ = [
     "DEFAULT_TOY_CLASSES",
     "SD21_SCHEDULER_CONFIG",
     "TOY_CLASSES",
+    "TOY_SAR_CLASSES",
     "build_toy_sd_pipeline",
     "build_toy_tokenizer",
     "make_toy_clip",
@@ -33,9 +35,11 @@ __all__ = [
     "make_toy_dinov2",
     "make_toy_lora",
     "make_toy_models",
+    "make_toy_sar_dataset",
     "make_toy_sd_pipeline",
     "make_toy_shards",
     "make_toy_timm",
     "toy_hf_dataset",
     "toy_image",
+    "toy_sar_chip",
 ]

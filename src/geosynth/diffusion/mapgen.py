@@ -1,0 +1,170 @@
+"""``generate --maps``: images from semantic maps with a map-conditioned model (seed 004).
+
+Each map gives ``per_map`` images, each with its own seed derived from (seed, map, index).
+Classifier-free guidance runs over the map: the unconditional branch gets the blank map the
+model saw under map dropout, the text prompt is the same in both branches:
+``pred = pred(blank) + guidance * (pred(map) - pred(blank))``.
+
+The output is a paired imagefolder that ``finetune --condition`` or a segmentation trainer can
+read back: ``OUT/<landscape>/<map>_<k>.png`` images, ``OUT/maps/<landscape>/<map>_<k>.png``
+class-index maps resized to the image size, ``metadata.jsonl`` (with ``map_file``), the
+``legend.json`` of the model, and provenance. The landscape of a map is its dominant class.
+The folder appears whole when every image is done (nothing half-written).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from geosynth.artifacts import Provenance
+from geosynth.data.names import prompt_name
+from geosynth.data.paired import (
+    LEGEND_NAME,
+    MAP_COLUMN,
+    Legend,
+    PairedDataset,
+    dominant_class,
+    read_map,
+    resize_map,
+)
+from geosynth.diffusion.generate import image_seed
+from geosynth.diffusion.mapcond import (
+    MapConditionedUNet,
+    encode_rendered,
+    load_encoder,
+    one_hot,
+)
+from geosynth.errors import GeosynthError
+from geosynth.progress import Track, no_track
+
+
+def check_maps(maps: PairedDataset, card: dict[str, Any]) -> Legend:
+    """The model's legend; the maps' legend must name the same classes in the same order."""
+    model_legend = Legend.from_dict(card["map_condition"]["legend"], "model card legend")
+    assert maps.legend is not None
+    if maps.legend.names != model_legend.names:
+        raise GeosynthError(
+            f"--maps {maps.source}: legend classes {maps.legend.names} differ from the model's "
+            f"{model_legend.names}"
+        )
+    return model_legend
+
+
+@torch.no_grad()
+def generate_from_maps(
+    pipe,
+    model_dir: Path,
+    card: dict[str, Any],
+    maps: PairedDataset,
+    out: Path,
+    *,
+    per_map: int,
+    steps: int,
+    guidance: float,
+    seed: int,
+    resolution: int | None,
+    batch_size: int,
+    provenance: Provenance,
+    prompt_template: str | None = None,
+    track: Track = no_track,
+) -> dict[str, Any]:
+    """Generate ``per_map`` images for every map of ``maps`` into the paired folder ``out``."""
+    from geosynth.data.writer import ImageFolderWriter
+
+    legend = check_maps(maps, card)
+    encoder = load_encoder(model_dir)
+    param = next(pipe.unet.parameters())
+    encoder.to(param.device, param.dtype)
+    model = MapConditionedUNet(pipe.unet, encoder).eval()
+    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    size = resolution or int(card.get("resolution") or pipe.unet.config.sample_size * factor)
+    if size % factor:
+        raise GeosynthError(f"--resolution {size}: must be a multiple of {factor}")
+    latent_shape = (int(pipe.vae.config.latent_channels), size // factor, size // factor)
+    template = prompt_template or card.get("prompt_template") or "{}"
+    k = len(legend)
+    use_vae = card["map_condition"].get("map_encoder") == "vae"
+
+    # Text features per landscape, computed once (the text encoder is fixed at sampling).
+    def text_states(name: str) -> torch.Tensor:
+        ids = pipe.tokenizer(
+            [template.format(prompt_name(name))],
+            padding="max_length",
+            max_length=pipe.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(param.device)
+        return pipe.text_encoder(ids)[0][0]
+
+    texts = {name: text_states(name) for name in legend.names}
+    jobs = [(m, j) for m in range(len(maps)) for j in range(per_map)]
+    batches = [jobs[s : s + batch_size] for s in range(0, len(jobs), batch_size)]
+    resized: dict[int, torch.Tensor] = {}
+    scheduler = pipe.scheduler
+    n = 0
+    with ImageFolderWriter(out, legend.names, provenance) as w:
+        assert w.tmp is not None
+        legend.write(w.tmp / LEGEND_NAME)
+        for batch in track(batches, len(batches), "generating"):
+            for m, _ in batch:
+                if m not in resized:
+                    resized[m] = resize_map(read_map(maps.map_path(m), legend), size)
+            classes = torch.stack([resized[m] for m, _ in batch])
+            if use_vae:
+                map_input = encode_rendered(pipe.vae, classes, legend.colors)
+            else:
+                map_input = one_hot(classes, k)
+            map_input = map_input.to(param.device, param.dtype)
+            landscapes = [dominant_class(resized[m], k) for m, _ in batch]
+            cond = torch.stack([texts[legend.names[c]] for c in landscapes]).to(param.dtype)
+            seeds = [image_seed(seed, maps.samples[m].key, j) for m, j in batch]
+            latents = torch.stack(
+                [
+                    torch.randn(latent_shape, generator=torch.Generator().manual_seed(s))
+                    for s in seeds
+                ]
+            ).to(param.device, param.dtype)
+            scheduler.set_timesteps(steps, device=param.device)
+            latents = latents * scheduler.init_noise_sigma
+            guided = guidance != 1.0
+            for t in scheduler.timesteps:
+                x = torch.cat([latents, latents]) if guided else latents
+                x = scheduler.scale_model_input(x, t)
+                m_in = torch.cat([map_input, torch.zeros_like(map_input)]) if guided else map_input
+                c_in = torch.cat([cond, cond]) if guided else cond
+                pred = model(x, t, c_in, map_input=m_in).sample
+                if guided:
+                    with_map, blank = pred.chunk(2)
+                    pred = blank + guidance * (with_map - blank)
+                latents = scheduler.step(pred, t, latents).prev_sample
+            decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+            pixels = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().byte().cpu()
+            for (m, j), s, c, px in zip(batch, seeds, landscapes, pixels, strict=True):
+                stem = f"{Path(maps.samples[m].key).with_suffix('').as_posix().replace('/', '__')}_{j:03d}"
+                rel_map = f"maps/{w.dirnames[c]}/{stem}.png"
+                (w.tmp / rel_map).parent.mkdir(parents=True, exist_ok=True)
+                arr = resized[m].numpy()
+                mode = "L" if k <= 256 else "I"
+                Image.fromarray(arr.astype(np.uint8 if mode == "L" else np.int32), mode).save(
+                    w.tmp / rel_map, format="PNG"
+                )
+                w.add(
+                    Image.fromarray(px.permute(1, 2, 0).numpy(), "RGB"),
+                    c,
+                    image_id=stem,
+                    **{MAP_COLUMN: rel_map},
+                    source_map=str(maps.map_path(m)),
+                    prompt=template.format(prompt_name(legend.names[c])),
+                    seed=s,
+                    guidance=guidance,
+                    steps=steps,
+                    scheduler=type(scheduler).__name__,
+                    model=str(model_dir),
+                )
+                n += 1
+    return {"generated": n, "maps": len(maps), "per_map": per_map, "complete": True}

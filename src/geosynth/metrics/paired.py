@@ -1,0 +1,160 @@
+"""Metrics of map-conditioned synthesis (seed 004): FID against the training and the validation
+set, FID per landscape type, and per-map fidelity.
+
+* **Landscape type** of an image: the dominant class of its map (``landscape="dominant"``,
+  seed 004's Table 2, which takes the images whose map is mostly urban, vegetation or water) or
+  its dataset label (``landscape="label"``, e.g. a type the user assigned). A set without maps
+  falls back to its labels, with a note.
+* **Per-map fidelity** of a generated image: the fraction of its pixels whose colour is nearest
+  (Euclidean RGB) to the mean real colour of the pixel's own map class, among the mean real
+  colours of all map classes seen in the real pairs. Mean real colours come from the real pairs
+  (training set). Chance level is about one over the number of classes; an image that follows
+  its map scores near 1. Pixels of classes absent from the real pairs are not counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from geosynth.data.dataset import ImageDataset
+from geosynth.data.paired import PairedDataset, dominant_class
+from geosynth.errors import GeosynthError
+from geosynth.metrics.fid import fid
+from geosynth.progress import Track, no_track
+
+
+def class_colours(real: PairedDataset) -> np.ndarray:
+    """K x 3 mean RGB (0..255) of the real pixels of each map class; NaN for absent classes."""
+    assert real.legend is not None
+    k = len(real.legend)
+    sums = np.zeros((k, 3), np.float64)
+    counts = np.zeros(k, np.int64)
+    for i in range(len(real)):
+        img = np.asarray(real.image(i), np.float64).reshape(-1, 3)
+        classes = real.map(i).reshape(-1)
+        np.add.at(sums, classes, img)
+        counts += np.bincount(classes, minlength=k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts[:, None]
+
+
+def map_fidelity(image: np.ndarray, classes: np.ndarray, colours: np.ndarray) -> float:
+    """Fraction of pixels (of classes with a real colour) nearest to their own class colour."""
+    valid = ~np.isnan(colours[:, 0])
+    idx = np.flatnonzero(valid)
+    if idx.size == 0:
+        return float("nan")
+    px = image.reshape(-1, 3).astype(np.float64)
+    c = classes.reshape(-1)
+    counted = valid[c]
+    if not counted.any():
+        return float("nan")
+    d = np.linalg.norm(px[counted, None, :] - colours[idx][None], axis=-1)
+    nearest = idx[d.argmin(1)]
+    return float((nearest == c[counted]).mean())
+
+
+def fidelity_report(
+    synth: PairedDataset, real: PairedDataset, track: Track = no_track
+) -> dict[str, Any]:
+    """Per-map fidelity of every synthetic pair, with mean, per landscape and per map."""
+    assert synth.legend is not None and real.legend is not None
+    if synth.legend.names != real.legend.names:
+        raise GeosynthError(
+            f"{synth.source} and {real.source}: map legends differ "
+            f"({synth.legend.names} vs {real.legend.names})"
+        )
+    colours = class_colours(real)
+    k = len(real.legend)
+    per_map, by_type = [], {}
+    for i in track(range(len(synth)), len(synth), "map fidelity"):
+        classes = synth.map(i)
+        score = map_fidelity(np.asarray(synth.image(i)), classes, colours)
+        name = real.legend.names[dominant_class(classes, k)]
+        per_map.append({"file": synth.samples[i].key, "landscape": name, "fidelity": score})
+        by_type.setdefault(name, []).append(score)
+    scores = [r["fidelity"] for r in per_map]
+    return {
+        "mean": float(np.nanmean(scores)) if scores else float("nan"),
+        "chance": 1.0 / int((~np.isnan(colours[:, 0])).sum()),
+        "per_landscape": {n: float(np.nanmean(v)) for n, v in sorted(by_type.items())},
+        "class_colours": {
+            n: None if np.isnan(c[0]) else [round(float(v), 2) for v in c]
+            for n, c in zip(real.legend.names, colours, strict=True)
+        },
+        "per_map": per_map,
+    }
+
+
+def landscapes(ds: ImageDataset, how: str) -> list[str]:
+    """Landscape type of every sample: dominant map class, or its label's class name."""
+    if how == "dominant" and isinstance(ds, PairedDataset) and ds.legend is not None:
+        k = len(ds.legend)
+        return [ds.legend.names[dominant_class(ds.map(i), k)] for i in range(len(ds))]
+    return [ds.class_names[s.label] for s in ds.samples]
+
+
+def paired_report(
+    synth: ImageDataset,
+    reals: dict[str, ImageDataset],
+    *,
+    features: str,
+    landscape: str = "dominant",
+    batch_size: int = 64,
+    device: str | None = None,
+    precision: str = "auto",
+    use_cache: bool = True,
+    track: Track = no_track,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """FID of ``synth`` against each real set (``{"train": ..., "val": ...}``), overall and per
+    landscape type, plus per-map fidelity when ``synth`` and the training set carry maps."""
+    from geosynth.features.resolve import resolve_embeddings
+
+    if landscape not in ("dominant", "label"):
+        raise GeosynthError(f"landscape {landscape}: expected dominant or label")
+    notes: list[str] = []
+
+    def embed(ds: ImageDataset):
+        return resolve_embeddings(
+            ds.source,
+            features=features,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            use_cache=use_cache,
+            track=track,
+            log=log,
+            dataset=ds,
+        ).embeddings
+
+    def types(ds: ImageDataset) -> list[str]:
+        if landscape == "dominant" and not isinstance(ds, PairedDataset):
+            notes.append(f"{ds.source} has no maps: its landscape types are its labels")
+        return landscapes(ds, landscape)
+
+    e_s, t_s = embed(synth), np.array(types(synth))
+    out: dict[str, Any] = {"landscape": landscape, "n_synthetic": len(synth), "fid": {}}
+    for role, real in reals.items():
+        e_r, t_r = embed(real), np.array(types(real))
+        section: dict[str, Any] = {"n_real": len(real), "overall": fid(e_r, e_s).to_dict()}
+        per: dict[str, Any] = {}
+        for name in sorted(set(t_s.tolist()) | set(t_r.tolist())):
+            r, s = e_r[t_r == name], e_s[t_s == name]
+            per[name] = (
+                fid(r, s).to_dict()
+                if min(r.shape[0], s.shape[0]) >= 2
+                else {"value": None, "n_real": int(r.shape[0]), "n_synthetic": int(s.shape[0])}
+            )
+        section["per_landscape"] = per
+        out["fid"][role] = section
+    train = reals.get("train")
+    if isinstance(synth, PairedDataset) and isinstance(train, PairedDataset):
+        out["map_fidelity"] = fidelity_report(synth, train, track)
+    else:
+        notes.append("per-map fidelity needs maps in SYNTH and REAL: skipped")
+    out["notes"] = notes
+    return out
