@@ -8,22 +8,21 @@ stage can be re-run alone with ``--stage NAME``; delete its output to redo it):
    splits (``geosynth.diffusion.vae.train_vae``), its reconstruction error on ``val``; then a
    Stable-Diffusion-shaped pipeline around it (frozen random text encoder as class embedding,
    SD 2.1-base's noise schedule: scaled-linear betas, 1000 steps, non-zero terminal SNR).
-2. ``unet``: (kept for the stage names; nothing to do).
-3. ``variants``: class-conditional UNets trained from scratch in that latent space with equal
+2. ``variants``: class-conditional UNets trained from scratch in that latent space with equal
    budgets (same seed, data order and steps; ``geosynth finetune --init scratch``): plain
    Gaussian noise and epsilon prediction (the baseline), offset noise at two scales, and zero
    terminal SNR + v-prediction.
-4. ``means``: per-class latent channel means of the 16-shot ``train`` split
+3. ``means``: per-class latent channel means of the 16-shot ``train`` split
    (``geosynth channel-means``): x0_cls of leak-aligned noise.
-5. ``generate``: images per class with Gaussian and leak-aligned noise (first scheduled step and
+4. ``generate``: images per class with Gaussian and leak-aligned noise (first scheduled step and
    T=999), DDIM and Euler (a sigma-space scheduler).
-6. ``evaluate``: against ``test`` (never used for training or selection): per-class colour error
+5. ``evaluate``: against ``test`` (never used for training or selection): per-class colour error
    in pixels and latents, FID / KID / PRDC + rarity in ImageNet EfficientNet-Lite0 features
    (``geosynth evaluate``); and ``val`` against ``test`` as the real-vs-real floor.
-7. ``classify``: Lite0 classifiers (``geosynth train-clf --pretrained pypi``) on synthetic images
+6. ``classify``: Lite0 classifiers (``geosynth train-clf --pretrained pypi``) on synthetic images
    only and on synthetic + the 16-shot real images, selected on ``val``, tested once on ``test``,
    three seeds; and on the 16 real shots alone.
-8. ``report``: ``WORK/report.md``, ``WORK/results.json`` and image grids.
+7. ``report``: ``WORK/report.md``, ``WORK/results.json`` and image grids.
 
     python bench/validate.py --size tiny --work /tmp/validate-tiny   # minutes: smoke test
     python bench/validate.py --work validate-out                     # the measured run
@@ -39,7 +38,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 EUROSAT = Path(os.environ.get("GEOSYNTH_EUROSAT", ROOT.parent / "shared" / "data" / "eurosat-rgb"))
-STAGES = ("vae", "unet", "variants", "means", "generate", "evaluate", "classify", "report")
+STAGES = ("vae", "variants", "means", "generate", "evaluate", "classify", "report")
 
 
 @dataclass
@@ -130,7 +129,6 @@ class Variant:
     leak_timestep: int | None = None
     label: str = ""
     downstream: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def variants(size: Size) -> list[Variant]:
@@ -380,10 +378,6 @@ def _finetune_common(size: Size, steps: int, lr: float) -> list[str]:
     ]
 
 
-def stage_unet(work: Path, size: Size) -> None:
-    """Nothing to do beyond ``vae``: the UNets are trained in ``variants`` (equal budgets)."""
-
-
 def model_flags(size: Size) -> dict[str, list[str]]:
     lo, hi = size.offsets
     return {
@@ -468,8 +462,8 @@ def stage_generate(work: Path, size: Size, only: list[str] | None = None) -> Non
 
 
 def stage_evaluate(work: Path, size: Size) -> None:
-    """``geosynth evaluate`` through its library function, in this process: one start-up for the
-    nine reports, and the real test set embedded once (the embedding cache)."""
+    """``geosynth evaluate`` through its library function: in this process, or one child process
+    per report with ``--jobs`` (embeddings are cached under ``WORK/cache``)."""
     from geosynth.artifacts import atomic_path
     from geosynth.metrics.evaluate import EvalOptions, evaluate
 
@@ -744,7 +738,6 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     funcs = {
         "vae": stage_vae,
-        "unet": stage_unet,
         "variants": stage_variants,
         "means": stage_means,
         "generate": stage_generate,
