@@ -274,9 +274,10 @@ def generate_set(
     work: Path, v: Variant, size: Size, models: dict[str, tuple[Path, Path | None]], out: Path
 ) -> None:
     """What ``geosynth generate --model M [--lora L] --scheduler S --noise N`` does, through the
-    library. Work-around while issue 14 is open: leak-aligned noise on sigma-space schedulers
-    divided out a stale input scale after the first batch, so every batch here starts from a
-    freshly configured scheduler (``set_timesteps`` again: what the first batch sees)."""
+    library. Every batch starts from a freshly configured scheduler (``set_timesteps`` again:
+    what the first batch sees): the work-around this run used before issue 14's fix (stale input
+    scale for leak-aligned noise on sigma-space schedulers after the first batch) was merged;
+    redundant with the fix, kept so the script is the code that produced docs/validation.md."""
     from geosynth.artifacts import Provenance, load_channel_means
     from geosynth.diffusion import loras as lora_ops
     from geosynth.diffusion.generate import GenerationSpec, run_generation
