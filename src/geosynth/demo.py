@@ -557,6 +557,7 @@ def step_sar(run: DemoRun) -> None:
     from geosynth.diffusion.generate import GenerationSpec, run_generation
     from geosynth.diffusion.loras import Lora, load_adapters
     from geosynth.diffusion.recipe import Recipe
+    from geosynth.metrics.evaluate import EvalOptions, evaluate
     from geosynth.toy.sar import make_toy_sar_dataset
 
     sar_dir = run.out / "toy-sar"
@@ -596,16 +597,23 @@ def step_sar(run: DemoRun) -> None:
     run_generation(pipe, spec, out, provenance=Provenance.start("generate"), batch_size=4)
     synth = load_dataset(out, radiometry=card["radiometry"])
     run.paths.update(sar=sar_dir, synth_sar=out)
-    # Hook for native-unit SAR metrics (amplitude W1/KL, GLCM on dB with bins from the real set):
-    # when `geosynth evaluate` computes them on GeoTIFFs, evaluate `synth` against `real` here.
+    # SAR metrics on the GeoTIFFs themselves, in dB, with bins and GLCM levels from the real set.
+    sar_eval = evaluate(
+        str(out), str(sar_dir), EvalOptions(sections=("amplitude", "glcm"), amplitude_scale="db")
+    ).report
     real_db, synth_db = _mean_db(real), _mean_db(synth)
     first = synth.raster(0)
+    amp = sar_eval["amplitude"]
     run.metrics["sar"] = {
         "radiometry": Radiometry.from_dict(card["radiometry"]).describe(),
         "synthetic_dtype": first.dtype,
         "synthetic_bands": first.band_names,
         "real_mean_db": real_db,
         "synthetic_mean_db": synth_db,
+        "amplitude_w1_db": amp["wasserstein1"],
+        "amplitude_kl": amp["kl_log_amplitude"],
+        "shift_db": amp["shift_db"],
+        "glcm_distance": sar_eval["glcm"].get("distance"),
     }
     grid = [
         [real.image(i) for i in range(len(real)) if real.samples[i].label == c][:4]
@@ -628,6 +636,9 @@ def step_sar(run: DemoRun) -> None:
         f"{first.dtype} GeoTIFFs with bands {', '.join(first.band_names or [])}, beside 8-bit "
         "previews. Mean backscatter per class, VV / VH in dB:\n\n"
         "| class | real | synthetic (leak-aligned) |\n| --- | --- | --- |\n" + rows + "\n\n"
+        f"`evaluate` on the GeoTIFFs in dB (bins from the real set): amplitude W1 "
+        f"{amp['wasserstein1']:.2f} dB, KL {amp['kl_log_amplitude']:.3f}, mean shift "
+        f"{amp['shift_db']:+.2f} dB (synthetic minus real).\n\n"
         "![real (left four) and synthetic (right four) SAR, false colour VV, VH, VV-VH]"
         "(sar.png)\n"
     )
