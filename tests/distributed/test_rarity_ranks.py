@@ -80,7 +80,6 @@ def test_single_process_helpers_are_no_ops() -> None:
 @pytest.mark.timeout(300)
 def test_two_gloo_ranks_equal_one_process(tmp_path: Path) -> None:
     real, fake, labels = _data()
-    torch.set_num_threads(1)
     single = manifold_metrics(real, fake, k=5, rarity_k=3, target_labels=labels, num_classes=3)
     out = tmp_path / "ranks.safetensors"
     init = f"file://{tmp_path / 'rendezvous'}"

@@ -39,7 +39,11 @@ def test_kill_at_any_stage_then_resume_gives_the_same_bytes(
     assert leftovers(tmp_path) == [] and not (tmp_path / "lora.parts").exists()
 
 
-def test_real_kill_after_a_checkpoint_then_resume(args, reference, tmp_path) -> None:
+def test_real_kill_after_a_checkpoint_then_resume(args, tmp_path) -> None:
+    # The uninterrupted reference runs in a fresh process too: the pytest process's thread
+    # count may have been changed by other tests, and BLAS results depend on it.
+    reference = tmp_path / "reference"
+    assert run_subprocess(*args, "--out", reference).returncode == 0
     out = tmp_path / "lora"
     died = run_subprocess(*args, "--out", out, fault="finetune:checkpoint")
     assert died.returncode == 137, died.stderr
