@@ -71,9 +71,8 @@ def gather_rows(local: torch.Tensor, n: int) -> torch.Tensor:
     padded[: local.shape[0]] = local
     parts = [torch.empty_like(padded) for _ in range(size)]
     dist.all_gather(parts, padded)
-    return torch.cat(
-        [p[: row_range(n, r, size)[1] - row_range(n, r, size)[0]] for r, p in enumerate(parts)]
-    )
+    lengths = [stop - start for start, stop in (row_range(n, r, size) for r in range(size))]
+    return torch.cat([p[:length] for p, length in zip(parts, lengths, strict=True)])
 
 
 def all_reduce(t: torch.Tensor, op: str) -> torch.Tensor:

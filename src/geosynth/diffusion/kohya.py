@@ -165,9 +165,10 @@ def import_kohya(file: str | Path, model: str, out: str | Path) -> Path:
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    from geosynth.artifacts import atomic_path, write_json
+    from geosynth.artifacts import atomic_path, canonicalize_safetensors, write_json
     from geosynth.diffusion.loading import load_sd_pipeline
-    from geosynth.diffusion.loras import CARD_FILE
+    from geosynth.diffusion.loras import CARD_FILE, LORA_FILE
+    from geosynth.diffusion.trainable import _config_dict
 
     src = Path(file)
     if not src.is_file():
@@ -187,17 +188,16 @@ def import_kohya(file: str | Path, model: str, out: str | Path) -> Path:
             continue
         state = get_peft_model_state_dict(module, adapter_name="imported")
         state = convert_state_dict_to_diffusers({k: v for k, v in state.items() if "lora_" in k})
-        cfg = module.peft_config["imported"].to_dict()
         layers[f"{component}_lora_layers"] = state
-        layers[f"{component}_lora_adapter_metadata"] = {
-            k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.items()
-        }
+        layers[f"{component}_lora_adapter_metadata"] = _config_dict(module.peft_config["imported"])
     if not layers:
         raise GeosynthError(f"{src}: no UNet or text-encoder LoRA weights found")
     target = Path(out)
     with atomic_path(target) as tmp:
         tmp.mkdir(parents=True)
         StableDiffusionPipeline.save_lora_weights(tmp, safe_serialization=True, **layers)
+        # diffusers writes the metadata in no fixed order; finetune outputs are canonical too.
+        canonicalize_safetensors(tmp / LORA_FILE)
         write_json(
             tmp / CARD_FILE,
             {"base_model": model, "imported_from": str(src), "format": "kohya"},
