@@ -35,8 +35,8 @@ def peak_memory(device: torch.device) -> float:
 
 def run_geosynth(args) -> dict:
     from geosynth.data import load_dataset
-    from geosynth.diffusion.finetune import finetune
-    from geosynth.diffusion.recipe import Recipe
+    from geosynth.diffusion.training.finetune import finetune
+    from geosynth.diffusion.training.recipe import Recipe
 
     device = torch.device(args.device)
     stamps: list[float] = []

@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 
 from geosynth.artifacts import Provenance
-from geosynth.diffusion.generate import GenerationSpec, run_generation
-from geosynth.diffusion.loading import load_sd_pipeline, pick_dtype
+from geosynth.diffusion.loading import load_sd_pipeline
+from geosynth.diffusion.sampling.generate import GenerationSpec, run_generation
+from geosynth.runtime import pick_dtype
 
 
 def unet_flops(model: str, size: int, device: torch.device, dtype: torch.dtype) -> float:

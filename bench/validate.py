@@ -298,9 +298,9 @@ def generate_set(
     redundant with the fix, kept so the script is the code that produced docs/validation.md."""
     from geosynth.artifacts import Provenance, load_channel_means
     from geosynth.diffusion import loras as lora_ops
-    from geosynth.diffusion.generate import GenerationSpec, run_generation
     from geosynth.diffusion.loading import load_sd_pipeline
-    from geosynth.diffusion.schedulers import make_scheduler
+    from geosynth.diffusion.sampling.generate import GenerationSpec, run_generation
+    from geosynth.diffusion.sampling.schedulers import make_scheduler
 
     model, lora = models[v.model]
     pipe = load_sd_pipeline(str(model))

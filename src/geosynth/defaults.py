@@ -1,6 +1,6 @@
 """The papers' default models and prompt template, in one place.
 
-Every model argument also accepts any hub id or a local directory (see :mod:`geosynth.hub`).
+Every model argument also accepts any hub id or a local directory (see :mod:`geosynth.runtime`).
 """
 
 #: Generator of seed 000 (leak-aligned noise) and of DataDream.

@@ -146,8 +146,8 @@ def step_rarity(run: DemoRun) -> None:
 
 def step_finetune(run: DemoRun) -> None:
     """A DataDream-style LoRA (UNet + text encoder, rank 16) with offset noise on the 8-shot set."""
-    from geosynth.diffusion.finetune import finetune
-    from geosynth.diffusion.recipe import Recipe
+    from geosynth.diffusion.training.finetune import finetune
+    from geosynth.diffusion.training.recipe import Recipe
 
     out = run.out / "toy-lora"
     recipe = Recipe(
@@ -190,8 +190,8 @@ def step_generate(run: DemoRun) -> None:
     """Channel means of the 8-shot set, then the same seeds with Gaussian and leak-aligned noise."""
     from geosynth.artifacts import save_channel_means
     from geosynth.diffusion import class_channel_means, load_vae
-    from geosynth.diffusion.generate import GenerationSpec, run_generation
     from geosynth.diffusion.loras import Lora, load_adapters
+    from geosynth.diffusion.sampling.generate import GenerationSpec, run_generation
 
     fewshot = load_dataset(run.paths["fewshot"])
     sd = run.paths["model_sd"]
@@ -257,9 +257,9 @@ def step_plora(run: DemoRun) -> None:
     """pLoRA on the 8-shot set: 3 DINOv2 clusters, a rank-4 LoRA each, per-class mixtures."""
     import shutil
 
-    from geosynth.diffusion.generate import GenerationSpec, run_generation
     from geosynth.diffusion.loras import Lora, load_adapters, read_lora_weights
-    from geosynth.diffusion.recipe import Recipe
+    from geosynth.diffusion.sampling.generate import GenerationSpec, run_generation
+    from geosynth.diffusion.training.recipe import Recipe
     from geosynth.plora.build import cluster_plora, train_clusters
 
     fewshot = load_dataset(run.paths["fewshot"])
@@ -450,10 +450,10 @@ def step_maps(run: DemoRun) -> None:
     the same UNet trained with blank maps; per-map fidelity of images from held-out maps."""
     from geosynth.data.paired import attach_maps, read_map_folder
     from geosynth.diffusion import loras as lora_ops
-    from geosynth.diffusion.finetune import finetune
     from geosynth.diffusion.mapcond import MapCondition
-    from geosynth.diffusion.mapgen import generate_from_maps
-    from geosynth.diffusion.recipe import Recipe
+    from geosynth.diffusion.sampling.mapgen import generate_from_maps
+    from geosynth.diffusion.training.finetune import finetune
+    from geosynth.diffusion.training.recipe import Recipe
     from geosynth.metrics.paired import fidelity_report
     from geosynth.toy.paired import make_toy_paired_dataset
 
@@ -553,10 +553,10 @@ def step_sar(run: DemoRun) -> None:
     from geosynth.data.load import apply_radiometry
     from geosynth.data.radiometry import Radiometry
     from geosynth.diffusion import class_channel_means, load_vae
-    from geosynth.diffusion.finetune import finetune
-    from geosynth.diffusion.generate import GenerationSpec, run_generation
     from geosynth.diffusion.loras import Lora, load_adapters
-    from geosynth.diffusion.recipe import Recipe
+    from geosynth.diffusion.sampling.generate import GenerationSpec, run_generation
+    from geosynth.diffusion.training.finetune import finetune
+    from geosynth.diffusion.training.recipe import Recipe
     from geosynth.metrics.evaluate import EvalOptions, evaluate
     from geosynth.toy.sar import make_toy_sar_dataset
 

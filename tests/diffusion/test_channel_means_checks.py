@@ -11,8 +11,8 @@ import torch
 
 from geosynth.artifacts import ChannelMeans, Provenance, load_channel_means, save_channel_means
 from geosynth.diffusion.loading import load_sd_pipeline
-from geosynth.diffusion.recipe import Recipe
-from geosynth.diffusion.trainable import prepare_components
+from geosynth.diffusion.training.recipe import Recipe
+from geosynth.diffusion.training.trainable import prepare_components
 
 FAST = ["--resolution", "32", "--batch-size", "4", "--checkpoint-every", "1000"]
 

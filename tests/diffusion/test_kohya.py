@@ -13,8 +13,8 @@ from safetensors import safe_open
 from geosynth.diffusion.kohya import export_kohya, import_kohya
 from geosynth.diffusion.loading import load_sd_pipeline
 from geosynth.diffusion.loras import LORA_FILE
-from geosynth.diffusion.recipe import Recipe
-from geosynth.diffusion.trainable import export_trained, prepare_components
+from geosynth.diffusion.training.recipe import Recipe
+from geosynth.diffusion.training.trainable import export_trained, prepare_components
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -13,9 +13,9 @@ from safetensors.torch import load_file
 
 from geosynth.data import load_dataset
 from geosynth.data.paired import attach_maps, read_map, read_map_folder
-from geosynth.diffusion.finetune import finetune, parts_dir
 from geosynth.diffusion.mapcond import MapCondition, widen_conv_in
-from geosynth.diffusion.recipe import Recipe
+from geosynth.diffusion.training.finetune import finetune, parts_dir
+from geosynth.diffusion.training.recipe import Recipe
 from geosynth.errors import GeosynthError
 from geosynth.metrics.paired import map_fidelity
 from geosynth.toy.paired import make_toy_paired_dataset, toy_legend
@@ -282,7 +282,7 @@ def _fidelity_after_training(
     from geosynth.artifacts import Provenance
     from geosynth.diffusion import loras as lora_ops
     from geosynth.diffusion.loading import load_sd_pipeline
-    from geosynth.diffusion.mapgen import generate_from_maps
+    from geosynth.diffusion.sampling.mapgen import generate_from_maps
     from geosynth.metrics.paired import fidelity_report
 
     ds = attach_maps(load_dataset(pairs["train"]))

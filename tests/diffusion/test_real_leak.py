@@ -20,10 +20,10 @@ from geosynth.artifacts import Provenance
 from geosynth.data import load_dataset
 from geosynth.data.stats import class_color_stats
 from geosynth.diffusion.channel_means import class_channel_means
-from geosynth.diffusion.finetune import finetune
-from geosynth.diffusion.generate import GenerationSpec, run_generation
 from geosynth.diffusion.loading import load_sd_pipeline
-from geosynth.diffusion.recipe import Recipe
+from geosynth.diffusion.sampling.generate import GenerationSpec, run_generation
+from geosynth.diffusion.training.finetune import finetune
+from geosynth.diffusion.training.recipe import Recipe
 from geosynth.diffusion.vae import VaeRecipe, make_domain_pipeline, train_vae
 
 # Classes whose colours lie far apart (dark water, dark green forest, bright fields): where a

@@ -38,6 +38,7 @@ from geosynth.classify.model import Classifier
 from geosynth.data import ImageDataset
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
+from geosynth.runtime import pick_device, resolve_precision
 
 #: Learning rates by backbone and mode when --lr is not given. CLIP's pretrained head and
 #: adapters want small steps; timm's fresh linear head a larger one (``head_lr``).
@@ -139,12 +140,9 @@ def make_accelerator(precision: str = "auto", cpu: bool = False) -> Any:
     from accelerate import Accelerator
 
     use_cpu = cpu or not torch.cuda.is_available()
-    if precision == "auto":
-        precision = "no" if use_cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
-    precision = {"fp32": "no"}.get(precision, precision)
-    if precision not in ("no", "fp16", "bf16"):
-        raise GeosynthError(f"--precision {precision}: expected auto, fp32, fp16 or bf16")
-    return Accelerator(mixed_precision=precision, cpu=use_cpu)
+    device = torch.device("cpu") if use_cpu else pick_device()
+    prec = resolve_precision(precision, device, training=True)
+    return Accelerator(mixed_precision={"fp32": "no"}.get(prec, prec), cpu=use_cpu)
 
 
 def train_classifier(

@@ -21,7 +21,7 @@ from geosynth.cli.options import (
 )
 from geosynth.cli.output import LiveProgress, message, print_json, print_table, track
 from geosynth.defaults import FEATURE_MODEL, PROMPT_TEMPLATE, SD_MODEL
-from geosynth.diffusion.recipe import Recipe
+from geosynth.diffusion.training.recipe import Recipe
 from geosynth.errors import GeosynthError
 from geosynth.features.resolve import resolve_embeddings
 from geosynth.plora.build import (

@@ -20,10 +20,10 @@ from geosynth.cli.options import (
 from geosynth.cli.output import LiveProgress, message, print_json, print_table
 from geosynth.data.paired import attach_maps
 from geosynth.defaults import PROMPT_TEMPLATE, SD_MODEL
-from geosynth.diffusion.finetune import finetune as run_finetune
 from geosynth.diffusion.mapcond import MapCondition
-from geosynth.diffusion.recipe import Recipe
-from geosynth.diffusion.trainer import StepInfo
+from geosynth.diffusion.training.finetune import finetune as run_finetune
+from geosynth.diffusion.training.recipe import Recipe
+from geosynth.diffusion.training.trainer import StepInfo
 from geosynth.errors import GeosynthError
 
 Mode = Annotated[str, typer.Option(help="lora, full or frozen.")]

@@ -16,17 +16,17 @@ from geosynth.data.radiometry import Radiometry, check_same_spec
 from geosynth.defaults import PROMPT_TEMPLATE, SD_MODEL
 from geosynth.diffusion import loras as lora_ops
 from geosynth.diffusion.channel_means import pipeline_mismatches
-from geosynth.diffusion.control import ControlSource
-from geosynth.diffusion.generate import (
+from geosynth.diffusion.loading import load_sd_pipeline
+from geosynth.diffusion.sampling.control import ControlSource
+from geosynth.diffusion.sampling.generate import (
     GenerationSpec,
     check_channel_means,
     parse_shard,
     run_generation,
 )
-from geosynth.diffusion.loading import load_sd_pipeline, pick_device, pick_dtype
-from geosynth.diffusion.schedulers import SCHEDULERS, make_scheduler
+from geosynth.diffusion.sampling.schedulers import SCHEDULERS, make_scheduler
 from geosynth.errors import GeosynthError
-from geosynth.hub import load_with
+from geosynth.runtime import load_with, pick_device, pick_dtype
 
 
 def generate(
@@ -255,8 +255,7 @@ def generate(
     if (controlnet is None) != (control is None) or (control is None) != (control_images is None):
         raise GeosynthError("--controlnet, --control and --control-images go together")
     dev = pick_device(device)
-    prec = ("fp16" if dev.type == "cuda" else "fp32") if precision == "auto" else precision
-    pipe = load_sd_pipeline(model, device=dev, dtype=pick_dtype(prec, dev))
+    pipe = load_sd_pipeline(model, device=dev, dtype=pick_dtype(precision, dev))
     new_scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     if new_scheduler is not None:
         pipe.scheduler = new_scheduler
@@ -388,10 +387,10 @@ def _generate_from_maps(
     prompt_template: str | None,
     as_json: bool,
 ) -> None:
-    """``generate --maps``: images that follow semantic maps (see geosynth.diffusion.mapgen)."""
+    """``generate --maps``: images that follow semantic maps (see geosynth.diffusion.sampling.mapgen)."""
     from geosynth.data.paired import read_map_folder
     from geosynth.data.writer import check_output_dir
-    from geosynth.diffusion.mapgen import check_maps, generate_from_maps
+    from geosynth.diffusion.sampling.mapgen import check_maps, generate_from_maps
 
     check_output_dir(out)
     if out.exists() and any(out.iterdir()):
@@ -399,8 +398,7 @@ def _generate_from_maps(
     map_set = read_map_folder(maps, map_legend, arg="--maps")
     check_maps(map_set, map_model.card)
     dev = pick_device(device)
-    prec = ("fp16" if dev.type == "cuda" else "fp32") if precision == "auto" else precision
-    pipe = load_sd_pipeline(model, device=dev, dtype=pick_dtype(prec, dev))
+    pipe = load_sd_pipeline(model, device=dev, dtype=pick_dtype(precision, dev))
     new_scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     if new_scheduler is not None:
         pipe.scheduler = new_scheduler

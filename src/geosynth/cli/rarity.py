@@ -12,10 +12,10 @@ from geosynth.cli.embed import BatchOpt, DeviceOpt, ModelOpt, PrecisionOpt
 from geosynth.cli.options import ClassesOpt, JsonOpt, SeedOpt, ShotsOpt, SplitOpt, split_list
 from geosynth.cli.output import message, print_json, print_table, track
 from geosynth.defaults import FEATURE_MODEL
-from geosynth.diffusion.loading import pick_device
 from geosynth.distributed import init_from_env, is_main_process, local_device, main_process_first
 from geosynth.features.resolve import resolve_embeddings
 from geosynth.metrics.rarity import rarity_report
+from geosynth.runtime import pick_device
 
 METRICS = (
     "precision",

@@ -1,4 +1,15 @@
-"""Diffusion models: loading, latents (and, with later steps, noise, LoRA, training, sampling)."""
+"""Diffusion models, split by role as diffusers is:
+
+* models and their parts: :mod:`.loading` (Stable Diffusion pipelines from a hub id or a
+  directory), :mod:`.latents` (images <-> scaled VAE latents), :mod:`.vae` (a domain
+  autoencoder), :mod:`.mapcond` (semantic-map conditioning), :mod:`.channel_means` (x0_cls);
+* adapters: :mod:`.loras` (LoRA stacks and per-class mixtures), :mod:`.kohya` (kohya / A1111 files);
+* :mod:`.training`: the fine-tuning recipe, objective and loop (``geosynth finetune``);
+* :mod:`.sampling`: initial noise (Gaussian, leak-aligned), schedulers, ControlNet inputs and the
+  generation jobs (``geosynth generate``).
+
+Heavy libraries (diffusers, peft, transformers) are imported inside the functions that use them.
+"""
 
 from geosynth.diffusion.channel_means import class_channel_means, per_image_channel_means
 from geosynth.diffusion.latents import (
@@ -7,8 +18,8 @@ from geosynth.diffusion.latents import (
     images_to_tensor,
     vae_scale_factor,
 )
-from geosynth.diffusion.loading import load_sd_pipeline, load_vae, pick_device, pick_dtype
-from geosynth.diffusion.noise import (
+from geosynth.diffusion.loading import load_sd_pipeline, load_vae
+from geosynth.diffusion.sampling.noise import (
     alpha_bar_at_start,
     gaussian_latents,
     leak_aligned_latents,
@@ -27,7 +38,5 @@ __all__ = [
     "load_vae",
     "model_input_scale",
     "per_image_channel_means",
-    "pick_device",
-    "pick_dtype",
     "vae_scale_factor",
 ]

@@ -168,7 +168,7 @@ def import_kohya(file: str | Path, model: str, out: str | Path) -> Path:
     from geosynth.artifacts import atomic_path, canonicalize_safetensors, write_json
     from geosynth.diffusion.loading import load_sd_pipeline
     from geosynth.diffusion.loras import CARD_FILE, LORA_FILE
-    from geosynth.diffusion.trainable import _config_dict
+    from geosynth.diffusion.training.trainable import _config_dict
 
     src = Path(file)
     if not src.is_file():

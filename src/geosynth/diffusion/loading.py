@@ -8,24 +8,7 @@ from typing import Any
 import torch
 
 from geosynth.defaults import SD_MODEL
-from geosynth.hub import load_with
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """The requested device, else CUDA when present (this process's GPU under ``accelerate
-    launch`` / torchrun, from LOCAL_RANK), else CPU."""
-    if device:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
-def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """fp16/bf16 only on GPU; CPU always computes in float32."""
-    if device.type == "cpu" or precision in ("fp32", "no"):
-        return torch.float32
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+from geosynth.runtime import load_with, pick_device
 
 
 def load_sd_pipeline(

@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 
 from geosynth.data.multiband import BandInput
-from geosynth.diffusion.loading import pick_device, pick_dtype
 from geosynth.errors import GeosynthError
+from geosynth.runtime import pick_device, pick_dtype, resolve_precision
 
 
 class FeatureExtractor(ABC):
@@ -88,10 +88,7 @@ def create_extractor(
             "in_chans); this one takes 8-bit RGB"
         )
     dev = pick_device(device)
-    prec = ("fp16" if dev.type == "cuda" else "fp32") if precision == "auto" else precision
-    if prec not in ("fp32", "fp16", "bf16"):
-        raise GeosynthError(f"--precision {precision}: expected auto, fp32, fp16 or bf16")
-    dtype = pick_dtype(prec, dev)
+    dtype = pick_dtype(resolve_precision(precision, dev), dev)
     if spec.startswith("open_clip:"):
         from geosynth.features.openclip import OpenClipExtractor
 

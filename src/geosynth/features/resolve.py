@@ -18,10 +18,10 @@ from geosynth.artifacts import Embeddings, Provenance, combine_fingerprints, loa
 from geosynth.data import ImageDataset, load_dataset
 from geosynth.data.multiband import BandInput
 from geosynth.data.shards import is_shard_dir, list_shards
-from geosynth.diffusion.loading import pick_device
 from geosynth.features.base import create_extractor
 from geosynth.features.embed import embed_to_file
 from geosynth.progress import Track, no_track
+from geosynth.runtime import pick_device, resolve_precision
 
 
 def cache_dir() -> Path:
@@ -69,7 +69,7 @@ def model_fingerprint(spec: str) -> str:
 def numbers_settings(features: str, device: str | None, precision: str) -> dict[str, str]:
     """The extractor settings that change the embeddings' values (the cache key's second half)."""
     dev = pick_device(device)
-    prec = ("fp16" if dev.type == "cuda" else "fp32") if precision == "auto" else precision
+    prec = resolve_precision(precision, dev)
     return {
         "features": features,
         "weights": model_fingerprint(features),

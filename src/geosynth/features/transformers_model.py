@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from geosynth.features.base import FeatureExtractor
-from geosynth.hub import load_with
+from geosynth.runtime import load_with
 
 
 class TransformersExtractor(FeatureExtractor):

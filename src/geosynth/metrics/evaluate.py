@@ -565,8 +565,8 @@ def _latent_section(
 def _clip_section(
     ds_s: ImageDataset, ds_r: ImageDataset, classes: list[str], opts: EvalOptions, track: Track
 ) -> dict[str, Any]:
-    from geosynth.diffusion.loading import pick_device
     from geosynth.metrics.clipscore import ClipScorer, clip_scores, summarise
+    from geosynth.runtime import pick_device
 
     if not classes:
         return {"note": "no shared classes: no prompts to score against"}

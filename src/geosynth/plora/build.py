@@ -26,7 +26,7 @@ from geosynth.data import export_dataset, load_dataset
 from geosynth.data.dataset import ImageDataset
 from geosynth.defaults import PROMPT_TEMPLATE
 from geosynth.diffusion.loras import CARD_FILE
-from geosynth.diffusion.recipe import Recipe
+from geosynth.diffusion.training.recipe import Recipe
 from geosynth.errors import GeosynthError
 from geosynth.plora.kmeans import kmeans
 from geosynth.plora.weights import bias_weights, count_table, uniform_weights
@@ -169,7 +169,7 @@ def train_clusters(
     log: Callable[[str], None] = print,
 ) -> list[Path]:
     """Fine-tune one LoRA per cluster (skipping finished ones; an interrupted one resumes)."""
-    from geosynth.diffusion.finetune import finetune, parts_dir
+    from geosynth.diffusion.training.finetune import finetune, parts_dir
 
     k = json.loads((out / "assignments.json").read_text())["k"]
     done = []

@@ -32,13 +32,13 @@ from geosynth.data.paired import (
     read_map,
     resize_map,
 )
-from geosynth.diffusion.generate import image_seed
 from geosynth.diffusion.mapcond import (
     MapConditionedUNet,
     encode_rendered,
     load_encoder,
     one_hot,
 )
+from geosynth.diffusion.sampling.generate import image_seed
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 

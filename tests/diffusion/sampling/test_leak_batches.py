@@ -19,7 +19,7 @@ from diffusers import UNet2DConditionModel
 from PIL import Image
 
 from geosynth.artifacts import ChannelMeans, Provenance, save_channel_means
-from geosynth.diffusion.schedulers import SCHEDULERS
+from geosynth.diffusion.sampling.schedulers import SCHEDULERS
 
 CLASSES = ["water", "desert", "forest"]
 MEANS = torch.tensor([[8.0, -8.0, 4.0, 0.0], [-4.0, 6.0, 0.0, 2.0], [2.0, 2.0, -6.0, 4.0]])

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from geosynth.diffusion.loras import LORA_FILE, TOKEN_FILE
-from geosynth.diffusion.recipe import VAE_DECODER_TARGETS, Recipe, check_lora_targets
+from geosynth.diffusion.training.recipe import VAE_DECODER_TARGETS, Recipe, check_lora_targets
 from geosynth.errors import GeosynthError
 
 

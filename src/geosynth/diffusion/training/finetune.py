@@ -29,17 +29,27 @@ from geosynth.artifacts import (
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.names import safe_dirname
 from geosynth.diffusion.latents import vae_scale_factor
-from geosynth.diffusion.loading import load_sd_pipeline, native_resolution, pick_device
+from geosynth.diffusion.loading import load_sd_pipeline, native_resolution
 from geosynth.diffusion.loras import CARD_FILE, check_base, parse_lora
 from geosynth.diffusion.mapcond import ENCODER_DIR, save_encoder
-from geosynth.diffusion.maptrain import map_card, map_training, map_unet_config, prepare_map_unet
-from geosynth.diffusion.objective import training_scheduler
-from geosynth.diffusion.recipe import LORA_TARGET_PRESETS, Recipe
-from geosynth.diffusion.train_data import build_training_set, check_resolution
-from geosynth.diffusion.trainable import export_trained, fuse_init_loras, prepare_components
-from geosynth.diffusion.trainer import StepHook, TrainResult, train
+from geosynth.diffusion.training.maptrain import (
+    map_card,
+    map_training,
+    map_unet_config,
+    prepare_map_unet,
+)
+from geosynth.diffusion.training.objective import training_scheduler
+from geosynth.diffusion.training.recipe import LORA_TARGET_PRESETS, Recipe
+from geosynth.diffusion.training.train_data import build_training_set, check_resolution
+from geosynth.diffusion.training.trainable import (
+    export_trained,
+    fuse_init_loras,
+    prepare_components,
+)
+from geosynth.diffusion.training.trainer import StepHook, TrainResult, train
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
+from geosynth.runtime import pick_device
 
 CARD_FORMAT = "geosynth-lora/1"
 

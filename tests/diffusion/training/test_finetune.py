@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from geosynth.data import load_dataset
-from geosynth.diffusion.finetune import finetune, parts_dir
 from geosynth.diffusion.latents import images_to_tensor
-from geosynth.diffusion.recipe import Recipe
+from geosynth.diffusion.training.finetune import finetune, parts_dir
+from geosynth.diffusion.training.recipe import Recipe
 from geosynth.errors import GeosynthError
 from geosynth.toy import make_toy_lora
 
@@ -145,7 +145,7 @@ def test_resume_after_interruption_gives_identical_weights(toy_models, toy_data,
 def test_two_stage_lora_records_stack_and_generate_applies_it(
     trained, toy_models, toy_data, tmp_path, cli
 ) -> None:
-    from geosynth.diffusion.trainable import fuse_init_loras
+    from geosynth.diffusion.training.trainable import fuse_init_loras
 
     sd = str(toy_models["sd"])
     # Merging equals running the adapter at that weight.

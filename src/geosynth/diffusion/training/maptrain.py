@@ -23,7 +23,7 @@ from geosynth.diffusion.mapcond import (
     scratch_unet_config,
     widen_conv_in,
 )
-from geosynth.diffusion.train_data import TrainingSet
+from geosynth.diffusion.training.train_data import TrainingSet
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 

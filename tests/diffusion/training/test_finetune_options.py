@@ -10,8 +10,8 @@ import pytest
 from safetensors.torch import load_file
 
 from geosynth.diffusion.loading import load_sd_pipeline
-from geosynth.diffusion.recipe import Recipe, resolve_lora_targets
-from geosynth.diffusion.trainable import prepare_components
+from geosynth.diffusion.training.recipe import Recipe, resolve_lora_targets
+from geosynth.diffusion.training.trainable import prepare_components
 
 FAST = ["--resolution", "32", "--batch-size", "4", "--checkpoint-every", "1000"]
 

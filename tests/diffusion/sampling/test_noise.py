@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from geosynth.diffusion import alpha_bar_at_start, leak_aligned_latents, load_sd_pipeline
-from geosynth.diffusion.schedulers import SCHEDULERS, make_scheduler
+from geosynth.diffusion.sampling.schedulers import SCHEDULERS, make_scheduler
 
 MEANS = torch.tensor([8.0, -8.0, 4.0, 0.0])
 

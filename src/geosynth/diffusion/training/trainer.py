@@ -26,10 +26,14 @@ import torch.nn.functional as F
 
 from geosynth import faults
 from geosynth.artifacts import atomic_path, load_torch_state
-from geosynth.diffusion.objective import loss_weights, target, training_noise
-from geosynth.diffusion.recipe import Recipe
-from geosynth.diffusion.train_data import TrainingSet
-from geosynth.diffusion.trainable import load_trainable_state, parameter_groups, trainable_state
+from geosynth.diffusion.training.objective import loss_weights, target, training_noise
+from geosynth.diffusion.training.recipe import Recipe
+from geosynth.diffusion.training.train_data import TrainingSet
+from geosynth.diffusion.training.trainable import (
+    load_trainable_state,
+    parameter_groups,
+    trainable_state,
+)
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from geosynth.diffusion.objective import loss_weights, sampling_overrides, target, training_noise
+from geosynth.diffusion.training.objective import (
+    loss_weights,
+    sampling_overrides,
+    target,
+    training_noise,
+)
 
 
 @pytest.mark.parametrize("offset", [0.0, 0.05, 0.1])
@@ -26,7 +31,7 @@ def test_offset_noise_channel_mean_variance(offset: float) -> None:
 def test_both_readings_of_eq3(convention: str, spatial_mean_var: float) -> None:
     """lambda = 0.05 read as a standard deviation (diffusers, Guttenberg) or as Eq. 3's variance:
     the channel offset's variance is lambda^2 or lambda."""
-    from geosynth.diffusion.recipe import Recipe
+    from geosynth.diffusion.training.recipe import Recipe
 
     recipe = Recipe(offset_noise=0.05, offset_noise_convention=convention)
     recipe.check()
@@ -41,7 +46,7 @@ def test_both_readings_of_eq3(convention: str, spatial_mean_var: float) -> None:
 
 
 def test_unknown_offset_convention_is_refused() -> None:
-    from geosynth.diffusion.recipe import Recipe
+    from geosynth.diffusion.training.recipe import Recipe
     from geosynth.errors import GeosynthError
 
     with pytest.raises(GeosynthError, match="offset-noise-convention sigma"):
@@ -106,7 +111,7 @@ def test_training_scheduler_keeps_the_base_prediction_type(tmp_path) -> None:
     card records only what differs from the base."""
     from diffusers import PNDMScheduler
 
-    from geosynth.diffusion.objective import training_scheduler
+    from geosynth.diffusion.training.objective import training_scheduler
 
     PNDMScheduler(prediction_type="v_prediction").save_pretrained(tmp_path / "scheduler")
     sched, overrides = training_scheduler(

@@ -55,8 +55,12 @@ from geosynth.data.names import prompt_name, safe_dirname
 from geosynth.data.radiometry import Radiometry
 from geosynth.data.raster import write_raster
 from geosynth.diffusion import loras as lora_ops
-from geosynth.diffusion.control import ControlSource
-from geosynth.diffusion.noise import alpha_bar_at_start, gaussian_latents, leak_aligned_latents
+from geosynth.diffusion.sampling.control import ControlSource
+from geosynth.diffusion.sampling.noise import (
+    alpha_bar_at_start,
+    gaussian_latents,
+    leak_aligned_latents,
+)
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 from geosynth.viz import image_grid

@@ -14,7 +14,7 @@ from typing import Any
 
 from geosynth.defaults import PROMPT_TEMPLATE
 from geosynth.diffusion.mapcond import MapCondition
-from geosynth.diffusion.objective import OFFSET_CONVENTIONS, PREDICTION_TYPES, offset_std
+from geosynth.diffusion.training.objective import OFFSET_CONVENTIONS, PREDICTION_TYPES, offset_std
 from geosynth.errors import GeosynthError
 
 MODES = ("lora", "full", "frozen")

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from geosynth.data import load_dataset
-from geosynth.diffusion.control import ControlSource, canny_edges
+from geosynth.diffusion.sampling.control import ControlSource, canny_edges
 
 
 def _edge_share(img: Image.Image) -> float:

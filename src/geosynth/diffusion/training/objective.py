@@ -61,7 +61,7 @@ def training_scheduler(model: str, *, prediction_type: str | None, zero_terminal
     SD 2.1 at 768 px) and, optionally, betas rescaled to zero terminal SNR (Lin et al. 2024)."""
     from diffusers import DDPMScheduler
 
-    from geosynth.hub import load_with
+    from geosynth.runtime import load_with
 
     config = dict(
         load_with(

@@ -1,0 +1,98 @@
+"""Where and how models run: device, precision, and model references (hub id or local directory).
+
+Every package asks this module, so that "auto" means the same everywhere: the CUDA device of this
+process (``LOCAL_RANK`` under ``accelerate launch`` / torchrun) or the CPU; bf16 on GPUs that
+support it, else fp16; float32 on CPU. Loading stays the libraries' own (``from_pretrained``);
+:func:`load_with` only decides whether a string is a hub id or a directory and turns loading
+failures into one-line errors that say what was tried.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from geosynth.errors import GeosynthError
+
+if TYPE_CHECKING:
+    import torch
+
+T = TypeVar("T")
+
+
+def is_local(ref: str | os.PathLike[str]) -> bool:
+    """A reference is local when it exists on disk or is written as a path."""
+    text = str(ref)
+    return Path(text).exists() or text.startswith((".", "/", "~")) or text.count("/") > 1
+
+
+def model_ref(ref: str | os.PathLike[str], what: str = "--model") -> str:
+    """Validate a reference: local directories must exist; anything else is passed on as a hub id."""
+    text = str(ref)
+    if is_local(text):
+        path = Path(text).expanduser()
+        if not path.is_dir():
+            raise GeosynthError(f"{what} {text}: no such model directory")
+        return str(path)
+    return text
+
+
+def load_with(loader: Callable[[str], T], ref: str | os.PathLike[str], what: str) -> T:
+    """Call ``loader(ref)`` (a ``from_pretrained``) and explain failures in one line."""
+    resolved = model_ref(ref, what)
+    try:
+        return loader(resolved)
+    except GeosynthError:
+        raise
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        where = "local directory" if is_local(resolved) else "hub id (is the hub reachable?)"
+        raise GeosynthError(f"{what} {resolved}: cannot load as a {where}: {first}") from None
+
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """The requested device, else CUDA when present (this process's GPU under ``accelerate
+    launch`` / torchrun, from LOCAL_RANK), else CPU."""
+    import torch
+
+    if device:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def resolve_precision(precision: str, device: torch.device, *, training: bool = False) -> str:
+    """What ``precision`` means on ``device``: ``auto`` is fp32 on CPU (no fast half-precision
+    kernels there); on CUDA fp16 for inference (more mantissa bits, and activations stay in
+    range) and bf16 for training where the GPU supports it (fp16 gradients need loss scaling).
+    Explicit choices are kept; ``no`` (accelerate's word) means fp32."""
+    import torch
+
+    if precision == "no":
+        precision = "fp32"
+    if precision not in PRECISIONS:
+        raise GeosynthError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    if training and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp16"
+
+
+def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The compute dtype of ``precision`` on ``device``: fp16/bf16 only on GPU, CPU always computes
+    in float32."""
+    import torch
+
+    prec = resolve_precision(precision, device)
+    if device.type == "cpu" or prec == "fp32":
+        return torch.float32
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}[prec]
