@@ -19,9 +19,11 @@ from geosynth.cli.options import (
 )
 from geosynth.cli.output import message, print_json, track
 from geosynth.defaults import FEATURE_MODEL
+from geosynth.distributed import init_from_env, is_main_process, local_device, main_process_first
 from geosynth.errors import GeosynthError
 from geosynth.features import create_extractor
 from geosynth.features.embed import embed_to_file
+from geosynth.runtime import pick_device
 
 ModelOpt = Annotated[
     str,
@@ -79,8 +81,23 @@ def embed(
     ] = None,
     batch_size: BatchOpt = 64,
     num_workers: Annotated[
-        int, typer.Option("--num-workers", min=0, help="Data-loader workers (datasets).")
+        int,
+        typer.Option(
+            "--num-workers",
+            min=0,
+            help="Data-loader worker processes that decode images in parallel (per rank); "
+            "for shard directories each worker decodes whole shards.",
+        ),
     ] = 0,
+    part_size: Annotated[
+        int,
+        typer.Option(
+            "--part-size",
+            min=1,
+            help="Datasets: rows per resumable part (rounded up to whole batches); a killed "
+            "job resumes at its first unfinished part.",
+        ),
+    ] = 4096,
     device: DeviceOpt = None,
     precision: PrecisionOpt = "auto",
     as_json: JsonOpt = False,
@@ -89,9 +106,14 @@ def embed(
 
     Shard directories (00000.tar with <key>.jpg/.txt/.json, as img2dataset writes LAION) are
     streamed; corrupt samples are skipped and counted; a killed job resumes at the first
-    unfinished shard.
+    unfinished shard (datasets: at the first unfinished part of --part-size rows).
+
+    Under torchrun / accelerate launch each process embeds its own contiguous block of shards
+    (or of parts) on its own GPU, resumable on its own; rank 0 writes OUT, identical row for
+    row to a single-process run.
 
     [bold]Example[/bold]: geosynth embed ../shared/data/eurosat-rgb --split train --model dinov2-base --out eurosat.safetensors
+    [bold]Example[/bold]: torchrun --nproc-per-node 8 -m geosynth embed laion-shards/ --num-workers 6 --out laion.safetensors
     """
     if out.suffix != ".safetensors":
         raise GeosynthError(f"--out {out}: expected a path ending in .safetensors")
@@ -109,7 +131,10 @@ def embed(
         bi = band_input(ref, bands, what="--bands", track=track)
     elif band_stats is not None:
         raise GeosynthError("--band-stats: only used with --bands")
-    extractor = create_extractor(model, device=device, precision=precision, bands=bi)
+    dev = local_device(pick_device(device))
+    distributed = init_from_env(dev)
+    with main_process_first():  # rank 0 fills the model cache first, the others read it
+        extractor = create_extractor(model, device=str(dev), precision=precision, bands=bi)
     prov = Provenance.start("embed", seeds={"seed": seed}, model=model)
     report = embed_to_file(
         extractor,
@@ -123,9 +148,13 @@ def embed(
         limit=limit,
         batch_size=batch_size,
         num_workers=num_workers,
+        part_size=part_size,
+        distributed=distributed,
         track=track,
         log=message,
     )
+    if not is_main_process():
+        return
     report = {"out": str(out), "feature_model": model, "feature_dim": extractor.dim, **report}
     if as_json:
         print_json(report)
