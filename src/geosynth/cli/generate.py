@@ -25,6 +25,7 @@ from geosynth.diffusion.sampling.generate import (
     run_generation,
 )
 from geosynth.diffusion.sampling.schedulers import SCHEDULERS, make_scheduler
+from geosynth.distributed import local_device
 from geosynth.errors import GeosynthError
 from geosynth.runtime import load_with, pick_device, pick_dtype
 
@@ -254,7 +255,7 @@ def generate(
             raise GeosynthError(f"--lora-dir {lora_dir}: no LoRA for class '{missing[0]}'")
     if (controlnet is None) != (control is None) or (control is None) != (control_images is None):
         raise GeosynthError("--controlnet, --control and --control-images go together")
-    dev = pick_device(device)
+    dev = local_device(pick_device(device))  # under torchrun / accelerate: this rank's GPU
     pipe = load_sd_pipeline(model, device=dev, dtype=pick_dtype(precision, dev))
     new_scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     if new_scheduler is not None:
