@@ -30,10 +30,7 @@ def test_help_and_version_import_no_heavy_library() -> None:
 def test_listed_help_is_the_commands_own(name: str) -> None:
     module_name, attr, listed = COMMANDS[name]
     obj = getattr(importlib.import_module(f"geosynth.cli.{module_name}"), attr)
-    if isinstance(obj, typer.Typer):
-        own = obj.info.help
-    else:
-        own = obj.__doc__
+    own = obj.info.help if isinstance(obj, typer.Typer) else obj.__doc__
     first = " ".join((own or "").strip().split("\n\n")[0].split())
     assert first == listed
 

@@ -112,8 +112,10 @@ def embed(
     (or of parts) on its own GPU, resumable on its own; rank 0 writes OUT, identical row for
     row to a single-process run.
 
-    [bold]Example[/bold]: geosynth embed ../shared/data/eurosat-rgb --split train --model dinov2-base --out eurosat.safetensors
-    [bold]Example[/bold]: torchrun --nproc-per-node 8 -m geosynth embed laion-shards/ --num-workers 6 --out laion.safetensors
+    \b
+    Examples:
+      geosynth embed ../shared/data/eurosat-rgb --split train --model dinov2-base --out eurosat.safetensors
+      torchrun --nproc-per-node 8 -m geosynth embed laion-shards/ --num-workers 6 --out laion.safetensors
     """
     if out.suffix != ".safetensors":
         raise GeosynthError(f"--out {out}: expected a path ending in .safetensors")

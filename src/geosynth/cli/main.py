@@ -124,7 +124,7 @@ def load_command(name: str) -> _click.Command:
         single = typer.Typer(
             add_completion=False,
             pretty_exceptions_enable=False,
-            rich_markup_mode="rich",
+            rich_markup_mode=None,
             context_settings={"help_option_names": ["-h", "--help"]},
         )
         single.command(name)(obj)
@@ -137,7 +137,7 @@ def load_command(name: str) -> _click.Command:
 class _Deferred(TyperCommand):
     """A command listed by name and one-line help; its module loads when it is invoked."""
 
-    def make_context(  # type: ignore[override]
+    def make_context(
         self, info_name: str | None, args: list[str], parent: _click.Context | None = None, **extra
     ) -> _click.Context:
         return load_command(self.name or "").make_context(info_name, args, parent, **extra)
@@ -164,7 +164,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
