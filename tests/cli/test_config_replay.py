@@ -2,6 +2,8 @@
 `geosynth replay` reproducing finetune and generate runs byte for byte."""
 
 import json
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -58,7 +60,13 @@ def lora(toy_models, toy_data, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("replay") / "lora"
     args = ["finetune", str(toy_data), "--model", str(toy_models["sd"]), "--out", str(out)]
+    t0 = time.time()
     assert main([*args, *FAST, "--max-steps", "6", "--lr", "5e-3", "--seed", "3"]) == 0
+    wall = time.time() - t0
+    # the record spans the run (it used to start when the result was written)
+    prov = json.loads((out / "provenance.json").read_text())
+    span = datetime.fromisoformat(prov["finished"]) - datetime.fromisoformat(prov["started"])
+    assert span.total_seconds() >= wall * 0.5 - 1, (prov["started"], prov["finished"], wall)
     return out
 
 

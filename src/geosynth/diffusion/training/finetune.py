@@ -150,6 +150,7 @@ def _train_one(
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Train one LoRA (or full components) on ``ds``; write it into ``result_dir`` atomically."""
+    started = Provenance.start("finetune").started  # the record's start: before the training
     torch.manual_seed(recipe.seed)
     pipe = load_sd_pipeline(model, device="cpu")
     if recipe.init == "scratch":
@@ -236,6 +237,7 @@ def _train_one(
     prov = Provenance.start(
         "finetune", seeds={"seed": recipe.seed}, model=model, resumed_from_step=res.resumed_from
     )
+    prov.started = started
     prov.inputs[f"dataset:{ds.source}"] = ds.fingerprint()
     with atomic_path(result_dir) as tmp:
         tmp.mkdir(parents=True)
@@ -281,6 +283,7 @@ def finetune(
 ) -> dict[str, Any]:
     """Fine-tune ``model`` on ``ds`` (one LoRA, or one per class into ``OUT/<class>/``) and
     return a summary with the card(s)."""
+    run = Provenance.start("finetune", seeds={"seed": recipe.seed})  # started now
     recipe.check()
     if per_class and recipe.learn_token:
         raise GeosynthError(
@@ -335,7 +338,7 @@ def finetune(
                 log=log,
             )
         if state.is_main_process:
-            write_provenance(staged, Provenance.start("finetune", seeds={"seed": recipe.seed}))
+            write_provenance(staged, run)
         summary = {"per_class": True, "cards": cards}
     elif (staged / CARD_FILE).is_file():  # finished before an interruption; only the move is left
         summary = {
