@@ -30,7 +30,7 @@ def test_every_command_takes_a_config_file() -> None:
 def test_toml_and_yaml_values_with_flags_winning(cli, tmp_path: Path) -> None:
     toml = tmp_path / "run.toml"
     toml.write_text('per-class = 2\nsize = 16\nclasses = ["water", "forest"]\nseed = 5\n')
-    assert cli("toy", "data", tmp_path / "a", "--config", toml, "--seed", "1").code == 0
+    assert cli("toy", "data", "--out", tmp_path / "a", "--config", toml, "--seed", "1").code == 0
     assert len(_sub(tmp_path / "a", "water")) == 2
     assert not (tmp_path / "a" / "desert").exists()
     prov = json.loads((tmp_path / "a" / "provenance.json").read_text())
@@ -40,17 +40,17 @@ def test_toml_and_yaml_values_with_flags_winning(cli, tmp_path: Path) -> None:
     yaml.write_text(
         "toy data:\n  per_class: 2\n  size: 16\n  classes: [water, forest]\n  seed: 1\n"
     )
-    assert cli("toy", "data", tmp_path / "b", "--config", yaml).code == 0
+    assert cli("toy", "data", "--out", tmp_path / "b", "--config", yaml).code == 0
     assert tree_bytes(tmp_path / "a") == tree_bytes(tmp_path / "b")
 
 
 def test_config_errors_name_the_file_and_key(cli, tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("per-clas = 2\n")
-    res = cli("toy", "data", tmp_path / "x", "--config", bad)
+    res = cli("toy", "data", "--out", tmp_path / "x", "--config", bad)
     assert res.code == 2 and str(bad) in res.err and "'per-clas'" in res.err, res.err
     assert not (tmp_path / "x").exists()
-    res = cli("toy", "data", tmp_path / "x", "--config", tmp_path / "none.toml")
+    res = cli("toy", "data", "--out", tmp_path / "x", "--config", tmp_path / "none.toml")
     assert res.code == 2 and "no such config file" in res.err
 
 
