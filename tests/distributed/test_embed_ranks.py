@@ -109,13 +109,13 @@ def _assert_same_file(one: Path, two: Path) -> None:
 
 
 def _dataset_args(inputs: dict[str, Path]) -> list[str | Path]:
-    args = ["embed", inputs["dataset"], "--model", inputs["model"], "--batch-size", "2"]
-    return [*args, "--part-size", "3", "--num-workers", "1"]
+    args = ["embed", inputs["dataset"], "--features", inputs["model"], "--batch-size", "2"]
+    return [*args, "--part-size", "3", "--workers", "1"]
 
 
 def _shard_args(inputs: dict[str, Path]) -> list[str | Path]:
-    args = ["embed", inputs["shards"], "--model", inputs["model"], "--batch-size", "2"]
-    return [*args, "--num-workers", "2"]
+    args = ["embed", inputs["shards"], "--features", inputs["model"], "--batch-size", "2"]
+    return [*args, "--workers", "2"]
 
 
 @pytest.mark.timeout(600)

@@ -9,9 +9,13 @@ import typer
 
 from geosynth.artifacts import Provenance
 from geosynth.cli.options import (
+    BatchOpt,
     ClassesOpt,
     DatasetArg,
+    DeviceOpt,
+    FeaturesOpt,
     JsonOpt,
+    PrecisionOpt,
     SeedOpt,
     ShotsOpt,
     SplitOpt,
@@ -25,31 +29,13 @@ from geosynth.features import create_extractor
 from geosynth.features.embed import embed_to_file
 from geosynth.runtime import pick_device
 
-ModelOpt = Annotated[
-    str,
-    typer.Option(
-        "--model",
-        "--features",
-        help="dinov2-small|base|large|giant, a transformers "
-        "hub id or directory, open_clip:NAME/PRETRAINED, open_clip:local-dir:DIR, "
-        "timm:NAME or timm:local-dir:DIR.",
-    ),
-]
-DeviceOpt = Annotated[
-    str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda when present).")
-]
-PrecisionOpt = Annotated[
-    str, typer.Option("--precision", help="auto (fp16 on GPU), fp32, fp16, bf16.")
-]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")]
-
 
 def embed(
     dataset: DatasetArg,
     out: Annotated[
         Path, typer.Option("--out", help="Output .safetensors file.", show_default=False)
     ],
-    model: ModelOpt = FEATURE_MODEL,
+    features: FeaturesOpt = FEATURE_MODEL,
     split: SplitOpt = None,
     classes: ClassesOpt = None,
     shots: ShotsOpt = None,
@@ -80,10 +66,10 @@ def embed(
         ),
     ] = None,
     batch_size: BatchOpt = 64,
-    num_workers: Annotated[
+    workers: Annotated[
         int,
         typer.Option(
-            "--num-workers",
+            "--workers",
             min=0,
             help="Data-loader worker processes that decode images in parallel (per rank); "
             "for shard directories each worker decodes whole shards.",
@@ -114,7 +100,7 @@ def embed(
 
     \b
     Examples:
-      geosynth embed ../shared/data/eurosat-rgb --split train --model dinov2-base --out eurosat.safetensors
+      geosynth embed ../shared/data/eurosat-rgb --split train --features dinov2-base --out eurosat.safetensors
       torchrun --nproc-per-node 8 -m geosynth embed laion-shards/ --num-workers 6 --out laion.safetensors
     """
     if out.suffix != ".safetensors":
@@ -136,8 +122,8 @@ def embed(
     dev = local_device(pick_device(device))
     distributed = init_from_env(dev)
     with main_process_first():  # rank 0 fills the model cache first, the others read it
-        extractor = create_extractor(model, device=str(dev), precision=precision, bands=bi)
-    prov = Provenance.start("embed", seeds={"seed": seed}, model=model)
+        extractor = create_extractor(features, device=str(dev), precision=precision, bands=bi)
+    prov = Provenance.start("embed", seeds={"seed": seed}, features=features)
     report = embed_to_file(
         extractor,
         dataset,
@@ -149,7 +135,7 @@ def embed(
         seed=seed,
         limit=limit,
         batch_size=batch_size,
-        num_workers=num_workers,
+        num_workers=workers,
         part_size=part_size,
         distributed=distributed,
         track=track,
@@ -157,7 +143,7 @@ def embed(
     )
     if not is_main_process():
         return
-    report = {"out": str(out), "feature_model": model, "feature_dim": extractor.dim, **report}
+    report = {"out": str(out), "feature_model": features, "feature_dim": extractor.dim, **report}
     if as_json:
         print_json(report)
     else:
