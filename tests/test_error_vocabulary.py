@@ -42,12 +42,9 @@ OTHER_BRANCH_FILES = {
 
 def _command_names() -> list[str]:
     """Every top-level ``geosynth`` command (``toy``, ``finetune``, ...), from the CLI itself."""
-    import typer
+    from geosynth.cli.main import COMMANDS
 
-    from geosynth.cli.main import app
-
-    # typer may vendor its own click: read the group's commands without isinstance checks.
-    return sorted(getattr(typer.main.get_command(app), "commands", {}), key=len, reverse=True)
+    return sorted(COMMANDS, key=len, reverse=True)
 
 
 def _library_modules() -> list[Path]:

@@ -121,7 +121,7 @@ def test_bad_inputs_exit_2_with_one_line(cli, tmp_path) -> None:
     cases = [
         ((a, b), "feature dimensions differ"),
         ((c, a), "has 3 NaN or infinite value(s)"),
-        ((small, a), "k=5 must be smaller than the set size (4)"),
+        ((small, a), "--k 5 must be smaller than the set size (4)"),
         ((empty, a), "the set is empty"),
         ((a, other), "feature models differ"),
     ]

@@ -188,7 +188,9 @@ def evaluate(
     Classes are matched by name; per-class metrics cover the classes both sets hold.
     --split applies to SYNTH, --real-split to REAL; --classes to both.
 
-    [bold]Example[/bold]: geosynth evaluate synth/ ../shared/data/eurosat-rgb --real-split pool --vae stabilityai/stable-diffusion-2-1-base --plots plots/ --out report.json
+    \b
+    Example:
+      geosynth evaluate synth/ ../shared/data/eurosat-rgb --real-split pool --vae stabilityai/stable-diffusion-2-1-base --plots plots/ --out report.json
     """
     sections = ALL_SECTIONS if metrics == "all" else tuple(split_list(metrics) or ())
     if not sections:

@@ -220,7 +220,8 @@ def finetune(
     components when trained in full, OUT/geosynth.json (card), loss.csv and loss.png. Runs under
     `accelerate launch` for data parallelism.
 
-    [bold]Examples[/bold]:
+    \b
+    Examples:
       geosynth finetune eurosat/ --split train --shots 16 --offset-noise 0.05 --out lora/
       geosynth finetune sar/ --init-lora ors-lora/:1.0 --rank 4 --out sar-lora/
       geosynth finetune sar/ --train-unet full --learn-token '<sar>' --out hybrid/

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -97,13 +97,15 @@ def rarity(
     Under torchrun / accelerate launch the exact passes split across the processes (one GPU
     each, NCCL; gloo on CPU) and rank 0 writes the report, identical to a single process.
 
-    [bold]Example[/bold]: geosynth rarity eurosat-16shot/ laion-shards/ --limit 100000 --per-class --out rarity.json
-    [bold]Example[/bold]: torchrun --nproc-per-node 4 -m geosynth rarity synth.safetensors laion.safetensors
+    \b
+    Examples:
+      geosynth rarity eurosat-16shot/ laion-shards/ --limit 100000 --per-class --out rarity.json
+      torchrun --nproc-per-node 4 -m geosynth rarity synth.safetensors laion.safetensors
     """
     dev = local_device(pick_device(device))
     init_from_env(dev)
     device = str(dev)
-    common = dict(
+    common: dict[str, Any] = dict(
         features=features,
         seed=seed,
         batch_size=batch_size,

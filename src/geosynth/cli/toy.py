@@ -61,13 +61,16 @@ def toy_data(
 ) -> None:
     """Write a procedural toy satellite dataset (classes differ in colour and texture).
 
-    [bold]Example[/bold]: geosynth toy data toy/train --per-class 16 --seed 0
+    \b
+    Example:
+      geosynth toy data toy/train --per-class 16 --seed 0
     """
     from geosynth.toy.data import make_toy_dataset, resolve_toy_classes, toy_hf_dataset
 
-    names: list[str] | int | None = split_list(classes)
-    if names and len(names) == 1 and names[0].isdigit():
-        names = int(names[0])
+    listed = split_list(classes)
+    names: list[str] | int | None = listed
+    if listed and len(listed) == 1 and listed[0].isdigit():
+        names = int(listed[0])
     if paired:
         from geosynth.toy.paired import make_toy_paired_dataset
 
@@ -110,7 +113,9 @@ def toy_sar(
 
     Classes (water, cropland, forest, urban) differ in mean backscatter per polarisation.
 
-    [bold]Example[/bold]: geosynth toy sar toy-sar/ --per-class 8
+    \b
+    Example:
+      geosynth toy sar toy-sar/ --per-class 8
     """
     from geosynth.data.writer import check_output_dir
     from geosynth.toy.sar import make_toy_sar_dataset
@@ -142,7 +147,9 @@ def toy_model(
     The SD pipeline loads with StableDiffusionPipeline.from_pretrained(OUT/sd); pass it as
     --model to any step.
 
-    [bold]Example[/bold]: geosynth toy model toy-models --kind all
+    \b
+    Example:
+      geosynth toy model toy-models --kind all
     """
     from geosynth.toy import models
 

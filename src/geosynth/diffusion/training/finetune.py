@@ -47,6 +47,7 @@ from geosynth.diffusion.training.trainable import (
     prepare_components,
 )
 from geosynth.diffusion.training.trainer import StepHook, TrainResult, train
+from geosynth.diffusion.types import Pipeline
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 from geosynth.runtime import pick_device
@@ -81,7 +82,7 @@ def check_init_loras(recipe: Recipe, model: str) -> list[tuple[str, float]]:
     return resolved
 
 
-def load_unet_config(path: str, pipe) -> dict[str, Any]:
+def load_unet_config(path: str, pipe: Pipeline) -> dict[str, Any]:
     """A UNet2DConditionModel config for ``init="scratch"`` that fits the frozen VAE and text
     encoder."""
     p = Path(path)
@@ -154,6 +155,7 @@ def _train_one(
     if recipe.init == "scratch":
         from diffusers import UNet2DConditionModel
 
+        assert recipe.unet_config is not None  # Recipe.check: scratch needs a UNet config
         config = load_unet_config(recipe.unet_config, pipe)
         if recipe.maps is not None:
             config = map_unet_config(config, recipe.maps, ds, pipe)

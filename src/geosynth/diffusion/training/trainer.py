@@ -303,6 +303,7 @@ ENCODER_KL_WEIGHT = 1e-6
 
 def _batch_pixels(data: TrainingSet, idx, flip) -> torch.Tensor:
     """The batch's images in [-1, 1], mirrored where ``flip`` says so."""
+    assert data.pixels is not None, "pixels are kept when the decoder trains"
     pixels = data.pixels[idx]
     return torch.where(flip.view(-1, 1, 1, 1) == 1, torch.flip(pixels, dims=[3]), pixels)
 
