@@ -43,7 +43,7 @@ def test_real_eurosat_embed_then_rarity_report(cli, eurosat, toy_models, tmp_pat
         "val",
         "--features",
         model,
-        "--per-class",
+        "--by-class",
         "--out",
         report_path,
         "--json",
@@ -130,7 +130,7 @@ def test_bad_inputs_exit_2_with_one_line(cli, tmp_path) -> None:
         errors = [line for line in res.err.splitlines() if line.startswith("error")]
         assert res.code == 2 and len(errors) == 1 and needle in errors[0], (needle, res.err)
         assert "Traceback" not in res.err
-    res = cli("rarity", a, a, "--per-class")
+    res = cli("rarity", a, a, "--by-class")
     assert res.code == 2 and "no labels" in res.err
 
 

@@ -19,6 +19,9 @@ from geosynth.errors import GeosynthError
 from geosynth.metrics.evaluate import ALL_SECTIONS, EvalOptions
 from geosynth.metrics.evaluate import evaluate as run_evaluation
 
+#: Library parameters that this command's options feed under other names (cli/errors.py).
+LIBRARY_PARAMS = {"per_class": "--by-class"}
+
 #: table column label per summary key
 LABELS = {
     "fid": "FID",
@@ -76,9 +79,9 @@ def evaluate(
             "inputs allow; latent_color needs --vae, clip needs --clip-model).",
         ),
     ] = "all",
-    per_class: Annotated[
+    by_class: Annotated[
         bool,
-        typer.Option("--per-class/--no-per-class", help="Per-class metrics on shared classes."),
+        typer.Option("--by-class/--no-by-class", help="Also report per shared class."),
     ] = True,
     vae: Annotated[
         str | None,
@@ -206,7 +209,7 @@ def evaluate(
     opts = EvalOptions(
         features=features,
         sections=sections,
-        per_class=per_class,
+        per_class=by_class,
         k=k,
         rarity_k=rarity_k,
         kid_subsets=kid_subsets,

@@ -17,6 +17,9 @@ from geosynth.features.resolve import resolve_embeddings
 from geosynth.metrics.rarity import rarity_report
 from geosynth.runtime import pick_device
 
+#: Library parameters that this command's options feed under other names (cli/errors.py).
+LIBRARY_PARAMS = {"per_class": "--by-class"}
+
 METRICS = (
     "precision",
     "recall",
@@ -45,8 +48,8 @@ def rarity(
     k: Annotated[int, typer.Option("--k", min=1, help="k of the k-NN balls (PRDC).")] = 5,
     rarity_k: Annotated[int, typer.Option("--rarity-k", min=1, help="k of the rarity score.")] = 3,
     features: ModelOpt = FEATURE_MODEL,
-    per_class: Annotated[
-        bool, typer.Option("--per-class", help="Also report per target class.")
+    by_class: Annotated[
+        bool, typer.Option("--by-class", help="Also report per target class.")
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write the report as JSON.")] = None,
     split: SplitOpt = None,
@@ -99,7 +102,7 @@ def rarity(
 
     \b
     Examples:
-      geosynth rarity eurosat-16shot/ laion-shards/ --limit 100000 --per-class --out rarity.json
+      geosynth rarity eurosat-16shot/ laion-shards/ --limit 100000 --by-class --out rarity.json
       torchrun --nproc-per-node 4 -m geosynth rarity synth.safetensors laion.safetensors
     """
     dev = local_device(pick_device(device))
@@ -131,7 +134,7 @@ def rarity(
         tgt,
         k=k,
         rarity_k=rarity_k,
-        per_class=per_class,
+        per_class=by_class,
         device=device,
         names=(reference, target),
         method=method,

@@ -34,7 +34,7 @@ class ModelKind(StrEnum):
 
 @app.command("data")
 def toy_data(
-    out: Annotated[Path, typer.Argument(help="Output directory.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.", show_default=False)],
     per_class: Annotated[int, typer.Option("--per-class", min=1, help="Images per class.")] = 16,
     size: Annotated[int, typer.Option("--size", min=8, max=512, help="Image side in pixels.")] = 32,
     seed: Annotated[int, typer.Option("--seed", help="Seed; same seed, same pixels.")] = 0,
@@ -63,7 +63,7 @@ def toy_data(
 
     \b
     Example:
-      geosynth toy data toy/train --per-class 16 --seed 0
+      geosynth toy data --out toy/train --per-class 16 --seed 0
     """
     from geosynth.toy.data import make_toy_dataset, resolve_toy_classes, toy_hf_dataset
 
@@ -101,7 +101,7 @@ def toy_data(
 
 @app.command("sar")
 def toy_sar(
-    out: Annotated[Path, typer.Argument(help="Output directory.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.", show_default=False)],
     per_class: Annotated[int, typer.Option("--per-class", min=1, help="Chips per class.")] = 8,
     size: Annotated[int, typer.Option("--size", min=8, max=512, help="Chip side in pixels.")] = 32,
     seed: Annotated[int, typer.Option("--seed", help="Seed; same seed, same values.")] = 0,
@@ -115,7 +115,7 @@ def toy_sar(
 
     \b
     Example:
-      geosynth toy sar toy-sar/ --per-class 8
+      geosynth toy sar --out toy-sar/ --per-class 8
     """
     from geosynth.data.writer import check_output_dir
     from geosynth.toy.sar import make_toy_sar_dataset
@@ -127,7 +127,7 @@ def toy_sar(
 
 @app.command("model")
 def toy_model(
-    out: Annotated[Path, typer.Argument(help="Output directory.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.", show_default=False)],
     kind: Annotated[
         ModelKind,
         typer.Option(
@@ -149,7 +149,7 @@ def toy_model(
 
     \b
     Example:
-      geosynth toy model toy-models --kind all
+      geosynth toy model --out toy-models --kind all
     """
     from geosynth.toy import models
 
