@@ -28,14 +28,14 @@ def load_class_map(path: str | Path) -> dict[str, str]:
     try:
         obj = json.loads(p.read_text())
     except FileNotFoundError:
-        raise GeosynthError(f"--class-map {p}: no such file") from None
+        raise GeosynthError(f"class_map={str(p)!r}: no such file") from None
     except (OSError, ValueError) as exc:
-        raise GeosynthError(f"--class-map {p}: not a JSON file ({exc})") from None
+        raise GeosynthError(f"class_map={str(p)!r}: not a JSON file ({exc})") from None
     if not isinstance(obj, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in obj.items()
     ):
         raise GeosynthError(
-            f'--class-map {p}: expected a JSON object {{"name in the split": "name in TRAIN"}}'
+            f'class_map={str(p)!r}: expected a JSON object {{"name in the split": "name in TRAIN"}}'
         )
     return obj
 
@@ -57,7 +57,7 @@ def align_classes(
     dupes = sorted({c for c in renamed if renamed.count(c) > 1})
     if dupes:
         raise GeosynthError(
-            f"{role} {ds.source}: --class-map maps several classes onto '{dupes[0]}'"
+            f"{role} {ds.source}: `class_map` maps several classes onto '{dupes[0]}'"
         )
     extra = [c for c in renamed if c not in class_names]
     missing = [c for c in class_names if c not in renamed]
@@ -69,7 +69,7 @@ def align_classes(
             parts.append(f"TRAIN classes it lacks: {', '.join(missing)}")
         raise GeosynthError(
             f"{role} {ds.source}: class set differs from TRAIN's ({'; '.join(parts)}); "
-            "give --class-map FILE.json to rename classes"
+            "give `class_map` (a JSON file) to rename classes"
         )
     index = [class_names.index(c) for c in renamed]
     samples = [replace(s, label=index[s.label]) for s in ds.samples]

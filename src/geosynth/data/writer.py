@@ -31,7 +31,7 @@ def check_output_dir(out: Path) -> None:
         not out.is_dir() or (any(out.iterdir()) and not (out / DIR_PROVENANCE_NAME).exists())
     ):
         raise GeosynthError(
-            f"--out {out}: exists and is not a geosynth output; choose a new path or remove it"
+            f"out={str(out)!r}: exists and is not a geosynth output; choose a new path or remove it"
         )
 
 

@@ -445,7 +445,9 @@ def embed_to_file(
             log=log,
         )
     if limit is not None:
-        raise GeosynthError("--limit applies to shard directories; use --shots for datasets")
+        raise GeosynthError(
+            f"limit={limit}: applies to shard directories only; use `shots` for datasets"
+        )
     ds = dataset or load_dataset(source, split=split, classes=classes, shots=shots, seed=seed)
     provenance.inputs[f"dataset:{source}"] = ds.fingerprint()
     return embed_dataset_parts(

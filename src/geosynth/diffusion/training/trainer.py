@@ -217,8 +217,8 @@ def train(
         state = json.loads((ckpt / "state.json").read_text())
         if state.get("recipe") != json.loads(json.dumps(recipe.to_dict())):
             raise GeosynthError(
-                f"--resume: {ckpt} was written with different settings; rerun without --resume "
-                "or with the original options"
+                f"resume=True: {ckpt} was written with different settings; rerun without "
+                "`resume` or with the original settings"
             )
         start, result.history = int(state["step"]), list(state["history"])
         result.resumed_from = start
