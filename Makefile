@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= demo-out
 VALIDATE_OUT ?= validate-out
 
-.PHONY: install demo validate test test-all lint format clean bench-gpu bench-gpu-wheels
+.PHONY: install install-check demo validate test test-all lint format clean bench-gpu bench-gpu-wheels
 
 install: $(STAMP)
 
@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
+
+# The README's core install (no extras) in a fresh venv in a temp dir, then a few commands;
+# downloads from PyPI, several minutes. Leaves .venv alone.
+install-check:
+	PYTHON=$(PYTHON) TORCH_SPEC='$(TORCH_SPEC)' bash scripts/install_check.sh
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/geosynth demo --out $(DEMO_OUT)

@@ -34,6 +34,7 @@ from geosynth.classify.lora import (
 from geosynth.data.multiband import BandInput
 from geosynth.defaults import CLIP_MODEL, CLIP_PRETRAINED, PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
+from geosynth.extras import require
 
 MODES = ("lora", "head", "full")
 
@@ -179,7 +180,7 @@ class ClipClassifier(Classifier):
 
     def __init__(self, spec: ModelSpec, class_names: list[str], prompt_names: list[str]) -> None:
         super().__init__()
-        import open_clip
+        open_clip = require("open_clip", f"backbone={spec.backbone!r}")
         from open_clip import get_model_preprocess_cfg
 
         self.spec = spec
@@ -270,7 +271,7 @@ class TimmClassifier(Classifier):
 
     def __init__(self, spec: ModelSpec, class_names: list[str]) -> None:
         super().__init__()
-        import timm
+        timm = require("timm", f"backbone={spec.backbone!r}")
         from timm.data import resolve_data_config
 
         self.spec = spec

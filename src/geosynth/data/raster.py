@@ -24,6 +24,7 @@ import numpy as np
 
 from geosynth.artifacts import atomic_path
 from geosynth.errors import GeosynthError
+from geosynth.extras import require
 
 #: dtypes a raster may hold (what GeoTIFF and PNG store for remote-sensing chips).
 NATIVE_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
@@ -126,7 +127,7 @@ def read_raster(source: str | os.PathLike[str] | bytes, *, name: str | None = No
         raise GeosynthError(f"{label}: cannot read image ({exc})") from None
     try:
         if _is_tiff(head) or (_is_png(head) and _png_is_16bit(head)):
-            return _read_gdal(source)
+            return _read_gdal(source, label)
         return _read_pil(source)
     except GeosynthError:
         raise
@@ -134,8 +135,8 @@ def read_raster(source: str | os.PathLike[str] | bytes, *, name: str | None = No
         raise GeosynthError(f"{label}: cannot read image ({exc})") from None
 
 
-def _read_gdal(source: str | os.PathLike[str] | bytes) -> Raster:
-    import rasterio
+def _read_gdal(source: str | os.PathLike[str] | bytes, label: str) -> Raster:
+    rasterio = require("rasterio", f"{label} (GeoTIFF or 16-bit PNG)")
     from rasterio.errors import NotGeoreferencedWarning
     from rasterio.io import MemoryFile
 
@@ -193,11 +194,12 @@ def write_raster(path: str | os.PathLike[str], raster: Raster) -> Path:
     Dtype, bands, nodata, band names, CRS and transform are written as given, so
     :func:`read_raster` returns the same array bit for bit.
     """
-    import rasterio
+    path = Path(path)
+    # the name only: the path is often inside an atomic temp dir
+    rasterio = require("rasterio", f"writing GeoTIFF {path.name}")
     from affine import Affine
     from rasterio.errors import NotGeoreferencedWarning
 
-    path = Path(path)
     if path.suffix.lower() not in TIFF_SUFFIXES:
         raise GeosynthError(f"{path}: expected a .tif or .tiff path for a GeoTIFF")
     arr = np.asarray(raster.array)

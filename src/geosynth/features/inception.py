@@ -32,15 +32,11 @@ class InceptionExtractor(FeatureExtractor):
     ) -> None:
         # The network runs in float32 whatever ``precision`` says, as the FID tools do.
         super().__init__(device, torch.float32)
-        try:
-            from torch_fidelity.feature_extractor_inceptionv3 import (
-                URL_INCEPTION_V3,
-                FeatureExtractorInceptionV3,
-            )
-        except ImportError:
-            raise GeosynthError(
-                f"features={spec!r}: needs the torch-fidelity package (pip install torch-fidelity)"
-            ) from None
+        from geosynth.extras import require
+
+        fidelity = require("torch_fidelity.feature_extractor_inceptionv3", f"features={spec!r}")
+        URL_INCEPTION_V3 = fidelity.URL_INCEPTION_V3
+        FeatureExtractorInceptionV3 = fidelity.FeatureExtractorInceptionV3
         if weights is not None and not Path(weights).is_file():
             raise GeosynthError(f"features={spec!r}: no such weights file {weights}")
         try:

@@ -20,7 +20,9 @@ def parse_open_clip(ref: str) -> tuple[str, str | None]:
 class OpenClipExtractor(FeatureExtractor):
     def __init__(self, spec: str, ref: str, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__(device, dtype)
-        import open_clip
+        from geosynth.extras import require
+
+        open_clip = require("open_clip", f"features={spec!r}")
 
         name, pretrained = parse_open_clip(ref)
         try:

@@ -28,7 +28,9 @@ class TimmExtractor(FeatureExtractor):
         bands: BandInput | None = None,
     ) -> None:
         super().__init__(device, dtype)
-        import timm
+        from geosynth.extras import require
+
+        timm = require("timm", f"features={spec!r}")
         from timm.data import create_transform, resolve_data_config
 
         self.band_input = bands

@@ -36,10 +36,10 @@ class ClipScorer:
     @classmethod
     def load(cls, spec: str, device: torch.device | str = "cpu") -> ClipScorer:
         """Load ``spec`` (``NAME/PRETRAINED``, ``hf-hub:ID``, ``local-dir:DIR``); one-line errors."""
-        import open_clip
-
+        from geosynth.extras import require
         from geosynth.features.openclip import parse_open_clip
 
+        open_clip = require("open_clip", f"clip_model={spec!r}")
         name, pretrained = parse_open_clip(spec.removeprefix("open_clip:"))
         dev = torch.device(device)
         try:

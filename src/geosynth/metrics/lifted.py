@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from geosynth.extras import require
 from geosynth.metrics.knn import EPS32, class_sqradii, exact_sqdist, knn_sqradii
 from geosynth.metrics.manifold import ManifoldResult
 
 
 def _index(dim: int, n: int, approximate: bool, nprobe: int):
-    import faiss
+    what = "approximate=True" if approximate else "method='lifted'"
+    faiss = require("faiss", what)
 
     if not approximate:
         return faiss.IndexFlatL2(dim)

@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from scipy.stats import wasserstein_distance
-from skimage.feature import graycomatrix, graycoprops
 
 from geosynth.errors import GeosynthError
+from geosynth.extras import require
 
 GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation", "ASM")
 GLCM_ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
@@ -90,6 +90,8 @@ def glcm_descriptors(
     ``valid`` (a boolean mask, optional) leaves out every pixel pair that touches an invalid
     (nodata or NaN) pixel: those pixels get one extra grey level whose row and column are dropped
     before normalising."""
+    feature = require("skimage.feature", "the 'glcm' section of `sections` (GLCM texture)")
+    graycomatrix, graycoprops = feature.graycomatrix, feature.graycoprops
     if valid is None or bool(valid.all()):
         m = graycomatrix(
             grey_levels, distances=list(distances), angles=list(angles), levels=levels,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from geosynth.errors import GeosynthError
+from geosynth.extras import require
 
 
 @dataclass
@@ -21,7 +22,7 @@ class KMeansResult:
 
 
 def _attempt(x: np.ndarray, k: int, *, seed: int, restarts: int, iters: int) -> KMeansResult:
-    import faiss
+    faiss = require("faiss", "k-means clustering (pLoRA prototypes)")
 
     km = faiss.Kmeans(
         x.shape[1],

@@ -206,8 +206,11 @@ TOY_CLIP_CONFIG: dict[str, object] = {
 
 def make_toy_clip(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
     """A tiny open_clip CLIP saved as ``open_clip_config.json`` + ``open_clip_model.safetensors``."""
-    import open_clip
     from safetensors.torch import save_file
+
+    from geosynth.extras import require
+
+    open_clip = require("open_clip", "kind='clip' (the toy open_clip model)")
 
     torch.manual_seed(seed)
     model = open_clip.CLIP(**TOY_CLIP_CONFIG)
@@ -232,7 +235,9 @@ def make_toy_clip(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
 
 def make_toy_timm(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
     """timm's tiny ``test_efficientnet`` saved in timm's hub layout (``timm:local-dir:OUT``)."""
-    import timm
+    from geosynth.extras import require
+
+    timm = require("timm", "kind='timm' (the toy timm model)")
     from timm.models import save_for_hf
 
     torch.manual_seed(seed)

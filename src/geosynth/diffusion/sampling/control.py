@@ -9,14 +9,14 @@ from PIL import Image
 
 from geosynth.data.dataset import ImageDataset
 from geosynth.errors import GeosynthError
+from geosynth.extras import require
 
 CONTROL_MODES = ("canny", "image")
 
 
 def canny_edges(image: Image.Image, sigma: float = 1.0) -> Image.Image:
     """Canny edges of the grey image as a white-on-black RGB image (the ControlNet-canny input)."""
-    from skimage.feature import canny
-
+    canny = require("skimage.feature", "control='canny'").canny
     grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
     edges = canny(grey, sigma=sigma)
     return Image.fromarray((edges * 255).astype(np.uint8), "L").convert("RGB")
@@ -42,6 +42,8 @@ class ControlSource:
     def __init__(self, ds: ImageDataset, mode: str, size: int) -> None:
         if mode not in CONTROL_MODES:
             raise GeosynthError(f"--control {mode}: expected one of {', '.join(CONTROL_MODES)}")
+        if mode == "canny":
+            require("skimage.feature", "control='canny'")  # before any model loads
         self.ds, self.mode, self.size = ds, mode, size
         self.by_class: dict[str, list[int]] = {c: [] for c in ds.class_names}
         for i, s in enumerate(ds.samples):
