@@ -91,3 +91,14 @@ def test_evaluate_will_not_replace_a_foreign_plots_directory(
     res = cli("evaluate", toy_data, toy_data, "--metrics", "color", "--plots", mine)
     assert res.code == 2 and "--plots" in res.err and "not a geosynth output" in res.err
     assert (mine / "thesis.tex").read_text() == "keep me"
+
+
+def test_evaluate_shots_subsample_each_set_per_class(cli, toy_data: Path) -> None:
+    res = cli(
+        "evaluate", toy_data, toy_data, "--metrics", "color", "--shots", "2",
+        "--real-shots", "3", "--classes", "water,urban", "--json",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
+    assert (report["n_synthetic"], report["n_real"]) == (4, 6)
+    assert report["color"]["per_class"]["water"]["n_synthetic"] == 2

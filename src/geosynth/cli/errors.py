@@ -25,9 +25,12 @@ _PARAM = re.compile(
 def param_flags(command: Any, overrides: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Parameter name -> click parameter of ``command`` (a click/Typer command), with the
     command module's ``LIBRARY_PARAMS`` renames (name -> flag text) on top."""
-    table: dict[str, Any] = {p.name: p for p in getattr(command, "params", []) if p.name}
+    params = [p for p in getattr(command, "params", []) if p.name]
+    table: dict[str, Any] = {p.name: p for p in params}
     for name, flag in (overrides or {}).items():
-        table[name] = flag
+        # the command's own parameter behind that flag, so switches read as switches
+        owner = [p for p in params if flag in (*p.opts, *p.secondary_opts)]
+        table[name] = owner[0] if owner else flag
     return table
 
 

@@ -10,7 +10,7 @@ import typer
 
 from geosynth.artifacts import Provenance, atomic_path, write_json, write_provenance
 from geosynth.cli.embed import BatchOpt, DeviceOpt, PrecisionOpt
-from geosynth.cli.options import ClassesOpt, JsonOpt, SeedOpt, SplitOpt, split_list
+from geosynth.cli.options import ClassesOpt, JsonOpt, SeedOpt, ShotsOpt, SplitOpt, split_list
 from geosynth.cli.output import message, print_json, print_table, track
 from geosynth.data import check_output_dir
 from geosynth.data.paired import attach_maps, has_maps
@@ -178,6 +178,11 @@ def evaluate(
         str | None, typer.Option("--real-split", help="Split of REAL (e.g. val, pool).")
     ] = None,
     classes: ClassesOpt = None,
+    shots: ShotsOpt = None,
+    real_shots: Annotated[
+        int | None,
+        typer.Option("--real-shots", min=1, help="Keep K images per class of REAL (under --seed)."),
+    ] = None,
     seed: SeedOpt = 0,
     batch_size: BatchOpt = 64,
     device: DeviceOpt = None,
@@ -224,6 +229,8 @@ def evaluate(
         split=split,
         real_split=real_split,
         classes=split_list(classes),
+        shots=shots,
+        real_shots=real_shots,
         seed=seed,
         batch_size=batch_size,
         device=device,

@@ -70,6 +70,8 @@ class EvalOptions:
     split: str | None = None
     real_split: str | None = None
     classes: list[str] | None = None
+    shots: int | None = None  # K images per class of the synthetic set (under ``seed``)
+    real_shots: int | None = None  # K images per class of the real set
     seed: int = 0
     batch_size: int = 64
     device: str | None = None
@@ -90,7 +92,13 @@ def _is_embeddings(source: str) -> bool:
     return p.suffix == ".safetensors" or p.is_file()
 
 
-def _load(source: str, split: str | None, classes: list[str] | None) -> ImageDataset:
+def _load(
+    source: str,
+    split: str | None,
+    classes: list[str] | None,
+    shots: int | None = None,
+    seed: int = 0,
+) -> ImageDataset:
     ds = load_dataset(source, split=split)
     if classes:
         missing = [c for c in classes if c not in ds.class_names]
@@ -100,7 +108,7 @@ def _load(source: str, split: str | None, classes: list[str] | None) -> ImageDat
                 f"(available: {', '.join(ds.class_names)})"
             )
         ds = ds.select_classes(classes)
-    return ds
+    return ds if shots is None else ds.few_shot(shots, seed)
 
 
 def _rows_of(emb: Embeddings, name: str) -> torch.Tensor:
@@ -141,8 +149,14 @@ def evaluate(
     report: dict[str, Any] = {"synthetic": synthetic, "real": real}
 
     emb_inputs = _is_embeddings(synthetic), _is_embeddings(real)
-    ds_s = None if emb_inputs[0] else _load(synthetic, opts.split, opts.classes)
-    ds_r = None if emb_inputs[1] else _load(real, opts.real_split, opts.classes)
+    ds_s = (
+        None if emb_inputs[0] else _load(synthetic, opts.split, opts.classes, opts.shots, opts.seed)
+    )
+    ds_r = (
+        None
+        if emb_inputs[1]
+        else _load(real, opts.real_split, opts.classes, opts.real_shots, opts.seed)
+    )
     if any(emb_inputs):
         pixel = want & {"color", "latent_color", "amplitude", "glcm", "clip"}
         if pixel:
@@ -179,8 +193,12 @@ def evaluate(
             track=track,
             log=log,
         )
-        emb_s = resolve_embeddings(synthetic, split=opts.split, classes=opts.classes, **common)
-        emb_r = resolve_embeddings(real, split=opts.real_split, classes=opts.classes, **common)
+        emb_s = resolve_embeddings(
+            synthetic, split=opts.split, classes=opts.classes, shots=opts.shots, **common
+        )
+        emb_r = resolve_embeddings(
+            real, split=opts.real_split, classes=opts.classes, shots=opts.real_shots, **common
+        )
         ds_, dr_ = emb_s.embeddings.shape[1], emb_r.embeddings.shape[1]
         if ds_ != dr_:
             raise GeosynthError(

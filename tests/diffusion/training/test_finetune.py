@@ -302,7 +302,7 @@ def test_per_class_loras_feed_generate_lora_dir(toy_models, toy_data, tmp_path, 
         "--learn-token",
         "<sar>",
     )
-    assert res.code == 2 and "--learn-token with --per-class" in res.err
+    assert res.code == 2 and "--learn-token with --class-loras would" in res.err
 
 
 def test_scratch_unet_vpred_zero_snr_and_vae_decoder(toy_models, toy_data, tmp_path, cli) -> None:
