@@ -188,7 +188,7 @@ def amplitude_scale(
     REAL (the sampled values of :func:`scan_images`, with the same seed)."""
     if space not in AMPLITUDE_SPACES:
         raise GeosynthError(
-            f"amplitude_scale: unknown space '{space}' (known: {', '.join(AMPLITUDE_SPACES)})"
+            f"amplitude_scale={space!r}: unknown space (known: {', '.join(AMPLITUDE_SPACES)})"
         )
     if len(real) == 0:
         raise GeosynthError(f"{real.source}: no images to derive amplitude bins from")

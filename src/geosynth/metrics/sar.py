@@ -147,7 +147,7 @@ def to_db(values: np.ndarray, floor_db: float | None, what: str) -> np.ndarray:
         if v.size and float(np.nanmin(v)) <= 0:
             raise GeosynthError(
                 f"{what}: dB of non-positive values (minimum {float(np.nanmin(v)):g}) is undefined; "
-                "give amplitude_db_floor (a floor in dB, e.g. -40) or use the linear space"
+                "give `amplitude_db_floor` (a floor in dB, e.g. -40) or use the linear space"
             )
         return 10.0 * np.log10(v)
     tiny = 10.0 ** (floor_db / 10.0)
