@@ -75,6 +75,7 @@ def test_same_results_as_the_command_with_a_class_subset_and_a_class_map(
     )
     assert res.code == 0, res.err
     from_cli = json.loads(res.out)
+    report = json.loads(json.dumps(report))  # as JSON (tuples become lists)
     for key in ("class_names", "test", "val", "model", "config"):
         assert from_cli[key] == report[key], key
     assert json.loads((tmp_path / "lib" / "report.json").read_text())["test"] == report["test"]

@@ -413,11 +413,11 @@ def load_splits(
     in TRAIN"}``, or a JSON file of it); their class sets must then equal TRAIN's."""
     names = list(classes) if classes else None
     if isinstance(class_map, (str, os.PathLike)):
-        class_map = load_class_map(class_map)
+        class_map = load_class_map(Path(class_map))
     mapping = dict(class_map or {})
 
     def load(src: DatasetRef, **kw: Any) -> ImageDataset:
-        return src if isinstance(src, ImageDataset) else load_dataset(src, **kw)
+        return src if isinstance(src, ImageDataset) else load_dataset(Path(src), **kw)
 
     train_ds = load(train, split=split, classes=names, shots=shots, seed=seed)
     if names and isinstance(train, ImageDataset):
@@ -517,7 +517,7 @@ def train_and_test(
         splits,
         spec,
         config,
-        out,
+        Path(out),
         seeds=seeds,
         provenance=provenance,
         resume=resume,

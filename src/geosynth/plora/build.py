@@ -79,7 +79,7 @@ def cluster_plora(
     ds.check_nonempty()
     res = kmeans(features, k, seed=seed, restarts=restarts)
     labels = [s.label for s in ds.samples]
-    counts = count_table(labels, res.assignments, len(ds.class_names), k)
+    counts = count_table(labels, res.assignments.tolist(), len(ds.class_names), k)
     b, w = bias_weights(counts)
     names = list(ds.class_names)
     prov = provenance or Provenance.start("cluster-plora", seeds={"seed": seed})

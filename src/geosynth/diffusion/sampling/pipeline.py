@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geosynth.artifacts import ChannelMeans, Provenance, load_channel_means
 from geosynth.data.radiometry import Radiometry, check_same_spec
@@ -36,6 +36,10 @@ from geosynth.diffusion import loras as lora_ops
 from geosynth.diffusion.sampling.control import ControlSource
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
+
+if TYPE_CHECKING:
+    from geosynth.data.paired import PairedDataset
+    from geosynth.diffusion.sampling.generate import GenerationSpec
 
 #: A LoRA of a stack: ``"DIR"``, ``"DIR:weight"``, a path, or ``(path, weight)``.
 LoraRef = str | os.PathLike[str] | tuple[str | os.PathLike[str], float]
@@ -214,7 +218,7 @@ class Generation:
     :meth:`run` generates the images."""
 
     pipe: Any  # diffusers.StableDiffusionPipeline (or its ControlNet variant)
-    spec: Any  # GenerationSpec
+    spec: GenerationSpec
     control: ControlSource | None = None
     loras: LoraSet = field(default_factory=LoraSet)
 
@@ -349,7 +353,7 @@ def load_generation(
     if controlnet is not None:
         assert control is not None and control_images is not None
         pipe = with_controlnet(pipe, controlnet)
-        control_source = ControlSource(load_dataset(control_images), control, size)
+        control_source = ControlSource(load_dataset(Path(control_images)), control, size)
         control_source.check_classes(names)
     lora_ops.load_adapters(pipe, lset.all)
     spec = GenerationSpec(
@@ -382,7 +386,7 @@ class MapGeneration:
 
     pipe: Any
     map_model: lora_ops.Lora
-    maps: Any  # geosynth.data.paired.PairedDataset
+    maps: PairedDataset
     model: str
     per_map: int = 1
     steps: int = 50
