@@ -13,28 +13,151 @@ from typing import Annotated
 
 import click
 import typer
+import typer._click as _click  # Typer's vendored click: the classes its commands are built from
+from typer.core import TyperCommand, TyperGroup
 
 from geosynth import __version__
-from geosynth.cli import (
-    channel_means,
-    cluster_plora,
-    correlate,
-    data,
-    demo,
-    embed,
-    finetune,
-    generate,
-    inspect,
-    lora,
-    rarity,
-    toy,
-)
-from geosynth.cli import evaluate as evaluate_cmd
-from geosynth.cli.train_clf import train_clf
 from geosynth.errors import GeosynthError
+
+#: Every command: (module under geosynth.cli, attribute, one-line help). Modules are imported
+#: only when their command runs (or shows its own help): importing them all pulls in torch,
+#: diffusers and torchvision, which took longer than `import torch, diffusers` itself, and
+#: `geosynth --help` / `--version` need none of it. tests/cli/test_main.py checks that each
+#: line here matches the command's own first docstring line.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "channel-means": (
+        "channel_means",
+        "channel_means",
+        "Per-class means of the VAE latents (x scaling_factor) of a dataset: x0_cls of "
+        "leak-aligned noise.",
+    ),
+    "finetune": (
+        "finetune",
+        "finetune",
+        "Fine-tune Stable Diffusion on a (few-shot) dataset: the DataDream LoRA recipe by default.",
+    ),
+    "cluster-plora": (
+        "cluster_plora",
+        "cluster_plora_cmd",
+        "Cluster all images regardless of class, and mix one LoRA per cluster per class.",
+    ),
+    "generate": (
+        "generate",
+        "generate",
+        "Generate images per class with a (LoRA-adapted) diffusion model.",
+    ),
+    "embed": (
+        "embed",
+        "embed",
+        "Embed every image of a dataset, or of a directory of webdataset shards, with a feature "
+        "model.",
+    ),
+    "rarity": (
+        "rarity",
+        "rarity",
+        "Precision, recall, density, coverage and rarity of TARGET against REFERENCE.",
+    ),
+    "rarity-correlate": (
+        "correlate",
+        "rarity_correlate",
+        "Pearson correlation between a rarity metric and accuracy gaps across datasets.",
+    ),
+    "evaluate": (
+        "evaluate",
+        "evaluate",
+        "FID/KID, precision/recall/density/coverage/rarity, colour fidelity (pixels and VAE "
+        "latents), amplitude distances, GLCM texture and CLIP score of SYNTH against REAL.",
+    ),
+    "train-clf": (
+        "train_clf",
+        "train_clf",
+        "Train a classifier on TRAIN (synthetic, real, or mixed with --real), select it on VAL, "
+        "evaluate it once on TEST: top-1, per-class precision / recall / F1, macro-F1, confusion.",
+    ),
+    "inspect": (
+        "inspect",
+        "inspect_file",
+        "Show the tensors (name, shape, dtype) and metadata of a safetensors file.",
+    ),
+    "demo": ("demo", "demo", "Run every existing step on toy data and tiny models, with a report."),
+    "toy": ("toy", "app", "Toy data and tiny models that run the whole pipeline on 2 CPU cores."),
+    "data": ("data", "app", "Inspect datasets and write K-shot subsets."),
+    "lora": (
+        "lora",
+        "app",
+        "Convert LoRAs between geosynth's diffusers layout and the kohya / A1111 / ComfyUI file.",
+    ),
+}
+
+
+def _with_cli_errors(command: _click.Command, overrides: dict[str, str]) -> None:
+    """Make ``command`` (and a group's subcommands) re-raise library errors in its own flags."""
+    from geosynth.cli.errors import param_flags, to_cli
+
+    subcommands = getattr(command, "commands", None)
+    if subcommands:
+        for sub in subcommands.values():
+            _with_cli_errors(sub, overrides)
+        return
+    plain_invoke = command.invoke
+    table = param_flags(command, overrides)
+
+    def invoke(ctx: _click.Context) -> object:
+        try:
+            return plain_invoke(ctx)
+        except GeosynthError as exc:
+            raise GeosynthError(to_cli(str(exc), table)) from exc
+
+    command.invoke = invoke  # type: ignore[method-assign]
+
+
+def load_command(name: str) -> _click.Command:
+    """Import a command's module and build its click command (Typer settings as the root's)."""
+    import importlib
+
+    module_name, attr, _ = COMMANDS[name]
+    module = importlib.import_module(f"geosynth.cli.{module_name}")
+    obj = getattr(module, attr)
+    if isinstance(obj, typer.Typer):
+        command: _click.Command = typer.main.get_group(obj)
+    else:
+        single = typer.Typer(
+            add_completion=False,
+            pretty_exceptions_enable=False,
+            rich_markup_mode="rich",
+            context_settings={"help_option_names": ["-h", "--help"]},
+        )
+        single.command(name)(obj)
+        command = typer.main.get_command(single)
+    command.name = name
+    _with_cli_errors(command, dict(getattr(module, "LIBRARY_PARAMS", {})))
+    return command
+
+
+class _Deferred(TyperCommand):
+    """A command listed by name and one-line help; its module loads when it is invoked."""
+
+    def make_context(  # type: ignore[override]
+        self, info_name: str | None, args: list[str], parent: _click.Context | None = None, **extra
+    ) -> _click.Context:
+        return load_command(self.name or "").make_context(info_name, args, parent, **extra)
+
+
+class LazyGroup(TyperGroup):
+    """The root group: commands listed from :data:`COMMANDS`, imported on first use."""
+
+    def list_commands(self, ctx: _click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: _click.Context, cmd_name: str) -> _click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        return _Deferred(cmd_name, help=COMMANDS[cmd_name][2])
+
 
 app = typer.Typer(
     name="geosynth",
+    cls=LazyGroup,
     help="Synthetic satellite, aerial and SAR training data with diffusion models, and the "
     "metrics to tell whether it is any good.\n\n"
     "Steps compose through files (image folders, safetensors); see docs/formats.md.",
@@ -66,22 +189,6 @@ def root(
 ) -> None:
     """geosynth command line."""
     _state["debug"] = debug
-
-
-app.command("channel-means")(channel_means.channel_means)
-app.command("finetune")(finetune.finetune)
-app.command("cluster-plora")(cluster_plora.cluster_plora_cmd)
-app.command("generate")(generate.generate)
-app.command("embed")(embed.embed)
-app.command("rarity")(rarity.rarity)
-app.command("rarity-correlate")(correlate.rarity_correlate)
-app.command("evaluate")(evaluate_cmd.evaluate)
-app.command("train-clf")(train_clf)
-app.add_typer(toy.app, name="toy")
-app.add_typer(data.app, name="data")
-app.add_typer(lora.app, name="lora")
-app.command("inspect")(inspect.inspect_file)
-app.command("demo")(demo.demo)
 
 
 def quiet_libraries() -> None:
