@@ -272,7 +272,7 @@ def prepare_output(
     if _is_finished(out):
         if not resume:
             raise GeosynthError(
-                f"out={str(out)!r}: a finished generate output is there; choose a new path "
+                f"out={str(out)!r}: a finished generation output is there; choose a new path "
                 "(or pass resume=True to check that it was made with these settings)"
             )
         recorded = _recorded_plan(out)
@@ -292,7 +292,7 @@ def prepare_output(
     # Another shard may have made .parts and not yet written the plan: it holds the lock.
     if out.is_dir() and any(q.name != PARTS for q in out.iterdir()) and not plan_path.is_file():
         raise GeosynthError(
-            f"out={str(out)!r}: exists and is not a geosynth generate output in progress; "
+            f"out={str(out)!r}: exists and is not a generation output in progress; "
             "choose a new path"
         )
     with output_lock(out):
