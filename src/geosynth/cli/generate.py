@@ -199,7 +199,7 @@ def generate(
         device=device,
         precision=precision,
         radiometry=radiometry,
-        log=message,
+        log=_log,
     )
     result = gen.run(
         out,
@@ -214,3 +214,13 @@ def generate(
     else:
         state = "complete" if result["complete"] else "this shard done; others pending"
         message(f"generated {result['generated']} images into {out} ({state})")
+
+
+def _log(text: str) -> None:
+    """A library message (a warning) in this command's flags, as its errors are shown."""
+    import click
+
+    from geosynth.cli.errors import param_flags, to_cli
+
+    ctx = click.get_current_context(silent=True)
+    message(to_cli(text, param_flags(ctx.command, LIBRARY_PARAMS)) if ctx else text)
