@@ -392,7 +392,7 @@ def _finetune_common(size: Size, steps: int, lr: float) -> list[str]:
         str(size.resolution),
         "--checkpoint-every",
         "200",
-        "--mixed-precision",
+        "--precision",
         "fp32",
     ]
 

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import struct
-import sys
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from safetensors.torch import save as _save_bytes
 
 from geosynth import __version__
 from geosynth.errors import GeosynthError
+from geosynth.invocation import current_argv
 
 PROVENANCE_SUFFIX = ".provenance.json"
 DIR_PROVENANCE_NAME = "provenance.json"
@@ -190,7 +190,7 @@ class Provenance:
     command: str
     inputs: dict[str, str] = field(default_factory=dict)
     seeds: dict[str, int] = field(default_factory=dict)
-    argv: list[str] = field(default_factory=lambda: list(sys.argv))
+    argv: list[str] = field(default_factory=current_argv)
     version: str = __version__
     started: str = field(default_factory=_now)
     finished: str | None = None

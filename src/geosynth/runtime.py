@@ -67,11 +67,12 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def resolve_precision(precision: str, device: torch.device, *, training: bool = False) -> str:
+def resolve_precision(precision: str, device: torch.device, *, prefer_bf16: bool = False) -> str:
     """What ``precision`` means on ``device``: ``auto`` is fp32 on CPU (no fast half-precision
-    kernels there); on CUDA fp16 for inference (more mantissa bits, and activations stay in
-    range) and bf16 for training where the GPU supports it (fp16 gradients need loss scaling).
-    Explicit choices are kept; ``no`` (accelerate's word) means fp32."""
+    kernels there) and fp16 on CUDA (more mantissa bits than bf16; Stable Diffusion's weights
+    and LoRA fine-tuning are made for it); ``prefer_bf16`` picks bf16 where the GPU supports it
+    (classifier training, whose fp16 gradients would need loss scaling). Explicit choices are
+    kept; ``no`` (accelerate's word) means fp32."""
     import torch
 
     if precision == "no":
@@ -82,7 +83,7 @@ def resolve_precision(precision: str, device: torch.device, *, training: bool = 
         return precision
     if device.type != "cuda":
         return "fp32"
-    if training and torch.cuda.is_bf16_supported():
+    if prefer_bf16 and torch.cuda.is_bf16_supported():
         return "bf16"
     return "fp16"
 
@@ -96,3 +97,22 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     if device.type == "cpu" or prec == "fp32":
         return torch.float32
     return {"fp16": torch.float16, "bf16": torch.bfloat16}[prec]
+
+
+#: Experiment trackers ``report_to`` accepts (accelerate's), and the package each needs.
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+def check_report_to(report_to: str | None) -> None:
+    """Fail early, in one line, on an unknown tracker or one whose package is missing."""
+    import importlib.util
+
+    if report_to is None:
+        return
+    if report_to not in TRACKERS:
+        raise GeosynthError(f"report_to={report_to!r}: expected one of {', '.join(TRACKERS)}")
+    package = TRACKERS[report_to]
+    if importlib.util.find_spec(package) is None:
+        raise GeosynthError(
+            f"report_to={report_to!r}: needs the {package} package (pip install {package})"
+        )

@@ -51,7 +51,7 @@ def test_evaluate_writes_report_plots_and_prints_tables(
 
 def test_evaluate_help_has_an_example(cli) -> None:
     res = cli("evaluate", "--help")
-    assert res.code == 0 and "Example" in res.out and "--per-class" in res.out
+    assert res.code == 0 and "Example" in res.out and "--by-class" in res.out
 
 
 @pytest.mark.parametrize(

@@ -30,19 +30,19 @@ def test_help_and_version_import_no_heavy_library() -> None:
 def test_listed_help_is_the_commands_own(name: str) -> None:
     module_name, attr, listed = COMMANDS[name]
     obj = getattr(importlib.import_module(f"geosynth.cli.{module_name}"), attr)
-    if isinstance(obj, typer.Typer):
-        own = obj.info.help
-    else:
-        own = obj.__doc__
+    own = obj.info.help if isinstance(obj, typer.Typer) else obj.__doc__
     first = " ".join((own or "").strip().split("\n\n")[0].split())
     assert first == listed
 
 
 def test_library_parameters_become_the_commands_flags() -> None:
-    table = param_flags(load_command("finetune"))
+    from geosynth.cli.finetune import LIBRARY_PARAMS
+
+    table = param_flags(load_command("finetune"), LIBRARY_PARAMS)
     msg = "rank=0 / alpha=16.0: must be positive; init='scratch' needs `unet_config` (see x=1)"
     assert to_cli(msg, table) == (
-        "--rank 0 / --alpha 16.0: must be positive; --init scratch needs --unet-config (see x=1)"
+        "--lora-rank 0 / --lora-alpha 16.0: must be positive; --init scratch needs --unet-config "
+        "(see x=1)"
     )
     # a switch reads as the flag; paths keep their text; unknown names stay as written
     assert to_cli("resume=True: nothing to resume", table) == "--resume: nothing to resume"
@@ -56,7 +56,7 @@ def test_module_renames_win(tmp_path) -> None:
 
 
 def test_a_library_error_reaches_the_shell_in_flags(cli, tmp_path) -> None:
-    res = cli("toy", "data", tmp_path / "d", "--classes", "Nowhere")
+    res = cli("toy", "data", "--out", tmp_path / "d", "--classes", "Nowhere")
     assert res.code == 2
     assert "--classes" in res.err and "classes=" not in res.err, res.err
     assert not (tmp_path / "d").exists()

@@ -122,7 +122,16 @@ def test_data_info_table(cli, toy_data: Path) -> None:
 def test_toy_data_and_export_chain(cli, tmp_path: Path) -> None:
     assert (
         cli(
-            "toy", "data", tmp_path / "hf", "--format", "hf", "--per-class", "4", "--classes", "3"
+            "toy",
+            "data",
+            "--out",
+            tmp_path / "hf",
+            "--format",
+            "hf",
+            "--per-class",
+            "4",
+            "--classes",
+            "3",
         ).code
         == 0
     )

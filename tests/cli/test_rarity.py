@@ -43,7 +43,7 @@ def test_real_eurosat_embed_then_rarity_report(cli, eurosat, toy_models, tmp_pat
         "val",
         "--features",
         model,
-        "--per-class",
+        "--by-class",
         "--out",
         report_path,
         "--json",
@@ -121,7 +121,7 @@ def test_bad_inputs_exit_2_with_one_line(cli, tmp_path) -> None:
     cases = [
         ((a, b), "feature dimensions differ"),
         ((c, a), "has 3 NaN or infinite value(s)"),
-        ((small, a), "k=5 must be smaller than the set size (4)"),
+        ((small, a), "--k 5 must be smaller than the set size (4)"),
         ((empty, a), "the set is empty"),
         ((a, other), "feature models differ"),
     ]
@@ -130,7 +130,7 @@ def test_bad_inputs_exit_2_with_one_line(cli, tmp_path) -> None:
         errors = [line for line in res.err.splitlines() if line.startswith("error")]
         assert res.code == 2 and len(errors) == 1 and needle in errors[0], (needle, res.err)
         assert "Traceback" not in res.err
-    res = cli("rarity", a, a, "--per-class")
+    res = cli("rarity", a, a, "--by-class")
     assert res.code == 2 and "no labels" in res.err
 
 

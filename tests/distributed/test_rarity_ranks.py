@@ -105,7 +105,7 @@ def test_rarity_command_under_torchrun_equals_one_process(tmp_path: Path, cli) -
     save_embeddings(tmp_path / "ref.safetensors", Embeddings(real), provenance=prov)
     tgt = Embeddings(fake, labels, ["a", "b", "c"])
     save_embeddings(tmp_path / "tgt.safetensors", tgt, provenance=prov)
-    args = ["rarity", tmp_path / "tgt.safetensors", tmp_path / "ref.safetensors", "--per-class"]
+    args = ["rarity", tmp_path / "tgt.safetensors", tmp_path / "ref.safetensors", "--by-class"]
     res = cli(*args, "--device", "cpu", "--out", tmp_path / "one.json")
     assert res.code == 0, res.err
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m"]

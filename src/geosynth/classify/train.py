@@ -141,7 +141,7 @@ def make_accelerator(precision: str = "auto", cpu: bool = False) -> Any:
 
     use_cpu = cpu or not torch.cuda.is_available()
     device = torch.device("cpu") if use_cpu else pick_device()
-    prec = resolve_precision(precision, device, training=True)
+    prec = resolve_precision(precision, device, prefer_bf16=True)
     return Accelerator(mixed_precision={"fp32": "no"}.get(prec, prec), cpu=use_cpu)
 
 

@@ -61,7 +61,9 @@ def channel_means(
 ) -> None:
     """Per-class means of the VAE latents (x scaling_factor) of a dataset: x0_cls of leak-aligned noise.
 
-    [bold]Example[/bold]: geosynth channel-means eurosat-16shot/ --model stabilityai/stable-diffusion-2-1-base --out means.safetensors
+    \b
+    Example:
+      geosynth channel-means eurosat-16shot/ --model stabilityai/stable-diffusion-2-1-base --out means.safetensors
     """
     if out.suffix != ".safetensors":
         raise GeosynthError(f"--out {out}: expected a path ending in .safetensors")
@@ -96,7 +98,7 @@ def channel_means(
                 "resolution": size,
                 "class_names": cm.class_names,
                 "means": cm.means.tolist(),
-                "std": cm.std.tolist(),
+                "std": None if cm.std is None else cm.std.tolist(),
             }
         )
         return

@@ -40,7 +40,9 @@ def rarity_correlate(
 
     A report's dataset name is its file name without .json; the CSV names the same datasets.
 
-    [bold]Example[/bold]: geosynth rarity-correlate reports/*.json --gaps gaps.csv --plot rarity-vs-gap.png
+    \b
+    Example:
+      geosynth rarity-correlate reports/*.json --gaps gaps.csv --plot rarity-vs-gap.png
     """
     result = correlate_reports(reports, gaps, metric=metric, plot=plot)
     if as_json:

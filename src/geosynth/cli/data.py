@@ -42,7 +42,9 @@ def info(
     units (SAR backscatter, reflectance x 10000, ...); the mean colour is that of the model's
     3-channel input (through the radiometry spec for non-8-bit data).
 
-    [bold]Example[/bold]: geosynth data info ../shared/data/eurosat-ms --split train
+    \b
+    Example:
+      geosynth data info ../shared/data/eurosat-ms --split train
     """
     ds = dataset_from_options(dataset, split, classes, shots, seed, radiometry)
     bands = band_stats(ds, track)
@@ -75,7 +77,7 @@ def info(
             for r in rows
         ],
     )
-    crs = ", ".join(bands["crs"]) or "none"  # type: ignore[arg-type]
+    crs = ", ".join(bands["crs"]) or "none"
     print_table(
         f"bands in native units ({bands['dtype']}, nodata {bands['nodata']}, CRS {crs})",
         ["band", "name", "mean", "std", "min", "max", "NaN/nodata px"],
@@ -89,7 +91,7 @@ def info(
                 f"{b['max']:.6g}" if b["max"] is not None else "-",
                 b["invalid_pixels"],
             )
-            for b in bands["bands"]  # type: ignore[union-attr]
+            for b in bands["bands"]
         ],
     )
 
@@ -109,7 +111,9 @@ def export(
     metadata row records the image it came from. 16-bit, float, multispectral or georeferenced
     images are written as OUT/<class>/<id>.tif in native units, bit for bit, CRS kept.
 
-    [bold]Example[/bold]: geosynth data export ../shared/data/eurosat-rgb --split pool --shots 16 --seed 0 --out eurosat-16shot
+    \b
+    Example:
+      geosynth data export ../shared/data/eurosat-rgb --split pool --shots 16 --seed 0 --out eurosat-16shot
     """
     # Native export: no radiometry is involved, the values are copied as they are.
     ds = load_dataset(dataset, split=split, classes=split_list(classes), shots=shots, seed=seed)

@@ -20,7 +20,9 @@ def demo(
 
     Takes a few minutes on 2 CPU cores; writes OUT/report.md with image grids and metrics.
 
-    [bold]Example[/bold]: geosynth demo --out demo-out
+    \b
+    Example:
+      geosynth demo --out demo-out
     """
     from geosynth.demo import run_demo
 

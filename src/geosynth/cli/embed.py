@@ -91,7 +91,9 @@ def embed(
     streamed; corrupt samples are skipped and counted; a killed job resumes at the first
     unfinished shard.
 
-    [bold]Example[/bold]: geosynth embed ../shared/data/eurosat-rgb --split train --model dinov2-base --out eurosat.safetensors
+    \b
+    Example:
+      geosynth embed ../shared/data/eurosat-rgb --split train --model dinov2-base --out eurosat.safetensors
     """
     if out.suffix != ".safetensors":
         raise GeosynthError(f"--out {out}: expected a path ending in .safetensors")

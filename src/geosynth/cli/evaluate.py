@@ -19,6 +19,9 @@ from geosynth.errors import GeosynthError
 from geosynth.metrics.evaluate import ALL_SECTIONS, EvalOptions
 from geosynth.metrics.evaluate import evaluate as run_evaluation
 
+#: Library parameters that this command's options feed under other names (cli/errors.py).
+LIBRARY_PARAMS = {"per_class": "--by-class"}
+
 #: table column label per summary key
 LABELS = {
     "fid": "FID",
@@ -76,9 +79,9 @@ def evaluate(
             "inputs allow; latent_color needs --vae, clip needs --clip-model).",
         ),
     ] = "all",
-    per_class: Annotated[
+    by_class: Annotated[
         bool,
-        typer.Option("--per-class/--no-per-class", help="Per-class metrics on shared classes."),
+        typer.Option("--by-class/--no-by-class", help="Also report per shared class."),
     ] = True,
     vae: Annotated[
         str | None,
@@ -188,7 +191,9 @@ def evaluate(
     Classes are matched by name; per-class metrics cover the classes both sets hold.
     --split applies to SYNTH, --real-split to REAL; --classes to both.
 
-    [bold]Example[/bold]: geosynth evaluate synth/ ../shared/data/eurosat-rgb --real-split pool --vae stabilityai/stable-diffusion-2-1-base --plots plots/ --out report.json
+    \b
+    Example:
+      geosynth evaluate synth/ ../shared/data/eurosat-rgb --real-split pool --vae stabilityai/stable-diffusion-2-1-base --plots plots/ --out report.json
     """
     sections = ALL_SECTIONS if metrics == "all" else tuple(split_list(metrics) or ())
     if not sections:
@@ -204,7 +209,7 @@ def evaluate(
     opts = EvalOptions(
         features=features,
         sections=sections,
-        per_class=per_class,
+        per_class=by_class,
         k=k,
         rarity_k=rarity_k,
         kid_subsets=kid_subsets,

@@ -26,6 +26,14 @@ from geosynth.diffusion.training.recipe import Recipe
 from geosynth.diffusion.training.trainer import StepInfo
 from geosynth.errors import GeosynthError
 
+#: Library parameters that this command's options feed under other names (cli/errors.py).
+LIBRARY_PARAMS = {
+    "rank": "--lora-rank",
+    "alpha": "--lora-alpha",
+    "mixed_precision": "--precision",
+    "per_class": "--class-loras",
+}
+
 Mode = Annotated[str, typer.Option(help="lora, full or frozen.")]
 
 
@@ -50,8 +58,8 @@ def finetune(
     classes: ClassesOpt = None,
     shots: ShotsOpt = None,
     seed: SeedOpt = 0,
-    per_class: Annotated[
-        bool, typer.Option("--per-class", help="One LoRA per class, in OUT/<class>/.")
+    class_loras: Annotated[
+        bool, typer.Option("--class-loras", help="One LoRA per class, in OUT/<class>/.")
     ] = False,
     train_unet: Annotated[
         str | None,
@@ -86,9 +94,9 @@ def finetune(
     token_init: Annotated[
         str, typer.Option("--token-init", help="Word whose embedding starts the new token.")
     ] = "satellite",
-    rank: Annotated[int, typer.Option("--rank", help="LoRA rank.")] = 16,
-    alpha: Annotated[
-        float, typer.Option("--alpha", help="LoRA alpha (scale = alpha / rank).")
+    lora_rank: Annotated[int, typer.Option("--lora-rank", help="LoRA rank.")] = 16,
+    lora_alpha: Annotated[
+        float, typer.Option("--lora-alpha", help="LoRA alpha (scale = alpha / rank).")
     ] = 16.0,
     lora_dropout: Annotated[float, typer.Option("--lora-dropout")] = 0.0,
     lora_targets: Annotated[
@@ -164,9 +172,28 @@ def finetune(
             help="DIR[:weight], repeatable: LoRAs merged into the base first (2LoRA).",
         ),
     ] = None,
-    mixed_precision: Annotated[
-        str, typer.Option("--mixed-precision", help="auto (fp16 on GPU), fp16, bf16 or fp32.")
+    precision: Annotated[
+        str, typer.Option("--precision", help="auto (fp16 on GPU), fp16, bf16 or fp32.")
     ] = "auto",
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            help="cpu, cuda or cuda:N (default: this process's GPU under accelerate, else CPU).",
+        ),
+    ] = None,
+    report_to: Annotated[
+        str | None,
+        typer.Option(
+            "--report-to",
+            help="tensorboard or wandb: log loss and learning rate per step (accelerate's "
+            "trackers).",
+        ),
+    ] = None,
+    logging_dir: Annotated[
+        Path | None,
+        typer.Option("--logging-dir", help="Where --report-to writes (default: OUT.logs)."),
+    ] = None,
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing")] = False,
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", min=1, help="Checkpoint every N steps.")
@@ -220,9 +247,10 @@ def finetune(
     components when trained in full, OUT/geosynth.json (card), loss.csv and loss.png. Runs under
     `accelerate launch` for data parallelism.
 
-    [bold]Examples[/bold]:
+    \b
+    Examples:
       geosynth finetune eurosat/ --split train --shots 16 --offset-noise 0.05 --out lora/
-      geosynth finetune sar/ --init-lora ors-lora/:1.0 --rank 4 --out sar-lora/
+      geosynth finetune sar/ --init-lora ors-lora/:1.0 --lora-rank 4 --out sar-lora/
       geosynth finetune sar/ --train-unet full --learn-token '<sar>' --out hybrid/
       geosynth finetune pairs/ --init scratch --unet-config unet.json --condition both --out ldm/
     """
@@ -248,8 +276,8 @@ def finetune(
         vae_encoder=train_vae_encoder,
         learn_token=learn_token,
         token_init=token_init,
-        rank=rank,
-        alpha=alpha,
+        rank=lora_rank,
+        alpha=lora_alpha,
         lora_dropout=lora_dropout,
         lora_targets=lora_targets,
         lr=lr,
@@ -272,15 +300,13 @@ def finetune(
         unet_config=str(unet_config) if unet_config else None,
         init_loras=[parse_init_lora(s) for s in (init_lora or [])],
         seed=seed,
-        mixed_precision=mixed_precision,
+        mixed_precision=precision,
         gradient_checkpointing=gradient_checkpointing,
         checkpoint_every=checkpoint_every,
         maps=cond,
     )
-    if mixed_precision not in ("auto", "fp16", "bf16", "fp32"):
-        raise GeosynthError(
-            f"--mixed-precision {mixed_precision}: expected auto, fp16, bf16 or fp32"
-        )
+    if precision not in ("auto", "fp16", "bf16", "fp32"):
+        raise GeosynthError(f"--precision {precision}: expected auto, fp16, bf16 or fp32")
     recipe.check()
     ds = dataset_from_options(dataset, split, classes, shots, seed, radiometry)
     if cond is not None:
@@ -295,12 +321,15 @@ def finetune(
         out,
         recipe,
         model=model,
-        per_class=per_class,
+        per_class=class_loras,
         resume=resume,
         overwrite=overwrite,
         track=live.track,
         on_step=on_step,
         log=message,
+        device=device,
+        report_to=report_to,
+        logging_dir=logging_dir,
     )
     from accelerate import PartialState
 

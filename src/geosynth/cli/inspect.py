@@ -34,7 +34,9 @@ def inspect_file(
 ) -> None:
     """Show the tensors (name, shape, dtype) and metadata of a safetensors file.
 
-    [bold]Example[/bold]: geosynth inspect means.safetensors --kind channel-means --json
+    \b
+    Example:
+      geosynth inspect means.safetensors --kind channel-means --json
     """
     if kind is Kind.embeddings:
         load_embeddings(path)

@@ -33,7 +33,9 @@ def export(
 ) -> None:
     """Write a LoRA directory as one kohya-convention file, with one alpha per module.
 
-    [bold]Example[/bold]: geosynth lora export lora/ --out eurosat-lora.safetensors
+    \b
+    Example:
+      geosynth lora export lora/ --out eurosat-lora.safetensors
     """
     from geosynth.diffusion.kohya import export_kohya
 
@@ -56,7 +58,9 @@ def import_(
 ) -> None:
     """Convert a kohya-convention LoRA file into a LoRA directory that --lora takes.
 
-    [bold]Example[/bold]: geosynth lora import sar.safetensors --model stabilityai/stable-diffusion-2-1-base --out sar-lora/
+    \b
+    Example:
+      geosynth lora import sar.safetensors --model stabilityai/stable-diffusion-2-1-base --out sar-lora/
     """
     from geosynth.diffusion.kohya import import_kohya
 

@@ -79,6 +79,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "inspect_file",
         "Show the tensors (name, shape, dtype) and metadata of a safetensors file.",
     ),
+    "replay": (
+        "replay",
+        "replay",
+        "Run a recorded command again, into a new output: same inputs, options and seeds.",
+    ),
     "demo": ("demo", "demo", "Run every existing step on toy data and tiny models, with a report."),
     "toy": ("toy", "app", "Toy data and tiny models that run the whole pipeline on 2 CPU cores."),
     "data": ("data", "app", "Inspect datasets and write K-shot subsets."),
@@ -90,15 +95,19 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _with_cli_errors(command: _click.Command, overrides: dict[str, str]) -> None:
-    """Make ``command`` (and a group's subcommands) re-raise library errors in its own flags."""
+def _prepare(command: _click.Command, name: str, overrides: dict[str, str]) -> None:
+    """Give ``command`` (and a group's subcommands) ``--config`` and make it re-raise library
+    errors in its own flags."""
+    from geosynth.cli.config import add_config_option
     from geosynth.cli.errors import param_flags, to_cli
 
     subcommands = getattr(command, "commands", None)
     if subcommands:
-        for sub in subcommands.values():
-            _with_cli_errors(sub, overrides)
+        for sub_name, sub in subcommands.items():
+            _prepare(sub, f"{name} {sub_name}", overrides)
         return
+    if name != "replay":
+        add_config_option(command)
     plain_invoke = command.invoke
     table = param_flags(command, overrides)
 
@@ -119,25 +128,26 @@ def load_command(name: str) -> _click.Command:
     module = importlib.import_module(f"geosynth.cli.{module_name}")
     obj = getattr(module, attr)
     if isinstance(obj, typer.Typer):
+        obj.rich_markup_mode = None  # plain click help: option names are never cut (see below)
         command: _click.Command = typer.main.get_group(obj)
     else:
         single = typer.Typer(
             add_completion=False,
             pretty_exceptions_enable=False,
-            rich_markup_mode="rich",
+            rich_markup_mode=None,
             context_settings={"help_option_names": ["-h", "--help"]},
         )
         single.command(name)(obj)
         command = typer.main.get_command(single)
     command.name = name
-    _with_cli_errors(command, dict(getattr(module, "LIBRARY_PARAMS", {})))
+    _prepare(command, name, dict(getattr(module, "LIBRARY_PARAMS", {})))
     return command
 
 
 class _Deferred(TyperCommand):
     """A command listed by name and one-line help; its module loads when it is invoked."""
 
-    def make_context(  # type: ignore[override]
+    def make_context(
         self, info_name: str | None, args: list[str], parent: _click.Context | None = None, **extra
     ) -> _click.Context:
         return load_command(self.name or "").make_context(info_name, args, parent, **extra)
@@ -164,7 +174,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -204,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     script through the console entry point)."""
     quiet_libraries()
     args = sys.argv[1:] if argv is None else argv
+    from geosynth.invocation import set_argv
+
+    set_argv(["geosynth", *args])
     debug = "--debug" in args or os.environ.get("GEOSYNTH_DEBUG", "") not in ("", "0")
     command = typer.main.get_command(app)
     try:

@@ -15,6 +15,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -82,7 +83,7 @@ class LiveProgress:
 
     def __init__(self) -> None:
         self._progress: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
 
     def track(
         self, items: Iterable[T], total: int | None = None, description: str = ""
@@ -90,12 +91,13 @@ class LiveProgress:
         progress = _progress(TextColumn("{task.fields[status]}"))
         with progress:
             self._progress = progress
-            self._task = progress.add_task(description, total=total, status="")
+            task = progress.add_task(description, total=total, status="")
+            self._task = task
             for item in items:
                 yield item
-                progress.advance(self._task)
+                progress.advance(task)
         self._progress = None
 
     def status(self, text: str) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.update(self._task, status=text)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,6 +16,9 @@ from geosynth.distributed import init_from_env, is_main_process, local_device, m
 from geosynth.features.resolve import resolve_embeddings
 from geosynth.metrics.rarity import rarity_report
 from geosynth.runtime import pick_device
+
+#: Library parameters that this command's options feed under other names (cli/errors.py).
+LIBRARY_PARAMS = {"per_class": "--by-class"}
 
 METRICS = (
     "precision",
@@ -45,8 +48,8 @@ def rarity(
     k: Annotated[int, typer.Option("--k", min=1, help="k of the k-NN balls (PRDC).")] = 5,
     rarity_k: Annotated[int, typer.Option("--rarity-k", min=1, help="k of the rarity score.")] = 3,
     features: ModelOpt = FEATURE_MODEL,
-    per_class: Annotated[
-        bool, typer.Option("--per-class", help="Also report per target class.")
+    by_class: Annotated[
+        bool, typer.Option("--by-class", help="Also report per target class.")
     ] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write the report as JSON.")] = None,
     split: SplitOpt = None,
@@ -97,13 +100,15 @@ def rarity(
     Under torchrun / accelerate launch the exact passes split across the processes (one GPU
     each, NCCL; gloo on CPU) and rank 0 writes the report, identical to a single process.
 
-    [bold]Example[/bold]: geosynth rarity eurosat-16shot/ laion-shards/ --limit 100000 --per-class --out rarity.json
-    [bold]Example[/bold]: torchrun --nproc-per-node 4 -m geosynth rarity synth.safetensors laion.safetensors
+    \b
+    Examples:
+      geosynth rarity eurosat-16shot/ laion-shards/ --limit 100000 --by-class --out rarity.json
+      torchrun --nproc-per-node 4 -m geosynth rarity synth.safetensors laion.safetensors
     """
     dev = local_device(pick_device(device))
     init_from_env(dev)
     device = str(dev)
-    common = dict(
+    common: dict[str, Any] = dict(
         features=features,
         seed=seed,
         batch_size=batch_size,
@@ -129,7 +134,7 @@ def rarity(
         tgt,
         k=k,
         rarity_k=rarity_k,
-        per_class=per_class,
+        per_class=by_class,
         device=device,
         names=(reference, target),
         method=method,

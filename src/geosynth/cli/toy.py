@@ -34,7 +34,7 @@ class ModelKind(StrEnum):
 
 @app.command("data")
 def toy_data(
-    out: Annotated[Path, typer.Argument(help="Output directory.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.", show_default=False)],
     per_class: Annotated[int, typer.Option("--per-class", min=1, help="Images per class.")] = 16,
     size: Annotated[int, typer.Option("--size", min=8, max=512, help="Image side in pixels.")] = 32,
     seed: Annotated[int, typer.Option("--seed", help="Seed; same seed, same pixels.")] = 0,
@@ -61,13 +61,16 @@ def toy_data(
 ) -> None:
     """Write a procedural toy satellite dataset (classes differ in colour and texture).
 
-    [bold]Example[/bold]: geosynth toy data toy/train --per-class 16 --seed 0
+    \b
+    Example:
+      geosynth toy data --out toy/train --per-class 16 --seed 0
     """
     from geosynth.toy.data import make_toy_dataset, resolve_toy_classes, toy_hf_dataset
 
-    names: list[str] | int | None = split_list(classes)
-    if names and len(names) == 1 and names[0].isdigit():
-        names = int(names[0])
+    listed = split_list(classes)
+    names: list[str] | int | None = listed
+    if listed and len(listed) == 1 and listed[0].isdigit():
+        names = int(listed[0])
     if paired:
         from geosynth.toy.paired import make_toy_paired_dataset
 
@@ -98,7 +101,7 @@ def toy_data(
 
 @app.command("sar")
 def toy_sar(
-    out: Annotated[Path, typer.Argument(help="Output directory.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.", show_default=False)],
     per_class: Annotated[int, typer.Option("--per-class", min=1, help="Chips per class.")] = 8,
     size: Annotated[int, typer.Option("--size", min=8, max=512, help="Chip side in pixels.")] = 32,
     seed: Annotated[int, typer.Option("--seed", help="Seed; same seed, same values.")] = 0,
@@ -110,7 +113,9 @@ def toy_sar(
 
     Classes (water, cropland, forest, urban) differ in mean backscatter per polarisation.
 
-    [bold]Example[/bold]: geosynth toy sar toy-sar/ --per-class 8
+    \b
+    Example:
+      geosynth toy sar --out toy-sar/ --per-class 8
     """
     from geosynth.data.writer import check_output_dir
     from geosynth.toy.sar import make_toy_sar_dataset
@@ -122,7 +127,7 @@ def toy_sar(
 
 @app.command("model")
 def toy_model(
-    out: Annotated[Path, typer.Argument(help="Output directory.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.", show_default=False)],
     kind: Annotated[
         ModelKind,
         typer.Option(
@@ -142,7 +147,9 @@ def toy_model(
     The SD pipeline loads with StableDiffusionPipeline.from_pretrained(OUT/sd); pass it as
     --model to any step.
 
-    [bold]Example[/bold]: geosynth toy model toy-models --kind all
+    \b
+    Example:
+      geosynth toy model --out toy-models --kind all
     """
     from geosynth.toy import models
 

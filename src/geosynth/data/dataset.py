@@ -67,10 +67,11 @@ def _not_8bit(img: Image.Image) -> bool:
     it hands over as 8-bit RGB(A), and TIFFs with other than 1- or 8-bit unsigned samples or more
     than 4 bands."""
     fmt = getattr(img, "format", None)
-    if fmt == "PNG" and img.tile:
-        return ";16" in str(img.tile[0][3])
+    tile: Any = getattr(img, "tile", None)  # ImageFile attributes, before decoding
+    if fmt == "PNG" and tile:
+        return ";16" in str(tile[0][3])
     if fmt == "TIFF":
-        tags = img.tag_v2
+        tags: Any = getattr(img, "tag_v2", {})  # TiffImageFile only
         bits = tags.get(258, (8,))
         bits = bits if isinstance(bits, tuple) else (bits,)
         fmt_codes = tags.get(339, (1,))

@@ -274,7 +274,7 @@ class Radiometry:
         """Channel values in the scale space (before ranges) and the invalid-pixel mask (H x W)."""
         self.check_raster(r, where)
         idx = self._indices(r, where)
-        valid = r.valid_mask()[idx].all(axis=0)
+        valid: np.ndarray = np.asarray(r.valid_mask()[idx].all(axis=0))
         if not valid.any():
             raise GeosynthError(f"{where}: no valid pixel (all NaN or nodata {r.nodata})")
         if self.nodata == "error" and not valid.all():

@@ -76,9 +76,9 @@ def iter_shard_images(
                     continue
                 try:
                     data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                    img = Image.open(io.BytesIO(data))
-                    img.load()
-                    img = img.convert("RGB")
+                    opened = Image.open(io.BytesIO(data))
+                    opened.load()
+                    img = opened.convert("RGB")
                 except Exception as exc:
                     stats.corrupt += 1
                     if len(stats.errors) < 10:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from geosynth.data.dataset import ImageDataset
@@ -12,7 +14,7 @@ from geosynth.progress import Track, no_track
 def class_color_stats(
     ds: ImageDataset,
     track: Track = no_track,
-) -> list[dict[str, object]]:
+) -> list[dict[str, Any]]:
     """Decode every image once; per class, the mean and std over images of the per-image channel
     mean (RGB in [0, 1]), and the image sizes seen. Unreadable images raise a named error."""
     k = len(ds.class_names)
@@ -46,7 +48,7 @@ def class_color_stats(
     return rows
 
 
-def band_stats(ds: ImageDataset, track: Track = no_track) -> dict[str, object]:
+def band_stats(ds: ImageDataset, track: Track = no_track) -> dict[str, Any]:
     """Per-band statistics over every image in native units (the file's values, before any
     radiometry): mean, std, min, max over valid pixels, and the count of NaN/nodata pixels.
 
@@ -55,8 +57,13 @@ def band_stats(ds: ImageDataset, track: Track = no_track) -> dict[str, object]:
     from geosynth.data.writer import mixed_message
 
     first: tuple[int, str, str] | None = None
-    total = sq = lo = hi = None
-    valid_n = invalid_n = None
+    # per-band accumulators, sized by the first image's band count
+    total: Any = None
+    sq: Any = None
+    lo: Any = None
+    hi: Any = None
+    valid_n: Any = None
+    invalid_n: Any = None
     names: list[str] | None = None
     crss: set[str] = set()
     nodata = None

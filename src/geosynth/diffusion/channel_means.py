@@ -20,12 +20,13 @@ import torch
 from geosynth.artifacts import ChannelMeans
 from geosynth.data.dataset import ImageDataset
 from geosynth.diffusion.latents import encode_latents, images_to_tensor
+from geosynth.diffusion.types import VAE
 from geosynth.progress import Track, no_track
 
 ENCODER_PREFIXES = ("encoder.", "quant_conv.")
 
 
-def encoder_digest(vae: torch.nn.Module, dtype: torch.dtype = torch.float16) -> str:
+def encoder_digest(vae: VAE, dtype: torch.dtype = torch.float16) -> str:
     """A digest of the encoder weights rounded to ``dtype``. Rounding makes a float32 VAE and the
     same VAE loaded in float16 (or bfloat16, with ``dtype=torch.bfloat16``) agree."""
     h = hashlib.blake2b(digest_size=16)
@@ -37,7 +38,7 @@ def encoder_digest(vae: torch.nn.Module, dtype: torch.dtype = torch.float16) -> 
     return h.hexdigest()
 
 
-def vae_identity(vae: torch.nn.Module, source: str) -> dict[str, str]:
+def vae_identity(vae: VAE, source: str) -> dict[str, str]:
     """Channel-means metadata naming the VAE that produced the latents."""
     return {
         "vae": source,
@@ -48,7 +49,7 @@ def vae_identity(vae: torch.nn.Module, source: str) -> dict[str, str]:
     }
 
 
-def pipeline_mismatches(cm: ChannelMeans, vae: torch.nn.Module, resolution: int) -> list[str]:
+def pipeline_mismatches(cm: ChannelMeans, vae: VAE, resolution: int) -> list[str]:
     """How a channel-means file does not fit a pipeline's VAE and generation size (empty when it
     fits): a different scaling factor, encoder or resolution, or no record of one of them."""
     meta = cm.metadata
@@ -73,7 +74,7 @@ def pipeline_mismatches(cm: ChannelMeans, vae: torch.nn.Module, resolution: int)
 
 
 def per_image_channel_means(
-    vae: torch.nn.Module,
+    vae: VAE,
     ds: ImageDataset,
     *,
     resolution: int,
@@ -91,7 +92,7 @@ def per_image_channel_means(
 
 
 def class_channel_means(
-    vae: torch.nn.Module,
+    vae: VAE,
     ds: ImageDataset,
     *,
     resolution: int,

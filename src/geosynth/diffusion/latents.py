@@ -8,8 +8,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from geosynth.diffusion.types import VAE
 
-def vae_scale_factor(vae: torch.nn.Module) -> int:
+
+def vae_scale_factor(vae: VAE) -> int:
     """Pixels per latent cell: 2 ** (number of VAE blocks - 1), 8 for SD."""
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
@@ -63,7 +65,7 @@ def _resize_crop_float(arr: np.ndarray, size: int) -> np.ndarray:
 
 @torch.no_grad()
 def encode_latents(
-    vae: torch.nn.Module,
+    vae: VAE,
     pixels: torch.Tensor,
     *,
     sample: bool = False,
@@ -78,7 +80,7 @@ def encode_latents(
 
 
 @torch.no_grad()
-def decode_latents(vae: torch.nn.Module, latents: torch.Tensor) -> list[Image.Image]:
+def decode_latents(vae: VAE, latents: torch.Tensor) -> list[Image.Image]:
     """PIL images from scaled latents."""
     param = next(vae.parameters())
     x = vae.decode(latents.to(param.device, param.dtype) / vae.config.scaling_factor).sample

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geosynth.diffusion.types import Pipeline, UNet
 from geosynth.errors import GeosynthError
 
 CONDITIONS = ("concat", "cross-attention", "both")
@@ -169,7 +170,7 @@ class _Output:
 class MapConditionedUNet(nn.Module):
     """A diffusers UNet plus its map encoder, called like the UNet with one more argument."""
 
-    def __init__(self, unet: nn.Module, encoder: MapEncoder) -> None:
+    def __init__(self, unet: UNet, encoder: MapEncoder) -> None:
         super().__init__()
         self.unet = unet
         self.encoder = encoder
@@ -206,7 +207,7 @@ class MapConditionedUNet(nn.Module):
         return _Output(self.unet(sample, timestep, encoder_hidden_states).sample)
 
 
-def widen_conv_in(unet: nn.Module, extra: int) -> None:
+def widen_conv_in(unet: UNet, extra: int) -> None:
     """Give a pretrained UNet ``extra`` more input channels, zero-initialised, so its output is
     unchanged until training moves them."""
     if extra <= 0:
@@ -222,7 +223,8 @@ def widen_conv_in(unet: nn.Module, extra: int) -> None:
     with torch.no_grad():
         new.weight.zero_()
         new.weight[:, : old.in_channels] = old.weight
-        new.bias.copy_(old.bias)
+        if new.bias is not None and old.bias is not None:
+            new.bias.copy_(old.bias)
     unet.conv_in = new.to(old.weight.device, old.weight.dtype)
     unet.register_to_config(in_channels=old.in_channels + extra)
 
@@ -234,7 +236,7 @@ def scratch_unet_config(config: dict[str, Any], cond: MapCondition, num_classes:
     return out
 
 
-def build_encoder(cond: MapCondition, num_classes: int, pipe) -> MapEncoder:
+def build_encoder(cond: MapCondition, num_classes: int, pipe: Pipeline) -> MapEncoder:
     latent = int(pipe.vae.config.latent_channels)
     factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     return MapEncoder(

@@ -166,7 +166,8 @@ def embed_shards(
         if part.exists():
             continue
         stats = ShardStats()
-        feats, keys = [], []
+        feats: list[torch.Tensor] = []
+        keys: list[str] = []
         images = iter_shard_images(shard, stats, None if keep is None else keep[shard.name])
         for batch in _batches(images, batch_size):
             pixels = torch.stack([extractor.transform(img) for _, img in batch])

@@ -65,7 +65,7 @@ class TimmExtractor(FeatureExtractor):
             "output": "pooled features",
         }
 
-    def transform(self, image: Image.Image | torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def transform(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
         return self._transform(image)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ not visited), which the report labels.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -99,7 +100,7 @@ def lifted_manifold_metrics(
     else:
         ref_r2 = knn_sqradii(ref, sorted({k, rarity_k}))
         tgt_r2 = knn_sqradii(tgt, [k])[k]
-    search = {"approximate": approximate, "nprobe": nprobe}
+    search: dict[str, Any] = {"approximate": approximate, "nprobe": nprobe}
 
     ii, jj = ball_pairs(ref, ref_r2[k], tgt, **search)
     counts = torch.bincount(jj, minlength=m)

@@ -173,7 +173,7 @@ def manifold_metrics(
     r2_big, r2_small = (r2_ref_k, r2_ref_rk) if k >= rarity_k else (r2_ref_rk, r2_ref_k)
 
     per_class = target_labels is not None
-    if per_class:
+    if target_labels is not None:
         labels = target_labels.to(dev).long()
         c = int(num_classes if num_classes is not None else int(labels.max()) + 1)
         # Class-internal target radii, for per-class recall.

@@ -69,7 +69,8 @@ def fidelity_report(
         )
     colours = class_colours(real)
     k = len(real.legend)
-    per_map, by_type = [], {}
+    per_map: list[dict[str, Any]] = []
+    by_type: dict[str, list[float]] = {}
     for i in track(range(len(synth)), len(synth), "map fidelity"):
         classes = synth.map(i)
         score = map_fidelity(np.asarray(synth.image(i)), classes, colours)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,7 +89,7 @@ def toy_image(class_name: str, index: int, size: int = 32, seed: int = 0) -> Ima
         raise GeosynthError(f"unknown toy class '{class_name}' (known: {', '.join(TOY_CLASSES)})")
     class_id = list(TOY_CLASSES).index(class_name)
     rng = np.random.default_rng([seed, class_id, index])
-    mean = np.array(TOY_CLASSES[class_name], np.float32)
+    mean: np.ndarray = np.array(TOY_CLASSES[class_name], np.float32)
     # Per-image variation: overall brightness, a colour cast, and sensor noise.
     mean = mean * rng.normal(1.0, 0.07) + rng.normal(0.0, 6.0, 3)
     img = mean + _texture(class_name, rng, size) + rng.normal(0.0, 4.0, (size, size, 3))
@@ -144,7 +145,7 @@ def toy_hf_dataset(
     features = datasets.Features(
         {"image": datasets.Image(), "label": datasets.ClassLabel(names=names)}
     )
-    rows = {"image": [], "label": []}
+    rows: dict[str, list[Any]] = {"image": [], "label": []}
     for label, name in enumerate(names):
         for i in range(per_class):
             rows["image"].append(toy_image(name, i, size, seed))

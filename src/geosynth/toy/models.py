@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from geosynth.artifacts import Provenance, atomic_path, write_provenance
+from geosynth.diffusion.types import VAE
 from geosynth.toy.data import resolve_toy_classes, toy_image
 from geosynth.toy.tokenizer import build_toy_tokenizer
 
@@ -54,7 +55,7 @@ def _toy_batch(rng: np.random.Generator, classes: list[str], n: int, size: int) 
     return torch.stack(imgs)
 
 
-def train_toy_vae(vae: torch.nn.Module, *, steps: int, size: int, seed: int) -> float:
+def train_toy_vae(vae: VAE, *, steps: int, size: int, seed: int) -> float:
     """Fit the VAE as an autoencoder on toy images (L1 + small KL); return the last recon loss."""
     rng = np.random.default_rng(seed)
     classes = resolve_toy_classes(None)
@@ -76,7 +77,7 @@ def train_toy_vae(vae: torch.nn.Module, *, steps: int, size: int, seed: int) -> 
 
 
 @torch.no_grad()
-def latent_scaling_factor(vae: torch.nn.Module, *, size: int, seed: int) -> float:
+def latent_scaling_factor(vae: VAE, *, size: int, seed: int) -> float:
     """1 / std of the latents of toy images: the LDM convention that gives the UNet unit-variance
     inputs (SD's 0.18215 was found the same way on its own VAE)."""
     rng = np.random.default_rng(seed + 1)

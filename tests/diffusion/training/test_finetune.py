@@ -69,7 +69,7 @@ def trained(toy_models, toy_data, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("ft") / "lora"
     args = ["finetune", str(toy_data), "--model", str(toy_models["sd"]), "--out", str(out)]
-    args += [*FAST, "--max-steps", "40", "--lr", "5e-3", "--rank", "8", "--alpha", "16"]
+    args += [*FAST, "--max-steps", "40", "--lr", "5e-3", "--lora-rank", "8", "--lora-alpha", "16"]
     assert main(args) == 0
     return out
 
@@ -171,7 +171,7 @@ def test_two_stage_lora_records_stack_and_generate_applies_it(
         out,
         "--max-steps",
         "2",
-        "--rank",
+        "--lora-rank",
         "4",
         "--init-lora",
         f"{trained}:0.5",
@@ -266,7 +266,7 @@ def test_per_class_loras_feed_generate_lora_dir(toy_models, toy_data, tmp_path, 
         out,
         "--max-steps",
         "1",
-        "--per-class",
+        "--class-loras",
         "--classes",
         "water,desert",
         "--json",
@@ -298,7 +298,7 @@ def test_per_class_loras_feed_generate_lora_dir(toy_models, toy_data, tmp_path, 
         sd,
         "--out",
         tmp_path / "t",
-        "--per-class",
+        "--class-loras",
         "--learn-token",
         "<sar>",
     )
@@ -484,3 +484,27 @@ def test_full_text_encoder_with_token_and_checkpointing(
     assert len(tok.encode("<sar>", add_special_tokens=False)) == 1
     row = _generate_water(cli, sd, out, tmp_path / "gen")
     assert row["prompt"] == "a satellite photo of a <sar> water"
+
+
+def test_report_to_tensorboard_logs_every_step_beside_the_output(
+    cli, toy_models, toy_data, tmp_path: Path
+) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "lora"
+    args = ["finetune", toy_data, "--model", toy_models["sd"], "--out", out, *FAST]
+    res = cli(*args, "--max-steps", "3", "--report-to", "tensorboard")
+    assert res.code == 0, res.err
+    events = list((tmp_path / "lora.logs").rglob("events.out.tfevents.*"))
+    assert events, sorted(p.name for p in (tmp_path / "lora.logs").rglob("*"))
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    losses = [e.value for e in acc.Scalars("loss")]
+    rows = (out / "loss.csv").read_text().splitlines()[1:]
+    assert [e.step for e in acc.Scalars("loss")] == [1, 2, 3]
+    assert losses == pytest.approx([float(r.split(",")[2]) for r in rows], rel=1e-6)
+    assert not any(p.name.startswith("events") for p in out.rglob("*"))
+
+    base = ["finetune", toy_data, "--model", toy_models["sd"]]
+    res = cli(*base, "--out", tmp_path / "x", "--report-to", "mlflowz")
+    assert res.code == 2 and "--report-to mlflowz" in res.err and not (tmp_path / "x").exists()

@@ -47,9 +47,10 @@ from geosynth.diffusion.training.trainable import (
     prepare_components,
 )
 from geosynth.diffusion.training.trainer import StepHook, TrainResult, train
+from geosynth.diffusion.types import Pipeline
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
-from geosynth.runtime import pick_device
+from geosynth.runtime import check_report_to, pick_device
 
 CARD_FORMAT = "geosynth-lora/1"
 
@@ -81,7 +82,7 @@ def check_init_loras(recipe: Recipe, model: str) -> list[tuple[str, float]]:
     return resolved
 
 
-def load_unet_config(path: str, pipe) -> dict[str, Any]:
+def load_unet_config(path: str, pipe: Pipeline) -> dict[str, Any]:
     """A UNet2DConditionModel config for ``--init scratch`` that fits the frozen VAE and text
     encoder."""
     p = Path(path)
@@ -147,13 +148,18 @@ def _train_one(
     track: Track,
     on_step: StepHook | None,
     log: Callable[[str], None],
+    device: str | None = None,
+    report_to: str | None = None,
+    logging_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train one LoRA (or full components) on ``ds``; write it into ``result_dir`` atomically."""
+    started = Provenance.start("finetune").started  # the record's start: before the training
     torch.manual_seed(recipe.seed)
     pipe = load_sd_pipeline(model, device="cpu")
     if recipe.init == "scratch":
         from diffusers import UNet2DConditionModel
 
+        assert recipe.unet_config is not None  # Recipe.check: scratch needs a UNet config
         config = load_unet_config(recipe.unet_config, pipe)
         if recipe.maps is not None:
             config = map_unet_config(config, recipe.maps, ds, pipe)
@@ -164,7 +170,7 @@ def _train_one(
     resolution = recipe.resolution or native_resolution(model, factor)
     check_resolution(resolution, factor, len(pipe.unet.config.block_out_channels), "--resolution")
     info = prepare_components(pipe, recipe)
-    pipe.vae.to(pick_device())
+    pipe.vae.to(pick_device(device))
     data = build_training_set(
         ds,
         pipe.vae,
@@ -183,7 +189,17 @@ def _train_one(
         data, trainee = map_training(pipe, encoder, data, ds, recipe, resolution, track)
     work.mkdir(parents=True, exist_ok=True)
     res: TrainResult = train(
-        trainee, data, recipe, scheduler, work, resume=resume, track=track, on_step=on_step
+        trainee,
+        data,
+        recipe,
+        scheduler,
+        work,
+        resume=resume,
+        track=track,
+        on_step=on_step,
+        device=device,
+        report_to=report_to,
+        logging_dir=logging_dir,
     )
     main_process = _state().is_main_process
     card = {
@@ -234,6 +250,7 @@ def _train_one(
     prov = Provenance.start(
         "finetune", seeds={"seed": recipe.seed}, model=model, resumed_from_step=res.resumed_from
     )
+    prov.started = started
     prov.inputs[f"dataset:{ds.source}"] = ds.fingerprint()
     with atomic_path(result_dir) as tmp:
         tmp.mkdir(parents=True)
@@ -276,10 +293,19 @@ def finetune(
     track: Track = no_track,
     on_step: StepHook | None = None,
     log: Callable[[str], None] = print,
+    device: str | None = None,
+    report_to: str | None = None,
+    logging_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` on ``ds`` (one LoRA, or one per class into ``OUT/<class>/``) and
-    return a summary with the card(s)."""
+    return a summary with the card(s). ``device``: see :func:`.trainer.train` (None: this
+    process's GPU, else the CPU). ``report_to`` (``tensorboard`` / ``wandb``) logs each step
+    into ``logging_dir`` (default ``OUT.logs`` beside OUT: logs are not part of the output, so
+    a rerun's LoRA directory stays byte-identical); per-class runs log to one sub-folder per
+    class."""
+    run = Provenance.start("finetune", seeds={"seed": recipe.seed})  # started now
     recipe.check()
+    check_report_to(report_to)
     if per_class and recipe.learn_token:
         raise GeosynthError(
             "--learn-token with --per-class would give every class's LoRA the same token; "
@@ -310,6 +336,7 @@ def finetune(
             shutil.rmtree(leftover, ignore_errors=True)
     state.wait_for_everyone()
     staged = work / "result"
+    logs = Path(logging_dir) if logging_dir is not None else out.parent / f"{out.name}.logs"
     if per_class:
         cards = {}
         for name in ds.class_names:
@@ -331,9 +358,12 @@ def finetune(
                 track=track,
                 on_step=on_step,
                 log=log,
+                device=device,
+                report_to=report_to,
+                logging_dir=logs / safe_dirname(name),
             )
         if state.is_main_process:
-            write_provenance(staged, Provenance.start("finetune", seeds={"seed": recipe.seed}))
+            write_provenance(staged, run)
         summary = {"per_class": True, "cards": cards}
     elif (staged / CARD_FILE).is_file():  # finished before an interruption; only the move is left
         summary = {
@@ -352,6 +382,9 @@ def finetune(
             track=track,
             on_step=on_step,
             log=log,
+            device=device,
+            report_to=report_to,
+            logging_dir=logs,
         )
         summary = {"per_class": False, "cards": {"all": card}}
     faults.stage("finetune:staged")

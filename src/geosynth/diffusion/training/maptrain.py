@@ -24,6 +24,7 @@ from geosynth.diffusion.mapcond import (
     widen_conv_in,
 )
 from geosynth.diffusion.training.train_data import TrainingSet
+from geosynth.diffusion.types import Pipeline
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 
@@ -108,14 +109,16 @@ def paired_or_error(ds) -> PairedDataset:
     return ds
 
 
-def map_unet_config(config: dict[str, Any], cond: MapCondition, ds, pipe) -> dict[str, Any]:
+def map_unet_config(
+    config: dict[str, Any], cond: MapCondition, ds, pipe: Pipeline
+) -> dict[str, Any]:
     """A from-scratch UNet config with the map's concatenated channels added to its input."""
     legend = paired_or_error(ds).legend
     assert legend is not None
     return scratch_unet_config(config, cond, len(legend), int(pipe.vae.config.latent_channels))
 
 
-def prepare_map_unet(pipe, cond: MapCondition, ds) -> MapEncoder:
+def prepare_map_unet(pipe: Pipeline, cond: MapCondition, ds) -> MapEncoder:
     """Fit the UNet's input to the map condition (widening a pretrained one with zero-initialised
     channels) and build the map encoder."""
     legend = paired_or_error(ds).legend
@@ -140,7 +143,9 @@ def prepare_map_unet(pipe, cond: MapCondition, ds) -> MapEncoder:
     return build_encoder(cond, len(legend), pipe)
 
 
-def map_training(pipe, encoder: MapEncoder, data: TrainingSet, ds, recipe, resolution, track):
+def map_training(
+    pipe: Pipeline, encoder: MapEncoder, data: TrainingSet, ds, recipe, resolution, track
+):
     """The paired training set and the view of the pipeline the trainer trains (its ``unet`` is
     the UNet wrapped with the map encoder, whose weights are checkpointed with it)."""
     paired = attach_training_maps(

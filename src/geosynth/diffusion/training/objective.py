@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from geosynth.diffusion.types import Scheduler
 from geosynth.errors import GeosynthError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -95,13 +96,15 @@ def sampling_overrides(
     return out
 
 
-def snr(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
+def snr(scheduler: Scheduler, timesteps: torch.Tensor) -> torch.Tensor:
     """Signal-to-noise ratio abar / (1 - abar) at ``timesteps`` (float64 for the division)."""
     abar = scheduler.alphas_cumprod.to(timesteps.device, torch.float64)[timesteps]
     return abar / (1 - abar)
 
 
-def target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor):
+def target(
+    scheduler: Scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+):
     """What the UNet should predict: the noise, or the velocity sqrt(abar) eps - sqrt(1-abar) x0."""
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
@@ -111,7 +114,9 @@ def target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: tor
     raise ValueError(f"unsupported prediction type {kind!r}")
 
 
-def loss_weights(scheduler, timesteps: torch.Tensor, snr_gamma: float | None) -> torch.Tensor:
+def loss_weights(
+    scheduler: Scheduler, timesteps: torch.Tensor, snr_gamma: float | None
+) -> torch.Tensor:
     """Per-sample MSE weights: ones, or min-SNR-gamma (Hang et al. 2023): min(SNR, gamma) / SNR
     for epsilon targets and min(SNR, gamma) / (SNR + 1) for v targets. With zero terminal SNR the
     last timestep has SNR 0 and both formulas give it weight 0 (guarded against 0/0)."""

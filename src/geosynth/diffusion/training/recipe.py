@@ -9,6 +9,7 @@ up over the first 5% of steps.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -220,6 +221,16 @@ class Recipe:
         if self.learn_token and self.learn_token not in self.prompt_template:
             return self.prompt_template.replace("{}", f"{self.learn_token} {{}}")
         return self.prompt_template
+
+    def tracker_config(self) -> dict[str, int | float | str | bool]:
+        """The recipe as flat scalars, as experiment trackers (TensorBoard hparams) take them."""
+        flat: dict[str, int | float | str | bool] = {}
+        for key, value in self.to_dict().items():
+            if isinstance(value, bool | int | float | str):
+                flat[key] = value
+            elif value is not None:
+                flat[key] = json.dumps(value, default=str)
+        return flat
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

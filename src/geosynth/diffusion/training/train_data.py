@@ -17,6 +17,7 @@ import torch
 
 from geosynth.data.dataset import ImageDataset
 from geosynth.diffusion.latents import images_to_tensor
+from geosynth.diffusion.types import VAE
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 
@@ -56,7 +57,7 @@ def check_resolution(resolution: int, vae_factor: int, unet_down: int, arg: str)
 
 def build_training_set(
     ds: ImageDataset,
-    vae: torch.nn.Module,
+    vae: VAE,
     *,
     resolution: int,
     template: str,
@@ -73,7 +74,7 @@ def build_training_set(
     means: list[list[torch.Tensor]] = [[] for _ in range(2 if flip else 1)]
     stds: list[list[torch.Tensor]] = [[] for _ in range(2 if flip else 1)]
     pixels: list[torch.Tensor] = []
-    small, smallest = 0, None
+    small, smallest = 0, (0, 0)
     order = range(0, len(ds), batch_size)
     for start in track(order, len(order), "encode latents"):
         images = [ds.model_input(i) for i in range(start, min(start + batch_size, len(ds)))]
@@ -81,7 +82,7 @@ def build_training_set(
             wh = (img.shape[2], img.shape[1]) if isinstance(img, np.ndarray) else img.size
             if min(wh) < resolution:
                 small += 1
-                smallest = min(smallest or wh, wh, key=min)
+                smallest = min(smallest, wh, key=min) if small > 1 else wh
         x = images_to_tensor(images, resolution)
         if keep_pixels:
             pixels.append(x)

@@ -19,10 +19,11 @@ import torch
 
 from geosynth.diffusion.loras import LORA_FILE, TOKEN_FILE
 from geosynth.diffusion.training.recipe import VAE_DECODER_TARGETS, Recipe, check_lora_targets
+from geosynth.diffusion.types import Pipeline
 from geosynth.errors import GeosynthError
 
 
-def fuse_init_loras(pipe, loras: list[tuple[str, float]]) -> None:
+def fuse_init_loras(pipe: Pipeline, loras: list[tuple[str, float]]) -> None:
     """Merge ``(dir, weight)`` LoRAs into the pipeline's weights and drop the adapters."""
     if not loras:
         return
@@ -78,7 +79,7 @@ def _only_row(row: int):
     return hook
 
 
-def prepare_components(pipe, recipe: Recipe) -> dict[str, Any]:
+def prepare_components(pipe: Pipeline, recipe: Recipe) -> dict[str, Any]:
     """Freeze everything, then make the recipe's parts trainable. Returns facts for export:
     the LoRA configs used and the learned token's id."""
     unet, te, vae = pipe.unet, pipe.text_encoder, pipe.vae
@@ -111,8 +112,8 @@ def prepare_components(pipe, recipe: Recipe) -> dict[str, Any]:
     if lora_parts:
         # One adapter over the LoRA parts; peft freezes every other VAE weight when it is added,
         # so fully trained parts are switched on afterwards.
-        targets = "|".join(t.replace(".", r"\.") for t in VAE_DECODER_TARGETS)
-        regex = r"(" + "|".join(lora_parts) + r")\..*(" + targets + r")$"
+        pattern = "|".join(t.replace(".", r"\.") for t in VAE_DECODER_TARGETS)
+        regex = r"(" + "|".join(lora_parts) + r")\..*(" + pattern + r")$"
         vae.add_adapter(_lora_config(recipe, regex))
     if recipe.vae_decoder == "full":
         vae.decoder.requires_grad_(True)
@@ -123,9 +124,10 @@ def prepare_components(pipe, recipe: Recipe) -> dict[str, Any]:
     return info
 
 
-def parameter_groups(pipe, recipe: Recipe) -> list[dict[str, Any]]:
+def parameter_groups(pipe: Pipeline, recipe: Recipe) -> list[dict[str, Any]]:
     """Trainable parameters for AdamW; token embeddings get no weight decay."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     emb = pipe.text_encoder.get_input_embeddings().weight
     for module in (pipe.unet, pipe.text_encoder, pipe.vae):
         for p in module.parameters():
@@ -137,7 +139,7 @@ def parameter_groups(pipe, recipe: Recipe) -> list[dict[str, Any]]:
     return groups
 
 
-def _trainable(pipe) -> dict[str, torch.nn.Parameter]:
+def _trainable(pipe: Pipeline) -> dict[str, torch.nn.Parameter]:
     """Every trainable parameter by qualified name (``unet.``, ``text_encoder.``, ``vae.``)."""
     out = {}
     for prefix, module in (
@@ -151,12 +153,12 @@ def _trainable(pipe) -> dict[str, torch.nn.Parameter]:
     return out
 
 
-def trainable_state(pipe) -> dict[str, torch.Tensor]:
+def trainable_state(pipe: Pipeline) -> dict[str, torch.Tensor]:
     """Copies of the trainable tensors on CPU in float32 (what checkpoints hold)."""
     return {k: p.detach().float().cpu().contiguous() for k, p in _trainable(pipe).items()}
 
 
-def load_trainable_state(pipe, state: dict[str, torch.Tensor]) -> None:
+def load_trainable_state(pipe: Pipeline, state: dict[str, torch.Tensor]) -> None:
     """Copy checkpointed tensors back into the live parameters (names must match exactly)."""
     live = _trainable(pipe)
     if set(live) != set(state):
@@ -187,7 +189,7 @@ def _merged_vae(vae):
     return fresh
 
 
-def export_trained(pipe, recipe: Recipe, info: dict[str, Any], out: Path) -> list[str]:
+def export_trained(pipe: Pipeline, recipe: Recipe, info: dict[str, Any], out: Path) -> list[str]:
     """Write what trained into ``out``; returns the files and folders written."""
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers

@@ -36,6 +36,7 @@ from geosynth.diffusion.training.trainable import (
 )
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
+from geosynth.runtime import check_report_to, pick_device, resolve_precision
 
 StepHook = Callable[["StepInfo"], None]
 
@@ -95,10 +96,10 @@ def total_steps(recipe: Recipe, n: int, world: int) -> int:
     return max(1, math.ceil(recipe.epochs * n / per_step))
 
 
-def _mixed_precision(recipe: Recipe, device_type: str) -> str:
-    if device_type != "cuda":
-        return "no"
-    return {"auto": "fp16", "fp32": "no"}.get(recipe.mixed_precision, recipe.mixed_precision)
+def _mixed_precision(recipe: Recipe, device: torch.device) -> str:
+    """accelerate's name for the recipe's precision on ``device`` (runtime's policy)."""
+    prec = resolve_precision(recipe.mixed_precision, device)
+    return {"fp32": "no"}.get(prec, prec)
 
 
 def _encode_text(te, tokenizer, prompts: list[str], device) -> torch.Tensor:
@@ -128,16 +129,35 @@ def train(
     resume: bool = False,
     track: Track = no_track,
     on_step: StepHook | None = None,
+    device: str | None = None,
+    report_to: str | None = None,
+    logging_dir: Path | None = None,
 ) -> TrainResult:
-    """Run the loop; checkpoints go to ``work/checkpoints/step-<n>/``."""
+    """Run the loop; checkpoints go to ``work/checkpoints/step-<n>/``. ``device``: None for this
+    process's GPU (its ``LOCAL_RANK`` under ``accelerate launch``) or the CPU, ``cpu`` to force
+    the CPU, ``cuda:N`` for one GPU of a single process. ``report_to``: ``tensorboard`` or
+    ``wandb`` (accelerate's trackers) logs loss and learning rate per step into
+    ``logging_dir``."""
     from accelerate import Accelerator
     from diffusers.optimization import get_scheduler
 
-    cuda = torch.cuda.is_available()
-    mp = _mixed_precision(recipe, "cuda" if cuda else "cpu")
+    dev = pick_device(device)
+    cuda = dev.type == "cuda"
+    if cuda and dev.index is not None:
+        torch.cuda.set_device(dev)  # accelerate takes the current CUDA device
+    mp = _mixed_precision(recipe, dev)
     # Accumulation is done by hand (micro-batches below), so accelerate is told 1.
-    acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=1, cpu=not cuda)
+    check_report_to(report_to)
+    acc = Accelerator(
+        mixed_precision=mp,
+        gradient_accumulation_steps=1,
+        cpu=not cuda,
+        log_with=report_to,
+        project_dir=str(logging_dir) if logging_dir is not None else None,
+    )
     device, world, rank = acc.device, acc.num_processes, acc.process_index
+    if report_to:
+        acc.init_trackers("geosynth-finetune", config=recipe.tracker_config())
     half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mp, torch.float32)
 
     unet, te, vae = pipe.unet, pipe.text_encoder, pipe.vae
@@ -293,7 +313,11 @@ def train(
             acc.wait_for_everyone()
         if on_step is not None:
             on_step(info)
+        if report_to:
+            acc.log({"loss": mean_loss, "lr": float(info.lr), "epoch": info.epoch}, step=done)
     acc.wait_for_everyone()
+    if report_to:
+        acc.end_training()
     return result
 
 
@@ -303,6 +327,7 @@ ENCODER_KL_WEIGHT = 1e-6
 
 def _batch_pixels(data: TrainingSet, idx, flip) -> torch.Tensor:
     """The batch's images in [-1, 1], mirrored where ``flip`` says so."""
+    assert data.pixels is not None, "pixels are kept when the decoder trains"
     pixels = data.pixels[idx]
     return torch.where(flip.view(-1, 1, 1, 1) == 1, torch.flip(pixels, dims=[3]), pixels)
 

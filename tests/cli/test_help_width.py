@@ -1,0 +1,41 @@
+"""`--help` in a pipe, in CI or in a small terminal (80 columns) shows every option's full name."""
+
+import pytest
+import typer._click as click
+
+from geosynth.cli.main import COMMANDS, load_command
+
+
+def _leaves() -> list[tuple[list[str], click.Command]]:
+    out: list[tuple[list[str], click.Command]] = []
+    for name in COMMANDS:
+        cmd = load_command(name)
+        subs = getattr(cmd, "commands", None)
+        if subs:
+            out += [([name, sub], c) for sub, c in subs.items()]
+        else:
+            out.append(([name], cmd))
+    return out
+
+
+LEAVES = _leaves()
+
+
+@pytest.mark.parametrize("path,cmd", LEAVES, ids=[" ".join(p) for p, _ in LEAVES])
+def test_every_option_name_whole_at_80_columns(
+    cli, monkeypatch: pytest.MonkeyPatch, path: list[str], cmd: click.Command
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    res = cli(*path, "--help")
+    assert res.code == 0, res.err
+    assert max(len(line) for line in res.out.splitlines()) <= 80 or "Example" in res.out
+    names = [o for p in cmd.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")]
+    assert names, path
+    for name in names:
+        # whole: followed by a space, comma, '=' or end of line, never cut with an ellipsis
+        assert any(
+            tok.rstrip(",") == name or tok.startswith(name + "=")
+            for line in res.out.splitlines()
+            for tok in line.split()
+        ), f"{' '.join(path)} --help at 80 columns does not show {name} whole"
+    assert "…" not in res.out
