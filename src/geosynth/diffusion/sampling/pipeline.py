@@ -34,6 +34,7 @@ from geosynth.data.radiometry import Radiometry, check_same_spec
 from geosynth.defaults import PROMPT_TEMPLATE, SD_MODEL
 from geosynth.diffusion import loras as lora_ops
 from geosynth.diffusion.sampling.control import ControlSource
+from geosynth.diffusion.types import Pipeline
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 
@@ -176,7 +177,7 @@ def resolve_generation_radiometry(
     return spec
 
 
-def with_controlnet(pipe: Any, ref: PathLike) -> Any:
+def with_controlnet(pipe: Pipeline, ref: PathLike) -> Pipeline:
     """The same components in a ControlNet pipeline (no reload of the base model)."""
     from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
@@ -196,7 +197,7 @@ def _load_pipeline(
     scheduler: str | None,
     device: str | None,
     precision: str,
-) -> Any:
+) -> Pipeline:
     """The base pipeline on ``device`` in ``precision``'s dtype, with the requested scheduler and
     what the LoRA cards ask for (components, tokens, scheduler settings); adapters not yet."""
     from geosynth.diffusion.loading import load_sd_pipeline
@@ -217,7 +218,7 @@ class Generation:
     """A loaded pipeline (LoRA adapters in place), the job's settings and its control images:
     :meth:`run` generates the images."""
 
-    pipe: Any  # diffusers.StableDiffusionPipeline (or its ControlNet variant)
+    pipe: Pipeline  # or its ControlNet variant
     spec: GenerationSpec
     control: ControlSource | None = None
     loras: LoraSet = field(default_factory=LoraSet)
@@ -384,7 +385,7 @@ class MapGeneration:
     """A loaded pipeline with a map-conditioned model and the maps to follow: :meth:`run`
     writes ``per_map`` images per map, each with its map (see :mod:`.mapgen`)."""
 
-    pipe: Any
+    pipe: Pipeline
     map_model: lora_ops.Lora
     maps: PairedDataset
     model: str
