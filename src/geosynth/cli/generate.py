@@ -218,9 +218,9 @@ def generate(
 
 def _log(text: str) -> None:
     """A library message (a warning) in this command's flags, as its errors are shown."""
-    import click
+    import inspect
 
-    from geosynth.cli.errors import param_flags, to_cli
+    from geosynth.cli.errors import to_cli
 
-    ctx = click.get_current_context(silent=True)
-    message(to_cli(text, param_flags(ctx.command, LIBRARY_PARAMS)) if ctx else text)
+    table = {n: "--" + n.replace("_", "-") for n in inspect.signature(generate).parameters}
+    message(to_cli(text, {**table, **LIBRARY_PARAMS}))
