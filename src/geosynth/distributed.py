@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -97,3 +99,19 @@ def main_process_first() -> Iterator[None]:
     finally:
         if size > 1 and rank == 0:
             dist.barrier()
+
+
+def patient_group() -> Any:
+    """A gloo group whose collectives wait up to a week, or None in a single process. Every rank
+    must call it at the same point (it is collective). For waits where ranks finish uneven work
+    (one rank's shards take an hour longer): the default group's timeout (30 min; 10 min on
+    NCCL) would abort the ranks that finished first."""
+    if rank_and_size()[1] == 1:
+        return None
+    return dist.new_group(backend="gloo", timeout=timedelta(days=7))
+
+
+def wait_for_all(group: Any) -> None:
+    """Barrier on a :func:`patient_group` (nothing in a single process)."""
+    if group is not None:
+        dist.barrier(group=group)

@@ -28,13 +28,14 @@ def is_local(ref: str | os.PathLike[str]) -> bool:
     return Path(text).exists() or text.startswith((".", "/", "~")) or text.count("/") > 1
 
 
-def model_ref(ref: str | os.PathLike[str], what: str = "--model") -> str:
-    """Validate a reference: local directories must exist; anything else is passed on as a hub id."""
+def model_ref(ref: str | os.PathLike[str], what: str = "model") -> str:
+    """Validate a reference: local directories must exist; anything else is passed on as a hub id.
+    ``what`` is the name of the parameter that gave ``ref``; errors read ``what='ref': ...``."""
     text = str(ref)
     if is_local(text):
         path = Path(text).expanduser()
         if not path.is_dir():
-            raise GeosynthError(f"{what} {text}: no such model directory")
+            raise GeosynthError(f"{what}={text!r}: no such model directory")
         return str(path)
     return text
 
@@ -49,7 +50,7 @@ def load_with(loader: Callable[[str], T], ref: str | os.PathLike[str], what: str
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         where = "local directory" if is_local(resolved) else "hub id (is the hub reachable?)"
-        raise GeosynthError(f"{what} {resolved}: cannot load as a {where}: {first}") from None
+        raise GeosynthError(f"{what}={resolved!r}: cannot load as a {where}: {first}") from None
 
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")

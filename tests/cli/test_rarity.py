@@ -31,7 +31,14 @@ def _cache(tmp_path, monkeypatch) -> None:
 def test_real_eurosat_embed_then_rarity_report(cli, eurosat, toy_models, tmp_path) -> None:
     model = str(toy_models["dinov2"])
     res = cli(
-        "embed", eurosat, "--split", "train", "--model", model, "--out", tmp_path / "t.safetensors"
+        "embed",
+        eurosat,
+        "--split",
+        "train",
+        "--features",
+        model,
+        "--out",
+        tmp_path / "t.safetensors",
     )
     assert res.code == 0, res.err
     report_path = tmp_path / "report.json"

@@ -41,5 +41,5 @@ def test_draw_does_not_depend_on_listing_order_or_other_classes(eurosat: Path) -
 
 
 def test_shots_larger_than_a_class_names_the_class(eurosat: Path) -> None:
-    with pytest.raises(GeosynthError, match="--shots 17: class 'AnnualCrop' has only 16 images"):
+    with pytest.raises(GeosynthError, match=r"^shots=17: class 'AnnualCrop' has only 16 images"):
         load_dataset(eurosat, split="train", shots=17)

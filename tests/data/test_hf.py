@@ -25,7 +25,7 @@ def test_dataset_dict_needs_a_split(tmp_path: Path) -> None:
         train=toy_hf_dataset(per_class=2, classes=2), test=toy_hf_dataset(per_class=1, classes=2)
     )
     dd.save_to_disk(str(tmp_path / "dd"))
-    with pytest.raises(GeosynthError, match="splits train, test; choose one with --split"):
+    with pytest.raises(GeosynthError, match="splits train, test; choose one with `split`"):
         open_dataset(tmp_path / "dd")
     assert len(load_dataset(tmp_path / "dd", split="test")) == 2
     assert load_dataset(tmp_path / "dd", split="train", shots=1, seed=0).counts() == {

@@ -137,7 +137,7 @@ def test_percentiles_fitted_once_on_the_training_set(tmp_path: Path) -> None:
 def test_image_never_squashes_to_8bit(tmp_path: Path, toy_data: Path) -> None:
     write_png16(tmp_path / "p", per_class=1)
     ds = open_dataset(tmp_path / "p")
-    with pytest.raises(GeosynthError, match=r"uint16 image with 1 band.*give a radiometry spec"):
+    with pytest.raises(GeosynthError, match=r"uint16 image with 1 band.*give a `radiometry` spec"):
         ds.image(0)
     with_spec = load_dataset(tmp_path / "p", radiometry="auto")
     img = with_spec.image(0)

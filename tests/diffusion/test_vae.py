@@ -55,7 +55,9 @@ def test_reconstruction_error_is_zero_for_a_perfect_autoencoder():
 
 
 def test_bad_recipe_is_refused_naming_the_parameter():
-    with pytest.raises(GeosynthError, match="resolution 30"):
+    with pytest.raises(
+        GeosynthError, match=r"^resolution=30: must be a multiple of the VAE factor 4"
+    ):
         VaeRecipe(resolution=30, block_out_channels=(8, 8, 8), norm_num_groups=4).check()
     with pytest.raises(GeosynthError, match="norm_num_groups"):
         VaeRecipe(block_out_channels=(8, 12), norm_num_groups=8).check()

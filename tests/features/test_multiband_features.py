@@ -42,7 +42,7 @@ def test_embed_reads_all_13_bands_through_an_adapted_stem(s2, cli, tmp_path) -> 
 
     out = tmp_path / "e.safetensors"
     model = f"timm:local-dir:{s2['timm']}"
-    r = cli("embed", s2["a"], "--model", model, "--bands", "all", "--out", out, "--json")
+    r = cli("embed", s2["a"], "--features", model, "--bands", "all", "--out", out, "--json")
     assert r.code == 0, r.err
     emb = load_embeddings(out)
     pre = json.loads(emb.metadata["preprocessing"])
@@ -60,7 +60,7 @@ def test_embed_reads_all_13_bands_through_an_adapted_stem(s2, cli, tmp_path) -> 
     # True colour by band name, standardised with another set's statistics (the training set).
     out3 = tmp_path / "rgb.safetensors"
     r = cli(
-        "embed", s2["a"], "--model", model, "--bands", "B04,B03,B02", "--band-stats", s2["b"],
+        "embed", s2["a"], "--features", model, "--bands", "B04,B03,B02", "--band-stats", s2["b"],
         "--out", out3,
     )  # fmt: skip
     assert r.code == 0, r.err
@@ -69,7 +69,7 @@ def test_embed_reads_all_13_bands_through_an_adapted_stem(s2, cli, tmp_path) -> 
     assert pre3["bands"]["mean"] == list(band_input(load_dataset(s2["b"]), "3,2,1").mean)
     # A model that only takes RGB is refused, nothing written.
     bad = tmp_path / "bad.safetensors"
-    r = cli("embed", s2["a"], "--model", "dinov2-small", "--bands", "all", "--out", bad)
+    r = cli("embed", s2["a"], "--features", "dinov2-small", "--bands", "all", "--out", bad)
     assert r.code == 2 and "needs a timm:NAME model" in r.err and not bad.exists()
 
 

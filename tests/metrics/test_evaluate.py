@@ -125,7 +125,9 @@ def test_different_class_names_report_the_intersection(
 def test_greyscale_against_rgb_is_refused_unless_asked(toy_data: Path, tmp_path: Path) -> None:
     grey = _copy(toy_data, tmp_path / "grey", mode="L")
     opts = EvalOptions(sections=("color", "amplitude"))
-    with pytest.raises(GeosynthError, match=r"grey.* is greyscale but .* is colour.*--greyscale"):
+    with pytest.raises(
+        GeosynthError, match=r"grey.* is greyscale but .* is colour.*pass greyscale=True"
+    ):
         evaluate(str(grey), str(toy_data), opts)
     opts.greyscale = True
     rep = evaluate(str(grey), str(toy_data), opts).report
@@ -159,5 +161,5 @@ def test_embeddings_files_give_feature_metrics_only(tmp_path: Path) -> None:
         "b",
     }
     assert any("hold no pixels" in n for n in rep["notes"])
-    with pytest.raises(GeosynthError, match="--metrics: unknown metric 'fdd'"):
+    with pytest.raises(GeosynthError, match=r"^`sections`: unknown metric 'fdd'"):
         evaluate(str(synth), str(real), EvalOptions(sections=("fdd",)))

@@ -49,11 +49,11 @@ def test_cli_refuses_a_directory_at_out_with_one_line(cli, toy_data, toy_models,
     d = tmp_path / "feats.safetensors"
     d.mkdir()
     (d / "precious.txt").write_text("mine")
-    res = cli("embed", toy_data, "--model", toy_models["dinov2"], "--out", d)
+    res = cli("embed", toy_data, "--features", toy_models["dinov2"], "--out", d)
     assert res.code == 2 and len(res.err.strip().splitlines()) == 1, res.err
     assert "is a directory" in res.err and (d / "precious.txt").read_text() == "mine"
     res = cli(
-        "embed", toy_data, "--model", toy_models["dinov2"], "--out", tmp_path / "f.safetensors"
+        "embed", toy_data, "--features", toy_models["dinov2"], "--out", tmp_path / "f.safetensors"
     )
     assert res.code == 0, res.err
 

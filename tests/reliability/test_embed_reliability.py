@@ -26,7 +26,7 @@ def shards(tmp_path_factory):
 def test_embed_killed_at_any_stage_resumes_to_the_same_bytes(
     stage, shards, toy_models, killed, cli, tmp_path
 ) -> None:
-    args = ["embed", shards, "--model", toy_models["dinov2"], "--batch-size", "3"]
+    args = ["embed", shards, "--features", toy_models["dinov2"], "--batch-size", "3"]
     ref = tmp_path / "ref" / "feats.safetensors"
     assert cli(*args, "--out", ref).code == 0
     out = tmp_path / "run" / "feats.safetensors"
@@ -34,6 +34,24 @@ def test_embed_killed_at_any_stage_resumes_to_the_same_bytes(
     res = cli(*args, "--out", out)
     assert res.code == 0, res.err
     assert out.read_bytes() == ref.read_bytes()
+    assert leftovers(tmp_path / "run") == [] and not out.with_name(out.name + ".parts").exists()
+
+
+@pytest.mark.parametrize("stage", ["embed:part@2", "embed:output"])
+def test_dataset_embed_killed_resumes_at_its_first_unfinished_part(
+    stage, toy_data, toy_models, killed, cli, tmp_path
+) -> None:
+    args = ["embed", toy_data, "--features", toy_models["dinov2"], "--batch-size", "4"]
+    args += ["--part-size", "8"]  # 30 images: parts of 8, 8, 8 and 6 rows
+    ref = tmp_path / "ref" / "feats.safetensors"
+    assert cli(*args, "--out", ref).code == 0
+    out = tmp_path / "run" / "feats.safetensors"
+    killed(stage, *args, "--out", out)
+    res = cli(*args, "--out", out)
+    assert res.code == 0, res.err
+    assert out.read_bytes() == ref.read_bytes()
+    if stage == "embed:part@2":
+        assert "resuming: 2 of 4 parts already embedded" in res.err
     assert leftovers(tmp_path / "run") == [] and not out.with_name(out.name + ".parts").exists()
 
 

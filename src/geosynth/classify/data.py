@@ -28,14 +28,14 @@ def load_class_map(path: str | Path) -> dict[str, str]:
     try:
         obj = json.loads(p.read_text())
     except FileNotFoundError:
-        raise GeosynthError(f"--class-map {p}: no such file") from None
+        raise GeosynthError(f"class_map={str(p)!r}: no such file") from None
     except (OSError, ValueError) as exc:
-        raise GeosynthError(f"--class-map {p}: not a JSON file ({exc})") from None
+        raise GeosynthError(f"class_map={str(p)!r}: not a JSON file ({exc})") from None
     if not isinstance(obj, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in obj.items()
     ):
         raise GeosynthError(
-            f'--class-map {p}: expected a JSON object {{"name in the split": "name in TRAIN"}}'
+            f'class_map={str(p)!r}: expected a JSON object {{"name in the split": "name in TRAIN"}}'
         )
     return obj
 

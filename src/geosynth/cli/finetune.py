@@ -32,6 +32,14 @@ LIBRARY_PARAMS = {
     "alpha": "--lora-alpha",
     "mixed_precision": "--precision",
     "per_class": "--class-loras",
+    "unet": "--train-unet",
+    "text_encoder": "--train-text-encoder",
+    "vae_decoder": "--train-vae-decoder",
+    "vae_encoder": "--train-vae-encoder",
+    "init_loras": "--init-lora",
+    "text": "--map-text",
+    "tokens": "--map-tokens",
+    "dropout": "--map-dropout",
 }
 
 Mode = Annotated[str, typer.Option(help="lora, full or frozen.")]
@@ -265,10 +273,7 @@ def finetune(
             tokens=map_tokens,
             dropout=map_dropout,
         )
-        try:
-            cond.check()
-        except GeosynthError as exc:
-            raise GeosynthError(as_flags(str(exc))) from None
+        cond.check()
     recipe = Recipe(
         unet=train_unet or ("full" if cond is not None else "lora"),
         text_encoder=train_text_encoder or ("frozen" if cond is not None else "lora"),
@@ -349,16 +354,3 @@ def finetune(
         for name, card in summary["cards"].items()
     ]
     print_table(f"finetune -> {out}", ["LoRA", "images", "steps", "final loss", "files"], rows)
-
-
-def as_flags(text: str) -> str:
-    """A map-condition parameter error, spelled with the command's flags."""
-    for param, flag in (
-        ("map_encoder", "--map-encoder"),
-        ("map_text", "--map-text"),
-        ("map_dropout", "--map-dropout"),
-        ("map_tokens", "--map-tokens"),
-        ("condition", "--condition"),
-    ):
-        text = text.replace(param, flag)
-    return text

@@ -40,6 +40,22 @@ RadiometryOpt = Annotated[
     ),
 ]
 
+FeaturesOpt = Annotated[
+    str,
+    typer.Option(
+        "--features",
+        help="Feature model: dinov2-small|base|large|giant, a transformers hub id or directory, "
+        "open_clip:NAME/PRETRAINED, open_clip:local-dir:DIR, timm:NAME or timm:local-dir:DIR.",
+    ),
+]
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda when present).")
+]
+PrecisionOpt = Annotated[
+    str, typer.Option("--precision", help="auto (fp16 on GPU), fp32, fp16, bf16.")
+]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")]
+
 
 def split_list(value: str | None) -> list[str] | None:
     """ "a,b , c" -> ["a", "b", "c"]; None stays None."""

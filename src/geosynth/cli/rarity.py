@@ -8,8 +8,18 @@ from typing import Annotated, Any
 import typer
 
 from geosynth.artifacts import Provenance, write_json, write_provenance
-from geosynth.cli.embed import BatchOpt, DeviceOpt, ModelOpt, PrecisionOpt
-from geosynth.cli.options import ClassesOpt, JsonOpt, SeedOpt, ShotsOpt, SplitOpt, split_list
+from geosynth.cli.options import (
+    BatchOpt,
+    ClassesOpt,
+    DeviceOpt,
+    FeaturesOpt,
+    JsonOpt,
+    PrecisionOpt,
+    SeedOpt,
+    ShotsOpt,
+    SplitOpt,
+    split_list,
+)
 from geosynth.cli.output import message, print_json, print_table, track
 from geosynth.defaults import FEATURE_MODEL
 from geosynth.distributed import init_from_env, is_main_process, local_device, main_process_first
@@ -47,7 +57,7 @@ def rarity(
     ],
     k: Annotated[int, typer.Option("--k", min=1, help="k of the k-NN balls (PRDC).")] = 5,
     rarity_k: Annotated[int, typer.Option("--rarity-k", min=1, help="k of the rarity score.")] = 3,
-    features: ModelOpt = FEATURE_MODEL,
+    features: FeaturesOpt = FEATURE_MODEL,
     by_class: Annotated[
         bool, typer.Option("--by-class", help="Also report per target class.")
     ] = False,

@@ -159,7 +159,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def _needs_radiometry(self, sample: Sample, raster: Raster) -> GeosynthError:
         return GeosynthError(
             f"{self.describe(sample)}: {raster.dtype} image with {raster.count} band(s) is not "
-            "8-bit RGB; give a radiometry spec (radiometry parameter, CLI --radiometry) saying "
+            "8-bit RGB; give a `radiometry` spec saying "
             "how its values map to the model's 3 channels"
         )
 
@@ -225,7 +225,7 @@ class ImageDataset(torch.utils.data.Dataset):
         unknown = [n for n in names if n not in self.class_names]
         if unknown:
             raise GeosynthError(
-                f"--classes: unknown class '{unknown[0]}' in {self.source} "
+                f"`classes`: unknown class '{unknown[0]}' in {self.source} "
                 f"(available: {', '.join(self.class_names)})"
             )
         keep = [c for c in self.class_names if c in set(names)]

@@ -30,7 +30,7 @@ def few_shot_indices(
 ) -> list[int]:
     """Indices of ``shots`` samples per class, returned sorted by class then key."""
     if shots < 1:
-        raise GeosynthError(f"--shots must be at least 1, got {shots}")
+        raise GeosynthError(f"shots={shots}: must be at least 1")
     by_class: dict[int, list[int]] = {c: [] for c in range(len(class_names))}
     for i, label in enumerate(labels):
         by_class[int(label)].append(i)
@@ -38,7 +38,7 @@ def few_shot_indices(
     for c, members in by_class.items():
         name = class_names[c]
         if len(members) < shots:
-            raise GeosynthError(f"--shots {shots}: class '{name}' has only {len(members)} images")
+            raise GeosynthError(f"shots={shots}: class '{name}' has only {len(members)} images")
         members.sort(key=lambda i: keys[i])
         order = class_rng(seed, name).permutation(len(members))[:shots]
         chosen.extend(sorted((members[j] for j in order), key=lambda i: keys[i]))

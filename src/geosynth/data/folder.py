@@ -57,7 +57,7 @@ def read_image_folder(root: Path) -> ImageDataset:
             if len(subdirs) == len(class_dirs):
                 raise GeosynthError(
                     f"{root}: looks like a folder of splits ({', '.join(subdirs)}); "
-                    "choose one with --split"
+                    "choose one with `split`"
                 )
             raise GeosynthError(
                 f"{d}: class folder has no images (expected *.png, *.jpg, *.jpeg or *.tif)"

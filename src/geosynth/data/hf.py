@@ -2,7 +2,7 @@
 
 The image column is ``image`` (or ``img``), the label column ``label`` (or ``labels``). Class names
 come from the label's ``ClassLabel`` names; a string label column is accepted too (classes sorted).
-A ``DatasetDict`` needs ``--split`` unless it holds a single split.
+A ``DatasetDict`` needs ``split`` unless it holds a single split.
 """
 
 from __future__ import annotations
@@ -62,9 +62,9 @@ def _pick_split(obj: Any, split: str | None, source: str) -> Any:
     if split is None:
         if len(splits) == 1:
             return obj[splits[0]]
-        raise GeosynthError(f"{source}: holds splits {', '.join(splits)}; choose one with --split")
+        raise GeosynthError(f"{source}: holds splits {', '.join(splits)}; choose one with `split`")
     if split not in obj:
-        raise GeosynthError(f"--split {split}: not in {source} (splits: {', '.join(splits)})")
+        raise GeosynthError(f"split={split!r}: not in {source} (splits: {', '.join(splits)})")
     return obj[split]
 
 

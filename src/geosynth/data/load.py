@@ -38,7 +38,7 @@ def open_dataset(spec: str | Path, split: str | None = None) -> ImageDataset:
             if not (path / split).is_dir():
                 splits = sorted(d.name for d in path.iterdir() if d.is_dir())
                 raise GeosynthError(
-                    f"--split {split}: {path / split} does not exist (found: {', '.join(splits)})"
+                    f"split={split!r}: {path / split} does not exist (found: {', '.join(splits)})"
                 )
             path = path / split
             if is_saved_dataset(path):

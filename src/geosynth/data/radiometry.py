@@ -200,16 +200,19 @@ class Radiometry:
             ) from None
 
     @classmethod
-    def parse(cls, text: str, *, where: str = "--radiometry") -> Radiometry:
-        """A spec from a JSON file path or an inline JSON object."""
+    def parse(cls, text: str, *, where: str = "radiometry") -> Radiometry:
+        """A spec from a JSON file path or an inline JSON object; ``where`` names the parameter
+        that gave ``text`` in errors (``radiometry='spec.json': ...``)."""
         raw = text.strip()
         if not raw.startswith("{"):
             path = Path(raw)
             if not path.is_file():
                 raise GeosynthError(
-                    f"{where} {text}: no such file (expected a JSON file or object)"
+                    f"{where}={text!r}: no such file (expected a JSON file or object)"
                 )
-            raw, where = path.read_text(), f"{where} {path}"
+            raw, where = path.read_text(), f"{where}={str(path)!r}"
+        else:  # inline JSON is too long to repeat: name the parameter only
+            where = f"`{where}`"
         try:
             d = json.loads(raw)
         except ValueError as exc:
@@ -450,7 +453,7 @@ def check_same_spec(stored: dict[str, Any] | None, current: Radiometry | None, w
         want = "none (8-bit RGB)" if current is None else current.describe()
         raise GeosynthError(
             f"{where}: made with radiometry {have}, but this run uses {want}; use the same "
-            "spec (--radiometry with the artifact's spec) or redo the artifact"
+            "spec (`radiometry` as the artifact records it) or redo the artifact"
         )
 
 

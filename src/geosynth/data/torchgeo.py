@@ -44,10 +44,10 @@ def split_file(root: Path, split: str) -> Path:
     found = sorted(p.name for p in root.glob("eurosat*.txt"))
     if not variants:
         raise GeosynthError(
-            f"--split {split}: no {plain.name} in {root} (split files: {', '.join(found) or 'none'})"
+            f"split={split!r}: no {plain.name} in {root} (split files: {', '.join(found) or 'none'})"
         )
     raise GeosynthError(
-        f"--split {split}: several split files in {root} ({', '.join(p.name for p in variants)}); "
+        f"split={split!r}: several split files in {root} ({', '.join(p.name for p in variants)}); "
         "keep one"
     )
 

@@ -25,13 +25,15 @@ from geosynth.data.raster import Raster, write_raster
 from geosynth.errors import GeosynthError
 
 
-def check_output_dir(out: Path) -> None:
-    """Refuse to replace a directory that geosynth did not write (it has no provenance.json)."""
+def check_output_dir(out: Path, what: str = "out") -> None:
+    """Refuse to replace a directory that geosynth did not write (it has no provenance.json);
+    errors name the parameter ``what`` the directory came from."""
     if out.exists() and (
         not out.is_dir() or (any(out.iterdir()) and not (out / DIR_PROVENANCE_NAME).exists())
     ):
         raise GeosynthError(
-            f"--out {out}: exists and is not a geosynth output; choose a new path or remove it"
+            f"{what}={str(out)!r}: exists and is not a geosynth output; choose a new path or "
+            "remove it"
         )
 
 

@@ -32,28 +32,36 @@ def load_sd_pipeline(
             ref, dtype=dtype, safety_checker=None, requires_safety_checker=False, **kwargs
         )
 
-    pipe = load_with(load, model, "--model")
+    pipe = load_with(load, model, "model")
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(pick_device(str(device) if device else None))
 
 
-def load_vae(model: str | os.PathLike[str] = SD_MODEL, *, dtype: torch.dtype = torch.float32):
-    """Only the autoencoder of a pipeline (``subfolder="vae"``)."""
+def load_vae(
+    model: str | os.PathLike[str] = SD_MODEL,
+    *,
+    dtype: torch.dtype = torch.float32,
+    what: str = "model",
+):
+    """Only the autoencoder of a pipeline (``subfolder="vae"``). ``what`` names the parameter that
+    gave ``model`` in errors (``vae`` when a caller's option is called so)."""
     from diffusers import AutoencoderKL
 
     return load_with(
         lambda ref: AutoencoderKL.from_pretrained(ref, subfolder="vae", dtype=dtype),
         model,
-        "--model",
+        what,
     )
 
 
-def native_resolution(model: str | os.PathLike[str], vae_factor: int) -> int:
+def native_resolution(
+    model: str | os.PathLike[str], vae_factor: int, *, what: str = "model"
+) -> int:
     """The pipeline's training resolution: UNet sample size x VAE factor (512 for SD 2.1-base;
-    its VAE config says 768, so the VAE alone cannot tell)."""
+    its VAE config says 768, so the VAE alone cannot tell). ``what`` as for :func:`load_vae`."""
     from diffusers import UNet2DConditionModel
 
     config = load_with(
-        lambda ref: UNet2DConditionModel.load_config(ref, subfolder="unet"), model, "--model"
+        lambda ref: UNet2DConditionModel.load_config(ref, subfolder="unet"), model, what
     )
     return int(config["sample_size"]) * vae_factor

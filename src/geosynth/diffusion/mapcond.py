@@ -58,20 +58,20 @@ class MapCondition:
 
     def check(self) -> None:
         if self.condition not in CONDITIONS:
-            raise GeosynthError(f"condition {self.condition}: expected one of {CONDITIONS}")
+            raise GeosynthError(f"condition={self.condition!r}: expected one of {CONDITIONS}")
         if self.map_encoder not in MAP_ENCODERS:
-            raise GeosynthError(f"map_encoder {self.map_encoder}: expected one of {MAP_ENCODERS}")
+            raise GeosynthError(f"map_encoder={self.map_encoder!r}: expected one of {MAP_ENCODERS}")
         if self.text not in TEXT_MODES:
-            raise GeosynthError(f"map_text {self.text}: expected one of {TEXT_MODES}")
+            raise GeosynthError(f"text={self.text!r}: expected one of {TEXT_MODES}")
         if self.text == "instead" and not self.cross_attention:
             raise GeosynthError(
-                "map_text instead replaces the text tokens by map tokens: it needs condition "
-                "cross-attention or both"
+                "text='instead' replaces the text tokens by map tokens: it needs "
+                "condition='cross-attention' or condition='both'"
             )
         if not 0.0 <= self.dropout <= 1.0:
-            raise GeosynthError(f"map_dropout {self.dropout}: expected 0 <= p <= 1")
+            raise GeosynthError(f"dropout={self.dropout}: expected 0 <= p <= 1")
         if self.tokens < 1:
-            raise GeosynthError(f"map_tokens {self.tokens}: must be at least 1")
+            raise GeosynthError(f"tokens={self.tokens}: must be at least 1")
 
     @property
     def concat(self) -> bool:
@@ -230,7 +230,7 @@ def widen_conv_in(unet: UNet, extra: int) -> None:
 
 
 def scratch_unet_config(config: dict[str, Any], cond: MapCondition, num_classes: int, latent: int):
-    """A ``--unet-config`` (latent channels in and out) with the map's input channels added."""
+    """A ``unet_config`` (latent channels in and out) with the map's input channels added."""
     out = dict(config)
     out["in_channels"] = latent + cond.concat_channels(num_classes, latent)
     return out

@@ -49,16 +49,19 @@ class VaeRecipe:
     def check(self) -> None:
         if self.resolution % 2 ** (len(self.block_out_channels) - 1):
             raise GeosynthError(
-                f"resolution {self.resolution}: must be a multiple of the VAE factor "
+                f"resolution={self.resolution}: must be a multiple of the VAE factor "
                 f"{2 ** (len(self.block_out_channels) - 1)}"
             )
         if any(c % self.norm_num_groups for c in self.block_out_channels):
             raise GeosynthError(
-                f"block_out_channels {self.block_out_channels}: each must be a multiple of "
-                f"norm_num_groups ({self.norm_num_groups})"
+                f"block_out_channels={self.block_out_channels}: each must be a multiple of "
+                f"norm_num_groups={self.norm_num_groups}"
             )
         if self.steps < 1 or self.batch_size < 1 or self.latent_channels < 1:
-            raise GeosynthError("steps, batch_size and latent_channels must be at least 1")
+            raise GeosynthError(
+                f"steps={self.steps}, batch_size={self.batch_size}, "
+                f"latent_channels={self.latent_channels}: each must be at least 1"
+            )
 
 
 def build_vae(recipe: VaeRecipe):
@@ -133,7 +136,9 @@ def train_vae(
     recipe.check()
     out = Path(out)
     if out.exists() and not overwrite:
-        raise GeosynthError(f"out {out}: already exists; choose a new path or pass overwrite")
+        raise GeosynthError(
+            f"out={str(out)!r}: already exists; choose a new path or pass overwrite=True"
+        )
     train.check_nonempty()
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
@@ -233,7 +238,7 @@ def make_domain_pipeline(
     vae = AutoencoderKL.from_pretrained(vae_dir)
     if unet_config.get("in_channels", 4) != vae.config.latent_channels:
         raise GeosynthError(
-            f"unet_config: in_channels must equal the VAE's latent_channels "
+            f"`unet_config`: in_channels must equal the VAE's latent_channels "
             f"({vae.config.latent_channels})"
         )
     torch.manual_seed(seed)

@@ -1,6 +1,6 @@
 """The feature-extractor interface every backend implements, and the factory that picks one.
 
-Model specs (``--model`` / ``--features``):
+Model specs (``features``; the CLI's ``--model`` / ``--features``):
 
 * ``dinov2-small|base|large|giant`` -> ``facebook/dinov2-*`` (transformers, CLS token);
 * ``hf:ID_OR_DIR`` or any hub id / directory with a transformers config -> transformers image model;
@@ -73,18 +73,19 @@ DINOV2_ALIASES = {
 
 
 def create_extractor(
-    spec: str,
+    features: str,
     *,
     device: str | None = None,
     precision: str = "auto",
     bands: BandInput | None = None,
 ) -> FeatureExtractor:
-    """Build the extractor a spec names (see the module docstring), on GPU in reduced precision
-    when one is present (``precision`` auto -> fp16 on CUDA, fp32 on CPU). ``bands``: read
-    those bands of native data (timm backbones only, built with ``in_chans``)."""
+    """Build the extractor the spec ``features`` names (see the module docstring), on GPU in
+    reduced precision when one is present (``precision`` auto -> fp16 on CUDA, fp32 on CPU).
+    ``bands``: read those bands of native data (timm backbones only, built with ``in_chans``)."""
+    spec = features
     if bands is not None and not spec.startswith("timm:"):
         raise GeosynthError(
-            f"feature model {spec}: multi-band input needs a timm:NAME model (built with "
+            f"features={spec!r}: multi-band input (`bands`) needs a timm:NAME model (built with "
             "in_chans); this one takes 8-bit RGB"
         )
     dev = pick_device(device)

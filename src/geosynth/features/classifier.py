@@ -3,7 +3,7 @@ head reads (CLIP's normalised image feature, or a timm backbone's pooled pre-log
 classifier's own evaluation preprocessing.
 
 Seed 001's pLoRA clusters SAR ships in the feature space of a ResNet-50 trained on SAR data; this
-is how that space is reproduced with a classifier of one's own (``--features clf:PATH``).
+is how that space is reproduced with a classifier of one's own (``features='clf:PATH'``).
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ def classifier_file(ref: str) -> Path:
     if (path / MODEL_FILE).is_file():
         return path / MODEL_FILE
     seeds = sorted(path.glob(f"seed-*/{MODEL_FILE}")) if path.is_dir() else []
+    spec = f"clf:{ref}"  # the feature spec that named it, as errors show it
     if len(seeds) == 1:
         return seeds[0]
     if seeds:
         raise GeosynthError(
-            f"--features clf:{ref}: {len(seeds)} seeds; name one, e.g. clf:{seeds[0].parent}"
+            f"features={spec!r}: {len(seeds)} seeds; name one, e.g. clf:{seeds[0].parent}"
         )
     raise GeosynthError(
-        f"--features clf:{ref}: expected a train-clf output, its seed-S folder or model.safetensors"
+        f"features={spec!r}: expected a train-clf output, its seed-S folder or model.safetensors"
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,14 @@ from geosynth.artifacts import (
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.multiband import BandInput
 from geosynth.data.shards import ShardStats, iter_shard_images, list_shards, subsample
+from geosynth.distributed import (
+    is_main_process,
+    main_process_first,
+    patient_group,
+    rank_and_size,
+    row_range,
+    wait_for_all,
+)
 from geosynth.errors import GeosynthError
 from geosynth.features.base import FeatureExtractor
 from geosynth.progress import Track, no_track
@@ -106,6 +115,90 @@ def _batches(
         yield batch
 
 
+class _ShardBatches(torch.utils.data.IterableDataset):
+    """Decoded, preprocessed batches of whole shards, made in data-loader workers: worker ``w``
+    of ``W`` takes shards ``w, w + W, ...``. Items are ``(index, pixels, keys, None)`` and, once a
+    shard is exhausted, ``(index, None, [], stats)``. Batches restart at every shard, so a batch
+    holds the same images however shards are spread over ranks and workers (the forward pass, and
+    so every bit of the features, depends on a batch's composition)."""
+
+    def __init__(
+        self,
+        shards: list[tuple[int, Path]],
+        keep: dict[str, set[str]] | None,
+        transform: Callable[[Any], torch.Tensor],
+        batch_size: int,
+    ) -> None:
+        self.shards, self.keep, self.transform, self.batch_size = (
+            shards,
+            keep,
+            transform,
+            batch_size,
+        )
+
+    def __iter__(self) -> Iterator[tuple[int, torch.Tensor | None, list[str], ShardStats | None]]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        for index, shard in self.shards[worker::workers]:
+            stats = ShardStats()
+            keep = None if self.keep is None else self.keep[shard.name]
+            for batch in _batches(iter_shard_images(shard, stats, keep), self.batch_size):
+                pixels = torch.stack([self.transform(img) for _, img in batch])
+                yield index, pixels, [k for k, _ in batch], None
+            yield index, None, [], stats
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def _open_parts(parts: Path, plan: dict[str, Any], distributed: bool) -> None:
+    """Create the work folder ``OUT.parts`` with the job's plan, or check that the folder a killed
+    job left was made for the same job. Distributed, rank 0 goes first and the others then find
+    its folder (the plan does not depend on the number of ranks)."""
+    with main_process_first() if distributed else nullcontext():
+        if (parts / "plan.json").exists() or (parts.exists() and any(parts.iterdir())):
+            old = (
+                json.loads((parts / "plan.json").read_text())
+                if (parts / "plan.json").exists()
+                else None
+            )
+            if old != plan:
+                raise GeosynthError(
+                    f"{parts}: left by a different embed job (other shards, model, limit or "
+                    "seed); remove it to start over"
+                )
+        else:
+            parts.mkdir(parents=True, exist_ok=True)
+            write_json(parts / "plan.json", plan)
+
+
+def _my_units(
+    names: list[str], parts: Path, distributed: bool, log: Callable[[str], None]
+) -> list[int]:
+    """Indices of the units (shards, row ranges) this rank embeds: its contiguous block of them
+    (all of them in one process), less those a killed run already finished (each unit is a part
+    file of its own)."""
+    rank, size = rank_and_size() if distributed else (0, 1)
+    start, stop = row_range(len(names), rank, size)
+    mine = [i for i in range(start, stop) if not (parts / f"{names[i]}.safetensors").exists()]
+    if len(mine) < stop - start:
+        who = f"rank {rank} of {size}: " if size > 1 else ""
+        log(f"{who}resuming: {stop - start - len(mine)} of {stop - start} parts already embedded")
+    return mine
+
+
+def _load_parts(parts: Path, names: list[str]) -> list[Any]:
+    """Every finished part, in order (rank 0, after all ranks finished theirs)."""
+    missing = [n for n in names if not (parts / f"{n}.safetensors").exists()]
+    if missing:
+        raise GeosynthError(
+            f"{parts}: {len(missing)} parts (first {missing[0]}) are missing after every rank "
+            "finished; under several machines `out` must be on a filesystem that every rank sees"
+        )
+    return [load_tensors(parts / f"{n}.safetensors") for n in names]
+
+
 def embed_shards(
     extractor: FeatureExtractor,
     root: Path,
@@ -113,8 +206,10 @@ def embed_shards(
     *,
     provenance: Provenance,
     batch_size: int = 64,
+    num_workers: int = 0,
     limit: int | None = None,
     seed: int = 0,
+    distributed: bool = False,
     track: Track = no_track,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
@@ -123,7 +218,12 @@ def embed_shards(
     Each finished shard is saved to ``OUT.parts/`` first, so a killed job resumes at the first
     unfinished shard; the parts are joined into ``out`` (atomically) at the end and removed.
     ``limit`` keeps a deterministic subset of that many samples (lowest hash priority under
-    ``seed``, chosen from the tar headers before any image is decoded).
+    ``seed``, chosen from the tar headers before any image is decoded). ``num_workers``
+    data-loader workers decode whole shards in parallel.
+
+    ``distributed`` (every torch.distributed rank calls this): each rank embeds its contiguous
+    block of shards, rank 0 joins all parts into ``out``, equal to a single-process run; the
+    other ranks return what they embedded and write nothing but their parts.
     """
     from geosynth.features.resolve import model_fingerprint  # resolve imports this module
 
@@ -132,6 +232,7 @@ def embed_shards(
     shards = list_shards(root)
     if not shards:
         raise GeosynthError(f"{root}: no *.tar shards found")
+    group = patient_group() if distributed else None
     parts = out.with_name(out.name + ".parts")
     plan = {
         "source": str(root.resolve()),
@@ -143,53 +244,50 @@ def embed_shards(
         "limit": limit,
         "seed": seed,
     }
-    if parts.exists():
-        old = (
-            json.loads((parts / "plan.json").read_text())
-            if (parts / "plan.json").exists()
-            else None
-        )
-        if old != plan:
-            raise GeosynthError(
-                f"{parts}: left by a different embed job (other shards, model, limit or seed); "
-                "remove it to start over"
-            )
-    else:
-        parts.mkdir(parents=True)
-        write_json(parts / "plan.json", plan)
+    names = [s.stem for s in shards]
+    _open_parts(parts, plan, distributed)
+    todo = _my_units(names, parts, distributed, log)
     keep = subsample(shards, limit, seed) if limit is not None else None
-    done = [s for s in shards if (parts / f"{s.stem}.safetensors").exists()]
-    if done:
-        log(f"resuming: {len(done)} of {len(shards)} shards already embedded")
-    for shard in track(shards, len(shards), "shards"):
-        part = parts / f"{shard.stem}.safetensors"
-        if part.exists():
-            continue
-        stats = ShardStats()
-        feats: list[torch.Tensor] = []
-        keys: list[str] = []
-        images = iter_shard_images(shard, stats, None if keep is None else keep[shard.name])
-        for batch in _batches(images, batch_size):
-            pixels = torch.stack([extractor.transform(img) for _, img in batch])
-            feats.append(extractor(pixels).cpu())
-            keys.extend(k for k, _ in batch)
-        emb = torch.cat(feats) if feats else torch.zeros(0, extractor.dim)
-        save_tensors(
-            part,
-            {"embeddings": emb},
-            provenance=provenance,
-            metadata={
-                "keys": keys,
-                "samples": stats.samples,
-                "corrupt": stats.corrupt,
-                "truncated": stats.truncated,
-                "errors": stats.errors,
-            },
-        )
+    loader = torch.utils.data.DataLoader(
+        _ShardBatches([(i, shards[i]) for i in todo], keep, extractor.transform, batch_size),
+        batch_size=None,
+        num_workers=min(num_workers, len(todo)),
+        collate_fn=_as_is,
+        pin_memory=extractor.device.type == "cuda",
+    )
+
+    def finished_shards() -> Iterator[int]:
+        # Workers interleave batches of different shards: collect each shard's own batches.
+        pending: dict[int, tuple[list[torch.Tensor], list[str]]] = {}
+        for index, pixels, keys, stats in loader:
+            feats, shard_keys = pending.setdefault(index, ([], []))
+            if stats is None:
+                feats.append(extractor(pixels).cpu())
+                shard_keys.extend(keys)
+                continue
+            del pending[index]
+            emb = torch.cat(feats) if feats else torch.zeros(0, extractor.dim)
+            save_tensors(
+                parts / f"{names[index]}.safetensors",
+                {"embeddings": emb},
+                provenance=provenance,
+                metadata={
+                    "keys": shard_keys,
+                    "samples": stats.samples,
+                    "corrupt": stats.corrupt,
+                    "truncated": stats.truncated,
+                    "errors": stats.errors,
+                },
+            )
+            yield index
+
+    for _ in track(finished_shards(), len(todo), "shards"):
         faults.stage("embed:shard")
+    wait_for_all(group)
+    if distributed and not is_main_process():
+        return {"rank": rank_and_size()[0], "shards_embedded": len(todo)}
     per_shard, all_feats, n_corrupt, truncated = [], [], 0, []
-    for shard in shards:
-        tf = load_tensors(parts / f"{shard.stem}.safetensors")
+    for shard, tf in zip(shards, _load_parts(parts, names), strict=True):
         all_feats.append(tf.tensors["embeddings"])
         corrupt = int(tf.metadata["corrupt"])
         n_corrupt += corrupt
@@ -199,6 +297,7 @@ def embed_shards(
             {"shard": shard.name, "samples": int(tf.metadata["samples"]), "corrupt": corrupt}
         )
     embeddings = torch.cat(all_feats)
+    del all_feats
     if embeddings.shape[0] == 0:
         raise GeosynthError(f"{root}: no readable images in {len(shards)} shards")
     report = {
@@ -216,6 +315,94 @@ def embed_shards(
     return report
 
 
+def embed_dataset_parts(
+    extractor: FeatureExtractor,
+    ds: ImageDataset,
+    out: Path,
+    *,
+    provenance: Provenance,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    part_size: int = 4096,
+    distributed: bool = False,
+    track: Track = no_track,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Embed ``ds`` into ``out`` (the file :func:`embed_dataset` + ``save_embeddings`` write),
+    resumably: every ``part_size`` rows (rounded up to whole batches) are saved to ``OUT.parts/``
+    as they finish, so a killed job resumes at its first unfinished part; the parts are joined
+    into ``out`` (atomically) at the end and removed.
+
+    ``distributed`` (every torch.distributed rank calls this): each rank embeds its contiguous
+    block of parts; rank 0 joins them into ``out``. Parts are whole batches at the same rows as
+    in one process, so the file equals a single-process run's; the parts do not depend on the
+    number of ranks, so a job may resume with another number.
+    """
+    from geosynth.features.resolve import model_fingerprint  # resolve imports this module
+
+    if part_size < 1:
+        raise GeosynthError(f"part_size={part_size}: must be at least 1")
+    group = patient_group() if distributed else None
+    n = len(ds)
+    rows = -(-part_size // batch_size) * batch_size
+    ranges = [(s, min(s + rows, n)) for s in range(0, n, rows)]
+    names = [f"rows-{s:010d}-{e:010d}" for s, e in ranges]
+    parts = out.with_name(out.name + ".parts")
+    plan = {
+        "source": ds.source,
+        "selection": ds.selection,
+        "data": ds.fingerprint(),
+        "rows": n,
+        "part_rows": rows,
+        "model": extractor.spec,
+        "weights": model_fingerprint(extractor.spec),
+        "precision": str(extractor.dtype),
+        "device": extractor.device.type,
+        "bands": None if extractor.band_input is None else extractor.band_input.to_dict(),
+    }
+    _open_parts(parts, plan, distributed)
+    todo = _my_units(names, parts, distributed, log)
+    batches = [
+        list(range(b, min(b + batch_size, ranges[i][1])))
+        for i in todo
+        for b in range(ranges[i][0], ranges[i][1], batch_size)
+    ]
+    loader = torch.utils.data.DataLoader(
+        _Transformed(ds, extractor.transform, extractor.band_input),
+        batch_sampler=batches,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=extractor.device.type == "cuda",
+    )
+    unit = iter(todo)
+    current, feats, labels, done = next(unit, -1), [], [], 0
+    for pixels, lab in track(loader, len(batches), "embedding"):
+        feats.append(extractor(pixels).cpu())
+        labels.append(lab)
+        done += len(lab)
+        if done == ranges[current][1] - ranges[current][0]:
+            save_tensors(
+                parts / f"{names[current]}.safetensors",
+                {"embeddings": torch.cat(feats), "labels": torch.cat(labels)},
+                provenance=provenance,
+            )
+            faults.stage("embed:part")
+            current, feats, labels, done = next(unit, -1), [], [], 0
+    wait_for_all(group)
+    if distributed and not is_main_process():
+        return {"rank": rank_and_size()[0], "parts_embedded": len(todo)}
+    loaded = _load_parts(parts, names)
+    embeddings = torch.cat([tf.tensors["embeddings"] for tf in loaded])
+    all_labels = torch.cat([tf.tensors["labels"] for tf in loaded])
+    del loaded
+    meta = {**extractor.describe(), "source": ds.source, "selection": ds.selection}
+    emb = Embeddings(embeddings, all_labels, list(ds.class_names), _strings(meta))
+    save_embeddings(out, emb, provenance=provenance)
+    faults.stage("embed:output")
+    shutil.rmtree(parts, ignore_errors=True)
+    return {"samples": n, "classes": len(ds.class_names)}
+
+
 def embed_to_file(
     extractor: FeatureExtractor,
     source: str | Path,
@@ -229,13 +416,16 @@ def embed_to_file(
     limit: int | None = None,
     batch_size: int = 64,
     num_workers: int = 0,
+    part_size: int = 4096,
+    distributed: bool = False,
     track: Track = no_track,
     log: Callable[[str], None] = lambda _: None,
     dataset: ImageDataset | None = None,
 ) -> dict[str, Any]:
     """Embed a shard directory (streamed, resumable, ``limit``) or a dataset (``split``,
-    ``classes``, ``shots``; or ``dataset`` when the caller has loaded it) into ``out``; returns
-    what was embedded."""
+    ``classes``, ``shots``; or ``dataset`` when the caller has loaded it; resumable every
+    ``part_size`` rows) into ``out``; returns what was embedded. ``distributed``: split the work
+    over the torch.distributed ranks, which all call this; rank 0 writes ``out``."""
     from geosynth.data import load_dataset
     from geosynth.data.shards import is_shard_dir
 
@@ -247,15 +437,28 @@ def embed_to_file(
             out,
             provenance=provenance,
             batch_size=batch_size,
+            num_workers=num_workers,
             limit=limit,
             seed=seed,
+            distributed=distributed,
             track=track,
             log=log,
         )
     if limit is not None:
-        raise GeosynthError("--limit applies to shard directories; use --shots for datasets")
+        raise GeosynthError(
+            f"limit={limit}: applies to shard directories only; use `shots` for datasets"
+        )
     ds = dataset or load_dataset(source, split=split, classes=classes, shots=shots, seed=seed)
     provenance.inputs[f"dataset:{source}"] = ds.fingerprint()
-    emb = embed_dataset(extractor, ds, batch_size=batch_size, num_workers=num_workers, track=track)
-    save_embeddings(out, emb, provenance=provenance)
-    return {"samples": len(ds), "classes": len(ds.class_names)}
+    return embed_dataset_parts(
+        extractor,
+        ds,
+        out,
+        provenance=provenance,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        part_size=part_size,
+        distributed=distributed,
+        track=track,
+        log=log,
+    )

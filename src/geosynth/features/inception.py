@@ -30,7 +30,7 @@ class InceptionExtractor(FeatureExtractor):
     def __init__(
         self, spec: str, weights: str | None, device: torch.device, dtype: torch.dtype
     ) -> None:
-        # The network runs in float32 whatever --precision says, as the FID tools do.
+        # The network runs in float32 whatever ``precision`` says, as the FID tools do.
         super().__init__(device, torch.float32)
         try:
             from torch_fidelity.feature_extractor_inceptionv3 import (
@@ -39,10 +39,10 @@ class InceptionExtractor(FeatureExtractor):
             )
         except ImportError:
             raise GeosynthError(
-                f"--features {spec}: needs the torch-fidelity package (pip install torch-fidelity)"
+                f"features={spec!r}: needs the torch-fidelity package (pip install torch-fidelity)"
             ) from None
         if weights is not None and not Path(weights).is_file():
-            raise GeosynthError(f"--features {spec}: no such weights file {weights}")
+            raise GeosynthError(f"features={spec!r}: no such weights file {weights}")
         try:
             model = FeatureExtractorInceptionV3(
                 "inception-v3-compat", ["2048"], feature_extractor_weights_path=weights
@@ -53,10 +53,10 @@ class InceptionExtractor(FeatureExtractor):
                 f"from {weights}"
                 if weights
                 else f"from {URL_INCEPTION_V3} (offline? download it elsewhere and pass "
-                "--features inception:PATH)"
+                "features='inception:PATH')"
             )
             raise GeosynthError(
-                f"--features {spec}: cannot load the FID Inception weights {where}: {first}"
+                f"features={spec!r}: cannot load the FID Inception weights {where}: {first}"
             ) from None
         self.spec = spec
         self.model = model.to(device)

@@ -29,7 +29,9 @@ class OpenClipExtractor(FeatureExtractor):
             )
         except Exception as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise GeosynthError(f"--model {spec}: cannot load open_clip model: {first}") from None
+            raise GeosynthError(
+                f"features={spec!r}: cannot load open_clip model: {first}"
+            ) from None
         self.spec = spec
         self.model = model.eval()
         self.preprocess = preprocess

@@ -37,7 +37,7 @@ class TimmExtractor(FeatureExtractor):
             model = timm.create_model(ref, pretrained=True, num_classes=0, **chans)
         except Exception as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise GeosynthError(f"--model {spec}: cannot load timm model: {first}") from None
+            raise GeosynthError(f"features={spec!r}: cannot load timm model: {first}") from None
         self.spec = spec
         self.model = model.eval().to(device)
         config = resolve_data_config({}, model=model)

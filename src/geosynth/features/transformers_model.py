@@ -19,8 +19,8 @@ class TransformersExtractor(FeatureExtractor):
         transformers_logging.disable_progress_bar()
 
         self.spec = spec
-        self.processor = load_with(AutoImageProcessor.from_pretrained, ref, "--model")
-        self.model = load_with(AutoModel.from_pretrained, ref, "--model").eval().to(device)
+        self.processor = load_with(AutoImageProcessor.from_pretrained, ref, "features")
+        self.model = load_with(AutoModel.from_pretrained, ref, "features").eval().to(device)
         self.dim = int(self.model.config.hidden_size)
         p = self.processor
         self.preprocessing = {

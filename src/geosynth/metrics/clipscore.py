@@ -50,7 +50,7 @@ class ClipScorer:
         except Exception as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise GeosynthError(
-                f"--clip-model {spec}: cannot load open_clip model: {first}"
+                f"clip_model={spec!r}: cannot load open_clip model: {first}"
             ) from None
         return cls(spec, model.eval(), preprocess, tokenizer, dev)
 

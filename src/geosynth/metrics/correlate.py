@@ -14,15 +14,19 @@ from geosynth.errors import GeosynthError
 
 def _read_gaps(path: Path) -> dict[str, float]:
     if not path.is_file():
-        raise GeosynthError(f"--gaps {path}: no such file (expected a CSV with dataset,gap)")
+        raise GeosynthError(
+            f"gaps_csv={str(path)!r}: no such file (expected a CSV with dataset,gap)"
+        )
     with path.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     if not rows or not {"dataset", "gap"} <= set(rows[0]):
-        raise GeosynthError(f"--gaps {path}: expected a header with columns 'dataset' and 'gap'")
+        raise GeosynthError(
+            f"gaps_csv={str(path)!r}: expected a header with columns 'dataset' and 'gap'"
+        )
     try:
         return {r["dataset"].strip(): float(r["gap"]) for r in rows}
     except ValueError as exc:
-        raise GeosynthError(f"--gaps {path}: non-numeric gap ({exc})") from None
+        raise GeosynthError(f"gaps_csv={str(path)!r}: non-numeric gap ({exc})") from None
 
 
 def correlate_reports(
@@ -43,7 +47,9 @@ def correlate_reports(
             raise GeosynthError(f"{path}: not a rarity report with metric '{metric}'") from None
         name = Path(path).stem
         if name not in gaps:
-            raise GeosynthError(f"--gaps {gaps_csv}: no row for dataset '{name}' (from {path})")
+            raise GeosynthError(
+                f"gaps_csv={str(gaps_csv)!r}: no row for dataset '{name}' (from {path})"
+            )
         if not math.isnan(x):
             points.append({"dataset": name, "x": x, "gap": gaps[name]})
     if len(points) < 3:

@@ -96,7 +96,7 @@ def _load(source: str, split: str | None, classes: list[str] | None) -> ImageDat
         missing = [c for c in classes if c not in ds.class_names]
         if missing:
             raise GeosynthError(
-                f"--classes: {source} has no class '{missing[0]}' "
+                f"`classes`: {source} has no class '{missing[0]}' "
                 f"(available: {', '.join(ds.class_names)})"
             )
         ds = ds.select_classes(classes)
@@ -133,7 +133,7 @@ def evaluate(
     unknown = [s for s in opts.sections if s not in ALL_SECTIONS]
     if unknown:
         raise GeosynthError(
-            f"--metrics: unknown metric '{unknown[0]}' (known: {', '.join(ALL_SECTIONS)})"
+            f"`sections`: unknown metric '{unknown[0]}' (known: {', '.join(ALL_SECTIONS)})"
         )
     want = set(opts.sections)
     notes: list[str] = []
@@ -248,7 +248,7 @@ def evaluate(
             which = (synthetic, real) if grey_s else (real, synthetic)
             raise GeosynthError(
                 f"{which[0]} is greyscale but {which[1]} is colour: pixel metrics would compare "
-                "different channels; pass --greyscale to compare both as luminance, or evaluate "
+                "different channels; pass greyscale=True to compare both as luminance, or evaluate "
                 "sets of the same kind"
             )
         grey = opts.greyscale or (grey_s and grey_r)
@@ -541,10 +541,10 @@ def _latent_section(
     from geosynth.diffusion.loading import native_resolution
 
     assert opts.vae is not None
-    vae = load_vae(opts.vae)
-    size = opts.resolution or native_resolution(opts.vae, vae_scale_factor(vae))
+    vae = load_vae(opts.vae, what="vae")
+    size = opts.resolution or native_resolution(opts.vae, vae_scale_factor(vae), what="vae")
     if size % vae_scale_factor(vae):
-        raise GeosynthError(f"--resolution {size}: must be a multiple of {vae_scale_factor(vae)}")
+        raise GeosynthError(f"resolution={size}: must be a multiple of {vae_scale_factor(vae)}")
     lat = {}
     for role, ds in (("synthetic", ds_s), ("real", ds_r)):
         lat[role] = (

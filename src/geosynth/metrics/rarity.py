@@ -54,7 +54,7 @@ def rarity_report(
     """Metrics as a JSON-ready report: exact by the blocked pass (:mod:`.manifold`) or by lifted
     range searches (:mod:`.lifted`), or approximate (IVF range searches) when asked."""
     if k < 1 or rarity_k < 1:
-        raise GeosynthError(f"--k and --rarity-k must be at least 1 (got {k}, {rarity_k})")
+        raise GeosynthError(f"k={k}, rarity_k={rarity_k}: both must be at least 1")
     kmax = max(k, rarity_k)
     check_features(reference, f"REFERENCE {names[0]}", kmax)
     check_features(target, f"TARGET {names[1]}", k)
@@ -74,11 +74,11 @@ def rarity_report(
             f"TARGET {names[1]} used {ft['feature_model']}"
         )
     if per_class and (target.labels is None or target.class_names is None):
-        raise GeosynthError(f"--per-class: TARGET {names[1]} has no labels and class names")
+        raise GeosynthError(f"per_class=True: TARGET {names[1]} has no labels and class names")
     labels = target.labels if per_class else None
     num_classes = len(target.class_names) if per_class and target.class_names else None
     if method not in ("blocked", "lifted"):
-        raise GeosynthError(f"--method {method}: expected blocked or lifted")
+        raise GeosynthError(f"method={method!r}: expected blocked or lifted")
     if approximate or method == "lifted":
         result = lifted_manifold_metrics(
             reference.embeddings,

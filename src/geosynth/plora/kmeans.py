@@ -62,13 +62,13 @@ def kmeans(
     x = np.ascontiguousarray(features, dtype=np.float32)
     n = len(x)
     if k < 1:
-        raise GeosynthError(f"--k {k}: must be at least 1")
+        raise GeosynthError(f"k={k}: must be at least 1")
     if k > n:
-        raise GeosynthError(f"--k {k}: larger than the number of samples ({n})")
+        raise GeosynthError(f"k={k}: larger than the number of samples ({n})")
     distinct = len(np.unique(x, axis=0))
     if k > distinct:
         raise GeosynthError(
-            f"--k {k}: the features hold only {distinct} distinct points, so some cluster "
+            f"k={k}: the features hold only {distinct} distinct points, so some cluster "
             "would stay empty"
         )
     for attempt in range(reseeds + 1):
@@ -76,5 +76,5 @@ def kmeans(
         if len(np.unique(res.assignments)) == k:
             return res
     raise GeosynthError(
-        f"--k {k}: a cluster stayed empty after {reseeds + 1} seeds; use a smaller --k"
+        f"k={k}: a cluster stayed empty after {reseeds + 1} seeds; use a smaller `k`"
     )

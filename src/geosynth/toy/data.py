@@ -102,12 +102,12 @@ def resolve_toy_classes(classes: Sequence[str] | int | None) -> list[str]:
         return list(DEFAULT_TOY_CLASSES)
     if isinstance(classes, int):
         if not 1 <= classes <= len(TOY_CLASSES):
-            raise GeosynthError(f"--classes: toy data has 1 to {len(TOY_CLASSES)} classes")
+            raise GeosynthError(f"classes={classes}: toy data has 1 to {len(TOY_CLASSES)} classes")
         return list(TOY_CLASSES)[:classes]
     for c in classes:
         if c not in TOY_CLASSES:
             raise GeosynthError(
-                f"--classes: unknown toy class '{c}' (known: {', '.join(TOY_CLASSES)})"
+                f"`classes`: unknown toy class '{c}' (known: {', '.join(TOY_CLASSES)})"
             )
     return list(classes)
 
@@ -126,7 +126,9 @@ def make_toy_dataset(
 
     names = resolve_toy_classes(classes)
     if per_class < 1 or size < 8:
-        raise GeosynthError("toy data needs --per-class >= 1 and --size >= 8")
+        raise GeosynthError(
+            f"per_class={per_class}, size={size}: toy data needs per_class >= 1 and size >= 8"
+        )
     prov = provenance or Provenance.start("toy data", seeds={"seed": seed})
     with ImageFolderWriter(out, names, prov) as w:
         for label, name in enumerate(names):

@@ -65,7 +65,7 @@ def make_toy_paired_dataset(
 
     names = resolve_toy_classes(classes)
     if n < 1 or size < 8:
-        raise GeosynthError("paired toy data needs --per-class >= 1 and --size >= 8")
+        raise GeosynthError(f"n={n}, size={size}: paired toy data needs n >= 1 and size >= 8")
     prov = provenance or Provenance.start("toy data (paired)", seeds={"seed": seed})
     legend = toy_legend(names)
     with ImageFolderWriter(out, names, prov) as w:

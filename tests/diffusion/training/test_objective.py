@@ -49,7 +49,9 @@ def test_unknown_offset_convention_is_refused() -> None:
     from geosynth.diffusion.training.recipe import Recipe
     from geosynth.errors import GeosynthError
 
-    with pytest.raises(GeosynthError, match="offset-noise-convention sigma"):
+    with pytest.raises(
+        GeosynthError, match=r"^offset_noise_convention='sigma': expected std or variance"
+    ):
         Recipe(offset_noise_convention="sigma").check()
 
 

@@ -202,9 +202,10 @@ def _load_pipeline(
     what the LoRA cards ask for (components, tokens, scheduler settings); adapters not yet."""
     from geosynth.diffusion.loading import load_sd_pipeline
     from geosynth.diffusion.sampling.schedulers import make_scheduler
+    from geosynth.distributed import local_device
     from geosynth.runtime import pick_device, pick_dtype
 
-    dev = pick_device(device)
+    dev = local_device(pick_device(device))  # under torchrun / accelerate: this rank's GPU
     pipe = load_sd_pipeline(model, device=dev, dtype=pick_dtype(precision, dev))
     new_scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     if new_scheduler is not None:

@@ -4,8 +4,9 @@ min-SNR weights (:mod:`.objective`), the few-shot latents prepared once (:mod:`.
 :mod:`.maptrain` for map-conditioned models), the accelerate loop (:mod:`.trainer`) and the
 whole job writing a LoRA directory (:mod:`.finetune`)."""
 
-from geosynth.diffusion.training.finetune import finetune
+# bound as run_finetune: the name `finetune` stays the module (monkeypatch targets, docs)
+from geosynth.diffusion.training.finetune import finetune as run_finetune
 from geosynth.diffusion.training.objective import training_noise
 from geosynth.diffusion.training.recipe import Recipe
 
-__all__ = ["Recipe", "finetune", "training_noise"]
+__all__ = ["Recipe", "run_finetune", "training_noise"]

@@ -67,41 +67,41 @@ def parts_dir(out: Path) -> Path:
 
 
 def check_init_loras(recipe: Recipe, model: str) -> list[tuple[str, float]]:
-    """Resolve ``--init-lora`` specs to absolute (dir, weight) pairs made for ``model``."""
+    """Resolve ``init_loras`` specs to absolute (dir, weight) pairs made for ``model``."""
     taken: set[str] = set()
     resolved = []
     for spec, weight in recipe.init_loras:
-        lora = parse_lora(f"{spec}:{weight}", taken, "--init-lora")
-        check_base(lora, model, "--init-lora")
+        lora = parse_lora(f"{spec}:{weight}", taken, arg="init_loras")
+        check_base(lora, model, arg="init_loras")
         resolved.append((str(lora.path.resolve()), float(weight)))
     if resolved and (recipe.unet == "full" or recipe.text_encoder == "full"):
         raise GeosynthError(
-            "--init-lora stacks a new LoRA on merged LoRAs; it cannot be combined with "
-            "--train-unet full or --train-text-encoder full"
+            "`init_loras` stacks a new LoRA on merged LoRAs; it cannot be combined with "
+            "unet='full' or text_encoder='full'"
         )
     return resolved
 
 
 def load_unet_config(path: str, pipe: Pipeline) -> dict[str, Any]:
-    """A UNet2DConditionModel config for ``--init scratch`` that fits the frozen VAE and text
+    """A UNet2DConditionModel config for ``init="scratch"`` that fits the frozen VAE and text
     encoder."""
     p = Path(path)
     try:
         config = json.loads(p.read_text())
     except FileNotFoundError:
-        raise GeosynthError(f"--unet-config {p}: no such file") from None
+        raise GeosynthError(f"unet_config={str(p)!r}: no such file") from None
     except ValueError as exc:
-        raise GeosynthError(f"--unet-config {p}: not JSON ({exc})") from None
+        raise GeosynthError(f"unet_config={str(p)!r}: not JSON ({exc})") from None
     latent = pipe.vae.config.latent_channels
     hidden = pipe.text_encoder.config.hidden_size
     if config.get("in_channels", 4) != latent or config.get("out_channels", 4) != latent:
         raise GeosynthError(
-            f"--unet-config {p}: in_channels and out_channels must equal the VAE's "
+            f"unet_config={str(p)!r}: in_channels and out_channels must equal the VAE's "
             f"latent_channels ({latent})"
         )
     if config.get("cross_attention_dim", 1280) != hidden:
         raise GeosynthError(
-            f"--unet-config {p}: cross_attention_dim must equal the text encoder's hidden size "
+            f"unet_config={str(p)!r}: cross_attention_dim must equal the text encoder's hidden size "
             f"({hidden})"
         )
     return config
@@ -168,7 +168,7 @@ def _train_one(
     encoder = prepare_map_unet(pipe, recipe.maps, ds) if recipe.maps is not None else None
     factor = vae_scale_factor(pipe.vae)
     resolution = recipe.resolution or native_resolution(model, factor)
-    check_resolution(resolution, factor, len(pipe.unet.config.block_out_channels), "--resolution")
+    check_resolution(resolution, factor, len(pipe.unet.config.block_out_channels))
     info = prepare_components(pipe, recipe)
     pipe.vae.to(pick_device(device))
     data = build_training_set(
@@ -308,7 +308,7 @@ def finetune(
     check_report_to(report_to)
     if per_class and recipe.learn_token:
         raise GeosynthError(
-            "--learn-token with --per-class would give every class's LoRA the same token; "
+            "`learn_token` with per_class=True would give every class's LoRA the same token; "
             "train per-class LoRAs without it, or one finetune per class with its own token"
         )
     out = Path(out)
@@ -320,17 +320,19 @@ def finetune(
             # Killed after OUT was in place, before OUT.parts was removed: only cleanup is left.
             shutil.rmtree(work, ignore_errors=True)
             return _finished_summary(out, per_class)
-        raise GeosynthError(f"--out {out}: already exists; choose a new path or pass --overwrite")
+        raise GeosynthError(
+            f"out={str(out)!r}: already exists; choose a new path or pass overwrite=True"
+        )
     if work.exists() and not resume and not overwrite:
         raise GeosynthError(
-            f"{work}: an interrupted finetune's work is there; pass --resume to continue it or "
-            "--overwrite to discard it and start over"
+            f"{work}: an interrupted finetune's work is there; pass resume=True to continue it "
+            "or overwrite=True to discard it and start over"
         )
     ds.check_nonempty()
     init_loras = check_init_loras(recipe, model)
     state = _state()
     if work.exists() and not resume and state.is_main_process:
-        shutil.rmtree(work)  # --overwrite: the user asked to start over
+        shutil.rmtree(work)  # overwrite=True: the user asked to start over
     if resume and state.is_main_process:
         for leftover in out.parent.glob(f".{out.name}.tmp-*"):  # a kill during the final move
             shutil.rmtree(leftover, ignore_errors=True)

@@ -34,7 +34,7 @@ def offset_std(value: float, convention: str = "std") -> float:
     """The standard deviation ``s`` of the channel offset for an offset-noise ``value``."""
     if convention not in OFFSET_CONVENTIONS:
         raise GeosynthError(
-            f"offset_noise_convention {convention!r}: expected one of {OFFSET_CONVENTIONS}"
+            f"offset_noise_convention={convention!r}: expected one of {OFFSET_CONVENTIONS}"
         )
     return float(value) if convention == "std" else float(value) ** 0.5
 
@@ -65,16 +65,14 @@ def training_scheduler(model: str, *, prediction_type: str | None, zero_terminal
     from geosynth.runtime import load_with
 
     config = dict(
-        load_with(
-            lambda ref: DDPMScheduler.load_config(ref, subfolder="scheduler"), model, "--model"
-        )
+        load_with(lambda ref: DDPMScheduler.load_config(ref, subfolder="scheduler"), model, "model")
     )
     base_type = config.get("prediction_type", "epsilon")
     kind = prediction_type or base_type
     if zero_terminal_snr and kind != "v_prediction":
         raise GeosynthError(
-            "--zero-terminal-snr needs --prediction-type v_prediction (epsilon cannot be "
-            "predicted from pure noise at the last timestep)"
+            f"zero_terminal_snr=True needs prediction_type='v_prediction' (got {kind!r}; epsilon "
+            "cannot be predicted from pure noise at the last timestep)"
         )
     config.update(prediction_type=kind, rescale_betas_zero_snr=zero_terminal_snr)
     if zero_terminal_snr:

@@ -43,7 +43,7 @@ def resolve_lora_targets(spec: str) -> tuple[str, ...]:
     ]
     if not names or bad:
         raise GeosynthError(
-            f"--lora-targets {spec}: expected one of {', '.join(LORA_TARGET_PRESETS)} or "
+            f"lora_targets={spec!r}: expected one of {', '.join(LORA_TARGET_PRESETS)} or "
             "comma-separated module names such as to_q,attn2.to_k"
         )
     return names
@@ -56,7 +56,7 @@ def check_lora_targets(module, targets: tuple[str, ...], what: str = "UNet") -> 
     for t in targets:
         if not any(n == t or n.endswith("." + t) for n in names):
             raise GeosynthError(
-                f"--lora-targets: no module of the {what} is named '{t}' (presets: "
+                f"`lora_targets`: no module of the {what} is named '{t}' (presets: "
                 f"{', '.join(LORA_TARGET_PRESETS)}; names like to_q, attn2.to_k, ff.net.2)"
             )
 
@@ -114,87 +114,89 @@ class Recipe:
             self.unet_targets = resolve_lora_targets(self.lora_targets)
 
     def check(self) -> None:
-        """Reject contradictory settings with one line naming the option."""
+        """Reject contradictory settings with one line naming the field and its value."""
         for name in ("unet", "text_encoder", "vae_decoder", "vae_encoder"):
             if getattr(self, name) not in MODES:
-                flag = "--train-" + name.replace("_", "-")
-                raise GeosynthError(f"{flag} {getattr(self, name)}: expected one of {MODES}")
+                raise GeosynthError(f"{name}={getattr(self, name)!r}: expected one of {MODES}")
         if self.prediction_type is not None and self.prediction_type not in PREDICTION_TYPES:
             raise GeosynthError(
-                f"--prediction-type {self.prediction_type}: expected one of {PREDICTION_TYPES}"
+                f"prediction_type={self.prediction_type!r}: expected one of {PREDICTION_TYPES}"
             )
         if self.zero_terminal_snr and self.prediction_type == "epsilon":
             raise GeosynthError(
-                "--zero-terminal-snr needs --prediction-type v_prediction (epsilon cannot be "
+                "zero_terminal_snr=True needs prediction_type='v_prediction' (epsilon cannot be "
                 "predicted from pure noise at the last timestep)"
             )
         if tuple(self.unet_targets) != resolve_lora_targets(self.lora_targets):
             raise GeosynthError(
-                f"lora_targets {self.lora_targets!r} and unet_targets {list(self.unet_targets)} "
+                f"lora_targets={self.lora_targets!r} and unet_targets={list(self.unet_targets)} "
                 "disagree; set unet_targets=resolve_lora_targets(lora_targets)"
             )
         if self.init not in ("pretrained", "scratch"):
-            raise GeosynthError(f"--init {self.init}: expected pretrained or scratch")
+            raise GeosynthError(f"init={self.init!r}: expected pretrained or scratch")
         if self.init == "scratch":
             if not self.unet_config:
-                raise GeosynthError("--init scratch needs --unet-config FILE")
+                raise GeosynthError("init='scratch' needs `unet_config` (a UNet config JSON file)")
             if self.unet != "full":
-                raise GeosynthError("--init scratch trains the whole UNet: use --train-unet full")
+                raise GeosynthError("init='scratch' trains the whole UNet: use unet='full'")
             if self.init_loras:
-                raise GeosynthError("--init-lora cannot be merged into a UNet trained from scratch")
+                raise GeosynthError(
+                    "`init_loras` cannot be merged into a UNet trained from scratch"
+                )
         elif self.unet_config:
-            raise GeosynthError("--unet-config is only used with --init scratch")
+            raise GeosynthError("`unet_config` is only used with init='scratch'")
         if self.maps is not None:
             self.maps.check()
             if self.unet != "full":
                 raise GeosynthError(
-                    "map conditioning changes the UNet's input and trains it whole: use "
-                    "--train-unet full"
+                    "map conditioning changes the UNet's input and trains it whole: use unet='full'"
                 )
             if self.maps.text == "instead" and self.text_encoder != "frozen":
                 raise GeosynthError(
-                    "--map-text instead leaves the text encoder unused: use "
-                    "--train-text-encoder frozen"
+                    "text='instead' (of the map condition) leaves the text encoder unused: use "
+                    "text_encoder='frozen'"
                 )
         if self.nothing_trained:
-            raise GeosynthError("nothing to train: every component is frozen and no --learn-token")
+            raise GeosynthError("nothing to train: every component is frozen and no `learn_token`")
         if self.rank < 1 or self.alpha <= 0:
-            raise GeosynthError(f"--rank {self.rank} / --alpha {self.alpha}: must be positive")
+            raise GeosynthError(f"rank={self.rank} / alpha={self.alpha}: must be positive")
         if self.batch_size < 1 or self.grad_accum < 1:
-            raise GeosynthError("--batch-size and --grad-accum must be at least 1")
+            raise GeosynthError(
+                f"batch_size={self.batch_size}, grad_accum={self.grad_accum}: must be at least 1"
+            )
         if self.epochs < 1 and not self.max_steps:
-            raise GeosynthError(f"--epochs {self.epochs}: must be at least 1")
+            raise GeosynthError(f"epochs={self.epochs}: must be at least 1")
         if self.offset_noise < 0:
-            raise GeosynthError(f"--offset-noise {self.offset_noise}: must be >= 0")
+            raise GeosynthError(f"offset_noise={self.offset_noise}: must be >= 0")
         if self.offset_noise_convention not in OFFSET_CONVENTIONS:
             raise GeosynthError(
-                f"--offset-noise-convention {self.offset_noise_convention}: expected std or "
+                f"offset_noise_convention={self.offset_noise_convention!r}: expected std or "
                 "variance"
             )
         if self.snr_gamma is not None and self.snr_gamma <= 0:
-            raise GeosynthError(f"--snr-gamma {self.snr_gamma}: must be > 0")
+            raise GeosynthError(f"snr_gamma={self.snr_gamma}: must be > 0")
         if not 0 <= self.warmup_ratio < 1:
-            raise GeosynthError(f"--warmup-ratio {self.warmup_ratio}: expected 0 <= r < 1")
+            raise GeosynthError(f"warmup_ratio={self.warmup_ratio}: expected 0 <= r < 1")
         if self.prompt_template.count("{}") != 1:
             raise GeosynthError(
-                f"--prompt-template {self.prompt_template!r}: needs exactly one '{{}}' for the "
+                f"prompt_template={self.prompt_template!r}: needs exactly one '{{}}' for the "
                 "class name"
             )
         try:
             self.prompt_template.format("x")
         except (IndexError, KeyError, ValueError):
             raise GeosynthError(
-                f"--prompt-template {self.prompt_template!r}: does not format; use '{{}}' for "
+                f"prompt_template={self.prompt_template!r}: does not format; use '{{}}' for "
                 "the class name and '{{{{'/'}}}}' for literal braces"
             ) from None
         if not 0 <= self.seed <= 2**63 - 1:
-            raise GeosynthError(f"--seed {self.seed}: expected an integer in [0, 2**63 - 1]")
+            raise GeosynthError(f"seed={self.seed}: expected an integer in [0, 2**63 - 1]")
         if self.resolution is not None and self.resolution < 1:
-            raise GeosynthError(f"--resolution {self.resolution}: expected a positive size")
+            raise GeosynthError(f"resolution={self.resolution}: expected a positive size")
         if self.learn_token is not None and (
             not self.learn_token.strip() or " " in self.learn_token
         ):
-            raise GeosynthError(f"--learn-token {self.learn_token!r}: expected one word like <sar>")
+            raise GeosynthError(f"learn_token={self.learn_token!r}: expected one word like <sar>")
 
     @property
     def nothing_trained(self) -> bool:

@@ -45,12 +45,15 @@ class TrainingSet:
         return {}
 
 
-def check_resolution(resolution: int, vae_factor: int, unet_down: int, arg: str) -> None:
-    """The VAE shrinks by ``vae_factor`` and the UNet halves the latent ``unet_down - 1`` times."""
+def check_resolution(
+    resolution: int, vae_factor: int, unet_down: int, arg: str = "resolution"
+) -> None:
+    """The VAE shrinks by ``vae_factor`` and the UNet halves the latent ``unet_down - 1`` times;
+    ``arg`` names the parameter that gave ``resolution`` in the error."""
     multiple = vae_factor * 2 ** (unet_down - 1)
     if resolution <= 0 or resolution % multiple:
         raise GeosynthError(
-            f"{arg} {resolution}: must be a positive multiple of {multiple} for this model "
+            f"{arg}={resolution}: must be a positive multiple of {multiple} for this model "
             f"(VAE factor {vae_factor} x UNet downsampling {2 ** (unet_down - 1)})"
         )
 

@@ -35,7 +35,7 @@ def fuse_init_loras(pipe: Pipeline, loras: list[tuple[str, float]]) -> None:
         except Exception as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise GeosynthError(
-                f"--init-lora {path}: cannot load into this model: {first}"
+                f"init_loras={str(path)!r}: cannot load into this model: {first}"
             ) from None
         names.append(name)
     pipe.set_adapters(names, adapter_weights=[w for _, w in loras])
@@ -58,10 +58,10 @@ def _lora_config(recipe: Recipe, targets: Any):
 def add_token(tokenizer, text_encoder, token: str, init_word: str) -> int:
     """Add ``token`` to the vocabulary; its embedding starts at the mean of ``init_word``'s."""
     if tokenizer.add_tokens(token) == 0:
-        raise GeosynthError(f"--learn-token {token}: already in the tokenizer's vocabulary")
+        raise GeosynthError(f"learn_token={token!r}: already in the tokenizer's vocabulary")
     init_ids = tokenizer.encode(init_word, add_special_tokens=False)
     if not init_ids:
-        raise GeosynthError(f"--token-init {init_word!r}: the tokenizer gives no tokens")
+        raise GeosynthError(f"token_init={init_word!r}: the tokenizer gives no tokens")
     text_encoder.resize_token_embeddings(len(tokenizer))
     new_id = tokenizer.convert_tokens_to_ids(token)
     weight = text_encoder.get_input_embeddings().weight

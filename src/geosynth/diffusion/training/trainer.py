@@ -3,10 +3,12 @@ stateless sample order and per-step random streams, so a resumed run repeats not
 nothing and ends with the same weights as an uninterrupted one.
 
 Sample order: the training set is walked as one endless stream of per-epoch permutations (seeded
-by seed and epoch). Micro-batch ``g`` of process ``r`` of ``W`` takes stream positions
-``[(g * W + r) * B, ... + B)``. Everything random within a micro-batch (flip, latent sample,
-timesteps, noise, dropout) comes from a generator seeded by (seed, g, r). A checkpoint therefore
-only needs the trainable weights, the optimiser and LR-scheduler states and the step.
+by seed and epoch). Micro-batch ``g`` of process ``r`` of ``W`` is global micro-batch
+``q = g * W + r`` and takes stream positions ``[q * B, (q + 1) * B)``. Everything random within
+a micro-batch (flip, latent sample, timesteps, noise, dropout) comes from a generator seeded by
+(seed, q), so ``W`` processes with ``A`` accumulation steps draw exactly what one process with
+``W * A`` accumulation steps draws. A checkpoint therefore only needs the trainable weights, the
+optimiser and LR-scheduler states and the step.
 """
 
 from __future__ import annotations
@@ -215,8 +217,8 @@ def train(
         state = json.loads((ckpt / "state.json").read_text())
         if state.get("recipe") != json.loads(json.dumps(recipe.to_dict())):
             raise GeosynthError(
-                f"--resume: {ckpt} was written with different settings; rerun without --resume "
-                "or with the original options"
+                f"resume=True: {ckpt} was written with different settings; rerun without "
+                "`resume` or with the original settings"
             )
         start, result.history = int(state["step"]), list(state["history"])
         result.resumed_from = start
@@ -235,9 +237,12 @@ def train(
         step_losses = []
         for micro in range(recipe.grad_accum):
             g = step * recipe.grad_accum + micro
-            gen = torch.Generator().manual_seed(_seed(recipe.seed, g, rank))
-            torch.manual_seed(_seed(recipe.seed, g, rank, 1))  # dropout
-            pos = (g * world + rank) * B
+            # The global micro-batch index names the stream slice and the random draws, so W
+            # processes with accumulation A draw what one process with accumulation W * A draws.
+            q = g * world + rank
+            gen = torch.Generator().manual_seed(_seed(recipe.seed, q, 0))
+            torch.manual_seed(_seed(recipe.seed, q, 0, 1))  # dropout
+            pos = q * B
             idx = torch.tensor([stream[pos + i] for i in range(B)])
             flip = (
                 torch.randint(0, data.flips, (B,), generator=gen)
