@@ -189,37 +189,31 @@ def step_finetune(run: DemoRun) -> None:
 def step_generate(run: DemoRun) -> None:
     """Channel means of the 8-shot set, then the same seeds with Gaussian and leak-aligned noise."""
     from geosynth.artifacts import save_channel_means
-    from geosynth.diffusion import class_channel_means, load_vae
-    from geosynth.diffusion.loras import Lora, load_adapters
-    from geosynth.diffusion.sampling.generate import GenerationSpec, run_generation
+    from geosynth.diffusion import class_channel_means, load_generation, load_vae
 
     fewshot = load_dataset(run.paths["fewshot"])
     sd = run.paths["model_sd"]
     cm = class_channel_means(load_vae(sd), fewshot, resolution=run.size, vae_source=str(sd))
     means_path = run.out / "channel-means.safetensors"
     save_channel_means(means_path, cm, provenance=Provenance.start("channel-means"))
-    pipe = load_sd_pipeline(sd, device="cpu")
-    lora = Lora(run.paths["lora"], 1.0, "toy_lora")
-    load_adapters(pipe, [lora])
     grids, stats = {}, {}
     for noise in ("gaussian", "leak-aligned"):
-        spec = GenerationSpec(
+        gen = load_generation(
             model=str(sd),
-            classes=list(fewshot.class_names),
+            classes=fewshot.class_names,
             per_class=4,
             prompt_template="a satellite photo of a {}",
             steps=20,
             seed=run.seed,
             noise=noise,
-            channel_means={c: cm.for_class(c).tolist() for c in fewshot.class_names},
-            loras={lora.name: {"path": str(lora.path), "weight": 1.0, "stack": True}},
+            channel_means=means_path if noise == "leak-aligned" else None,
+            loras=[run.paths["lora"]],
+            device="cpu",
         )
         out = run.out / f"synth-{noise}"
-        if out.exists():
-            import shutil
-
+        if out.exists():  # a rerun of the demo into the same folder replaces its own output
             shutil.rmtree(out)
-        run_generation(pipe, spec, out, provenance=Provenance.start("generate"), batch_size=4)
+        gen.run(out, batch_size=4)
         synth = load_dataset(out)
         grids[noise] = [
             [synth.image(i) for i in range(len(synth)) if synth.samples[i].label == c]
@@ -255,43 +249,43 @@ def step_generate(run: DemoRun) -> None:
 
 def step_plora(run: DemoRun) -> None:
     """pLoRA on the 8-shot set: 3 DINOv2 clusters, a rank-4 LoRA each, per-class mixtures."""
-    import shutil
-
-    from geosynth.diffusion.loras import Lora, load_adapters, read_lora_weights
-    from geosynth.diffusion.sampling.generate import GenerationSpec, run_generation
+    from geosynth.diffusion import load_generation
     from geosynth.diffusion.training.recipe import Recipe
-    from geosynth.plora.build import cluster_plora, train_clusters
+    from geosynth.plora import build_plora
 
     fewshot = load_dataset(run.paths["fewshot"])
+    # Embedded here rather than through the embeddings cache, which lives outside the demo.
     extractor = create_extractor(str(run.paths["model_dinov2"]), device="cpu")
-    feats = embed_dataset(extractor, fewshot).embeddings.numpy()
+    emb = embed_dataset(extractor, fewshot)
     out = run.out / "toy-plora"
     if out.exists():
         shutil.rmtree(out)
-    summary = cluster_plora(fewshot, feats, out, k=3, seed=run.seed, feature_model="toy dinov2")
     recipe = Recipe(rank=4, alpha=4, resolution=run.size, max_steps=20, lr=5e-3, seed=run.seed)
     sd = str(run.paths["model_sd"])
-    train_clusters(out, sd, recipe, log=lambda _: None)
-    weights_file = out / "weights.json"
-    spec_loras = json.loads(weights_file.read_text())["loras"]
-    loras = {n: Lora(out / rel, 0.0, n) for n, rel in spec_loras.items()}
-    mixtures = read_lora_weights(weights_file, loras)
-    pipe = load_sd_pipeline(sd, device="cpu")
-    load_adapters(pipe, list(loras.values()))
-    spec = GenerationSpec(
+    summary = build_plora(
+        fewshot,
+        out,
+        k=3,
+        embeddings=emb,
+        feature_model="toy dinov2",
+        seed=run.seed,
+        train=True,
         model=sd,
-        classes=list(fewshot.class_names),
+        recipe=recipe,
+    )["summary"]
+    gen = load_generation(
+        model=sd,
+        lora_weights=out / "weights.json",
         per_class=2,
         prompt_template="a satellite photo of a {}",
         steps=20,
         seed=run.seed,
-        loras={n: {"path": str(x.path), "weight": 0.0, "stack": False} for n, x in loras.items()},
-        class_lora_weights=mixtures,
+        device="cpu",
     )
     synth = run.out / "synth-plora"
     if synth.exists():
         shutil.rmtree(synth)
-    run_generation(pipe, spec, synth, provenance=Provenance.start("generate"), batch_size=2)
+    gen.run(synth, batch_size=2)
     run.paths["synth_plora"] = synth
     run.metrics["plora"] = {"inertia": round(summary["inertia"], 4), "counts": summary["counts"]}
     header = " | ".join(f"cluster {j}" for j in range(3))
@@ -379,9 +373,7 @@ def step_train_clf(run: DemoRun) -> None:
     """train-clf on the leak-aligned and Gaussian synthetic sets and on the real 8-shot set,
     selected on toy VAL images and scored once on toy TEST images (disjoint parts of the pool),
     plus the zero-shot CLIP head: a toy Table 3."""
-    import shutil
-
-    from geosynth.classify import ModelSpec, Splits, TrainConfig, run_train_clf
+    from geosynth.classify import ModelSpec, TrainConfig, train_and_test
 
     pool = load_dataset(run.paths["pool"])
     # The pool images outside the 8-shot set (drawn as step_toy_data drew it): per class, the
@@ -409,14 +401,15 @@ def step_train_clf(run: DemoRun) -> None:
         for name, train_path in sources.items():
             train = load_dataset(train_path)
             out = run.out / f"clf-{name.replace(', ', '-').replace(' ', '-')}"
-            report = run_train_clf(
-                Splits(train, val, test),
-                spec,
-                cfg,
+            report = train_and_test(
+                train,
+                val,
+                test,
                 out,
+                spec=spec,
+                config=cfg,
                 seeds=[run.seed],
-                provenance=Provenance.start("train-clf", seeds={"seed": run.seed}),
-                zero_shot_only=name == "zero-shot",
+                zero_shot=name == "zero-shot",
             )
             r = report["runs"][0]
             results[name] = round(r["test"]["top1"], 4)
@@ -448,10 +441,9 @@ def step_train_clf(run: DemoRun) -> None:
 def step_maps(run: DemoRun) -> None:
     """Seed 004 in miniature: a UNet from scratch conditioned on land-cover maps (concat), against
     the same UNet trained with blank maps; per-map fidelity of images from held-out maps."""
-    from geosynth.data.paired import attach_maps, read_map_folder
-    from geosynth.diffusion import loras as lora_ops
+    from geosynth.data.paired import attach_maps
+    from geosynth.diffusion import load_map_generation
     from geosynth.diffusion.mapcond import MapCondition
-    from geosynth.diffusion.sampling.mapgen import generate_from_maps
     from geosynth.diffusion.training.finetune import finetune
     from geosynth.diffusion.training.recipe import Recipe
     from geosynth.metrics.paired import fidelity_report
@@ -488,17 +480,20 @@ def step_maps(run: DemoRun) -> None:
         )
         model = run.out / f"map-ldm-{name}"
         finetune(ds, model, recipe, model=str(run.paths["model_sd"]), overwrite=True, log=run.log)
-        pipe = load_sd_pipeline(str(run.paths["model_sd"]), device="cpu")
-        item = lora_ops.parse_lora(str(model), set())
-        lora_ops.apply_cards(pipe, [item])
+        mapgen = load_map_generation(
+            val,
+            model=str(run.paths["model_sd"]),
+            loras=[model],
+            per_map=1,
+            steps=20,
+            guidance=2.0,
+            seed=run.seed,
+            device="cpu",
+        )
         gen = run.out / f"map-synth-{name}"
         if gen.exists():  # a rerun of the demo into the same folder replaces its own output
             shutil.rmtree(gen)
-        generate_from_maps(
-            pipe, model, item.card, read_map_folder(val), gen, per_map=1, steps=20, guidance=2.0,
-            seed=run.seed, resolution=None, batch_size=10,
-            provenance=Provenance.start("demo maps", seeds={"seed": run.seed}),
-        )  # fmt: skip
+        mapgen.run(gen, batch_size=10)
         synth = attach_maps(load_dataset(gen))
         scores[name] = fidelity_report(synth, ds)
         samples[name] = synth
@@ -547,14 +542,10 @@ def _mean_db(ds: Any) -> dict[str, list[float]]:
 def step_sar(run: DemoRun) -> None:
     """Toy dual-pol SAR in native units: channel-means, finetune and generate through the default
     radiometry, synthetic GeoTIFFs in float32 linear power like the real chips."""
-    import shutil
-
     from geosynth.artifacts import save_channel_means
     from geosynth.data.load import apply_radiometry
     from geosynth.data.radiometry import Radiometry
-    from geosynth.diffusion import class_channel_means, load_vae
-    from geosynth.diffusion.loras import Lora, load_adapters
-    from geosynth.diffusion.sampling.generate import GenerationSpec, run_generation
+    from geosynth.diffusion import class_channel_means, load_generation, load_vae
     from geosynth.diffusion.training.finetune import finetune
     from geosynth.diffusion.training.recipe import Recipe
     from geosynth.metrics.evaluate import EvalOptions, evaluate
@@ -568,33 +559,28 @@ def step_sar(run: DemoRun) -> None:
     real = apply_radiometry(load_dataset(sar_dir), "auto", notes.append)
     assert real.radiometry is not None
     sd = str(run.paths["model_sd"])
-    cm = class_channel_means(load_vae(sd), real, resolution=run.size)
-    save_channel_means(
-        run.out / "sar-channel-means.safetensors", cm, provenance=Provenance.start("channel-means")
-    )
+    cm = class_channel_means(load_vae(sd), real, resolution=run.size, vae_source=sd)
+    means_path = run.out / "sar-channel-means.safetensors"
+    save_channel_means(means_path, cm, provenance=Provenance.start("channel-means"))
     recipe = Recipe(resolution=run.size, batch_size=8, max_steps=40, lr=5e-3, seed=run.seed)
     lora_dir = run.out / "toy-sar-lora"
     card = finetune(real, lora_dir, recipe, model=sd, overwrite=True, log=lambda _: None)
     card = card["cards"]["all"]
-    pipe = load_sd_pipeline(sd, device="cpu")
-    lora = Lora(lora_dir, 1.0, "sar_lora")
-    load_adapters(pipe, [lora])
-    spec = GenerationSpec(
+    # Classes, prompt template and radiometry come from the LoRA's card.
+    gen = load_generation(
         model=sd,
-        classes=list(real.class_names),
+        loras=[lora_dir],
         per_class=4,
-        prompt_template=card["prompt_template"],
         steps=20,
         seed=run.seed,
         noise="leak-aligned",
-        channel_means={c: cm.for_class(c).tolist() for c in real.class_names},
-        loras={lora.name: {"path": str(lora.path), "weight": 1.0, "stack": True}},
-        radiometry=card["radiometry"],
+        channel_means=means_path,
+        device="cpu",
     )
     out = run.out / "synth-sar"
     if out.exists():
         shutil.rmtree(out)
-    run_generation(pipe, spec, out, provenance=Provenance.start("generate"), batch_size=4)
+    gen.run(out, batch_size=4)
     synth = load_dataset(out, radiometry=card["radiometry"])
     run.paths.update(sar=sar_dir, synth_sar=out)
     # SAR metrics on the GeoTIFFs themselves, in dB, with bins and GLCM levels from the real set.

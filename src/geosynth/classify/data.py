@@ -49,15 +49,15 @@ def align_classes(
 ) -> ImageDataset:
     """``ds`` relabelled into ``class_names`` order, matching by name (after ``class_map``).
 
-    The two class sets must be equal; otherwise the error names the split (``role``), the
-    classes that differ and the remedy.
+    The two class sets must be equal; otherwise the error names the split (``role``, the
+    parameter it came from: ``test='/data/test'``), the classes that differ and the remedy.
     """
     mapping = dict(class_map or {})
     renamed = [mapping.get(c, c) for c in ds.class_names]
     dupes = sorted({c for c in renamed if renamed.count(c) > 1})
     if dupes:
         raise GeosynthError(
-            f"{role} {ds.source}: `class_map` maps several classes onto '{dupes[0]}'"
+            f"{role}={str(ds.source)!r}: `class_map` maps several classes onto '{dupes[0]}'"
         )
     extra = [c for c in renamed if c not in class_names]
     missing = [c for c in class_names if c not in renamed]
@@ -68,7 +68,7 @@ def align_classes(
         if missing:
             parts.append(f"TRAIN classes it lacks: {', '.join(missing)}")
         raise GeosynthError(
-            f"{role} {ds.source}: class set differs from TRAIN's ({'; '.join(parts)}); "
+            f"{role}={str(ds.source)!r}: class set differs from TRAIN's ({'; '.join(parts)}); "
             "give `class_map` (a JSON file) to rename classes"
         )
     index = [class_names.index(c) for c in renamed]

@@ -11,9 +11,10 @@ written (atomically, as a whole).
 from __future__ import annotations
 
 import json
+import os
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,13 @@ from geosynth.artifacts import (
 )
 from geosynth.artifacts import write_provenance as _write_provenance
 from geosynth.classify.augment import NATIVE_AUGMENT_PARAMS
+from geosynth.classify.data import align_classes, load_class_map
 from geosynth.classify.evaluate import evaluate
 from geosynth.classify.metrics import aggregate_seeds, classification_metrics
 from geosynth.classify.model import Classifier, ModelSpec, build_classifier, spec_from_json
 from geosynth.classify.plot import confusion_png
 from geosynth.classify.train import TrainConfig, make_accelerator, train_classifier
-from geosynth.data import ImageDataset
+from geosynth.data import ImageDataset, load_dataset
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 
@@ -87,12 +89,12 @@ def _prepare_parts(out: Path, plan: dict[str, Any], resume: bool) -> Path:
     if parts.exists():
         if not resume:
             raise GeosynthError(
-                f"{parts}: an interrupted run's state is there; pass --resume to continue it "
+                f"{parts}: an interrupted run's state is there; pass resume=True to continue it "
                 "or remove the folder to start over"
             )
         if plan_path.exists() and json.loads(plan_path.read_text()) != normalised:
             raise GeosynthError(
-                f"--resume: {plan_path} was written with other settings or data; "
+                f"resume=True: {plan_path} was written with other settings or data; "
                 "re-run with the same arguments or remove the folder"
             )
     parts.mkdir(parents=True, exist_ok=True)
@@ -222,7 +224,7 @@ def zero_shot(
     """CLIP's text-initialised head without any training, on VAL and TEST (Table 3's zero-shot
     row)."""
     if not spec.is_clip:
-        raise GeosynthError("--zero-shot: needs the CLIP backbone (a timm head is untrained)")
+        raise GeosynthError("zero_shot=True: needs backbone='clip' (a timm head is untrained)")
     head_spec = ModelSpec(**{**spec.to_dict(), "mode": "head"})
     model = build_classifier(head_spec, splits.train.class_names, splits.train.prompt_names)
     model = model.to(accelerator.device).eval()
@@ -258,11 +260,11 @@ def run_train_clf(
     """Train and evaluate for every seed (or zero-shot), write ``out`` and return the report."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise GeosynthError(f"--out {out}: is a file (expected a directory)")
+        raise GeosynthError(f"out={str(out)!r}: is a file (expected a directory)")
     if out.is_dir() and any(out.iterdir()) and not (out / "provenance.json").exists():
-        raise GeosynthError(f"--out {out}: a non-empty folder that geosynth did not write")
+        raise GeosynthError(f"out={str(out)!r}: a non-empty folder that geosynth did not write")
     if not seeds:
-        raise GeosynthError("--seeds: give at least one seed")
+        raise GeosynthError("`seeds`: give at least one seed")
     accelerator = make_accelerator(cfg.precision)
     class_names = splits.train.class_names
     runs: list[dict[str, Any]] = []
@@ -384,3 +386,143 @@ def _write_output(
         )
         write_json(tmp / "report.json", report)
         _write_provenance(tmp, provenance)
+
+
+DatasetRef = ImageDataset | str | os.PathLike[str]
+
+
+def load_splits(
+    train: DatasetRef,
+    val: DatasetRef,
+    test: DatasetRef,
+    real: DatasetRef | None = None,
+    *,
+    split: str | None = None,
+    classes: Sequence[str] | None = None,
+    shots: int | None = None,
+    real_shots: int | None = None,
+    class_map: Mapping[str, str] | str | os.PathLike[str] | None = None,
+    seed: int = 0,
+) -> Splits:
+    """The splits of a run, each labelled in TRAIN's class order.
+
+    Paths are loaded (``split``, ``classes`` and ``shots`` select from TRAIN, ``real_shots``
+    from ``real``; shots are drawn with ``seed``); datasets are used as given. ``classes`` names
+    TRAIN's classes: the other splits keep the classes that map onto them. VAL, TEST and real
+    are matched to TRAIN's classes by name, after ``class_map`` (``{"name in the split": "name
+    in TRAIN"}``, or a JSON file of it); their class sets must then equal TRAIN's."""
+    names = list(classes) if classes else None
+    if isinstance(class_map, (str, os.PathLike)):
+        class_map = load_class_map(Path(class_map))
+    mapping = dict(class_map or {})
+
+    def load(src: DatasetRef, **kw: Any) -> ImageDataset:
+        return src if isinstance(src, ImageDataset) else load_dataset(Path(src), **kw)
+
+    train_ds = load(train, split=split, classes=names, shots=shots, seed=seed)
+    if names and isinstance(train, ImageDataset):
+        train_ds = train_ds.select_classes(names)
+    aligned: dict[str, ImageDataset] = {}
+    for role, src, kw in (
+        ("val", val, {}),
+        ("test", test, {}),
+        ("real", real, {"shots": real_shots, "seed": seed}),
+    ):
+        if src is None:
+            continue
+        ds = load(src, **kw)
+        if names:
+            ds = ds.select_classes([c for c in ds.class_names if mapping.get(c, c) in names])
+        aligned[role] = align_classes(ds, train_ds.class_names, role=role, class_map=mapping)
+    return Splits(train_ds, aligned["val"], aligned["test"], aligned.get("real"))
+
+
+def train_and_test(
+    train: DatasetRef,
+    val: DatasetRef,
+    test: DatasetRef,
+    out: str | os.PathLike[str],
+    *,
+    real: DatasetRef | None = None,
+    spec: ModelSpec | None = None,
+    config: TrainConfig | None = None,
+    seeds: Sequence[int] = (0,),
+    split: str | None = None,
+    classes: Sequence[str] | None = None,
+    shots: int | None = None,
+    real_shots: int | None = None,
+    class_map: Mapping[str, str] | str | os.PathLike[str] | None = None,
+    bands: str | None = None,
+    resume: bool = False,
+    zero_shot: bool = False,
+    provenance: Provenance | None = None,
+    track: Track = no_track,
+    log: Callable[[str], None] = lambda _: None,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """What ``geosynth train-clf`` does: load and align the splits (:func:`load_splits`; shots
+    drawn with the first seed), train ``spec`` (default: CLIP ViT-B-16 with LoRA) with
+    ``config`` once per seed, select on VAL, evaluate TEST once per seed, and write ``out``
+    (see :func:`run_train_clf`); returns the report.
+
+    Native data (16-bit, float, multi-band) or ``bands`` (``all``, indices or band names) make
+    the model read those bands standardised with TRAIN's statistics, which needs a timm
+    backbone. ``zero_shot`` evaluates CLIP's text-initialised head without training.
+    ``resume`` continues an interrupted run from ``OUT.parts`` with the same settings."""
+    from geosynth.data.multiband import band_input, is_native
+
+    spec = spec or ModelSpec()
+    if not spec.is_clip:  # the open_clip model and the class prompts are CLIP's only
+        spec = replace(spec, model="", prompt_template="")
+    config = config or TrainConfig()
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise GeosynthError(f"seeds={seeds}: expected distinct integers, e.g. [0, 1, 2]")
+    if zero_shot and not spec.is_clip:
+        raise GeosynthError("zero_shot=True: needs backbone='clip' (a timm head is untrained)")
+    if spec.is_clip and "{}" not in spec.prompt_template:
+        raise GeosynthError(f"prompt_template={spec.prompt_template!r}: must contain {{}}")
+    splits = load_splits(
+        train,
+        val,
+        test,
+        real,
+        split=split,
+        classes=classes,
+        shots=shots,
+        real_shots=real_shots,
+        class_map=class_map,
+        seed=seeds[0],
+    )
+    if bands is not None or is_native(splits.train):
+        # Native data never goes through 8 bits: the selected bands, standardised on TRAIN.
+        if spec.is_clip:
+            raise GeosynthError(
+                f"`bands`: {splits.train.source} holds native (non 8-bit) or multi-band data; "
+                "use backbone='timm:NAME' (CLIP's image tower takes 8-bit RGB)"
+            )
+        spec = replace(spec, bands=band_input(splits.train, bands or "all", what="bands").to_dict())
+    if provenance is None:
+        provenance = Provenance.start(
+            "train-clf",
+            seeds={f"seed_{s}": s for s in seeds},
+            model=spec.to_dict(),
+            config=config.to_dict(),
+        )
+        for role in ("train", "val", "test", "real"):
+            ds = getattr(splits, role)
+            if ds is not None:
+                provenance.inputs[f"{role}:{ds.source}"] = ds.fingerprint()
+    return run_train_clf(
+        splits,
+        spec,
+        config,
+        Path(out),
+        seeds=seeds,
+        provenance=provenance,
+        resume=resume,
+        zero_shot_only=zero_shot,
+        track=track,
+        log=log,
+        on_epoch_end=on_epoch_end,
+    )

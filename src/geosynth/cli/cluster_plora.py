@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from geosynth.artifacts import Provenance, load_embeddings
 from geosynth.cli.finetune import parse_init_lora
 from geosynth.cli.options import (
     ClassesOpt,
@@ -16,21 +17,12 @@ from geosynth.cli.options import (
     SeedOpt,
     ShotsOpt,
     SplitOpt,
-    dataset_from_options,
     split_list,
 )
 from geosynth.cli.output import LiveProgress, message, print_json, print_table, track
 from geosynth.defaults import FEATURE_MODEL, PROMPT_TEMPLATE, SD_MODEL
 from geosynth.diffusion.training.recipe import Recipe
-from geosynth.errors import GeosynthError
-from geosynth.features.resolve import resolve_embeddings
-from geosynth.plora.build import (
-    check_features,
-    cluster_name,
-    cluster_plora,
-    finetune_commands,
-    train_clusters,
-)
+from geosynth.plora.build import build_plora, cluster_name
 
 
 def cluster_plora_cmd(
@@ -113,50 +105,27 @@ def cluster_plora_cmd(
         init_loras=[parse_init_lora(s) for s in (init_lora or [])],
         seed=seed,
     )
-    recipe.check()
-    summary = None
-    if resume and (out / "assignments.json").is_file():
-        message(f"keeping the clusters in {out}")
-    else:
-        if out.exists():
-            raise GeosynthError(f"--out {out}: already exists; choose a new path (or --resume)")
-        ds = dataset_from_options(dataset, split, classes, shots, seed)
-        if embeddings is not None:
-            x = check_features(load_embeddings(embeddings), ds, f"--embeddings {embeddings}")
-            feature_model = str(embeddings)
-        else:
-            emb = resolve_embeddings(
-                dataset,
-                features=features,
-                split=split,
-                classes=split_list(classes),
-                shots=shots,
-                seed=seed,
-                track=track,
-                log=message,
-                dataset=ds,
-            )
-            x = check_features(emb, ds, f"--features {features}")
-            feature_model = features
-        prov = Provenance.start("cluster-plora", seeds={"seed": seed}, features=feature_model)
-        prov.inputs[f"dataset:{dataset}"] = ds.fingerprint()
-        summary = cluster_plora(
-            ds,
-            x,
-            out,
-            k=k,
-            seed=seed,
-            restarts=restarts,
-            feature_model=feature_model,
-            provenance=prov,
-        )
+    live = LiveProgress()
+    result = build_plora(
+        dataset,
+        out,
+        k=k,
+        features=features,
+        embeddings=embeddings,
+        restarts=restarts,
+        split=split,
+        classes=split_list(classes),
+        shots=shots,
+        seed=seed,
+        train=train,
+        resume=resume,
+        model=model,
+        recipe=recipe,
+        track=live.track if train else track,
+        log=message,
+    )
+    summary, trained = result["summary"], result["trained"]
     commands = finetune_commands(out, model, recipe)
-    trained = []
-    if train:
-        live = LiveProgress()
-        trained = [
-            str(p) for p in train_clusters(out, model, recipe, track=live.track, log=message)
-        ]
     if as_json:
         print_json({"summary": summary, "commands": commands, "trained": trained})
         return
@@ -182,3 +151,32 @@ def cluster_plora_cmd(
         for cmd in commands:
             typer.echo(cmd)
     message(f"then: geosynth generate --model {model} --lora-weights {out / 'weights.json'} ...")
+
+
+def finetune_commands(out: Path, model: str, recipe: Recipe) -> list[str]:
+    """One ``geosynth finetune`` command per cluster (the same training as ``--train``), to run
+    on a cluster scheduler."""
+    k = json.loads((out / "assignments.json").read_text())["k"]
+    cmds = []
+    for j in range(k):
+        args = ["geosynth", "finetune", str(out / "clusters" / cluster_name(j))]
+        args += ["--model", model, "--rank", str(recipe.rank), "--alpha", str(recipe.alpha)]
+        args += ["--epochs", str(recipe.epochs), "--batch-size", str(recipe.batch_size)]
+        args += ["--lr", str(recipe.lr), "--seed", str(recipe.seed)]
+        if recipe.max_steps:
+            args += ["--max-steps", str(recipe.max_steps)]
+        if recipe.resolution:
+            args += ["--resolution", str(recipe.resolution)]
+        if recipe.offset_noise:
+            args += ["--offset-noise", str(recipe.offset_noise)]
+            if recipe.offset_noise_convention != "std":
+                args += ["--offset-noise-convention", recipe.offset_noise_convention]
+        if recipe.prompt_template != PROMPT_TEMPLATE:
+            args += ["--prompt-template", recipe.prompt_template]
+        if recipe.lora_targets != "attention":
+            args += ["--lora-targets", recipe.lora_targets]
+        for path, weight in recipe.init_loras:
+            args += ["--init-lora", f"{path}:{weight}"]
+        args += ["--out", str(out / "loras" / cluster_name(j))]
+        cmds.append(shlex.join(args))
+    return cmds

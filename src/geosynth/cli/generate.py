@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from geosynth.artifacts import Provenance, load_channel_means
 from geosynth.cli.options import JsonOpt, RadiometryOpt, split_list
 from geosynth.cli.output import message, print_json, track
-from geosynth.data import load_dataset
-from geosynth.data.radiometry import Radiometry, check_same_spec
-from geosynth.defaults import PROMPT_TEMPLATE, SD_MODEL
-from geosynth.diffusion import loras as lora_ops
-from geosynth.diffusion.channel_means import pipeline_mismatches
-from geosynth.diffusion.loading import load_sd_pipeline
-from geosynth.diffusion.sampling.control import ControlSource
-from geosynth.diffusion.sampling.generate import (
-    GenerationSpec,
-    check_channel_means,
-    parse_shard,
-    run_generation,
-)
-from geosynth.diffusion.sampling.schedulers import SCHEDULERS, make_scheduler
-from geosynth.distributed import local_device
-from geosynth.errors import GeosynthError
-from geosynth.runtime import load_with, pick_device, pick_dtype
+from geosynth.defaults import SD_MODEL
+from geosynth.diffusion.sampling.generate import parse_shard
+from geosynth.diffusion.sampling.pipeline import load_generation, load_map_generation
+from geosynth.diffusion.sampling.schedulers import SCHEDULERS
+
+#: library parameter -> this command's option, where the names differ (the error mapper)
+LIBRARY_PARAMS = {"loras": "--lora"}
 
 
 def generate(
@@ -161,161 +149,66 @@ def generate(
     [bold]Example[/bold]: geosynth generate --lora lora/ --noise leak-aligned --channel-means means.safetensors --per-class 500 --out synth/
     [bold]Example[/bold]: geosynth generate --lora ldm/ --maps val/ --per-map 4 --guidance 2 --out synth-pairs/
     """
-    if noise not in ("gaussian", "leak-aligned"):
-        raise GeosynthError(f"--noise {noise}: expected gaussian or leak-aligned")
-    if (noise == "leak-aligned") != (channel_means is not None):
-        raise GeosynthError("--noise leak-aligned and --channel-means go together")
-    taken: set[str] = set()
-    given = [lora_ops.parse_lora(s, taken) for s in (lora or [])]
-    extra: list[lora_ops.Lora] = []
-    class_weights: dict[str, dict[str, float]] = {}
-    if lora_dir is not None:
-        if not lora_dir.is_dir():
-            raise GeosynthError(f"--lora-dir {lora_dir}: no such directory")
-        for sub in sorted(p for p in lora_dir.iterdir() if p.is_dir()):
-            item = lora_ops.parse_lora(str(sub), taken)
-            extra.append(item)
-            class_weights[sub.name] = {item.name: 1.0}
-    if lora_weights is not None:
-        data = _read_json(lora_weights)
-        by_name = {}
-        for name, rel in dict(data.get("loras", {})).items():
-            path = (lora_weights.parent / rel) if not Path(rel).is_absolute() else Path(rel)
-            if not (path / lora_ops.LORA_FILE).is_file():
-                raise GeosynthError(
-                    f"--lora-weights {lora_weights}: LoRA '{name}' not found at {path}"
-                )
-            if name in taken:
-                raise GeosynthError(
-                    f"--lora-weights {lora_weights}: LoRA name '{name}' is already used by "
-                    "another LoRA of this command"
-                )
-            taken.add(name)
-            by_name[name] = lora_ops.Lora(path, 0.0, name)
-        extra.extend(by_name.values())
-        for c, w in lora_ops.read_lora_weights(lora_weights, by_name).items():
-            class_weights.setdefault(c, {}).update(w)
-    stack = lora_ops.expand_stacks(given, extra, taken)
-    all_loras = stack + extra
-    for item in all_loras:
-        lora_ops.check_base(item, model)
-    # Defaults (classes, template) come from the LoRAs the user named, not from stage-1 LoRAs
-    # their cards pulled in.
-    card = next((item.card for item in given + extra if item.card), {})
-    map_model = next((x for x in given + extra if x.card.get("map_condition")), None)
-    if map_model is not None and maps is None:
-        raise GeosynthError(
-            f"--lora {map_model.path}: a map-conditioned model; give the maps to follow with "
-            "--maps DIR"
-        )
     if maps is not None:
-        if map_model is None:
-            raise GeosynthError(
-                "--maps needs a map-conditioned model: --lora DIR from finetune --condition"
-            )
-        return _generate_from_maps(
-            map_model, all_loras, maps, map_legend, out, model, per_map, steps, guidance,
-            scheduler, seed, resolution, batch_size, device, precision, prompt_template, as_json,
-        )  # fmt: skip
-    cm = load_channel_means(channel_means) if channel_means is not None else None
-    rad = resolve_generation_radiometry(
-        radiometry,
-        [(f"--lora {item.path}", item.card) for item in given + extra if item.card],
-        (f"--channel-means {channel_means}", cm.metadata) if cm is not None else None,
-    )
-    mixture_classes = None
-    if lora_weights is not None:
-        mixture_classes = list(data.get("class_names") or class_weights)
-        unknown = [c for c in class_weights if c not in mixture_classes]
-        if unknown:
-            raise GeosynthError(
-                f"--lora-weights {lora_weights}: weights for unknown class '{unknown[0]}' "
-                f"(its class_names: {', '.join(mixture_classes)})"
-            )
-    names = (
-        split_list(classes)
-        or mixture_classes
-        or (list(class_weights) if lora_dir is not None else None)
-        or card.get("class_names")
-        or (cm.class_names if cm else None)
-    )
-    if not names:
-        raise GeosynthError(
-            "--classes is needed: no LoRA card or channel-means file names the classes"
+        mapgen = load_map_generation(
+            maps,
+            model=model,
+            loras=lora or [],
+            lora_dir=lora_dir,
+            lora_weights=lora_weights,
+            map_legend=map_legend,
+            per_map=per_map,
+            steps=steps,
+            guidance=guidance,
+            scheduler=scheduler,
+            seed=seed,
+            resolution=resolution,
+            device=device,
+            precision=precision,
+            prompt_template=prompt_template,
         )
-    if lora_weights is not None:
-        missing = [c for c in names if c not in class_weights]
-        if missing:
-            raise GeosynthError(
-                f"--lora-weights {lora_weights}: no mixture for class '{missing[0]}'"
+        result = mapgen.run(out, batch_size=batch_size, track=track)
+        if as_json:
+            print_json(result)
+        else:
+            message(
+                f"generated {result['generated']} images from {result['maps']} maps into {out} "
+                "(each with its map)"
             )
-    if lora_dir is not None:
-        missing = [c for c in names if c not in class_weights]
-        if missing:
-            raise GeosynthError(f"--lora-dir {lora_dir}: no LoRA for class '{missing[0]}'")
-    if (controlnet is None) != (control is None) or (control is None) != (control_images is None):
-        raise GeosynthError("--controlnet, --control and --control-images go together")
-    dev = local_device(pick_device(device))  # under torchrun / accelerate: this rank's GPU
-    pipe = load_sd_pipeline(model, device=dev, dtype=pick_dtype(precision, dev))
-    new_scheduler = make_scheduler(scheduler, pipe.scheduler.config)
-    if new_scheduler is not None:
-        pipe.scheduler = new_scheduler
-    lora_ops.apply_cards(pipe, all_loras)
-    if cm is not None:
-        check_channel_means(cm, names, pipe.unet.config.in_channels, str(channel_means))
-        gen_size = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-        problems = pipeline_mismatches(cm, pipe.vae, gen_size)
-        if problems and not skip_channel_means_check:
-            raise GeosynthError(
-                f"--channel-means {channel_means}: {problems[0]}; recompute it with this "
-                "pipeline (geosynth channel-means) or pass --skip-channel-means-check"
-            )
-        for p in problems:
-            message(f"warning: --channel-means {channel_means}: {p} (check skipped)")
-    control_source = None
-    if controlnet is not None:
-        pipe = with_controlnet(pipe, controlnet)
-        size = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-        control_source = ControlSource(load_dataset(control_images), control, size)
-        control_source.check_classes(list(names))
-    lora_ops.load_adapters(pipe, all_loras)
-    spec = GenerationSpec(
+        return
+    gen = load_generation(
         model=model,
-        classes=list(names),
+        classes=split_list(classes),
         per_class=per_class,
-        prompt_template=prompt_template or card.get("prompt_template", PROMPT_TEMPLATE),
+        prompt_template=prompt_template,
         steps=steps,
         guidance=guidance,
         scheduler=scheduler,
-        seed=seed,
         noise=noise,
+        channel_means=channel_means,
+        skip_channel_means_check=skip_channel_means_check,
         leak_timestep=leak_timestep,
-        resolution=resolution,
-        loras={
-            x.name: {"path": str(x.path), "weight": x.weight, "stack": x in stack}
-            for x in all_loras
-        },
-        class_lora_weights=class_weights,
-        channel_means={c: cm.for_class(c).tolist() for c in names} if cm else {},
+        loras=lora or [],
+        lora_dir=lora_dir,
+        lora_weights=lora_weights,
         controlnet=controlnet,
         control=control,
-        control_images=None if control_images is None else str(control_images),
-        radiometry=None if rad is None else rad.to_dict(),
+        control_images=control_images,
+        seed=seed,
+        resolution=resolution,
+        device=device,
+        precision=precision,
+        radiometry=radiometry,
+        log=_log,
     )
-    prov = Provenance.start("generate", seeds={"seed": seed}, model=model, noise=noise)
-    result = run_generation(
-        pipe,
-        spec,
+    result = gen.run(
         out,
-        provenance=prov,
-        control=control_source,
         shard=parse_shard(shard),
         batch_size=batch_size,
         resume=resume,
         track=track,
         log=message,
     )
-    result["out"] = str(out)
     if as_json:
         print_json(result)
     else:
@@ -323,110 +216,11 @@ def generate(
         message(f"generated {result['generated']} images into {out} ({state})")
 
 
-def resolve_generation_radiometry(
-    given: str | None,
-    cards: list[tuple[str, dict]],
-    means: tuple[str, dict[str, str]] | None,
-) -> Radiometry | None:
-    """The spec the outputs are written back through: the LoRA cards' (all the same), checked
-    against the channel means' and ``--radiometry``'s; any disagreement is an error."""
-    stated: list[tuple[str, dict | None]] = [(w, c.get("radiometry")) for w, c in cards]
-    if means is not None:
-        text = means[1].get("radiometry")
-        stated.append((means[0], None if text is None else json.loads(text)))
-    spec = Radiometry.parse(given) if given is not None else None
-    if spec is None and stated:
-        first = stated[0][1]
-        spec = None if first is None else Radiometry.from_dict(first, where=stated[0][0])
-    for where, d in stated:
-        check_same_spec(d, spec, where)
-    if spec is not None and spec.ranges is None:
-        raise GeosynthError(
-            "--radiometry: generation needs fitted ranges (give ranges, or the spec a LoRA "
-            "card or channel-means file records)"
-        )
-    return spec
+def _log(text: str) -> None:
+    """A library message (a warning) in this command's flags, as its errors are shown."""
+    import inspect
 
+    from geosynth.cli.errors import to_cli
 
-def with_controlnet(pipe, ref: str):
-    """The same components in a ControlNet pipeline (no reload of the base model)."""
-    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
-
-    cn = load_with(
-        lambda r: ControlNetModel.from_pretrained(r, dtype=pipe.unet.dtype), ref, "--controlnet"
-    )
-    cpipe = StableDiffusionControlNetPipeline.from_pipe(pipe, controlnet=cn.to(pipe.device))
-    cpipe.set_progress_bar_config(disable=True)
-    return cpipe
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise GeosynthError(f"--lora-weights {path}: no such file")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as exc:
-        raise GeosynthError(f"--lora-weights {path}: not JSON ({exc})") from None
-
-
-def _generate_from_maps(
-    map_model: lora_ops.Lora,
-    all_loras: list[lora_ops.Lora],
-    maps: Path,
-    map_legend: Path | None,
-    out: Path,
-    model: str,
-    per_map: int,
-    steps: int,
-    guidance: float,
-    scheduler: str | None,
-    seed: int,
-    resolution: int | None,
-    batch_size: int,
-    device: str | None,
-    precision: str,
-    prompt_template: str | None,
-    as_json: bool,
-) -> None:
-    """``generate --maps``: images that follow semantic maps (see geosynth.diffusion.sampling.mapgen)."""
-    from geosynth.data.paired import read_map_folder
-    from geosynth.data.writer import check_output_dir
-    from geosynth.diffusion.sampling.mapgen import check_maps, generate_from_maps
-
-    check_output_dir(out)
-    if out.exists() and any(out.iterdir()):
-        raise GeosynthError(f"--out {out}: exists; choose a new path")
-    map_set = read_map_folder(maps, map_legend, arg="--maps")
-    check_maps(map_set, map_model.card)
-    dev = pick_device(device)
-    pipe = load_sd_pipeline(model, device=dev, dtype=pick_dtype(precision, dev))
-    new_scheduler = make_scheduler(scheduler, pipe.scheduler.config)
-    if new_scheduler is not None:
-        pipe.scheduler = new_scheduler
-    lora_ops.apply_cards(pipe, all_loras)
-    lora_ops.load_adapters(pipe, all_loras)
-    prov = Provenance.start("generate", seeds={"seed": seed}, model=model, maps=str(maps))
-    result = generate_from_maps(
-        pipe,
-        map_model.path,
-        map_model.card,
-        map_set,
-        out,
-        per_map=per_map,
-        steps=steps,
-        guidance=guidance,
-        seed=seed,
-        resolution=resolution,
-        batch_size=batch_size,
-        provenance=prov,
-        prompt_template=prompt_template,
-        track=track,
-    )
-    result["out"] = str(out)
-    if as_json:
-        print_json(result)
-    else:
-        message(
-            f"generated {result['generated']} images from {result['maps']} maps into {out} "
-            "(each with its map)"
-        )
+    table = {n: "--" + n.replace("_", "-") for n in inspect.signature(generate).parameters}
+    message(to_cli(text, {**table, **LIBRARY_PARAMS}))

@@ -3,27 +3,16 @@ honestly (selection on VAL, TEST once)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import torch
 import typer
 
-from geosynth.artifacts import Provenance
-from geosynth.classify import (
-    ModelSpec,
-    Splits,
-    TrainConfig,
-    align_classes,
-    load_class_map,
-    run_train_clf,
-)
+from geosynth.classify import ModelSpec, TrainConfig, train_and_test
 from geosynth.classify.lora import LORA_ALPHA, LORA_DROPOUT, LORA_RANK
 from geosynth.cli.options import ClassesOpt, DatasetArg, JsonOpt, ShotsOpt, SplitOpt, split_list
 from geosynth.cli.output import message, print_json, print_table, track
-from geosynth.data import load_dataset
-from geosynth.data.multiband import band_input, is_native
 from geosynth.defaults import CLIP_MODEL, PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
 
@@ -181,22 +170,17 @@ def train_clf(
     if head_only and full:
         raise GeosynthError("--head-only and --full: choose one")
     mode = "head" if head_only else "full" if full else "lora"
-    is_clip = backbone == "clip"
     spec = ModelSpec(
         backbone=backbone,
-        model=model if is_clip else "",
+        model=model,
         pretrained=pretrained,
         mode=mode,
-        prompt_template=prompt_template if is_clip else "",
+        prompt_template=prompt_template,
         lora_rank=lora_rank,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
         resolution=resolution,
     )
-    if zero_shot and not is_clip:
-        raise GeosynthError("--zero-shot: needs --backbone clip (a timm head is untrained)")
-    if is_clip and "{}" not in prompt_template:
-        raise GeosynthError(f"--prompt-template {prompt_template!r}: must contain {{}}")
     cfg = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -215,53 +199,23 @@ def train_clf(
         eval_batch_size=eval_batch_size,
         precision=precision,
     )
-    seed_list = _seeds(seeds)
-    mapping = load_class_map(class_map) if class_map else None
-    names = split_list(classes)
-    train_ds = load_dataset(train, split=split, classes=names, shots=shots, seed=seed_list[0])
-    class_names = train_ds.class_names
-    if bands is not None or is_native(train_ds):
-        # Native data never goes through 8 bits: the selected bands, standardised on TRAIN.
-        if is_clip:
-            raise GeosynthError(
-                f"--bands: {train} holds native (non 8-bit) or multi-band data; "
-                "use --backbone timm:NAME (CLIP's image tower takes 8-bit RGB)"
-            )
-        spec = replace(spec, bands=band_input(train_ds, bands or "all", what="--bands").to_dict())
-    # VAL / TEST / real take TRAIN's class list by name; --classes uses TRAIN's names too.
-    others = {}
-    for role, src, kw in (
-        ("--val", val, {}),
-        ("--test", test, {}),
-        ("--real", real, {"shots": real_shots, "seed": seed_list[0]}),
-    ):
-        if src is None:
-            continue
-        ds = load_dataset(src, **kw)
-        if names:  # --classes names TRAIN's classes; keep the ones that map onto them
-            ds = ds.select_classes(
-                [c for c in ds.class_names if (mapping or {}).get(c, c) in names]
-            )
-        ds = align_classes(ds, class_names, role=role, class_map=mapping)
-        others[role] = ds
-    splits = Splits(train_ds, others["--val"], others["--test"], others.get("--real"))
-    prov = Provenance.start(
-        "train-clf",
-        seeds={f"seed_{s}": s for s in seed_list},
-        model=spec.to_dict(),
-        config=cfg.to_dict(),
-    )
-    for role, ds in (("train", train_ds), *((r.strip("-"), d) for r, d in others.items())):
-        prov.inputs[f"{role}:{ds.source}"] = ds.fingerprint()
-    report = run_train_clf(
-        splits,
-        spec,
-        cfg,
+    report = train_and_test(
+        train,
+        val,
+        test,
         out,
-        seeds=seed_list,
-        provenance=prov,
+        real=real,
+        spec=spec,
+        config=cfg,
+        seeds=_seeds(seeds),
+        split=split,
+        classes=split_list(classes),
+        shots=shots,
+        real_shots=real_shots,
+        class_map=class_map,
+        bands=bands,
         resume=resume,
-        zero_shot_only=zero_shot,
+        zero_shot=zero_shot,
         track=track,
         log=message,
     )

@@ -6,7 +6,8 @@
 * adapters: :mod:`.loras` (LoRA stacks and per-class mixtures), :mod:`.kohya` (kohya / A1111 files);
 * :mod:`.training`: the fine-tuning recipe, objective and loop (``geosynth finetune``);
 * :mod:`.sampling`: initial noise (Gaussian, leak-aligned), schedulers, ControlNet inputs and the
-  generation jobs (``geosynth generate``).
+  generation jobs (``geosynth generate``); :func:`load_generation` and
+  :func:`load_map_generation` build a whole job from plain arguments.
 
 Heavy libraries (diffusers, peft, transformers) are imported inside the functions that use them.
 """
@@ -25,6 +26,7 @@ from geosynth.diffusion.sampling.noise import (
     leak_aligned_latents,
     model_input_scale,
 )
+from geosynth.diffusion.sampling.pipeline import load_generation, load_map_generation
 
 __all__ = [
     "alpha_bar_at_start",
@@ -34,6 +36,8 @@ __all__ = [
     "gaussian_latents",
     "images_to_tensor",
     "leak_aligned_latents",
+    "load_generation",
+    "load_map_generation",
     "load_sd_pipeline",
     "load_vae",
     "model_input_scale",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -57,8 +58,9 @@ def _adapter_name(path: Path, taken: set[str]) -> str:
     return name
 
 
-def parse_lora(spec: str, taken: set[str], arg: str = "--lora") -> Lora:
-    """``DIR`` or ``DIR:weight`` (the weight defaults to 1.0)."""
+def parse_lora(spec: str, taken: set[str], arg: str = "loras") -> Lora:
+    """``DIR`` or ``DIR:weight`` (the weight defaults to 1.0); ``arg`` names the parameter the
+    spec came from, for errors."""
     path_text, weight = spec, 1.0
     head, sep, tail = spec.rpartition(":")
     if sep and head:
@@ -69,40 +71,79 @@ def parse_lora(spec: str, taken: set[str], arg: str = "--lora") -> Lora:
             pass
     path = Path(path_text)
     if not (path / LORA_FILE).is_file() and not (path / CARD_FILE).is_file():
-        raise GeosynthError(f"{arg} {spec}: {path / LORA_FILE} does not exist")
+        raise GeosynthError(f"{arg}={spec!r}: {path / LORA_FILE} does not exist")
     return Lora(path, weight, _adapter_name(path, taken))
 
 
-def check_base(lora: Lora, model: str, arg: str = "--lora") -> None:
+def check_base(lora: Lora, model: str, arg: str = "loras") -> None:
     """A LoRA trained on another base model is an error (its card says which)."""
     base = lora.card.get("base_model")
     if base is not None and str(base).rstrip("/") != str(model).rstrip("/"):
-        raise GeosynthError(f"{arg} {lora.path}: trained for base model '{base}', not '{model}'")
-
-
-def read_lora_weights(path: Path, loras: dict[str, Lora]) -> dict[str, dict[str, float]]:
-    """``weights.json`` as ``cluster-plora`` writes it: {"loras": {name: dir}, "weights":
-    {class: {name: w}}}. LoRA names map to directories; every name must be known."""
-    if not path.is_file():
-        raise GeosynthError(f"--lora-weights {path}: no such file")
-    try:
-        data = json.loads(path.read_text())
-        weights = {
-            str(c): {str(k): float(v) for k, v in w.items()} for c, w in data["weights"].items()
-        }
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise GeosynthError(
-            f"--lora-weights {path}: expected {{'loras': {{name: dir}}, 'weights': "
-            f"{{class: {{name: weight}}}}}} ({exc})"
-        ) from None
-    for c, w in weights.items():
-        unknown = sorted(set(w) - set(loras))
-        if unknown:
+            f"{arg}={str(lora.path)!r}: trained for base model '{base}', not model={str(model)!r}"
+        )
+
+
+@dataclass(frozen=True)
+class LoraWeights:
+    """A per-class mixture file (``weights.json``, as ``cluster-plora`` writes it):
+    ``{"loras": {name: dir}, "weights": {class: {name: w}}, "class_names": [...]}``.
+    Directories are resolved against the file's folder; every LoRA a class names is listed."""
+
+    path: Path
+    loras: dict[str, Path]
+    weights: dict[str, dict[str, float]]
+    class_names: list[str] | None
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str], arg: str = "lora_weights") -> LoraWeights:
+        """Parse and check the file (the one reader of the format)."""
+        path = Path(path)
+        where = f"{arg}={str(path)!r}"
+        if not path.is_file():
+            raise GeosynthError(f"{where}: no such file")
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as exc:
+            raise GeosynthError(f"{where}: not JSON ({exc})") from None
+        try:
+            loras = {
+                str(name): (Path(rel) if Path(rel).is_absolute() else path.parent / rel)
+                for name, rel in dict(data.get("loras", {})).items()
+            }
+            weights = {
+                str(c): {str(k): float(v) for k, v in w.items()} for c, w in data["weights"].items()
+            }
+            names = data.get("class_names")
+            class_names = None if names is None else [str(c) for c in names]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise GeosynthError(
-                f"--lora-weights {path}: class '{c}' names unknown LoRA '{unknown[0]}' "
-                f"(known: {', '.join(sorted(loras))})"
-            )
-    return weights
+                f"{where}: expected {{'loras': {{name: dir}}, 'weights': "
+                f"{{class: {{name: weight}}}}}} ({exc})"
+            ) from None
+        for name, d in loras.items():
+            if not (d / LORA_FILE).is_file():
+                raise GeosynthError(f"{where}: LoRA '{name}' not found at {d}")
+        for c, w in weights.items():
+            unknown = sorted(set(w) - set(loras))
+            if unknown:
+                raise GeosynthError(
+                    f"{where}: class '{c}' names unknown LoRA '{unknown[0]}' "
+                    f"(known: {', '.join(sorted(loras))})"
+                )
+        if class_names is not None:
+            extra = [c for c in weights if c not in class_names]
+            if extra:
+                raise GeosynthError(
+                    f"{where}: weights for unknown class '{extra[0]}' "
+                    f"(its class_names: {', '.join(class_names)})"
+                )
+        return cls(path, loras, weights, class_names)
+
+    @property
+    def classes(self) -> list[str]:
+        """The classes the file is for: its ``class_names``, else the classes it weights."""
+        return list(self.class_names or self.weights)
 
 
 def expand_stacks(stack: list[Lora], extra: list[Lora], taken: set[str]) -> list[Lora]:
@@ -118,7 +159,8 @@ def expand_stacks(stack: list[Lora], extra: list[Lora], taken: set[str]) -> list
             path = Path(entry["path"])
             if path.resolve() not in listed:
                 listed.add(path.resolve())
-                out.append(parse_lora(f"{path}:{float(entry['weight'])}", taken, "--lora (stack)"))
+                spec = f"{path}:{float(entry['weight'])}"
+                out.append(parse_lora(spec, taken, f"the stack of {item.path}: loras"))
 
     for item in extra:
         required(item)
@@ -134,8 +176,8 @@ def apply_cards(pipe, loras: list[Lora]) -> None:
     full = [x for x in loras if set(x.card.get("files", [])) & set(COMPONENTS)]
     if len(full) > 1:
         raise GeosynthError(
-            f"--lora {full[1].path}: only one LoRA directory with fully trained components "
-            f"can be used at a time (also {full[0].path})"
+            f"loras={str(full[1].path)!r}: only one LoRA directory with fully trained "
+            f"components can be used at a time (also {full[0].path})"
         )
     for item in full:
         _replace_components(pipe, item)
@@ -188,7 +230,7 @@ def load_adapters(pipe, loras: list[Lora]) -> None:
         except Exception as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise GeosynthError(
-                f"--lora {lora.path}: cannot load into this model: {first}"
+                f"loras={str(lora.path)!r}: cannot load into this model: {first}"
             ) from None
 
 

@@ -1,5 +1,7 @@
-"""``cluster-plora``: cluster a dataset, write one dataset per cluster, the assignments and the
-per-class mixing weights that ``generate --lora-weights`` reads; optionally train the K LoRAs.
+"""pLoRA as a library call: :func:`build_plora` clusters a dataset, writes one dataset per
+cluster, the assignments and the per-class mixing weights (the ``lora_weights`` file that
+:func:`geosynth.diffusion.sampling.load_generation` reads), and optionally fine-tunes the K
+cluster LoRAs; :func:`cluster_plora` and :func:`train_clusters` are its two halves.
 
 Layout of ``OUT``::
 
@@ -7,15 +9,15 @@ Layout of ``OUT``::
     assignments.json          every sample's cluster, the seed and the inertia
     weights.json              bias-score weights (seed 001's pLoRA)
     weights-uniform.json      1/K for every cluster (the paper's pLoRA with a dagger)
-    loras/cluster_<j>/        the cluster LoRAs, once trained (``--train`` or the printed commands)
+    loras/cluster_<j>/        the cluster LoRAs, once trained (``train=True``, or one fine-tuning
+                              run per cluster dataset)
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ import numpy as np
 from geosynth.artifacts import Embeddings, Provenance, atomic_path, write_json, write_provenance
 from geosynth.data import export_dataset, load_dataset
 from geosynth.data.dataset import ImageDataset
-from geosynth.defaults import PROMPT_TEMPLATE
+from geosynth.defaults import FEATURE_MODEL, SD_MODEL
 from geosynth.diffusion.loras import CARD_FILE
 from geosynth.diffusion.training.recipe import Recipe
 from geosynth.errors import GeosynthError
@@ -38,12 +40,13 @@ def cluster_name(j: int) -> str:
 
 
 def check_features(emb: Embeddings, ds: ImageDataset, where: str) -> np.ndarray:
-    """Embeddings rows must be the dataset's samples, in order."""
+    """Embeddings rows must be the dataset's samples, in order; ``where`` names them in errors
+    (``embeddings='e.safetensors'``)."""
     x = emb.embeddings.numpy()
     if len(x) != len(ds):
         raise GeosynthError(
             f"{where}: {len(x)} embeddings for {len(ds)} images; embed the same dataset "
-            "(same --split/--classes/--shots/--seed)"
+            "(same `split`, `classes`, `shots` and `seed`)"
         )
     if emb.labels is not None and emb.class_names is not None:
         theirs = [emb.class_names[int(i)] for i in emb.labels]
@@ -76,7 +79,7 @@ def cluster_plora(
     ds.check_nonempty()
     res = kmeans(features, k, seed=seed, restarts=restarts)
     labels = [s.label for s in ds.samples]
-    counts = count_table(labels, res.assignments, len(ds.class_names), k)
+    counts = count_table(labels, res.assignments.tolist(), len(ds.class_names), k)
     b, w = bias_weights(counts)
     names = list(ds.class_names)
     prov = provenance or Provenance.start("cluster-plora", seeds={"seed": seed})
@@ -132,36 +135,8 @@ def cluster_plora(
     }
 
 
-def finetune_commands(out: Path, model: str, recipe: Recipe) -> list[str]:
-    """One ``geosynth finetune`` command per cluster, for a cluster scheduler."""
-    k = json.loads((out / "assignments.json").read_text())["k"]
-    cmds = []
-    for j in range(k):
-        args = ["geosynth", "finetune", str(out / "clusters" / cluster_name(j))]
-        args += ["--model", model, "--rank", str(recipe.rank), "--alpha", str(recipe.alpha)]
-        args += ["--epochs", str(recipe.epochs), "--batch-size", str(recipe.batch_size)]
-        args += ["--lr", str(recipe.lr), "--seed", str(recipe.seed)]
-        if recipe.max_steps:
-            args += ["--max-steps", str(recipe.max_steps)]
-        if recipe.resolution:
-            args += ["--resolution", str(recipe.resolution)]
-        if recipe.offset_noise:
-            args += ["--offset-noise", str(recipe.offset_noise)]
-            if recipe.offset_noise_convention != "std":
-                args += ["--offset-noise-convention", recipe.offset_noise_convention]
-        if recipe.prompt_template != PROMPT_TEMPLATE:
-            args += ["--prompt-template", recipe.prompt_template]
-        if recipe.lora_targets != "attention":
-            args += ["--lora-targets", recipe.lora_targets]
-        for path, weight in recipe.init_loras:
-            args += ["--init-lora", f"{path}:{weight}"]
-        args += ["--out", str(out / "loras" / cluster_name(j))]
-        cmds.append(shlex.join(args))
-    return cmds
-
-
 def train_clusters(
-    out: Path,
+    out: str | os.PathLike[str],
     model: str,
     recipe: Recipe,
     *,
@@ -171,6 +146,7 @@ def train_clusters(
     """Fine-tune one LoRA per cluster (skipping finished ones; an interrupted one resumes)."""
     from geosynth.diffusion.training.finetune import finetune, parts_dir
 
+    out = Path(out)
     k = json.loads((out / "assignments.json").read_text())["k"]
     done = []
     for j in range(k):
@@ -190,3 +166,99 @@ def train_clusters(
             )
         done.append(dest)
     return done
+
+
+def build_plora(
+    dataset: ImageDataset | str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    k: int = 4,
+    features: str = FEATURE_MODEL,
+    embeddings: str | os.PathLike[str] | Embeddings | None = None,
+    feature_model: str | None = None,
+    restarts: int = 10,
+    split: str | None = None,
+    classes: Sequence[str] | None = None,
+    shots: int | None = None,
+    seed: int = 0,
+    train: bool = False,
+    resume: bool = False,
+    model: str = SD_MODEL,
+    recipe: Recipe | None = None,
+    track: Track = no_track,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """What ``geosynth cluster-plora`` does: cluster every image of ``dataset`` regardless of
+    class (K-Means with ``k``, ``restarts``, ``seed``) in the space of ``features`` (an
+    extractor spec; embeddings are cached) or of given ``embeddings`` (rows = the dataset's
+    images; ``feature_model`` names their space in ``assignments.json``, by default the
+    extractor spec or the embeddings file), write ``out`` (see :func:`cluster_plora`), and with ``train`` fine-tune one LoRA
+    per cluster on ``model`` with ``recipe`` (see :func:`train_clusters`).
+
+    ``resume`` keeps the clusters of an existing ``out`` and trains what is missing; without
+    it ``out`` must be new. Returns ``{"out", "summary", "trained"}``: the clustering summary
+    (None when kept), and the trained LoRA directories."""
+    from geosynth.artifacts import load_embeddings
+    from geosynth.features.resolve import resolve_embeddings
+
+    out = Path(out)
+    recipe = recipe or Recipe(rank=4, alpha=4.0, seed=seed)
+    recipe.check()
+    summary = None
+    if resume and (out / "assignments.json").is_file():
+        log(f"keeping the clusters in {out}")
+    else:
+        if out.exists():
+            raise GeosynthError(
+                f"out={str(out)!r}: already exists; choose a new path (or pass resume=True)"
+            )
+        names = list(classes) if classes else None
+        if isinstance(dataset, ImageDataset):
+            ds, source = dataset, str(dataset.source)
+        else:
+            source = str(dataset)
+            ds = load_dataset(
+                source,
+                split=split,
+                classes=names,
+                shots=shots,
+                seed=seed,
+                radiometry="auto",
+                log=log,
+            )
+        if embeddings is not None:
+            if isinstance(embeddings, Embeddings):
+                emb, where, name = embeddings, "`embeddings`", "embeddings"
+            else:
+                emb = load_embeddings(embeddings)
+                where, name = f"embeddings={str(embeddings)!r}", str(embeddings)
+            x = check_features(emb, ds, where)
+        else:
+            emb = resolve_embeddings(
+                source,
+                features=features,
+                split=split,
+                classes=names,
+                shots=shots,
+                seed=seed,
+                track=track,
+                log=log,
+                dataset=ds,
+            )
+            x = check_features(emb, ds, f"features={features!r}")
+            name = features
+        feature_model = feature_model or name
+        prov = Provenance.start("cluster-plora", seeds={"seed": seed}, features=feature_model)
+        prov.inputs[f"dataset:{source}"] = ds.fingerprint()
+        summary = cluster_plora(
+            ds,
+            x,
+            out,
+            k=k,
+            seed=seed,
+            restarts=restarts,
+            feature_model=feature_model,
+            provenance=prov,
+        )
+    trained = train_clusters(out, model, recipe, track=track, log=log) if train else []
+    return {"out": str(out), "summary": summary, "trained": [str(p) for p in trained]}

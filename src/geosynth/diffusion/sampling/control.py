@@ -41,7 +41,7 @@ class ControlSource:
 
     def __init__(self, ds: ImageDataset, mode: str, size: int) -> None:
         if mode not in CONTROL_MODES:
-            raise GeosynthError(f"--control {mode}: expected one of {', '.join(CONTROL_MODES)}")
+            raise GeosynthError(f"control={mode!r}: expected one of {', '.join(CONTROL_MODES)}")
         if mode == "canny":
             require("skimage.feature", "control='canny'")  # before any model loads
         self.ds, self.mode, self.size = ds, mode, size
@@ -53,7 +53,7 @@ class ControlSource:
         missing = [c for c in classes if not self.by_class.get(c)]
         if missing:
             raise GeosynthError(
-                f"--control-images {self.ds.source}: no control image for class '{missing[0]}'"
+                f"control_images={str(self.ds.source)!r}: no control image for class '{missing[0]}'"
             )
 
     def describe(self, class_name: str, index: int) -> str:

@@ -110,7 +110,7 @@ class GenerationSpec:
         written: class folders that collide or clash with the layout, a prompt template that
         does not format, out-of-range numbers."""
         if not self.classes:
-            raise GeosynthError("--classes: give at least one class name")
+            raise GeosynthError("`classes`: give at least one class name")
         seen: dict[str, str] = {}
         for c in self.classes:
             d = safe_dirname(c)
@@ -131,19 +131,21 @@ class GenerationSpec:
             probe = self.prompt_template.format("CLASS")
         except (IndexError, KeyError, ValueError) as exc:
             raise GeosynthError(
-                f"--prompt-template {self.prompt_template!r}: does not format ({exc!r}); expected "
+                f"prompt_template={self.prompt_template!r}: does not format ({exc!r}); expected "
                 "text with one {} where the class name goes, e.g. 'a satellite photo of a {}'"
             ) from None
         if "CLASS" not in probe:
             raise GeosynthError(
-                f"--prompt-template {self.prompt_template!r}: has no {{}} for the class name"
+                f"prompt_template={self.prompt_template!r}: has no {{}} for the class name"
             )
         if not 0 <= self.seed <= MAX_SEED:
-            raise GeosynthError(f"--seed {self.seed}: expected an integer in [0, 2**63 - 1]")
-        if self.per_class < 1 or self.steps < 1:
-            raise GeosynthError("--per-class and --steps must be at least 1")
+            raise GeosynthError(f"seed={self.seed}: expected an integer in [0, 2**63 - 1]")
+        if self.per_class < 1:
+            raise GeosynthError(f"per_class={self.per_class}: must be at least 1")
+        if self.steps < 1:
+            raise GeosynthError(f"steps={self.steps}: must be at least 1")
         if self.resolution is not None and self.resolution < 1:
-            raise GeosynthError(f"--resolution {self.resolution}: expected a positive size")
+            raise GeosynthError(f"resolution={self.resolution}: expected a positive size")
 
     def plan(self) -> dict[str, Any]:
         """The settings as JSON data (what ``plan.json`` and the provenance record)."""
@@ -165,9 +167,9 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
-        raise GeosynthError(f"--shard {text}: expected i/n, e.g. 0/4") from None
+        raise GeosynthError(f"shard={text!r}: expected i/n, e.g. 0/4") from None
     if not 0 <= i < n:
-        raise GeosynthError(f"--shard {text}: need 0 <= i < n")
+        raise GeosynthError(f"shard={text!r}: need 0 <= i < n")
     return i, n
 
 
@@ -270,26 +272,27 @@ def prepare_output(
     if _is_finished(out):
         if not resume:
             raise GeosynthError(
-                f"--out {out}: a finished generate output is there; choose a new path "
-                "(or pass --resume to check that it was made with these settings)"
+                f"out={str(out)!r}: a finished generation output is there; choose a new path "
+                "(or pass resume=True to check that it was made with these settings)"
             )
         recorded = _recorded_plan(out)
         if recorded is None:
             raise GeosynthError(
-                f"--out {out}: {DIR_PROVENANCE_NAME} records no settings, so --resume cannot tell "
-                "whether it was made with these; choose a new path"
+                f"out={str(out)!r}: {DIR_PROVENANCE_NAME} records no settings, so `resume` cannot "
+                "tell whether it was made with these; choose a new path"
             )
         if recorded != plan:
             raise GeosynthError(
-                f"--out {out}: finished with other settings ({settings_diff(recorded, plan)}); "
-                "--resume needs the same settings, or choose a new path"
+                f"out={str(out)!r}: finished with other settings "
+                f"({settings_diff(recorded, plan)}); `resume` needs the same settings, or choose "
+                "a new path"
             )
         clean_temporaries(out)  # a finalize killed while removing .parts
         return True
     # Another shard may have made .parts and not yet written the plan: it holds the lock.
     if out.is_dir() and any(q.name != PARTS for q in out.iterdir()) and not plan_path.is_file():
         raise GeosynthError(
-            f"--out {out}: exists and is not a geosynth generate output in progress; "
+            f"out={str(out)!r}: exists and is not a generation output in progress; "
             "choose a new path"
         )
     with output_lock(out):
@@ -297,14 +300,15 @@ def prepare_output(
             old = json.loads(plan_path.read_text())
             if old != plan:
                 raise GeosynthError(
-                    f"--out {out}: was started with other settings ({settings_diff(old, plan)}); "
-                    "--resume and other shards need the same settings"
+                    f"out={str(out)!r}: was started with other settings "
+                    f"({settings_diff(old, plan)}); `resume` and other shards need the same "
+                    "settings"
                 )
             mine = parts / f"rows-{shard[0]}-of-{shard[1]}.jsonl"
             if not resume and (shard[1] == 1 or mine.exists()):
                 raise GeosynthError(
-                    f"--out {out}: an interrupted run of this job is there; pass --resume to continue "
-                    "it or choose a new path"
+                    f"out={str(out)!r}: an interrupted run of this job is there; pass "
+                    "resume=True to continue it or choose a new path"
                 )
             if resume:
                 _repair_rows(mine)
@@ -392,11 +396,11 @@ def run_generation(
     size = spec.resolution or pipe.unet.config.sample_size * vae_factor
     multiple = math.lcm(vae_factor, 8)  # diffusers' pipelines also want multiples of 8
     if size % multiple:
-        raise GeosynthError(f"--resolution {size}: must be a multiple of {multiple}")
+        raise GeosynthError(f"resolution={size}: must be a multiple of {multiple}")
     if spec.noise == "leak-aligned":
         missing = [c for c in spec.classes if c not in spec.channel_means]
         if missing:
-            raise GeosynthError(f"channel means: no class '{missing[0]}'")
+            raise GeosynthError(f"`channel_means`: no class '{missing[0]}'")
     if prepare_output(out, spec, resume, shard):
         return {"generated": 0, "complete": True}
     done = read_done(out)
@@ -506,16 +510,15 @@ def run_generation(
     }
 
 
-def check_channel_means(cm: ChannelMeans, classes: list[str], channels: int, path: str) -> None:
-    """Channel means must name every requested class and match the UNet's latent channels."""
+def check_channel_means(cm: ChannelMeans, classes: list[str], channels: int, where: str) -> None:
+    """Channel means must name every requested class and match the UNet's latent channels;
+    ``where`` names them in errors (``channel_means='m.safetensors'``)."""
     missing = [c for c in classes if c not in cm.class_names]
     if missing:
         raise GeosynthError(
-            f"--channel-means {path}: no class '{missing[0]}' "
-            f"(file has: {', '.join(cm.class_names)})"
+            f"{where}: no class '{missing[0]}' (file has: {', '.join(cm.class_names)})"
         )
     if cm.means.shape[1] != channels:
         raise GeosynthError(
-            f"--channel-means {path}: {cm.means.shape[1]} channels, but the model's latents "
-            f"have {channels}"
+            f"{where}: {cm.means.shape[1]} channels, but the model's latents have {channels}"
         )

@@ -49,7 +49,8 @@ def check_maps(maps: PairedDataset, card: dict[str, Any]) -> Legend:
     assert maps.legend is not None
     if maps.legend.names != model_legend.names:
         raise GeosynthError(
-            f"--maps {maps.source}: legend classes {maps.legend.names} differ from the model's "
+            f"maps={str(maps.source)!r}: legend classes {maps.legend.names} differ from the "
+            "model's "
             f"{model_legend.names}"
         )
     return model_legend
@@ -84,7 +85,7 @@ def generate_from_maps(
     factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     size = resolution or int(card.get("resolution") or pipe.unet.config.sample_size * factor)
     if size % factor:
-        raise GeosynthError(f"--resolution {size}: must be a multiple of {factor}")
+        raise GeosynthError(f"resolution={size}: must be a multiple of {factor}")
     latent_shape = (int(pipe.vae.config.latent_channels), size // factor, size // factor)
     template = prompt_template or card.get("prompt_template") or "{}"
     k = len(legend)

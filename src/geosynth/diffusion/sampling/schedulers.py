@@ -27,6 +27,6 @@ def make_scheduler(name: str | None, base_config: Any):
     if name is None:
         return None
     if name not in SCHEDULERS:
-        raise GeosynthError(f"--scheduler {name}: expected one of {', '.join(SCHEDULERS)}")
+        raise GeosynthError(f"scheduler={name!r}: expected one of {', '.join(SCHEDULERS)}")
     cls_name, overrides = SCHEDULERS[name]
     return getattr(diffusers, cls_name).from_config(base_config, **overrides)
