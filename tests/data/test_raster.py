@@ -90,7 +90,7 @@ def test_write_refuses_non_tiff_path(tmp_path: Path) -> None:
 def test_band_index_by_name_and_index() -> None:
     r = Raster(np.zeros((13, 2, 2), np.uint16), list(S2_BANDS))
     assert r.band_index("B8A") == 12 and r.band_index("B04") == 3 and r.band_index(2) == 2
-    with pytest.raises(GeosynthError, match="'B13': not in the file"):
+    with pytest.raises(GeosynthError, match="band 'B13' is not in the file"):
         r.band_index("B13")
     with pytest.raises(GeosynthError, match="out of range"):
         r.band_index(13)

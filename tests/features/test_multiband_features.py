@@ -90,4 +90,4 @@ def test_evaluate_feature_metrics_on_all_bands(s2, cli, tmp_path) -> None:
     # Both sets were standardised with REAL's statistics (the same as before: REAL is a).
     assert rep2["features"]["preprocessing"]["bands"] == bands
     r = cli("evaluate", s2["b"], s2["a"], *base[:4], "--bands", "B99", "--metrics", "fid")
-    assert r.code == 2 and "--bands 'B99': not in the file" in r.err
+    assert r.code == 2 and "--bands: band 'B99' is not in the file" in r.err

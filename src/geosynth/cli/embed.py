@@ -116,7 +116,7 @@ def embed(
             ref = load_dataset(
                 dataset, split=split, classes=split_list(classes), shots=shots, seed=seed
             )
-        bi = band_input(ref, bands, what="--bands", track=track)
+        bi = band_input(ref, bands, what="bands", track=track)
     elif band_stats is not None:
         raise GeosynthError("--band-stats: only used with --bands")
     dev = local_device(pick_device(device))

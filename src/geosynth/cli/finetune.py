@@ -315,7 +315,7 @@ def finetune(
     recipe.check()
     ds = dataset_from_options(dataset, split, classes, shots, seed, radiometry)
     if cond is not None:
-        ds = attach_maps(ds, maps, map_legend, arg="--maps")
+        ds = attach_maps(ds, maps, map_legend, arg="maps")
     live = LiveProgress()
 
     def on_step(info: StepInfo) -> None:

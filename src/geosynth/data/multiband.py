@@ -88,10 +88,10 @@ def parse_bands(text: str, raster: Raster, *, what: str = "bands") -> tuple[int,
         return tuple(range(raster.count))
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
-        raise GeosynthError(f"{what} {text!r}: expected 'all' or a comma-separated list")
+        raise GeosynthError(f"{what}={text!r}: expected 'all' or a comma-separated list")
     idx = tuple(raster.band_index(t, what=what) for t in items)
     if len(set(idx)) != len(idx):
-        raise GeosynthError(f"{what} {text!r}: a band is listed twice")
+        raise GeosynthError(f"{what}={text!r}: a band is listed twice")
     return idx
 
 

@@ -107,7 +107,7 @@ def find_legend(*candidates: Path | None, arg: str = "map_legend") -> Legend:
         if (c / LEGEND_NAME).is_file():
             return Legend.read(c / LEGEND_NAME)
     where = ", ".join(str(c) for c in candidates if c is not None)
-    raise GeosynthError(f"{arg}: no {LEGEND_NAME} found (looked in {where}); give the legend file")
+    raise GeosynthError(f"no {LEGEND_NAME} found (looked in {where}); give `{arg}`")
 
 
 def read_map(path: Path, legend: Legend) -> np.ndarray:
@@ -228,10 +228,10 @@ def attach_maps(
     column = None if maps is not None else _metadata_maps(root)
     if maps is None and column is None:
         raise GeosynthError(
-            f"{arg}: {root} has no '{MAP_COLUMN}' column in {METADATA_NAME}; give the map folder"
+            f"`{arg}`: {root} has no '{MAP_COLUMN}' column in {METADATA_NAME}; give the map folder"
         )
     if maps is not None and not maps.is_dir():
-        raise GeosynthError(f"{arg} {maps}: no such directory")
+        raise GeosynthError(f"{arg}={str(maps)!r}: no such directory")
     found: dict[str, Path] = {}
     for s in ds.samples:
         if column is not None:
@@ -246,7 +246,7 @@ def attach_maps(
             where = candidates[0] if candidates else f"'{MAP_COLUMN}' of {s.key}"
             raise GeosynthError(f"{ds.describe(s)}: no map for this image (expected {where})")
         found[s.key] = hit
-    leg = find_legend(legend, maps, root, arg=f"{arg} legend")
+    leg = find_legend(legend, maps, root, arg="map_legend")
     img_digest = ds.digest
 
     def digest(sample: Sample) -> str:
@@ -265,7 +265,7 @@ def read_map_folder(root: Path, legend: Path | None = None, *, arg: str = "maps"
     from geosynth.data.folder import IMAGE_SUFFIXES
 
     if not root.is_dir():
-        raise GeosynthError(f"{arg} {root}: no such directory")
+        raise GeosynthError(f"{arg}={str(root)!r}: no such directory")
     column = _metadata_maps(root)
     if column is not None:
         rels = sorted(set(column.values()))
@@ -276,8 +276,8 @@ def read_map_folder(root: Path, legend: Path | None = None, *, arg: str = "maps"
             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
         )
     if not rels:
-        raise GeosynthError(f"{arg} {root}: no map images found")
-    leg = find_legend(legend, root, arg=f"{arg} legend")
+        raise GeosynthError(f"{arg}={str(root)!r}: no map images found")
+    leg = find_legend(legend, root, arg="map_legend")
     samples = [Sample(rel, 0, root / rel) for rel in rels]
 
     def no_image(sample: Sample) -> Image.Image:

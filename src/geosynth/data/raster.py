@@ -86,13 +86,16 @@ class Raster:
             i = int(band)
             if not 0 <= i < self.count:
                 raise GeosynthError(
-                    f"{what} {band}: out of range for a {self.count}-band raster (0..{self.count - 1})"
+                    f"`{what}`: band {band} is out of range for a {self.count}-band raster "
+                    f"(0..{self.count - 1})"
                 )
             return i
         names = self.band_names or []
         if band not in names:
             have = ", ".join(names) if names else "none (use 0-based indices)"
-            raise GeosynthError(f"{what} '{band}': not in the file (its band names: {have})")
+            raise GeosynthError(
+                f"`{what}`: band '{band}' is not in the file (its band names: {have})"
+            )
         return names.index(band)
 
 
