@@ -96,7 +96,7 @@ def test_classes_subset_applies_to_every_split(cli, setup: dict[str, Path], tmp_
 
 
 def test_zero_shot(cli, setup: dict[str, Path], tmp_path: Path) -> None:
-    r = cli(*_base(setup, tmp_path / "zs", "--model", setup["clip"], "--zero-shot", "--json"))
+    r = cli(*_base(setup, tmp_path / "zs", "--clip-model", setup["clip"], "--zero-shot", "--json"))
     assert r.code == 0, r.err
     report = json.loads(r.out)
     assert report["zero_shot"] is True

@@ -99,7 +99,7 @@ def test_bad_input_errors(tmp_path: Path) -> None:
         spec.forward(r, "chip.tif")
     floored = Radiometry(kind="sar", bands=("VV",), ranges=((-30.0, 5.0),), db_floor=-30.0)
     assert floored.forward(r)[0, 0, 0] == -1.0
-    with pytest.raises(GeosynthError, match="radiometry band.*band 'HH' is not in the file"):
+    with pytest.raises(GeosynthError, match=r"radiometry band.*band 'HH' is not in the file"):
         Radiometry(kind="sar", bands=("HH",), ranges=((-30.0, 5.0),)).forward(r)
     empty = Raster(np.full((1, 2, 2), np.nan, np.float32))
     with pytest.raises(GeosynthError, match=r"chip\.tif: no valid pixel"):

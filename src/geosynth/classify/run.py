@@ -265,7 +265,7 @@ def run_train_clf(
         raise GeosynthError(f"out={str(out)!r}: a non-empty folder that geosynth did not write")
     if not seeds:
         raise GeosynthError("`seeds`: give at least one seed")
-    accelerator = make_accelerator(cfg.precision)
+    accelerator = make_accelerator(cfg.precision, device=cfg.device)
     class_names = splits.train.class_names
     runs: list[dict[str, Any]] = []
     parts = None

@@ -73,6 +73,7 @@ class TrainConfig:
     workers: int = 0
     eval_batch_size: int = 64
     precision: str = "auto"
+    device: str | None = None  # None: this process's GPU (accelerate), else the CPU
 
     def __post_init__(self) -> None:
         if self.select not in SELECT_METRICS:
@@ -136,14 +137,17 @@ def _cosine_with_warmup(total: int, warmup: int) -> Callable[[int], float]:
     return factor
 
 
-def make_accelerator(precision: str = "auto", cpu: bool = False) -> Any:
+def make_accelerator(precision: str = "auto", cpu: bool = False, device: str | None = None) -> Any:
     """An ``accelerate`` Accelerator: one process here, every GPU under ``accelerate launch``.
     ``auto`` means bf16 (or fp16) autocast on CUDA and float32 on CPU."""
     from accelerate import Accelerator
 
-    use_cpu = cpu or not torch.cuda.is_available()
-    device = torch.device("cpu") if use_cpu else pick_device()
-    prec = resolve_precision(precision, device, prefer_bf16=True)
+    dev = pick_device(device)
+    use_cpu = cpu or dev.type != "cuda"
+    if not use_cpu and dev.index is not None and device is not None:
+        torch.cuda.set_device(dev)  # accelerate takes the current CUDA device
+    device_ = torch.device("cpu") if use_cpu else dev
+    prec = resolve_precision(precision, device_, prefer_bf16=True)
     return Accelerator(mixed_precision={"fp32": "no"}.get(prec, prec), cpu=use_cpu)
 
 
@@ -169,7 +173,7 @@ def train_classifier(
     after every epoch goes to ``state_dir/last/`` (:func:`save_state`) and ``resume`` continues
     from it.
     """
-    acc = accelerator or make_accelerator(cfg.precision)
+    acc = accelerator or make_accelerator(cfg.precision, device=cfg.device)
     k = len(model.class_names)
     lr, head_lr = cfg.resolved_lr(model)
     head = model.head_parameter_names()

@@ -13,6 +13,7 @@ from geosynth.cli.finetune import parse_init_lora
 from geosynth.cli.options import (
     ClassesOpt,
     DatasetArg,
+    DeviceOpt,
     JsonOpt,
     SeedOpt,
     ShotsOpt,
@@ -23,6 +24,9 @@ from geosynth.cli.output import LiveProgress, message, print_json, print_table, 
 from geosynth.defaults import FEATURE_MODEL, PROMPT_TEMPLATE, SD_MODEL
 from geosynth.diffusion.training.recipe import Recipe
 from geosynth.plora.build import build_plora, cluster_name
+
+#: Library parameters that this command's options feed under other names (cli/errors.py).
+LIBRARY_PARAMS = {"rank": "--lora-rank", "alpha": "--lora-alpha", "init_loras": "--init-lora"}
 
 
 def cluster_plora_cmd(
@@ -50,8 +54,13 @@ def cluster_plora_cmd(
         bool, typer.Option("--resume", help="Keep OUT's clusters; train what is missing.")
     ] = False,
     model: Annotated[str, typer.Option("--model", help="Base pipeline for the LoRAs.")] = SD_MODEL,
-    rank: Annotated[int, typer.Option("--rank", help="Cluster LoRA rank (seed 001: 4).")] = 4,
-    alpha: Annotated[float | None, typer.Option("--alpha", help="Default: the rank.")] = None,
+    lora_rank: Annotated[
+        int, typer.Option("--lora-rank", help="Cluster LoRA rank (seed 001: 4).")
+    ] = 4,
+    lora_alpha: Annotated[
+        float | None, typer.Option("--lora-alpha", help="Default: the rank.")
+    ] = None,
+    device: DeviceOpt = None,
     epochs: Annotated[int, typer.Option("--epochs")] = 200,
     max_steps: Annotated[int | None, typer.Option("--max-steps")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
@@ -91,8 +100,8 @@ def cluster_plora_cmd(
     [bold]Example[/bold]: geosynth cluster-plora sar-ships/ --k 4 --init-lora ors-lora/ --train --out plora/
     """
     recipe = Recipe(
-        rank=rank,
-        alpha=alpha if alpha is not None else float(rank),
+        rank=lora_rank,
+        alpha=lora_alpha if lora_alpha is not None else float(lora_rank),
         epochs=epochs,
         max_steps=max_steps,
         batch_size=batch_size,
@@ -121,6 +130,7 @@ def cluster_plora_cmd(
         resume=resume,
         model=model,
         recipe=recipe,
+        device=device,
         track=live.track if train else track,
         log=message,
     )
@@ -160,7 +170,8 @@ def finetune_commands(out: Path, model: str, recipe: Recipe) -> list[str]:
     cmds = []
     for j in range(k):
         args = ["geosynth", "finetune", str(out / "clusters" / cluster_name(j))]
-        args += ["--model", model, "--rank", str(recipe.rank), "--alpha", str(recipe.alpha)]
+        args += ["--model", model, "--lora-rank", str(recipe.rank)]
+        args += ["--lora-alpha", str(recipe.alpha)]
         args += ["--epochs", str(recipe.epochs), "--batch-size", str(recipe.batch_size)]
         args += ["--lr", str(recipe.lr), "--seed", str(recipe.seed)]
         if recipe.max_steps:

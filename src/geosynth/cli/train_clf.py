@@ -11,10 +11,21 @@ import typer
 
 from geosynth.classify import ModelSpec, TrainConfig, train_and_test
 from geosynth.classify.lora import LORA_ALPHA, LORA_DROPOUT, LORA_RANK
-from geosynth.cli.options import ClassesOpt, DatasetArg, JsonOpt, ShotsOpt, SplitOpt, split_list
+from geosynth.cli.options import (
+    ClassesOpt,
+    DatasetArg,
+    DeviceOpt,
+    JsonOpt,
+    ShotsOpt,
+    SplitOpt,
+    split_list,
+)
 from geosynth.cli.output import message, print_json, print_table, track
 from geosynth.defaults import CLIP_MODEL, PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
+
+#: Library parameters that this command's options feed under other names (cli/errors.py).
+LIBRARY_PARAMS = {"model": "--clip-model"}
 
 
 def _seeds(text: str) -> list[int]:
@@ -68,10 +79,10 @@ def train_clf(
             "timm:local-dir:DIR / timm:hf-hub:ID (linear head).",
         ),
     ] = "clip",
-    model: Annotated[
+    clip_model: Annotated[
         str,
         typer.Option(
-            "--model",
+            "--clip-model",
             help="open_clip model: name, local-dir:DIR, hf-hub:ID or a directory with "
             "open_clip_config.json.",
         ),
@@ -151,6 +162,7 @@ def train_clf(
         ),
     ] = None,
     eval_batch_size: Annotated[int, typer.Option("--eval-batch-size", min=1)] = 64,
+    device: DeviceOpt = None,
     precision: Annotated[
         str, typer.Option("--precision", help="auto (bf16/fp16 on GPU), fp32, fp16 or bf16.")
     ] = "auto",
@@ -172,7 +184,7 @@ def train_clf(
     mode = "head" if head_only else "full" if full else "lora"
     spec = ModelSpec(
         backbone=backbone,
-        model=model,
+        model=clip_model,
         pretrained=pretrained,
         mode=mode,
         prompt_template=prompt_template,
@@ -198,6 +210,7 @@ def train_clf(
         workers=workers if workers is not None else (4 if torch.cuda.is_available() else 0),
         eval_batch_size=eval_batch_size,
         precision=precision,
+        device=device,
     )
     report = train_and_test(
         train,

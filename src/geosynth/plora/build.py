@@ -142,8 +142,10 @@ def train_clusters(
     *,
     track: Track = no_track,
     log: Callable[[str], None] = print,
+    device: str | None = None,
 ) -> list[Path]:
-    """Fine-tune one LoRA per cluster (skipping finished ones; an interrupted one resumes)."""
+    """Fine-tune one LoRA per cluster (skipping finished ones; an interrupted one resumes);
+    ``device`` as for :func:`geosynth.diffusion.training.finetune.finetune`."""
     from geosynth.diffusion.training.finetune import finetune, parts_dir
 
     out = Path(out)
@@ -163,6 +165,7 @@ def train_clusters(
                 resume=parts_dir(dest).exists(),
                 track=track,
                 log=log,
+                device=device,
             )
         done.append(dest)
     return done
@@ -185,6 +188,7 @@ def build_plora(
     resume: bool = False,
     model: str = SD_MODEL,
     recipe: Recipe | None = None,
+    device: str | None = None,
     track: Track = no_track,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
@@ -241,6 +245,7 @@ def build_plora(
                 classes=names,
                 shots=shots,
                 seed=seed,
+                device=device,
                 track=track,
                 log=log,
                 dataset=ds,
@@ -260,5 +265,7 @@ def build_plora(
             feature_model=feature_model,
             provenance=prov,
         )
-    trained = train_clusters(out, model, recipe, track=track, log=log) if train else []
+    trained = (
+        train_clusters(out, model, recipe, track=track, log=log, device=device) if train else []
+    )
     return {"out": str(out), "summary": summary, "trained": [str(p) for p in trained]}
