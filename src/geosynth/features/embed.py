@@ -95,7 +95,13 @@ def embed_dataset(
         feats.append(extractor(pixels).cpu())
         labels.append(lab)
     meta = {**extractor.describe(), "source": ds.source, "selection": ds.selection}
-    return Embeddings(torch.cat(feats), torch.cat(labels), list(ds.class_names), _strings(meta))
+    return Embeddings(
+        torch.cat(feats),
+        torch.cat(labels),
+        list(ds.class_names),
+        _strings(meta),
+        ids=[s.key for s in ds.samples],
+    )
 
 
 def _strings(meta: dict[str, Any]) -> dict[str, str]:
@@ -287,8 +293,10 @@ def embed_shards(
     if distributed and not is_main_process():
         return {"rank": rank_and_size()[0], "shards_embedded": len(todo)}
     per_shard, all_feats, n_corrupt, truncated = [], [], 0, []
+    keys: list[str] = []
     for shard, tf in zip(shards, _load_parts(parts, names), strict=True):
         all_feats.append(tf.tensors["embeddings"])
+        keys += json.loads(tf.metadata["keys"])
         corrupt = int(tf.metadata["corrupt"])
         n_corrupt += corrupt
         if json.loads(tf.metadata["truncated"]):
@@ -309,7 +317,8 @@ def embed_shards(
         "seed": seed,
     }
     meta = {**extractor.describe(), "source": str(root), "shards": per_shard, **report}
-    save_embeddings(out, Embeddings(embeddings, metadata=_strings(meta)), provenance=provenance)
+    emb = Embeddings(embeddings, metadata=_strings(meta), ids=keys)
+    save_embeddings(out, emb, provenance=provenance)
     faults.stage("embed:output")
     shutil.rmtree(parts, ignore_errors=True)
     return report
@@ -396,7 +405,13 @@ def embed_dataset_parts(
     all_labels = torch.cat([tf.tensors["labels"] for tf in loaded])
     del loaded
     meta = {**extractor.describe(), "source": ds.source, "selection": ds.selection}
-    emb = Embeddings(embeddings, all_labels, list(ds.class_names), _strings(meta))
+    emb = Embeddings(
+        embeddings,
+        all_labels,
+        list(ds.class_names),
+        _strings(meta),
+        ids=[s.key for s in ds.samples],
+    )
     save_embeddings(out, emb, provenance=provenance)
     faults.stage("embed:output")
     shutil.rmtree(parts, ignore_errors=True)

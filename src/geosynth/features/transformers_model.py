@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from PIL import Image
 
@@ -28,7 +30,7 @@ class TransformersExtractor(FeatureExtractor):
             "model": ref,
             "processor": type(p).__name__,
             **{
-                k: getattr(p, k, None)
+                k: plain_json(getattr(p, k, None))
                 for k in (
                     "size",
                     "crop_size",
@@ -48,3 +50,26 @@ class TransformersExtractor(FeatureExtractor):
         out = self.model(pixel_values=pixels)
         pooled = getattr(out, "pooler_output", None)
         return pooled if pooled is not None else out.last_hidden_state[:, 0]
+
+
+def plain_json(value: Any) -> Any:
+    """A processor setting as plain JSON: transformers holds sizes as ``SizeDict`` dataclasses
+    and resampling as enums, whose repr is no use to a reader of the metadata."""
+    import dataclasses
+    import enum
+
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, enum.Enum):
+        return plain_json(value.value)
+    if isinstance(value, dict):
+        return {str(k): plain_json(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [plain_json(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return plain_json(dataclasses.asdict(value))
+    if hasattr(value, "items"):
+        return plain_json(dict(value.items()))
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
