@@ -320,7 +320,7 @@ def load_generation(
         cm = None
     rad = resolve_generation_radiometry(
         radiometry,
-        [(f"the card of LoRA {x.path}", x.card) for x in lset.named if x.card],
+        [(f"loras={str(x.path)!r} (its card)", x.card) for x in lset.named if x.card],
         (cm_where, cm.metadata) if cm is not None and cm_where is not None else None,
     )
     card = lset.card
