@@ -167,37 +167,22 @@ def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def _open_clip_name(ref: str) -> str:
-    """A directory holding ``open_clip_config.json`` is read as ``local-dir:DIR``."""
-    path = Path(ref).expanduser()
-    if path.is_dir() and (path / "open_clip_config.json").is_file():
-        return f"local-dir:{path}"
-    return ref
-
-
 class ClipClassifier(Classifier):
     """open_clip CLIP with a cosine head over class-prompt text features."""
 
     def __init__(self, spec: ModelSpec, class_names: list[str], prompt_names: list[str]) -> None:
         super().__init__()
+        from geosynth.features.openclip import load_open_clip
+
         open_clip = require("open_clip", f"backbone={spec.backbone!r}")
         from open_clip import get_model_preprocess_cfg
 
         self.spec = spec
         self.class_names = list(class_names)
-        name = _open_clip_name(spec.model)
-        is_schema = name.startswith(("local-dir:", "hf-hub:"))
-        pretrained = None if is_schema else (spec.pretrained or CLIP_PRETRAINED)
-        if pretrained in ("none", ""):
-            pretrained = None
-        try:
-            clip = open_clip.create_model(name, pretrained=pretrained)
-            tokenizer = open_clip.get_tokenizer(name)
-        except Exception as exc:
-            raise GeosynthError(
-                f"model={spec.model!r} (pretrained {pretrained}): cannot load open_clip model: "
-                f"{_first_line(exc)}"
-            ) from None
+        loaded = load_open_clip(
+            spec.model, what="model", pretrained=spec.pretrained or CLIP_PRETRAINED
+        )
+        clip, tokenizer = loaded.model, loaded.tokenizer
         cfg = get_model_preprocess_cfg(clip)
         size = cfg.get("size", 224)
         self.image_size = int(size[0] if isinstance(size, list | tuple) else size)

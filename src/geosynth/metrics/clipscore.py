@@ -19,7 +19,6 @@ import torch
 from PIL import Image
 
 from geosynth.data.dataset import ImageDataset
-from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 
 
@@ -36,23 +35,11 @@ class ClipScorer:
     @classmethod
     def load(cls, spec: str, device: torch.device | str = "cpu") -> ClipScorer:
         """Load ``spec`` (``NAME/PRETRAINED``, ``hf-hub:ID``, ``local-dir:DIR``); one-line errors."""
-        from geosynth.extras import require
-        from geosynth.features.openclip import parse_open_clip
+        from geosynth.features.openclip import load_open_clip
 
-        open_clip = require("open_clip", f"clip_model={spec!r}")
-        name, pretrained = parse_open_clip(spec.removeprefix("open_clip:"))
         dev = torch.device(device)
-        try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=pretrained, device=dev
-            )
-            tokenizer = open_clip.get_tokenizer(name)
-        except Exception as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise GeosynthError(
-                f"clip_model={spec!r}: cannot load open_clip model: {first}"
-            ) from None
-        return cls(spec, model.eval(), preprocess, tokenizer, dev)
+        clip = load_open_clip(spec, what="clip_model", device=dev)
+        return cls(spec, clip.model, clip.preprocess, clip.tokenizer, dev)
 
     @torch.inference_mode()
     def text_features(self, prompts: Sequence[str]) -> torch.Tensor:
