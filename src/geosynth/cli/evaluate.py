@@ -13,11 +13,12 @@ from geosynth.cli.embed import BatchOpt, DeviceOpt, PrecisionOpt
 from geosynth.cli.options import ClassesOpt, JsonOpt, SeedOpt, ShotsOpt, SplitOpt, split_list
 from geosynth.cli.output import message, print_json, print_table, track
 from geosynth.data import check_output_dir
-from geosynth.data.paired import attach_maps, has_maps
+from geosynth.data.paired import has_maps
 from geosynth.defaults import FEATURE_MODEL, PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
 from geosynth.metrics.evaluate import ALL_SECTIONS, EvalOptions
 from geosynth.metrics.evaluate import evaluate as run_evaluation
+from geosynth.metrics.paired import paired_evaluation
 
 #: Library parameters that this command's options feed under other names (cli/errors.py).
 LIBRARY_PARAMS = {"per_class": "--by-class", "sections": "--metrics"}
@@ -243,8 +244,16 @@ def evaluate(
     result = run_evaluation(synthetic, real, opts, track=track, log=message)
     report = result.report
     if val is not None or has_maps(synthetic):
-        report["maps"] = _paired_section(
-            synthetic, real, val, real_maps, val_maps, landscape, opts, split, real_split
+        report["maps"] = paired_evaluation(
+            synthetic,
+            real,
+            opts,
+            val=val,
+            real_maps=real_maps,
+            val_maps=val_maps,
+            landscape=landscape,
+            track=track,
+            log=message,
         )
         report["notes"] += report["maps"].pop("notes")
     if plots is not None:
@@ -340,44 +349,6 @@ def _print(report: dict[str, Any]) -> None:
                 for c, s in color["per_class"].items()
             ],
         )
-
-
-def _paired_section(
-    synthetic: str,
-    real: str,
-    val: str | None,
-    real_maps: Path | None,
-    val_maps: Path | None,
-    landscape: str,
-    opts: EvalOptions,
-    split: str | None,
-    real_split: str | None,
-) -> dict[str, Any]:
-    """Seed 004's report: FID vs REAL (train) and VAL, per landscape type, per-map fidelity."""
-    from geosynth.data import load_dataset
-    from geosynth.metrics.paired import paired_report
-
-    def open_set(source: str, part: str | None, maps: Path | None, arg: str):
-        ds = load_dataset(source, split=part, classes=opts.classes)
-        if maps is not None or has_maps(source, part):
-            ds = attach_maps(ds, maps, arg=arg)
-        return ds
-
-    reals = {"train": open_set(real, real_split, real_maps, "--real-maps")}
-    if val is not None:
-        reals["val"] = open_set(val, None, val_maps, "--val-maps")
-    return paired_report(
-        open_set(synthetic, split, None, "SYNTH"),
-        reals,
-        features=opts.features,
-        landscape=landscape,
-        batch_size=opts.batch_size,
-        device=opts.device,
-        precision=opts.precision,
-        use_cache=opts.use_cache,
-        track=track,
-        log=message,
-    )
 
 
 def _print_maps(section: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ set, FID per landscape type, and per-map fidelity.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -159,3 +160,44 @@ def paired_report(
         notes.append("per-map fidelity needs maps in SYNTH and REAL: skipped")
     out["notes"] = notes
     return out
+
+
+def paired_evaluation(
+    synthetic: str,
+    real: str,
+    opts: Any,
+    *,
+    val: str | None = None,
+    real_maps: Path | None = None,
+    val_maps: Path | None = None,
+    landscape: str = "dominant",
+    track: Track = no_track,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Seed 004's report from paths, as ``geosynth evaluate`` makes it: the synthetic pairs
+    (``opts.split``) against REAL (``opts.real_split``, its maps beside it or ``real_maps``) and
+    VAL (``val_maps``), with ``opts`` an :class:`geosynth.metrics.evaluate.EvalOptions`."""
+    from geosynth.data import load_dataset
+    from geosynth.data.paired import attach_maps, has_maps
+
+    def open_set(source: str, part: str | None, maps: Path | None, arg: str) -> ImageDataset:
+        ds = load_dataset(source, split=part, classes=opts.classes)
+        if maps is not None or has_maps(source, part):
+            ds = attach_maps(ds, maps, arg=arg)
+        return ds
+
+    reals = {"train": open_set(real, opts.real_split, real_maps, "real_maps")}
+    if val is not None:
+        reals["val"] = open_set(val, None, val_maps, "val_maps")
+    return paired_report(
+        open_set(synthetic, opts.split, None, "synthetic"),
+        reals,
+        features=opts.features,
+        landscape=landscape,
+        batch_size=opts.batch_size,
+        device=opts.device,
+        precision=opts.precision,
+        use_cache=opts.use_cache,
+        track=track,
+        log=log,
+    )
