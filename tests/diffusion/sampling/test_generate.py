@@ -241,3 +241,19 @@ def test_per_class_lora_dir(cli, base, reference, toy_models, tmp_path) -> None:
         tmp_path / "per_class",
     )
     assert res.code == 2 and "no LoRA for class 'urban'" in res.err
+
+
+def test_progress_counts_images_not_batches() -> None:
+    from geosynth.diffusion.sampling.generate import _by_image
+
+    seen: dict[str, object] = {}
+
+    def track(items, total, description):
+        seen.update(total=total, description=description, n=0)
+        for item in items:
+            yield item
+            seen["n"] = int(seen["n"]) + 1  # type: ignore[call-overload]
+
+    batches = [[("a", 0), ("a", 1), ("a", 2)], [("a", 3)], [("b", 0), ("b", 1)]]
+    assert list(_by_image(batches, track)) == batches
+    assert seen == {"total": 6, "description": "images", "n": 6}

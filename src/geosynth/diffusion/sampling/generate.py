@@ -375,6 +375,20 @@ def finalize(out: Path, spec: GenerationSpec, provenance: Provenance) -> bool:
     return True
 
 
+def _by_image(
+    batches: list[list[tuple[str, int]]], track: Track
+) -> Iterator[list[tuple[str, int]]]:
+    """The batches, with progress counted in images (a batch's images are counted as it
+    starts), so the bar says how many of the shard's images are left, not how many batches."""
+    jobs = iter(track((job for b in batches for job in b), sum(map(len, batches)), "images"))
+    for batch in batches:
+        for _ in batch:
+            next(jobs)
+        yield batch
+    for _ in jobs:  # closes the progress bar
+        pass
+
+
 def run_generation(
     pipe,
     spec: GenerationSpec,
@@ -422,7 +436,7 @@ def run_generation(
     rad = None if spec.radiometry is None else Radiometry.from_dict(spec.radiometry)
     current_class = None
     with part.open("a") as rows_file:
-        for batch in track(batches, len(batches), "generating"):
+        for batch in _by_image(batches, track):
             class_name = batch[0][0]
             if class_name != current_class and spec.loras:
                 lora_ops.activate(pipe, spec.weights_for(class_name))
