@@ -6,6 +6,7 @@ unexpected internal error (one line, or the traceback with ``--debug``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -251,7 +252,21 @@ def main(argv: list[str] | None = None) -> int:
             err=True,
         )
         code = 1
+    finally:
+        _close_process_group()
     return code
+
+
+def _close_process_group() -> None:
+    """Under torchrun / accelerate launch, tear the process group down before the interpreter
+    does: gloo's threads destroyed during interpreter shutdown can abort a rank (SIGABRT,
+    "terminate called without an active exception") after its work is done."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    # a group already broken by another rank's failure has nothing left to close
+    with contextlib.suppress(Exception):
+        dist.destroy_process_group()
 
 
 def entry_point() -> None:
