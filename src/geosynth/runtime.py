@@ -89,6 +89,13 @@ def resolve_precision(precision: str, device: torch.device, *, prefer_bf16: bool
     return "fp16"
 
 
+def accelerate_precision(precision: str, device: torch.device, *, prefer_bf16: bool = False) -> str:
+    """accelerate's ``mixed_precision`` for ``precision`` on ``device``: ``no``, ``fp16`` or
+    ``bf16`` (:func:`resolve_precision`'s choice, with fp32 spelt as accelerate spells it)."""
+    prec = resolve_precision(precision, device, prefer_bf16=prefer_bf16)
+    return "no" if prec == "fp32" else prec
+
+
 def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     """The compute dtype of ``precision`` on ``device``: fp16/bf16 only on GPU, CPU always computes
     in float32."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from geosynth.cli.main import COMMANDS, load_command
+from geosynth.cli.main import leaf_commands
 from tests.reliability.conftest import tree_bytes
 
 FAST = ["--resolution", "32", "--batch-size", "4", "--checkpoint-every", "1000"]
@@ -19,12 +19,9 @@ def _sub(path: Path, sub: str) -> list[str]:
 
 
 def test_every_command_takes_a_config_file() -> None:
-    for name in COMMANDS:
-        cmd = load_command(name)
-        leaves = getattr(cmd, "commands", None) or {"": cmd}
-        for sub, leaf in leaves.items():
-            has = any(p.name == "config" for p in leaf.params)
-            assert has == (name != "replay"), f"{name} {sub}"
+    for path, leaf in leaf_commands():
+        has = any(p.name == "config" for p in leaf.params)
+        assert has == (path[0] != "replay"), " ".join(path)
 
 
 def test_toml_and_yaml_values_with_flags_winning(cli, tmp_path: Path) -> None:

@@ -3,22 +3,9 @@
 import pytest
 import typer._click as click
 
-from geosynth.cli.main import COMMANDS, load_command
+from geosynth.cli.main import leaf_commands
 
-
-def _leaves() -> list[tuple[list[str], click.Command]]:
-    out: list[tuple[list[str], click.Command]] = []
-    for name in COMMANDS:
-        cmd = load_command(name)
-        subs = getattr(cmd, "commands", None)
-        if subs:
-            out += [([name, sub], c) for sub, c in subs.items()]
-        else:
-            out.append(([name], cmd))
-    return out
-
-
-LEAVES = _leaves()
+LEAVES = leaf_commands()
 
 
 @pytest.mark.parametrize("path,cmd", LEAVES, ids=[" ".join(p) for p, _ in LEAVES])

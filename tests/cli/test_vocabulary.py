@@ -5,7 +5,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from geosynth.cli.main import COMMANDS, load_command
+from geosynth.cli.main import leaf_commands
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 
@@ -13,14 +13,11 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 def actual() -> dict[str, set[str]]:
     """Option name -> the commands ("toy data" for subcommands) that take it."""
     use: dict[str, set[str]] = defaultdict(set)
-    for name in COMMANDS:
-        cmd = load_command(name)
-        leaves = getattr(cmd, "commands", None) or {"": cmd}
-        for sub, leaf in leaves.items():
-            for p in leaf.params:
-                for opt in (*p.opts, *p.secondary_opts):
-                    if opt.startswith("--"):
-                        use[opt].add(f"{name} {sub}".strip())
+    for path, leaf in leaf_commands():
+        for p in leaf.params:
+            for opt in (*p.opts, *p.secondary_opts):
+                if opt.startswith("--"):
+                    use[opt].add(" ".join(path))
     return use
 
 

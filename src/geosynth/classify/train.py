@@ -38,7 +38,7 @@ from geosynth.classify.model import Classifier
 from geosynth.data import ImageDataset
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
-from geosynth.runtime import pick_device, resolve_precision
+from geosynth.runtime import accelerate_precision, pick_device
 
 #: Learning rates by backbone and mode when ``lr`` is not given. CLIP's pretrained head and
 #: adapters want small steps; timm's fresh linear head a larger one (``head_lr``).
@@ -147,8 +147,8 @@ def make_accelerator(precision: str = "auto", cpu: bool = False, device: str | N
     if not use_cpu and dev.index is not None and device is not None:
         torch.cuda.set_device(dev)  # accelerate takes the current CUDA device
     device_ = torch.device("cpu") if use_cpu else dev
-    prec = resolve_precision(precision, device_, prefer_bf16=True)
-    return Accelerator(mixed_precision={"fp32": "no"}.get(prec, prec), cpu=use_cpu)
+    mixed = accelerate_precision(precision, device_, prefer_bf16=True)
+    return Accelerator(mixed_precision=mixed, cpu=use_cpu)
 
 
 def train_classifier(

@@ -26,10 +26,14 @@ from typing import Annotated, Any
 import typer
 import typer._click as click
 
+from geosynth.artifacts import NEUTRAL_FLAGS, NEUTRAL_OPTIONS
 from geosynth.errors import GeosynthError
 
-#: Options never taken from a recorded run: where it wrote, and flags that do not change output.
-NOT_REPLAYED = {"out", "resume", "overwrite", "json", "debug", "no_cache", "config"}
+#: Options never taken from a recorded run: where it wrote, and the flags that do not change
+#: output (the parameter names of artifacts' NEUTRAL_FLAGS / NEUTRAL_OPTIONS), and --config.
+NOT_REPLAYED = {f.removeprefix("--").replace("-", "_") for f in NEUTRAL_FLAGS | NEUTRAL_OPTIONS} | {
+    "config"
+}
 
 
 def record_file(path: Path) -> Path | None:

@@ -145,6 +145,17 @@ def load_command(name: str) -> _click.Command:
     return command
 
 
+def leaf_commands() -> list[tuple[list[str], _click.Command]]:
+    """Every command that runs (``["toy", "data"]`` for a group's subcommand), loaded: what
+    tests and docs walk to see every option."""
+    out: list[tuple[list[str], _click.Command]] = []
+    for name in COMMANDS:
+        cmd = load_command(name)
+        subs = getattr(cmd, "commands", None) or {}
+        out += [([name, sub], c) for sub, c in subs.items()] if subs else [([name], cmd)]
+    return out
+
+
 class _Deferred(TyperCommand):
     """A command listed by name and one-line help; its module loads when it is invoked."""
 

@@ -37,26 +37,14 @@ def replay(
     Example:
       geosynth replay lora/ --out lora-again/
     """
-    from geosynth.artifacts import NEUTRAL_FLAGS, NEUTRAL_OPTIONS
+    from geosynth.artifacts import content_argv
     from geosynth.cli.config import recorded_argv
     from geosynth.cli.main import main
 
     if out.exists():
         raise GeosynthError(f"out={str(out)!r}: already exists; choose a new path")
-    argv = recorded_argv(record)[1:]
-    args: list[str] = []
-    skip = False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a in NEUTRAL_FLAGS:
-            continue
-        if a.split("=", 1)[0] in NEUTRAL_OPTIONS:
-            skip = "=" not in a
-            continue
-        args.append(a)
-    args += ["--out", str(out)]
+    # the recorded command line less --out and the flags that never change what a run writes
+    args = [*content_argv(recorded_argv(record))[1:], "--out", str(out)]
     if dry_run:
         typer.echo(" ".join(["geosynth", *args]))
         return

@@ -38,7 +38,7 @@ from geosynth.diffusion.training.trainable import (
 )
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
-from geosynth.runtime import check_report_to, pick_device, resolve_precision
+from geosynth.runtime import accelerate_precision, check_report_to, pick_device
 
 StepHook = Callable[["StepInfo"], None]
 
@@ -100,8 +100,7 @@ def total_steps(recipe: Recipe, n: int, world: int) -> int:
 
 def _mixed_precision(recipe: Recipe, device: torch.device) -> str:
     """accelerate's name for the recipe's precision on ``device`` (runtime's policy)."""
-    prec = resolve_precision(recipe.mixed_precision, device)
-    return {"fp32": "no"}.get(prec, prec)
+    return accelerate_precision(recipe.mixed_precision, device)
 
 
 def _encode_text(te, tokenizer, prompts: list[str], device) -> torch.Tensor:
