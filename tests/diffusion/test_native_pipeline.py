@@ -14,6 +14,7 @@ from geosynth.data import load_dataset
 from geosynth.data.raster import read_raster
 from geosynth.diffusion import load_vae
 from geosynth.diffusion.latents import encode_latents
+from geosynth.diffusion.sampling.generate import previews_dir
 from geosynth.toy import make_toy_sar_dataset
 
 FAST = ["--resolution", "32", "--batch-size", "4", "--checkpoint-every", "1000"]
@@ -88,7 +89,8 @@ def test_generate_writes_native_geotiffs(cli, sar_run, toy_models, tmp_path) -> 
         native = read_raster(out / r["file_name"])
         assert native.array.dtype == np.float32 and native.count == 2
         assert native.band_names == ["VV", "VH"] and (native.array > 0).all()
-        assert (out / r["preview"]).is_file()
+        assert (previews_dir(out) / r["file_name"]).with_suffix(".png").is_file()
+    assert not list(out.rglob("*.png"))  # readers of OUT see one image per row
     assert json.loads((out / "radiometry.json").read_text()) == card["radiometry"]
     # The synthetic set reads back like the real one: same dtype and bands, in linear power.
     synth = load_dataset(out, radiometry=card["radiometry"])

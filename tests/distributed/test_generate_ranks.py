@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import geosynth
+from geosynth.diffusion.sampling.generate import previews_dir
 from geosynth.distributed import local_device
 
 SRC = Path(geosynth.__file__).resolve().parents[1]
@@ -58,7 +59,9 @@ def test_two_processes_write_the_single_process_output(cli, toy_models, tmp_path
     assert "complete" in [state for _, state in said]
     files = _files(two)
     assert files == _files(one)
-    assert sum(name.endswith(".png") for name in files) == 9 + 3  # images and contact sheets
+    assert sum(name.endswith(".png") for name in files) == 9
+    assert _files(previews_dir(two)) == _files(previews_dir(one))  # the contact sheets
+    assert len(_files(previews_dir(two))) == 3
     spec = [json.loads((o / "provenance.json").read_text())["extra"]["spec"] for o in (one, two)]
     assert spec[0] == spec[1]
     assert not (two / ".parts").exists()

@@ -136,7 +136,11 @@ def generate(
 
     When the LoRA was trained on native data (SAR, 16-bit, multispectral), its card holds the
     radiometry spec and each image is also written back in the data's units and dtype as
-    OUT/<class>/<index>.tif (the selected bands), beside its 8-bit PNG preview.
+    OUT/<class>/<index>.tif (the selected bands); its 8-bit PNG preview goes to OUT.previews/.
+
+    OUT holds only the class folders, metadata.jsonl, a dataset card (README.md) and
+    provenance.json, so torchvision ImageFolder, timm and datasets.load_dataset(OUT) read it as
+    is; a contact sheet per class is written beside it, as OUT.previews/<class>.png.
 
     Leak-aligned noise starts sampling from sqrt(abar) x0_cls + sqrt(1 - abar) eps at the
     scheduler's first timestep, with x0_cls the class's latent channel means. Each image's seed
@@ -214,6 +218,8 @@ def generate(
     else:
         state = "complete" if result["complete"] else "this shard done; others pending"
         message(f"generated {result['generated']} images into {out} ({state})")
+        if result["complete"]:
+            message(f"contact sheets: {result['previews']}")
 
 
 def _log(text: str) -> None:

@@ -1,7 +1,9 @@
 """Write image datasets: ``<out>/<class>/<id>.png`` plus ``metadata.jsonl``, atomically.
 
-``datasets.load_dataset("imagefolder", data_dir=out)`` reads the result back with the integer
-``label`` we wrote, and so does :func:`geosynth.data.open_dataset` (with the class names).
+A dataset card (``README.md``, :mod:`geosynth.data.card`) makes ``datasets.load_dataset(out)``
+read ``label`` as a ClassLabel with the class names; :func:`geosynth.data.open_dataset` reads the
+same labels and names from ``metadata.jsonl``. The root holds only class folders, so
+torchvision's ``ImageFolder`` and timm see exactly the classes (numbered by sorted folder name).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from PIL import Image
 
 from geosynth.artifacts import DIR_PROVENANCE_NAME, Provenance, atomic_path, write_provenance
+from geosynth.data.card import CARD_NAME, write_dataset_card
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.folder import METADATA_NAME
 from geosynth.data.names import safe_dirname
@@ -53,6 +56,9 @@ class ImageFolderWriter:
         self.dirnames = [safe_dirname(c) for c in self.class_names]
         if len(set(self.dirnames)) != len(self.dirnames):
             raise GeosynthError(f"class names {self.class_names} map to clashing folder names")
+        for name, d in zip(self.class_names, self.dirnames, strict=True):
+            if d in (METADATA_NAME, DIR_PROVENANCE_NAME, CARD_NAME):
+                raise GeosynthError(f"class name '{name}': its folder '{d}' is a reserved name")
         self.provenance = provenance
         self.rows: list[dict[str, Any]] = []
         self._counts = [0] * len(self.class_names)
@@ -112,8 +118,10 @@ class ImageFolderWriter:
     ) -> None:
         if exc_type is None:
             assert self.tmp is not None
-            lines = (json.dumps(r, default=str) for r in self.rows)
+            lines = [json.dumps(r, default=str) for r in self.rows]
             (self.tmp / METADATA_NAME).write_text("".join(line + "\n" for line in lines))
+            rows = [json.loads(line) for line in lines]  # the values as readers will see them
+            write_dataset_card(self.tmp, self.class_names, rows, "geosynth image folder")
             write_provenance(self.tmp, self.provenance)
         self._stack.__exit__(exc_type, exc, tb)
 

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from geosynth.artifacts import ChannelMeans, Provenance, save_channel_means
+from geosynth.diffusion.sampling.generate import previews_dir
 from geosynth.toy import make_toy_lora
 
 CLASSES = "water,desert,forest"
@@ -73,7 +74,7 @@ def test_same_command_same_images_and_datasets_reads_it(cli, base, reference, tm
     assert hf.num_rows == 9 and sorted(set(hf["class_name"])) == ["desert", "forest", "water"]
     assert sorted(hf["label"]) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert set(hf["prompt"]) == {f"a satellite photo of a {c}" for c in CLASSES.split(",")}
-    assert (reference / "contact-sheets" / "water.png").is_file()
+    assert (previews_dir(reference) / "water.png").is_file()
     assert not (reference / ".parts").exists()
 
 

@@ -10,15 +10,21 @@ list, so a resumed run recomputes a partly finished batch whole). Images are wri
 Shards of the same job may run at the same time without ``resume``: the first one writes
 ``.parts/plan.json``, the others join it (under a file lock) when their settings are the same.
 When every job of every shard is done, one process (under the same lock) writes
-``metadata.jsonl``, the contact sheets and ``provenance.json`` (which records the settings) and
-then removes ``.parts``; finalizing is idempotent, so a kill at any point of it is repaired by
-the next ``resume``. See docs/reliability.md.
+``metadata.jsonl``, the dataset card ``README.md``, the contact sheets and ``provenance.json``
+(which records the settings) and then removes ``.parts``; finalizing is idempotent, so a kill at
+any point of it is repaired by the next ``resume``. See docs/reliability.md.
+
+``OUT`` holds exactly the class folders, so torchvision's ``ImageFolder``, timm and
+``datasets.load_dataset(OUT)`` (through the card: ``label`` is a ClassLabel) read the classes and
+counts of the run. What is only for eyes lives beside it, in ``OUT.previews/``
+(:func:`previews_dir`): a contact sheet per class, ``<class>.png``, and for native output the
+8-bit previews ``<class>/<index>.png``.
 
 With a radiometry spec (from the LoRA card: the model learnt data in native units), each image is
 also written back through the spec's inverse as ``OUT/<class>/<index>.tif`` in the data's units,
 dtype and selected bands; that GeoTIFF is the row's ``file_name`` (so the output reads as a dataset
-in native units, like the real one) and the 8-bit PNG its ``preview``. ``OUT/radiometry.json``
-holds the spec.
+in native units, like the real one) and the 8-bit PNG preview goes to ``OUT.previews/``.
+``OUT/radiometry.json`` holds the spec.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from geosynth.artifacts import (
     clean_temporaries,
     write_provenance,
 )
+from geosynth.data.card import CARD_NAME, write_dataset_card
 from geosynth.data.folder import METADATA_NAME
 from geosynth.data.names import prompt_name, safe_dirname
 from geosynth.data.radiometry import Radiometry
@@ -66,11 +73,24 @@ from geosynth.progress import Track, no_track
 from geosynth.viz import image_grid
 
 PARTS = ".parts"
-SHEETS = "contact-sheets"
+PREVIEWS_SUFFIX = ".previews"
 RADIOMETRY_NAME = "radiometry.json"
 #: Names the output layout uses at its top level; no class folder may take one of them.
-RESERVED = {PARTS, SHEETS, METADATA_NAME, DIR_PROVENANCE_NAME, RADIOMETRY_NAME}
+RESERVED = {PARTS, METADATA_NAME, DIR_PROVENANCE_NAME, RADIOMETRY_NAME, CARD_NAME}
 MAX_SEED = 2**63 - 1
+#: Column types of the dataset card that one run's values cannot tell (null under Gaussian
+#: noise); the nested ones (LoRA mixture, control source) stay in metadata.jsonl only.
+CARD_TYPES = {"sqrt_alpha_bar": "float64", "leak_timestep": "int64", "loras": None, "control": None}
+
+
+def previews_dir(out: Path) -> Path:
+    """``OUT.previews``, beside ``out``: contact sheets and 8-bit previews. They live outside the
+    dataset because any extra folder in it is a class to torchvision's ImageFolder and timm,
+    and a PNG beside each GeoTIFF would be counted as a second image."""
+    out = Path(out)
+    if out.name in ("", ".", ".."):
+        out = Path(os.path.abspath(out))
+    return out.with_name(out.name + PREVIEWS_SUFFIX)
 
 
 def image_seed(seed: int, class_name: str, index: int) -> int:
@@ -187,6 +207,15 @@ def _rel(class_name: str, index: int) -> str:
     return f"{safe_dirname(class_name)}/{index:06d}.png"
 
 
+def _sheet_source(out: Path, row: dict[str, Any]) -> Path:
+    """The 8-bit picture of a row for its class's contact sheet: the image itself, or for
+    native output (a GeoTIFF) its preview in ``OUT.previews``."""
+    rel = str(row["file_name"])
+    if rel.endswith(".png"):
+        return out / rel
+    return previews_dir(out) / (rel.rsplit(".", 1)[0] + ".png")
+
+
 def read_done(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
     """Rows of finished jobs (row written and image present), from every shard's parts file."""
     done: dict[tuple[str, int], dict[str, Any]] = {}
@@ -295,6 +324,13 @@ def prepare_output(
             f"out={str(out)!r}: exists and is not a generation output in progress; "
             "choose a new path"
         )
+    previews = previews_dir(out)
+    check_replaceable(previews, "directory")
+    if not plan_path.is_file() and previews.is_dir() and any(previews.iterdir()):
+        raise GeosynthError(
+            f"out={str(out)!r}: its previews folder {previews} already holds files from "
+            "another run; choose a new path or remove that folder"
+        )
     with output_lock(out):
         if plan_path.is_file():
             old = json.loads(plan_path.read_text())
@@ -313,8 +349,9 @@ def prepare_output(
             if resume:
                 _repair_rows(mine)
                 for c, i in shard_jobs(spec, shard):
-                    for tmp in (out / safe_dirname(c)).glob(f".{i:06d}.png.tmp-*"):
-                        tmp.unlink(missing_ok=True)
+                    for where in (out, previews):
+                        for tmp in (where / safe_dirname(c)).glob(f".{i:06d}.png.tmp-*"):
+                            tmp.unlink(missing_ok=True)
         else:
             with atomic_path(plan_path) as tmp:
                 tmp.write_text(json.dumps(plan, indent=2))
@@ -323,8 +360,8 @@ def prepare_output(
 
 
 def finalize(out: Path, spec: GenerationSpec, provenance: Provenance) -> bool:
-    """If every job is done, write metadata.jsonl, contact sheets and provenance, then remove
-    ``.parts``. Idempotent and safe to repeat after a kill at any point: every file is written
+    """If every job is done, write metadata.jsonl, the dataset card, contact sheets (in
+    ``OUT.previews``) and provenance, then remove ``.parts``. Idempotent and safe to repeat after a kill at any point: every file is written
     atomically with content that depends only on the jobs, and ``.parts`` (the proof that the
     output is unfinished) goes last, by one rename."""
     parts = out / PARTS
@@ -346,23 +383,24 @@ def finalize(out: Path, spec: GenerationSpec, provenance: Provenance) -> bool:
             return False
         for leftover in out.glob(".*.tmp-*"):  # a finalize killed while writing
             leftover.unlink(missing_ok=True)
-        clean_temporaries(out / SHEETS)
+        previews = previews_dir(out)
+        for leftover in previews.glob(".*.tmp-*"):
+            leftover.unlink(missing_ok=True)
         rows = [done[job] for job in all_jobs(spec)]
         if spec.radiometry is not None:
             with atomic_path(out / RADIOMETRY_NAME) as tmp:
                 tmp.write_text(json.dumps(spec.radiometry, indent=2) + "\n")
         with atomic_path(out / METADATA_NAME) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_dataset_card(out, spec.classes, rows, "geosynth generated dataset", CARD_TYPES)
         faults.stage("generate:finalize:metadata")
-        sheets = out / SHEETS
-        sheets.mkdir(exist_ok=True)
+        previews.mkdir(exist_ok=True)
         for c in spec.classes:
             imgs = [
-                Image.open(out / done[c, i].get("preview", done[c, i]["file_name"]))
-                for i in range(min(spec.per_class, 64))
+                Image.open(_sheet_source(out, done[c, i])) for i in range(min(spec.per_class, 64))
             ]
             grid = image_grid([imgs[r : r + 8] for r in range(0, len(imgs), 8)], cell=96)
-            with atomic_path(sheets / f"{safe_dirname(c)}.png") as tmp:
+            with atomic_path(previews / f"{safe_dirname(c)}.png") as tmp:
                 grid.save(tmp, format="PNG")
         faults.stage("generate:finalize:sheets")
         provenance.extra["spec"] = spec.plan()
@@ -416,7 +454,7 @@ def run_generation(
         if missing:
             raise GeosynthError(f"`channel_means`: no class '{missing[0]}'")
     if prepare_output(out, spec, resume, shard):
-        return {"generated": 0, "complete": True}
+        return {"generated": 0, "complete": True, "previews": str(previews_dir(out))}
     done = read_done(out)
     mine = shard_jobs(spec, shard)
     todo = {job for job in mine if job not in done}
@@ -434,6 +472,7 @@ def run_generation(
     batches = [b for b in batches if any(job in todo for job in b)]
     part = out / PARTS / f"rows-{shard[0]}-of-{shard[1]}.jsonl"
     rad = None if spec.radiometry is None else Radiometry.from_dict(spec.radiometry)
+    previews = previews_dir(out)
     current_class = None
     with part.open("a") as rows_file:
         for batch in _by_image(batches, track):
@@ -473,17 +512,20 @@ def run_generation(
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 native: dict[str, Any] = {}
                 arr = None
+                png = out / rel
                 if rad is not None:
                     arr = np.asarray(img, dtype=np.float32)
                     # The preview is what diffusers' PIL output would have been.
                     img = Image.fromarray((arr * 255).round().astype(np.uint8), "RGB")
-                with atomic_path(out / rel) as tmp:
+                    png = previews / rel
+                    png.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(png) as tmp:
                     img.save(tmp, format="PNG")
                 if rad is not None and arr is not None:
                     # Written after the preview: a row counts as done when its file_name exists.
                     tif = rel[: -len(".png")] + ".tif"
                     write_raster(out / tif, rad.inverse(arr.transpose(2, 0, 1) * 2.0 - 1.0))
-                    native = {"file_name": tif, "preview": rel}
+                    native = {"file_name": tif}
                 faults.stage("generate:image")
                 row = {
                     "file_name": rel,
@@ -521,6 +563,7 @@ def run_generation(
         "generated": len(todo),
         "complete": complete,
         "shard": f"{shard[0]}/{shard[1]}",
+        "previews": str(previews_dir(out)),
     }
 
 
