@@ -1,10 +1,16 @@
 """Benchmark: geosynth generate vs the plain loop DataDream uses.
 
-The plain loop reloads the pipeline for every class and calls it once per batch of 10 images;
-geosynth loads once, batches per class (--batch-size) and writes each image as it finishes. Both
-run in this process on the same model, steps and guidance; images/s and peak RSS are reported.
+The plain loop reloads the pipeline for every class (with ``--lora-rank``: and loads the class's
+LoRA, whose adapters then run at every step, diffusers' default) and calls it once per batch of
+10 images; geosynth loads once (every class LoRA as a named adapter), batches per class
+(--batch-size), fuses the class's LoRA into the weights while the class generates, encodes each
+class prompt once, and writes each image as it finishes. Both run in this process on the same
+model, steps and guidance; images/s and peak RSS are reported. ``--compare unfused,compile``
+also times geosynth with the adapters run unfused (``--no-fuse-lora``) and with
+``--compile``.
 
     python bench/generate.py --model toy        # builds the toy pipeline first (CPU)
+    python bench/generate.py --model toy --lora-rank 16 --compare unfused
     python bench/generate.py --model stabilityai/stable-diffusion-2-1-base --resolution 512 --device cuda
     python bench/generate.py --model sd21-random --resolution 512 --device cuda   # no hub needed
 """
@@ -19,9 +25,8 @@ from pathlib import Path
 
 import torch
 
-from geosynth.artifacts import Provenance
 from geosynth.diffusion.loading import load_sd_pipeline
-from geosynth.diffusion.sampling.generate import GenerationSpec, run_generation
+from geosynth.diffusion.sampling.pipeline import load_generation
 from geosynth.runtime import pick_dtype
 
 
@@ -58,6 +63,16 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def make_loras(model: str, classes: list[str], rank: int, root: Path) -> Path:
+    """One random LoRA per class (UNet attention, rank ``rank``), as ``finetune
+    --per-class`` lays them out: ``root/<class>/``."""
+    from geosynth.toy import make_toy_lora
+
+    for i, c in enumerate(classes):
+        make_toy_lora(model, root / c, rank=rank, scale=0.01, seed=i)
+    return root
+
+
 def plain_loop(
     model: str,
     classes: list[str],
@@ -66,10 +81,13 @@ def plain_loop(
     size: int,
     device: torch.device,
     dtype: torch.dtype,
+    lora_dir: Path | None = None,
 ) -> float:
     t = time.perf_counter()
     for c in classes:
         pipe = load_sd_pipeline(model, device=device, dtype=dtype)  # reloaded per class
+        if lora_dir is not None:
+            pipe.load_lora_weights(str(lora_dir / c))  # adapters run at every step
         done = 0
         while done < per_class:
             n = min(10, per_class - done)
@@ -91,27 +109,28 @@ def geosynth_run(
     steps: int,
     size: int,
     device: torch.device,
-    dtype: torch.dtype,
+    precision: str,
     batch_size: int,
+    lora_dir: Path | None = None,
+    fuse: bool = True,
+    compile_unet: bool = False,
 ) -> float:
+    """What ``geosynth generate`` does (load once, per-class LoRAs from ``lora_dir``)."""
     t = time.perf_counter()
-    pipe = load_sd_pipeline(model, device=device, dtype=dtype)
-    spec = GenerationSpec(
+    gen = load_generation(
         model=model,
         classes=classes,
         per_class=per_class,
         prompt_template="a satellite photo of a {}",
         steps=steps,
         resolution=size,
+        lora_dir=lora_dir,
+        device=str(device),
+        precision=precision,
+        compile_unet=compile_unet,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        run_generation(
-            pipe,
-            spec,
-            Path(tmp) / "out",
-            provenance=Provenance.start("bench"),
-            batch_size=batch_size,
-        )
+        gen.run(Path(tmp) / "out", batch_size=batch_size, fuse_loras=fuse)
     return time.perf_counter() - t
 
 
@@ -125,6 +144,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=20)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp16", choices=["fp16", "bf16", "fp32"])
+    ap.add_argument(
+        "--lora-rank", type=int, default=0, help="one random LoRA per class (0: no LoRAs)"
+    )
+    ap.add_argument(
+        "--compare", default="", help="also time geosynth with: unfused, compile (comma-separated)"
+    )
     args = ap.parse_args()
     model = args.model
     if model == "toy":
@@ -139,16 +164,36 @@ def main() -> None:
     dtype = pick_dtype(args.precision, device)
     classes = [f"class{i}" for i in range(args.classes)]
     n = args.classes * args.per_class
+    lora_dir = None
+    if args.lora_rank:
+        lora_dir = make_loras(model, classes, args.lora_rank, Path(tempfile.mkdtemp()) / "loras")
     base = peak_mb()
-    t_plain = plain_loop(model, classes, args.per_class, args.steps, args.resolution, device, dtype)
-    t_ours = geosynth_run(
-        model, classes, args.per_class, args.steps, args.resolution, device, dtype, args.batch_size
+    shape = (model, classes, args.per_class, args.steps, args.resolution, device)
+    t_plain = plain_loop(*shape, dtype, lora_dir)
+    t_ours = geosynth_run(*shape, args.precision, args.batch_size, lora_dir)
+    extra = {
+        name: geosynth_run(
+            *shape,
+            args.precision,
+            args.batch_size,
+            lora_dir,
+            fuse=name != "unfused",
+            compile_unet=name == "compile",
+        )
+        for name in filter(None, args.compare.split(","))
+    }
+    loras = f", one rank-{args.lora_rank} LoRA per class" if args.lora_rank else ""
+    print(
+        f"{n} images, {args.steps} steps, CFG 2.0, {args.resolution} px, {device}, {dtype}{loras}"
     )
-    print(f"{n} images, {args.steps} steps, CFG 2.0, {args.resolution} px, {device}, {dtype}")
     print("| method | seconds | images/s |")
     print("| --- | --- | --- |")
     print(f"| plain loop (reload per class, batches of 10) | {t_plain:.1f} | {n / t_plain:.2f} |")
-    print(f"| geosynth (batch {args.batch_size}) | {t_ours:.1f} | {n / t_ours:.2f} |")
+    fused = " (LoRA fused per class)" if args.lora_rank else ""
+    print(f"| geosynth (batch {args.batch_size}){fused} | {t_ours:.1f} | {n / t_ours:.2f} |")
+    for name, t in extra.items():
+        what = {"unfused": "--no-fuse-lora", "compile": "--compile, warm-up included"}[name]
+        print(f"| geosynth ({what}) | {t:.1f} | {n / t:.2f} |")
     print(f"speed-up {t_plain / t_ours:.2f}x; peak RSS growth {peak_mb() - base:.0f} MB")
     floor = unet_flops(model, args.resolution, device, dtype) * args.steps * 2 * n  # CFG: 2 passes
     rate = matmul_rate(device, dtype)

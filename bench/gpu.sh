@@ -60,8 +60,12 @@ else
   EMB=2048; CLF=vit-b16-lora; WK=8
   step build_sd21 90 "$PY" bench/sd21.py "$SD"
 fi
+# One rank-16 LoRA per class, as DataDream: the plain loop runs its adapters at every step,
+# geosynth fuses each class's LoRA while the class generates. GEN_COMPARE=unfused,compile also
+# times geosynth unfused and compiled (about 30 s and 90 s more on the GPU).
 step generate 150 "$PY" bench/generate.py --model "$SD" --device $D --precision fp16 \
-  --resolution $RES --steps $STEPS --classes 2 --per-class $PER --batch-size $PER
+  --resolution $RES --steps $STEPS --classes 2 --per-class $PER --batch-size $PER \
+  --lora-rank 16 --compare "${GEN_COMPARE:-}"
 step finetune_fp16 130 "$PY" bench/finetune.py --model "$SD" --device $D --precision fp16 \
   --resolution $RES --batch-size 8 --steps $FT_STEPS --warmup 3
 step rarity 150 "$PY" bench/rarity.py --device $D --sizes $RAR --with-prdc ''

@@ -259,12 +259,19 @@ def make_toy_lora(
     seed: int = 0,
     class_names: list[str] | None = None,
     base_model: str | None = None,
+    text_encoder: bool = False,
+    learned_token: str | None = None,
 ) -> Path:
     """A random (untrained) UNet LoRA for the toy pipeline in diffusers' format, with a geosynth
-    card: a stand-in for ``geosynth finetune`` output when testing generation and mixing."""
+    card: a stand-in for ``geosynth finetune`` output when testing generation and mixing.
+    ``text_encoder`` adds a text-encoder LoRA (on the attention projections, as finetune's);
+    ``learned_token`` a random textual-inversion embedding for that token, which the card's
+    prompt template then uses, as finetune ``--learn-token`` does."""
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig, get_peft_model_state_dict
+    from safetensors.torch import save_file
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel.from_pretrained(pipeline_dir, subfolder="unet")
@@ -280,16 +287,42 @@ def make_toy_lora(
         if "lora_B" in name:  # peft starts B at zero (a no-op LoRA); make this one act
             param.data.normal_(0.0, scale)
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    card = {
+    te_layers = None
+    if text_encoder:
+        te = CLIPTextModel.from_pretrained(pipeline_dir, subfolder="text_encoder")
+        te.add_adapter(
+            LoraConfig(
+                r=rank,
+                lora_alpha=rank,
+                init_lora_weights="gaussian",
+                target_modules=["q_proj", "k_proj", "v_proj", "out_proj"],
+            )
+        )
+        for name, param in te.named_parameters():
+            if "lora_B" in name:
+                param.data.normal_(0.0, scale)
+        te_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(te))
+    template = "a satellite photo of a {}"
+    card: dict[str, object] = {
         "base_model": base_model or str(pipeline_dir),
-        "prompt_template": "a satellite photo of a {}",
+        "prompt_template": template,
         "class_names": class_names,
         "recipe": {"kind": "toy random LoRA", "rank": rank},
     }
+    if learned_token is not None:
+        card["learned_token"] = learned_token
+        card["prompt_template"] = f"a satellite photo of a {learned_token} {{}}"
     with atomic_path(out) as tmp:
         StableDiffusionPipeline.save_lora_weights(
-            tmp, unet_lora_layers=layers, safe_serialization=True
+            tmp,
+            unet_lora_layers=layers,
+            text_encoder_lora_layers=te_layers,
+            safe_serialization=True,
         )
+        if learned_token is not None:
+            cfg = CLIPTextConfig.from_pretrained(pipeline_dir, subfolder="text_encoder")
+            row = torch.randn(cfg.hidden_size) * 0.5
+            save_file({learned_token: row.contiguous()}, str(tmp / "learned_embeds.safetensors"))
         (tmp / "geosynth.json").write_text(json.dumps(card, indent=2) + "\n")
     return Path(out)
 

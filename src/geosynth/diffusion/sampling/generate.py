@@ -439,8 +439,18 @@ def run_generation(
     resume: bool = False,
     track: Track = no_track,
     log: Callable[[str], None] = lambda _: None,
+    fuse_loras: bool = True,
+    cache_text: bool = True,
 ) -> dict[str, Any]:
     """Generate this shard's missing images into ``out``; finalize if everything is done.
+
+    ``fuse_loras`` merges each class's LoRA mixture into the weights while the class generates
+    (:class:`~geosynth.diffusion.loras.ClassMix`; the base weights are restored exactly
+    afterwards); ``cache_text`` encodes each class's prompt (and the empty prompt for guidance)
+    once instead of at every batch. Both only change speed: cached embeddings are the same
+    numbers, fused weights differ from running the adapters by float rounding (see
+    docs/generation.md, "Throughput"), so as with ``batch_size``, byte-identical reruns and
+    resumes need the same ``fuse_loras``.
 
     Every setting is checked before anything is written, so a refused call leaves no trace."""
     spec.check()
@@ -474,12 +484,15 @@ def run_generation(
     rad = None if spec.radiometry is None else Radiometry.from_dict(spec.radiometry)
     previews = previews_dir(out)
     current_class = None
-    with part.open("a") as rows_file:
+    texts: dict[int, dict[str, torch.Tensor]] = {}  # this class's embeddings by batch length
+    with part.open("a") as rows_file, lora_ops.ClassMix(pipe, fuse=fuse_loras) as mix:
         for batch in _by_image(batches, track):
             class_name = batch[0][0]
-            if class_name != current_class and spec.loras:
-                lora_ops.activate(pipe, spec.weights_for(class_name))
+            if class_name != current_class:
+                if spec.loras:
+                    mix.set(spec.weights_for(class_name))
                 current_class = class_name
+                texts = {}
             seeds = [image_seed(spec.seed, c, i) for c, i in batch]
             gens = [torch.Generator().manual_seed(s) for s in seeds]
             if spec.noise == "leak-aligned":
@@ -495,8 +508,15 @@ def run_generation(
                 extra["image"] = [control.image(c, i) for c, i in batch]
             if rad is not None:  # floats in [0, 1], not yet rounded to 8 bits
                 extra["output_type"] = "np"
+            if cache_text:
+                if len(batch) not in texts:
+                    texts[len(batch)] = text_embeddings(
+                        pipe, spec.prompt(class_name), len(batch), spec.guidance
+                    )
+                extra.update(texts[len(batch)])
+            else:
+                extra["prompt"] = [spec.prompt(class_name)] * len(batch)
             images = pipe(
-                [spec.prompt(class_name)] * len(batch),
                 **extra,
                 latents=latents.to(param.device, param.dtype),
                 num_inference_steps=spec.steps,
@@ -565,6 +585,21 @@ def run_generation(
         "shard": f"{shard[0]}/{shard[1]}",
         "previews": str(previews_dir(out)),
     }
+
+
+def text_embeddings(pipe, prompt: str, n: int, guidance: float) -> dict[str, torch.Tensor]:
+    """``prompt_embeds`` (and ``negative_prompt_embeds`` under guidance) for a batch of ``n``
+    copies of ``prompt``, computed exactly as the pipeline call computes them from the prompt
+    (same batch shape, same kernels: the same numbers), so they can be encoded once per class
+    and batch length instead of once per batch. Learned tokens are expanded and text-encoder
+    LoRAs apply as active (or fused) when this is called."""
+    cfg = guidance > 1 and pipe.unet.config.time_cond_proj_dim is None
+    with torch.no_grad():
+        cond, uncond = pipe.encode_prompt([prompt] * n, pipe._execution_device, 1, cfg)
+    out = {"prompt_embeds": cond}
+    if uncond is not None:
+        out["negative_prompt_embeds"] = uncond
+    return out
 
 
 def check_channel_means(cm: ChannelMeans, classes: list[str], channels: int, where: str) -> None:
