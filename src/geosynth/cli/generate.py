@@ -15,7 +15,7 @@ from geosynth.diffusion.sampling.pipeline import load_generation, load_map_gener
 from geosynth.diffusion.sampling.schedulers import SCHEDULERS
 
 #: library parameter -> this command's option, where the names differ (the error mapper)
-LIBRARY_PARAMS = {"loras": "--lora"}
+LIBRARY_PARAMS = {"loras": "--lora", "fuse_loras": "--fuse-lora"}
 
 
 def generate(
