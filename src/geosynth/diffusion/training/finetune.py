@@ -50,7 +50,7 @@ from geosynth.diffusion.training.trainer import StepHook, TrainResult, train
 from geosynth.diffusion.types import Pipeline
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
-from geosynth.runtime import check_report_to, pick_device
+from geosynth.runtime import check_report_to, logs_dir, pick_device
 
 CARD_FORMAT = "geosynth-lora/1"
 
@@ -338,7 +338,7 @@ def finetune(
             shutil.rmtree(leftover, ignore_errors=True)
     state.wait_for_everyone()
     staged = work / "result"
-    logs = Path(logging_dir) if logging_dir is not None else out.parent / f"{out.name}.logs"
+    logs = logs_dir(out, logging_dir)
     if per_class:
         cards = {}
         for name in ds.class_names:
