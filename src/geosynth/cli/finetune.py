@@ -40,6 +40,7 @@ LIBRARY_PARAMS = {
     "text": "--map-text",
     "tokens": "--map-tokens",
     "dropout": "--map-dropout",
+    "compile_unet": "--compile",
 }
 
 Mode = Annotated[str, typer.Option(help="lora, full or frozen.")]
@@ -203,6 +204,13 @@ def finetune(
         typer.Option("--logging-dir", help="Where --report-to writes (default: OUT.logs)."),
     ] = None,
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing")] = False,
+    compile: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="torch.compile the UNet (faster on GPU after a warm-up; default off)",
+        ),
+    ] = False,
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", min=1, help="Checkpoint every N steps.")
     ] = 500,
@@ -335,6 +343,7 @@ def finetune(
         device=device,
         report_to=report_to,
         logging_dir=logging_dir,
+        compile_unet=compile,
     )
     from accelerate import PartialState
 
