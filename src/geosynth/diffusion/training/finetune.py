@@ -179,7 +179,7 @@ def _train_one(
         resolution=resolution,
         template=recipe.template,
         flip=recipe.flip,
-        keep_pixels=recipe.trains_vae,
+        keep_pixels=recipe.trains_vae or not (speed or {}).get("cache_latents", True),
         track=track,
         warn=log,
     )
@@ -301,6 +301,7 @@ def finetune(
     logging_dir: str | os.PathLike[str] | None = None,
     compile_unet: bool = False,
     cache_text: bool = True,
+    cache_latents: bool = True,
     channels_last: bool | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` on ``ds`` (one LoRA, or one per class into ``OUT/<class>/``) and
@@ -308,9 +309,9 @@ def finetune(
     process's GPU, else the CPU). ``report_to`` (``tensorboard`` / ``wandb``) logs each step
     into ``logging_dir`` (default ``OUT.logs`` beside OUT: logs are not part of the output, so
     a rerun's LoRA directory stays byte-identical); per-class runs log to one sub-folder per
-    class. ``compile_unet``, ``cache_text`` and ``channels_last`` change speed, not what is
-    learnt (see :func:`.trainer.train`); they are not part of the recipe, so a run resumes
-    with any of them."""
+    class. ``compile_unet``, ``cache_text``, ``cache_latents`` and ``channels_last`` change
+    speed, not what is learnt (see :func:`.trainer.train`); they are not part of the recipe, so
+    a run resumes with any of them."""
     run = Provenance.start("finetune", seeds={"seed": recipe.seed})  # started now
     recipe.check()
     check_report_to(report_to)
@@ -346,7 +347,12 @@ def finetune(
             shutil.rmtree(leftover, ignore_errors=True)
     state.wait_for_everyone()
     staged = work / "result"
-    speed = {"compile_unet": compile_unet, "cache_text": cache_text, "channels_last": channels_last}
+    speed = {
+        "compile_unet": compile_unet,
+        "cache_text": cache_text,
+        "cache_latents": cache_latents,
+        "channels_last": channels_last,
+    }
     logs = Path(logging_dir) if logging_dir is not None else out.parent / f"{out.name}.logs"
     if per_class:
         cards = {}

@@ -134,6 +134,7 @@ def train(
     report_to: str | None = None,
     logging_dir: Path | None = None,
     cache_text: bool = True,
+    cache_latents: bool = True,
     channels_last: bool | None = None,
     compile_unet: bool = False,
 ) -> TrainResult:
@@ -146,6 +147,8 @@ def train(
     Throughput switches (they change speed, not what is learnt; docs/finetune.md, "Throughput"):
     ``cache_text`` encodes each distinct prompt once when the text encoder does not train (no
     LoRA, no full training, no learned token); False runs the frozen encoder every step.
+    ``cache_latents``: False encodes every batch with the (frozen) VAE encoder instead of
+    sampling the posteriors cached in ``data`` (which then needs ``data.pixels``).
     ``channels_last`` stores the UNet (and the VAE when it runs every step) channels-last;
     None: on CUDA only. ``compile_unet`` runs the UNet through ``torch.compile``."""
     from accelerate import Accelerator
@@ -190,6 +193,13 @@ def train(
     train_unet = any(p.requires_grad for p in unet.parameters())
     train_vae = any(p.requires_grad for p in vae.parameters())
     train_encoder = recipe.vae_encoder != "frozen"
+    # A training encoder changes every step, so its posteriors cannot be cached.
+    encode_now = train_encoder or not cache_latents
+    if encode_now and data.pixels is None:
+        raise GeosynthError(
+            "cache_latents=False needs the training images' pixels (build_training_set with "
+            "keep_pixels=True)"
+        )
     # from_pretrained returns eval-mode modules; training mode enables dropout and makes
     # transformers' gradient checkpointing take effect.
     for module, trains in ((unet, train_unet), (te, train_te), (vae, train_vae)):
@@ -198,7 +208,7 @@ def train(
         channels_last = cuda
     # NHWC convolutions are faster on tensor-core GPUs; the VAE only matters when it runs every
     # step (a frozen encoder's posteriors are cached before training).
-    per_step = [unet, *((vae,) if train_encoder or train_vae else ())]
+    per_step = [unet, *((vae,) if encode_now or train_vae else ())]
     layout = torch.channels_last if channels_last else torch.contiguous_format
     for module in per_step:
         module.to(memory_format=layout)
@@ -279,11 +289,11 @@ def train(
             std = data.latent_std[flip, idx]
             # Drawn on the CPU generator, then moved: results do not depend on the device.
             sample = torch.randn(mean.shape, generator=gen)
-            if train_encoder:
-                # The encoder changes every step, so its posterior cannot be cached: encode the
-                # batch now (the same reparameterised draw the cache would have used).
-                pixels = _batch_pixels(data, idx, flip).to(device)
-                posterior = vae.encode(pixels).latent_dist
+            if encode_now:
+                # Encode the batch now: the same reparameterised draw the cache would have used.
+                pixels = _batch_pixels(data, idx, flip).to(device, vae.dtype)
+                with nullcontext() if train_encoder else torch.no_grad():
+                    posterior = vae.encode(pixels).latent_dist
                 z = posterior.mean + posterior.std * sample.to(device, posterior.mean.dtype)
                 latents = (z * vae.config.scaling_factor).detach().float().cpu()
             else:
