@@ -9,10 +9,11 @@ failures into one-line errors that say what was tried.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from geosynth.errors import GeosynthError
 
@@ -109,6 +110,24 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 #: Experiment trackers ``report_to`` accepts (accelerate's), and the package each needs.
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+def logs_dir(out: Path, logging_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where ``report_to`` writes: ``logging_dir``, or ``OUT.logs`` beside the output (logs
+    are not part of the output, so a finished output stays byte-identical with or without)."""
+    return Path(logging_dir) if logging_dir is not None else out.parent / f"{out.name}.logs"
+
+
+def tracker_config(values: Mapping[str, Any]) -> dict[str, int | float | str | bool]:
+    """A run's settings as flat scalars, as experiment trackers (TensorBoard hparams) take
+    them: nested values as JSON, None left out."""
+    flat: dict[str, int | float | str | bool] = {}
+    for key, value in values.items():
+        if isinstance(value, bool | int | float | str):
+            flat[key] = value
+        elif value is not None:
+            flat[key] = json.dumps(value, default=str)
+    return flat
 
 
 def check_report_to(report_to: str | None) -> None:

@@ -115,3 +115,34 @@ def test_resume_policy_and_errors_in_library_terms(clf_models, toy_splits_dirs, 
     )
     assert report["runs"][0]["seed"] == 0 and (out / "seed-0" / "model.safetensors").is_file()
     assert not (tmp_path / "o.parts").exists()
+
+
+def test_report_to_tensorboard_logs_every_epoch_of_every_seed(
+    cli, clf_models, toy_splits_dirs, tmp_path
+) -> None:
+    """train-clf --report-to: each seed's epoch records, as in report.json, beside the output."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "clf"
+    res = cli(
+        "train-clf", toy_splits_dirs["train"], "--val", toy_splits_dirs["val"],
+        "--test", toy_splits_dirs["test"], "--backbone", f"timm:local-dir:{clf_models['timm']}",
+        "--head-only", "--resolution", "32", "--epochs", "2", "--batch-size", "16",
+        "--seeds", "0,1", "--report-to", "tensorboard", "--out", out,
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    events = list((tmp_path / "clf.logs").rglob("events.out.tfevents.*"))
+    assert events and not any(p.name.startswith("events") for p in out.rglob("*"))
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    report = json.loads((out / "report.json").read_text())
+    for run in report["runs"]:
+        logged = acc.Scalars(f"seed-{run['seed']}/val_top1")
+        assert [e.step for e in logged] == [1, 2]
+        want = [h["val_top1"] for h in run["history"]]
+        assert [e.value for e in logged] == pytest.approx(want, rel=1e-6)
+    res = cli(
+        "train-clf", toy_splits_dirs["train"], "--val", toy_splits_dirs["val"],
+        "--test", toy_splits_dirs["test"], "--report-to", "mlflowz", "--out", tmp_path / "x",
+    )  # fmt: skip
+    assert res.code == 2 and "--report-to mlflowz" in res.err and not (tmp_path / "x").exists()

@@ -185,3 +185,36 @@ def test_shard_ranks_killed_resume_in_one_process(inputs, one_process, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming: 2 of 3 parts" in done.stderr
     _assert_same_file(one, resumed)
+
+
+def test_rarity_embeds_its_inputs_on_every_rank(inputs, tmp_path: Path) -> None:
+    """`torchrun -m geosynth rarity DATASET SHARDS`: the ranks embed the shard directory
+    together (rank 0 two shards, rank 1 one) into one cache entry, equal to one process's, and
+    the report equals the single-process one."""
+    import json
+
+    from geosynth.artifacts import load_embeddings
+
+    args = ["rarity", inputs["dataset"], inputs["shards"], "--features", inputs["model"]]
+    args += ["--batch-size", "2", "--k", "2", "--rarity-k", "2", "--json"]
+    reports, entries = [], []
+    for ranks in (1, 2):
+        cache = tmp_path / f"cache-{ranks}"
+        os.environ["GEOSYNTH_CACHE"] = str(cache)
+        try:
+            done = _run(ranks, *args, "--out", tmp_path / f"{ranks}.json")
+        finally:
+            os.environ.pop("GEOSYNTH_CACHE")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.count('"n_reference"') == 1  # one report, from rank 0
+        reports.append(json.loads((tmp_path / f"{ranks}.json").read_text()))
+        files = sorted((cache / "embeddings").glob("*.safetensors"))
+        assert len(files) == 2 and not list((cache / "embeddings").glob("*.parts"))
+        entries.append([load_embeddings(f) for f in files])
+        # Each rank embeds (its block), not rank 0 alone with the others waiting on its cache.
+        assert done.stderr.count(f"{inputs['shards']} with") == ranks, done.stderr[-3000:]
+    for report in reports:
+        report.pop("pairs_rechecked_float64")  # a diagnostic: depends on block boundaries
+    assert reports[0] == reports[1]
+    for a, b in zip(*entries, strict=True):
+        assert torch.equal(a.embeddings, b.embeddings) and a.ids == b.ids

@@ -41,6 +41,7 @@ from geosynth.classify.train import TrainConfig, make_accelerator, train_classif
 from geosynth.data import ImageDataset, load_dataset
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
+from geosynth.runtime import check_report_to, logs_dir, tracker_config
 
 
 @dataclass
@@ -256,16 +257,47 @@ def run_train_clf(
     track: Track = no_track,
     log: Callable[[str], None] = lambda _: None,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    report_to: str | None = None,
+    logging_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Train and evaluate for every seed (or zero-shot), write ``out`` and return the report."""
+    """Train and evaluate for every seed (or zero-shot), write ``out`` and return the report.
+
+    ``report_to`` (``tensorboard`` / ``wandb``, accelerate's trackers) logs every epoch's
+    record of every seed as ``seed-S/<metric>`` at step = epoch, into ``logging_dir`` (default
+    ``OUT.logs``, beside the output)."""
     out = Path(out)
+    check_report_to(report_to)
     if out.exists() and not out.is_dir():
         raise GeosynthError(f"out={str(out)!r}: is a file (expected a directory)")
     if out.is_dir() and any(out.iterdir()) and not (out / "provenance.json").exists():
         raise GeosynthError(f"out={str(out)!r}: a non-empty folder that geosynth did not write")
     if not seeds:
         raise GeosynthError("`seeds`: give at least one seed")
-    accelerator = make_accelerator(cfg.precision, device=cfg.device)
+    accelerator = make_accelerator(
+        cfg.precision,
+        device=cfg.device,
+        report_to=report_to,
+        logging_dir=logs_dir(out, logging_dir) if report_to else None,
+    )
+    if report_to and not zero_shot_only:
+        accelerator.init_trackers(
+            "geosynth-train-clf",
+            config=tracker_config({**_config(cfg, spec), "seeds": seeds, **spec.to_dict()}),
+        )
+
+    def epoch_hook(seed: int) -> Callable[[int, dict[str, Any]], None] | None:
+        """Log a seed's epoch record to the trackers, then call the caller's hook."""
+        if not report_to:
+            return on_epoch_end
+
+        def hook(epoch: int, record: dict[str, Any]) -> None:
+            values = {f"seed-{seed}/{k}": v for k, v in record.items() if k != "epoch"}
+            accelerator.log(values, step=epoch)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, record)
+
+        return hook
+
     class_names = splits.train.class_names
     runs: list[dict[str, Any]] = []
     parts = None
@@ -286,7 +318,7 @@ def run_train_clf(
                         accelerator=accelerator,
                         track=track,
                         log=log,
-                        on_epoch_end=on_epoch_end,
+                        on_epoch_end=epoch_hook(seed),
                     )
                 )
         except GeosynthError:
@@ -295,6 +327,11 @@ def run_train_clf(
             if accelerator.is_main_process and not any(parts.glob("seed-*/last")):
                 shutil.rmtree(parts, ignore_errors=True)
             raise
+        finally:
+            # Not accelerator.end_training(): that also ends the process group, which the
+            # rest of this call still waits on under accelerate launch.
+            for tracker in accelerator.trackers:
+                tracker.finish()
     summed = np.sum([np.asarray(r["test"]["confusion"]) for r in runs], axis=0)
     report: dict[str, Any] = {
         "class_names": class_names,
@@ -459,6 +496,8 @@ def train_and_test(
     track: Track = no_track,
     log: Callable[[str], None] = lambda _: None,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    report_to: str | None = None,
+    logging_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """What ``geosynth train-clf`` does: load and align the splits (:func:`load_splits`; shots
     drawn with the first seed), train ``spec`` (default: CLIP ViT-B-16 with LoRA) with
@@ -468,9 +507,11 @@ def train_and_test(
     Native data (16-bit, float, multi-band) or ``bands`` (``all``, indices or band names) make
     the model read those bands standardised with TRAIN's statistics, which needs a timm
     backbone. ``zero_shot`` evaluates CLIP's text-initialised head without training.
-    ``resume`` continues an interrupted run from ``OUT.parts`` with the same settings."""
+    ``resume`` continues an interrupted run from ``OUT.parts`` with the same settings.
+    ``report_to`` logs every epoch to an experiment tracker (see :func:`run_train_clf`)."""
     from geosynth.data.multiband import band_input, is_native
 
+    check_report_to(report_to)
     spec = spec or ModelSpec()
     if not spec.is_clip:  # the open_clip model and the class prompts are CLIP's only
         spec = replace(spec, model="", prompt_template="")
@@ -525,4 +566,6 @@ def train_and_test(
         track=track,
         log=log,
         on_epoch_end=on_epoch_end,
+        report_to=report_to,
+        logging_dir=logging_dir,
     )

@@ -137,9 +137,16 @@ def _cosine_with_warmup(total: int, warmup: int) -> Callable[[int], float]:
     return factor
 
 
-def make_accelerator(precision: str = "auto", cpu: bool = False, device: str | None = None) -> Any:
+def make_accelerator(
+    precision: str = "auto",
+    cpu: bool = False,
+    device: str | None = None,
+    report_to: str | None = None,
+    logging_dir: Path | None = None,
+) -> Any:
     """An ``accelerate`` Accelerator: one process here, every GPU under ``accelerate launch``.
-    ``auto`` means bf16 (or fp16) autocast on CUDA and float32 on CPU."""
+    ``auto`` means bf16 (or fp16) autocast on CUDA and float32 on CPU. ``report_to``
+    (``tensorboard`` / ``wandb``) sets up accelerate's tracker, writing into ``logging_dir``."""
     from accelerate import Accelerator
 
     dev = pick_device(device)
@@ -148,7 +155,12 @@ def make_accelerator(precision: str = "auto", cpu: bool = False, device: str | N
         torch.cuda.set_device(dev)  # accelerate takes the current CUDA device
     device_ = torch.device("cpu") if use_cpu else dev
     mixed = accelerate_precision(precision, device_, prefer_bf16=True)
-    return Accelerator(mixed_precision=mixed, cpu=use_cpu)
+    return Accelerator(
+        mixed_precision=mixed,
+        cpu=use_cpu,
+        log_with=report_to,
+        project_dir=str(logging_dir) if logging_dir is not None else None,
+    )
 
 
 def train_classifier(

@@ -11,7 +11,9 @@ from geosynth.cli.options import (
     ClassesOpt,
     DatasetArg,
     JsonOpt,
+    LoggingDirOpt,
     RadiometryOpt,
+    ReportToOpt,
     SeedOpt,
     ShotsOpt,
     SplitOpt,
@@ -191,18 +193,8 @@ def finetune(
             help="cpu, cuda or cuda:N (default: this process's GPU under accelerate, else CPU).",
         ),
     ] = None,
-    report_to: Annotated[
-        str | None,
-        typer.Option(
-            "--report-to",
-            help="tensorboard or wandb: log loss and learning rate per step (accelerate's "
-            "trackers).",
-        ),
-    ] = None,
-    logging_dir: Annotated[
-        Path | None,
-        typer.Option("--logging-dir", help="Where --report-to writes (default: OUT.logs)."),
-    ] = None,
+    report_to: ReportToOpt = None,
+    logging_dir: LoggingDirOpt = None,
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing")] = False,
     compile: Annotated[
         bool,

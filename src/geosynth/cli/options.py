@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -86,3 +87,16 @@ def dataset_from_options(
         radiometry=radiometry or "auto",
         log=message,
     )
+
+
+ReportToOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--report-to",
+        help="tensorboard or wandb: log the training curves (accelerate's trackers).",
+    ),
+]
+LoggingDirOpt = Annotated[
+    Path | None,
+    typer.Option("--logging-dir", help="Where --report-to writes (default: OUT.logs)."),
+]

@@ -22,7 +22,7 @@ from geosynth.cli.options import (
 )
 from geosynth.cli.output import message, print_json, print_table, track
 from geosynth.defaults import FEATURE_MODEL
-from geosynth.distributed import init_from_env, is_main_process, local_device, main_process_first
+from geosynth.distributed import init_from_env, is_main_process, local_device
 from geosynth.features.resolve import resolve_embeddings
 from geosynth.metrics.rarity import rarity_report
 from geosynth.runtime import pick_device
@@ -129,12 +129,12 @@ def rarity(
         log=message,
     )
     prov = Provenance.start("rarity", seeds={"seed": seed})
-    # Datasets are embedded (and cached) by rank 0 first; the other ranks then read its cache.
-    with main_process_first():
-        tgt = resolve_embeddings(
-            target, split=split, classes=split_list(classes), shots=shots, **common
-        )
-        ref = resolve_embeddings(reference, split=reference_split, limit=limit, **common)
+    # Datasets and shard directories are embedded by all ranks together, into one cache entry.
+    common["distributed"] = True
+    tgt = resolve_embeddings(
+        target, split=split, classes=split_list(classes), shots=shots, **common
+    )
+    ref = resolve_embeddings(reference, split=reference_split, limit=limit, **common)
     message(
         f"computing exact metrics: {ref.embeddings.shape[0]} reference x "
         f"{tgt.embeddings.shape[0]} target"

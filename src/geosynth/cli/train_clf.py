@@ -16,6 +16,8 @@ from geosynth.cli.options import (
     DatasetArg,
     DeviceOpt,
     JsonOpt,
+    LoggingDirOpt,
+    ReportToOpt,
     ShotsOpt,
     SplitOpt,
     split_list,
@@ -166,6 +168,8 @@ def train_clf(
     precision: Annotated[
         str, typer.Option("--precision", help="auto (bf16/fp16 on GPU), fp32, fp16 or bf16.")
     ] = "auto",
+    report_to: ReportToOpt = None,
+    logging_dir: LoggingDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a classifier on TRAIN (synthetic, real, or mixed with --real), select it on VAL,
@@ -231,6 +235,8 @@ def train_clf(
         zero_shot=zero_shot,
         track=track,
         log=message,
+        report_to=report_to,
+        logging_dir=logging_dir,
     )
     from accelerate import PartialState
 

@@ -14,10 +14,13 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import torch.distributed as dist
+
 from geosynth.artifacts import Embeddings, Provenance, combine_fingerprints, load_embeddings
 from geosynth.data import ImageDataset, load_dataset
 from geosynth.data.multiband import BandInput
 from geosynth.data.shards import is_shard_dir, list_shards
+from geosynth.distributed import is_main_process, patient_group, rank_and_size, wait_for_all
 from geosynth.features.base import create_extractor
 from geosynth.features.embed import embed_to_file
 from geosynth.progress import Track, no_track
@@ -99,13 +102,21 @@ def resolve_embeddings(
     log: Callable[[str], None] = lambda _: None,
     dataset: ImageDataset | None = None,
     bands: BandInput | None = None,
+    distributed: bool = False,
+    part_size: int = 4096,
 ) -> Embeddings:
     """Embeddings for ``source`` (file, dataset or shard directory). ``dataset``: ``source``
     already loaded with these options, so it is not listed and fingerprinted again. ``bands``:
-    embed those bands of native data, standardised as given (part of the cache key)."""
+    embed those bands of native data, standardised as given (part of the cache key).
+
+    ``distributed``: every torch.distributed rank calls this and a missing cache entry is
+    embedded by all of them, each its block of shards or of ``part_size``-row parts
+    (:func:`~geosynth.features.embed.embed_to_file`), equal to one process's entry; the cache
+    must be on a file system the ranks share."""
     path = Path(source)
     if path.suffix == ".safetensors" or path.is_file():
         return load_embeddings(path)
+    group = patient_group() if distributed and rank_and_size()[1] > 1 else None
     ds = None
     if is_shard_dir(path):
         key = f"shards-{shards_fingerprint(path)}-{limit}-{seed}"
@@ -130,6 +141,8 @@ def resolve_embeddings(
             track=track,
             log=log,
             dataset=ds,
+            distributed=group is not None,
+            part_size=part_size,
         )
 
     if bands is not None:
@@ -137,11 +150,19 @@ def resolve_embeddings(
         key += f"-bands-{digest.hexdigest()}"
     full_key = combine_fingerprints({"data": key, **numbers_settings(features, device, precision)})
     target = cache_dir() / "embeddings" / f"{full_key}-{_slug(features)}.safetensors"
-    if not (use_cache and target.exists()):
+    fresh = not (use_cache and target.exists())
+    if group is not None:
+        # Every rank must take the same branch (embedding is collective): rank 0's view decides.
+        decision = [fresh]
+        dist.broadcast_object_list(decision, src=0, group=group)
+        fresh = bool(decision[0])
+    if fresh:
         log(f"embedding {source} with {features}")
         build(target)
+        wait_for_all(group)  # rank 0 has joined the parts into the entry
     else:
         log(f"using cached embeddings of {source}: {target}")
-    # A run killed after writing the entry but before removing its work folder left that folder.
-    shutil.rmtree(target.with_name(target.name + ".parts"), ignore_errors=True)
+    if is_main_process():
+        # A run killed after writing the entry but before removing its work folder left it.
+        shutil.rmtree(target.with_name(target.name + ".parts"), ignore_errors=True)
     return load_embeddings(target)

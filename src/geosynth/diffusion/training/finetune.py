@@ -50,7 +50,7 @@ from geosynth.diffusion.training.trainer import StepHook, TrainResult, train
 from geosynth.diffusion.types import Pipeline
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
-from geosynth.runtime import check_report_to, pick_device
+from geosynth.runtime import check_report_to, logs_dir, pick_device
 
 CARD_FORMAT = "geosynth-lora/1"
 
@@ -353,7 +353,7 @@ def finetune(
         "cache_latents": cache_latents,
         "channels_last": channels_last,
     }
-    logs = Path(logging_dir) if logging_dir is not None else out.parent / f"{out.name}.logs"
+    logs = logs_dir(out, logging_dir)
     if per_class:
         cards = {}
         for name in ds.class_names:

@@ -9,7 +9,6 @@ up over the first 5% of steps.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,6 +16,7 @@ from geosynth.defaults import PROMPT_TEMPLATE
 from geosynth.diffusion.mapcond import MapCondition
 from geosynth.diffusion.training.objective import OFFSET_CONVENTIONS, PREDICTION_TYPES, offset_std
 from geosynth.errors import GeosynthError
+from geosynth.runtime import tracker_config
 
 MODES = ("lora", "full", "frozen")
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -226,13 +226,7 @@ class Recipe:
 
     def tracker_config(self) -> dict[str, int | float | str | bool]:
         """The recipe as flat scalars, as experiment trackers (TensorBoard hparams) take them."""
-        flat: dict[str, int | float | str | bool] = {}
-        for key, value in self.to_dict().items():
-            if isinstance(value, bool | int | float | str):
-                flat[key] = value
-            elif value is not None:
-                flat[key] = json.dumps(value, default=str)
-        return flat
+        return tracker_config(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
