@@ -130,6 +130,29 @@ def test_channels_last_equals_the_default_layout(baseline, toy_models, toy_data,
     assert any(k.startswith("vae/") for k in nhwc[1])
 
 
+def test_channels_last_resumes_a_default_layout_checkpoint(
+    baseline, toy_models, toy_data, tmp_path
+) -> None:
+    """Checkpoints hold contiguous tensors whatever the layout: a run cut in the default layout
+    resumes channels-last (optimiser state included) to the uninterrupted run's weights."""
+
+    class Stop(Exception):
+        pass
+
+    def crash(info) -> None:
+        if info.step == 3:
+            raise Stop
+
+    recipe = Recipe(**{**RECIPE, "checkpoint_every": 2})
+    out, ds, model = tmp_path / "cut", load_dataset(toy_data), str(toy_models["sd"])
+    kw = dict(log=lambda s: None, device="cpu")
+    with pytest.raises(Stop):
+        finetune(ds, out, recipe, model=model, on_step=crash, **kw)
+    finetune(ds, out, recipe, model=model, resume=True, channels_last=True, **kw)
+    loss, weight = _differences(baseline, _outputs(out))
+    assert loss <= LOSS_RTOL and weight <= WEIGHT_RTOL, (loss, weight)
+
+
 @pytest.mark.parametrize("kw", [dict(text_encoder="lora"), dict(learn_token="<toy>")])
 def test_no_text_cache_while_the_text_features_change(toy_models, toy_data, tmp_path, kw) -> None:
     """A text-encoder LoRA or a learned token changes the features every step."""
