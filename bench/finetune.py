@@ -1,14 +1,19 @@
 """Benchmark: geosynth finetune vs the plain diffusers LoRA training loop, same settings.
 
-Both train LoRA (rank 16, alpha 16) on the UNet attention projections and the text encoder, with
+Both train LoRA (rank 16, alpha 16) on the UNet attention projections and the text encoder (or,
+with --text-encoder frozen, the UNet only, as diffusers' train_text_to_image_lora.py does), with
 AdamW and batch B at resolution R, for S steps. The plain loop is what diffusers' LoRA training
 script does per step: VAE-encode the batch, encode the prompts, noise, UNet, loss, step. geosynth
-encodes latents once (the frozen encoder's posterior, sampled every step) and keeps frozen
-weights in half precision on GPU. Each variant runs in its own process so peak memory is its own.
+encodes latents once (the frozen encoder's posterior, sampled every step), encodes each prompt
+once while the text encoder is frozen, keeps frozen weights in half precision and the UNet
+channels-last on GPU, and with --compile runs the UNet through torch.compile. Each variant runs
+in its own process so peak memory is its own; variant geosynth-nchw is geosynth with the default
+memory layout (what channels-last brings).
 
     python bench/finetune.py --model toy                       # CPU, toy pipeline
     python bench/finetune.py --model sd21-random --device cuda --resolution 512 --batch-size 8
-        [--gradient-checkpointing]                             # SD 2.1-base shapes, random weights
+        [--gradient-checkpointing] [--text-encoder frozen] [--compile]
+        [--variants plain,geosynth,geosynth-nchw]              # SD 2.1-base shapes, random weights
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from pathlib import Path
 
 import torch
 from sd21 import sd21_random  # bench/ is on sys.path when a bench script runs
+
+VARIANTS = ["plain", "geosynth", "geosynth-nchw"]
 
 
 def peak_memory(device: torch.device) -> float:
@@ -48,6 +55,7 @@ def run_geosynth(args) -> dict:
             checkpoint_every=10**9,
             gradient_checkpointing=args.gradient_checkpointing,
             mixed_precision=args.precision,
+            text_encoder=args.text_encoder,
         )
         finetune(
             load_dataset(args.data),
@@ -56,10 +64,13 @@ def run_geosynth(args) -> dict:
             model=args.model,
             on_step=lambda info: stamps.append(time.perf_counter()),
             log=lambda s: None,
+            device=args.device,
+            compile_unet=args.compile,
+            channels_last=False if args.variant == "geosynth-nchw" else None,
         )
     timed = stamps[args.warmup :]
     return {
-        "variant": "geosynth",
+        "variant": args.variant + (" (compiled)" if args.compile else ""),
         "steps_per_s": (len(timed) - 1) / (timed[-1] - timed[0]),
         "peak_gb": peak_memory(device),
     }
@@ -84,13 +95,17 @@ def run_plain(args) -> dict:
         m.requires_grad_(False)
     lora = dict(r=16, lora_alpha=16, init_lora_weights="gaussian")
     unet.add_adapter(LoraConfig(target_modules=["to_q", "to_k", "to_v", "to_out.0"], **lora))
-    te.add_adapter(LoraConfig(target_modules=["q_proj", "k_proj", "v_proj", "out_proj"], **lora))
+    if args.text_encoder == "lora":
+        te.add_adapter(
+            LoraConfig(target_modules=["q_proj", "k_proj", "v_proj", "out_proj"], **lora)
+        )
     params = [p for m in (unet, te) for p in m.parameters() if p.requires_grad]
     for p in params:
         p.data = p.data.float()
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-        te.gradient_checkpointing_enable()
+        if args.text_encoder == "lora":
+            te.gradient_checkpointing_enable()
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2)
     sched = DDPMScheduler.from_pretrained(args.model, subfolder="scheduler")
     ds = load_dataset(args.data)
@@ -140,11 +155,18 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--precision", default="auto")
     p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--variant", choices=["geosynth", "plain"], help=argparse.SUPPRESS)
+    p.add_argument("--text-encoder", choices=["lora", "frozen"], default="lora")
+    p.add_argument("--compile", action="store_true", help="torch.compile geosynth's UNet")
+    p.add_argument(
+        "--variants",
+        default="plain,geosynth",
+        help="comma-separated: plain, geosynth, geosynth-nchw (no channels-last)",
+    )
+    p.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.variant:  # child process
-        fn = run_geosynth if args.variant == "geosynth" else run_plain
+        fn = run_plain if args.variant == "plain" else run_geosynth
         print(json.dumps(fn(args)))
         return
     from geosynth.toy import make_toy_dataset
@@ -158,14 +180,20 @@ def main() -> None:
             args.model = str(sd21_random(root / "sd"))
         data = make_toy_dataset(root / "data", per_class=4, size=args.resolution, seed=0)
         results = []
-        for variant in ("plain", "geosynth"):
+        variants = args.variants.split(",")
+        if variants[0] != "plain" or not set(variants) <= set(VARIANTS):
+            p.error(f"--variants: plain first, then some of {', '.join(VARIANTS[1:])}")
+        for variant in variants:
             cmd = [sys.executable, __file__, *sys.argv[1:], "--variant", variant]
             cmd += ["--data", str(data), "--model", args.model]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             results.append(json.loads(out.strip().splitlines()[-1]))
+    base = results[0]["steps_per_s"]
     for r in results:
-        print(f"{r['variant']:>22}: {r['steps_per_s']:.3f} steps/s, peak {r['peak_gb']:.2f} GB")
-    print(f"speed-up: {results[1]['steps_per_s'] / results[0]['steps_per_s']:.2f}x")
+        print(
+            f"{r['variant']:>25}: {r['steps_per_s']:.3f} steps/s, peak {r['peak_gb']:.2f} GB, "
+            f"{r['steps_per_s'] / base:.2f}x plain"
+        )
 
 
 if __name__ == "__main__":

@@ -73,6 +73,12 @@ step embed 90 "$PY" bench/embed.py --device $D --precisions fp16,bf16 --images $
   --batch-size 256 --workers $WK
 step train_clf 90 "$PY" bench/train_clf.py --configs $CLF --images 256 --epochs 2 \
   --batch-size 64 --device $D
-step finetune_bf16 110 "$PY" bench/finetune.py --model "$SD" --device $D --precision bf16 \
-  --resolution $RES --batch-size 8 --steps $FT_STEPS --warmup 3
+# The diffusers example's setting (UNet LoRA, frozen text encoder: geosynth caches the prompts),
+# with geosynth also run without channels-last to show what NHWC brings.
+step finetune_bf16 130 "$PY" bench/finetune.py --model "$SD" --device $D --precision bf16 \
+  --resolution $RES --batch-size 8 --steps $FT_STEPS --warmup 3 --text-encoder frozen \
+  --variants plain,geosynth,geosynth-nchw
+# Last, on what is left of the budget: torch.compile's warm-up is long (in the warm-up steps).
+step finetune_compile 150 "$PY" bench/finetune.py --model "$SD" --device $D --precision bf16 \
+  --resolution $RES --batch-size 8 --steps $FT_STEPS --warmup 3 --text-encoder frozen --compile
 echo "total ${SECONDS}s" | tee -a "$OUT/summary.txt"

@@ -34,17 +34,18 @@ def test_features_from_values_and_explicit_types() -> None:
 def test_hf_datasets_reads_the_card(tmp_path: Path) -> None:
     import datasets
 
+    root = tmp_path / "data"
     rows = []
     for label, name in enumerate(["river", "forest"]):
-        (tmp_path / name).mkdir()
+        (root / name).mkdir(parents=True)
         for i in range(2):
-            Image.fromarray(np.full((4, 4, 3), 40 * i, np.uint8)).save(tmp_path / name / f"{i}.png")
+            Image.fromarray(np.full((4, 4, 3), 40 * i, np.uint8)).save(root / name / f"{i}.png")
             rows.append(
                 {"file_name": f"{name}/{i}.png", "label": label, "class_name": name, "gain": None}
             )
-    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    write_dataset_card(tmp_path, ["river", "forest"], rows, "t", {"gain": "float64"})
-    ds = datasets.load_dataset(str(tmp_path), split="train")
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_dataset_card(root, ["river", "forest"], rows, "t", {"gain": "float64"})
+    ds = datasets.load_dataset(str(root), split="train", cache_dir=str(tmp_path / "hf"))
     assert ds.features["label"].names == ["river", "forest"]
     assert ds["label"] == [0, 0, 1, 1] and ds["gain"] == [None] * 4
     assert ds.features["gain"] == datasets.Value("float64")

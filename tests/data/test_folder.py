@@ -73,7 +73,9 @@ def test_written_imagefolder_reads_back_with_both_readers(tmp_path: Path) -> Non
     assert ds.class_names == names and ds.labels == [0, 1, 1]
     assert np.asarray(ds.image(0))[0, 0].tolist() == [200, 0, 0]
 
-    hf = datasets.load_dataset("imagefolder", data_dir=str(out), split="train")
+    hf = datasets.load_dataset(
+        "imagefolder", data_dir=str(out), split="train", cache_dir=str(tmp_path / "hf")
+    )
     rows = sorted(zip(hf["label"], hf["class_name"], hf["seed"], strict=True))
     assert rows == [(0, "zebra_crossing", 0), (1, "AnnualCrop", 1), (1, "AnnualCrop", 1)]
     for row in hf:

@@ -37,9 +37,12 @@ def test_cluster_train_mix_and_resume(cli, toy_models, toy_data, tmp_path) -> No
     summary = result["summary"]
     assert result["trained"] == [] and summary["k"] == 2
     assert sorted(map(sum, zip(*summary["counts"], strict=True))) == [12, 18]
-    # The command clusters the same way.
-    res = cli("cluster-plora", toy_data, "--k", "2", "--embeddings", emb, "--out", tmp_path / "c")
+    # The command clusters the same way; a speed switch reaches the printed finetune commands.
+    args = ["cluster-plora", toy_data, "--k", "2", "--embeddings", emb, "--out", tmp_path / "c"]
+    res = cli(*args, "--compile", "--json")
     assert res.code == 0, res.err
+    commands = json.loads(res.out)["commands"]
+    assert len(commands) == 2 and all(c.split()[-3] == "--compile" for c in commands)
     assert (out / "assignments.json").read_text() == (
         tmp_path / "c" / "assignments.json"
     ).read_text()

@@ -26,7 +26,12 @@ from geosynth.diffusion.training.recipe import Recipe
 from geosynth.plora.build import build_plora, cluster_name
 
 #: Library parameters that this command's options feed under other names (cli/errors.py).
-LIBRARY_PARAMS = {"rank": "--lora-rank", "alpha": "--lora-alpha", "init_loras": "--init-lora"}
+LIBRARY_PARAMS = {
+    "rank": "--lora-rank",
+    "alpha": "--lora-alpha",
+    "init_loras": "--init-lora",
+    "compile_unet": "--compile",
+}
 
 
 def cluster_plora_cmd(
@@ -88,6 +93,13 @@ def cluster_plora_cmd(
         list[str] | None,
         typer.Option("--init-lora", help="DIR[:weight]: stage-1 LoRA(s) to train on top of."),
     ] = None,
+    compile: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="torch.compile the UNet (faster on GPU after a warm-up; default off)",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Cluster all images regardless of class, and mix one LoRA per cluster per class.
@@ -131,11 +143,12 @@ def cluster_plora_cmd(
         model=model,
         recipe=recipe,
         device=device,
+        compile_unet=compile,
         track=live.track if train else track,
         log=message,
     )
     summary, trained = result["summary"], result["trained"]
-    commands = finetune_commands(out, model, recipe)
+    commands = finetune_commands(out, model, recipe, compile_unet=compile)
     if as_json:
         print_json({"summary": summary, "commands": commands, "trained": trained})
         return
@@ -163,7 +176,9 @@ def cluster_plora_cmd(
     message(f"then: geosynth generate --model {model} --lora-weights {out / 'weights.json'} ...")
 
 
-def finetune_commands(out: Path, model: str, recipe: Recipe) -> list[str]:
+def finetune_commands(
+    out: Path, model: str, recipe: Recipe, *, compile_unet: bool = False
+) -> list[str]:
     """One ``geosynth finetune`` command per cluster (the same training as ``--train``), to run
     on a cluster scheduler."""
     k = json.loads((out / "assignments.json").read_text())["k"]
@@ -188,6 +203,8 @@ def finetune_commands(out: Path, model: str, recipe: Recipe) -> list[str]:
             args += ["--lora-targets", recipe.lora_targets]
         for path, weight in recipe.init_loras:
             args += ["--init-lora", f"{path}:{weight}"]
+        if compile_unet:
+            args.append("--compile")
         args += ["--out", str(out / "loras" / cluster_name(j))]
         cmds.append(shlex.join(args))
     return cmds

@@ -42,6 +42,7 @@ LIBRARY_PARAMS = {
     "text": "--map-text",
     "tokens": "--map-tokens",
     "dropout": "--map-dropout",
+    "compile_unet": "--compile",
 }
 
 Mode = Annotated[str, typer.Option(help="lora, full or frozen.")]
@@ -195,6 +196,13 @@ def finetune(
     report_to: ReportToOpt = None,
     logging_dir: LoggingDirOpt = None,
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing")] = False,
+    compile: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="torch.compile the UNet (faster on GPU after a warm-up; default off)",
+        ),
+    ] = False,
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", min=1, help="Checkpoint every N steps.")
     ] = 500,
@@ -327,6 +335,7 @@ def finetune(
         device=device,
         report_to=report_to,
         logging_dir=logging_dir,
+        compile_unet=compile,
     )
     from accelerate import PartialState
 

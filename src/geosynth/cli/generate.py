@@ -142,7 +142,7 @@ def generate(
         bool,
         typer.Option(
             "--compile",
-            help="torch.compile the UNet (faster on GPU after a warm-up; default off).",
+            help="torch.compile the UNet (faster on GPU after a warm-up; default off)",
         ),
     ] = False,
     as_json: JsonOpt = False,

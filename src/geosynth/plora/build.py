@@ -143,9 +143,10 @@ def train_clusters(
     track: Track = no_track,
     log: Callable[[str], None] = print,
     device: str | None = None,
+    compile_unet: bool = False,
 ) -> list[Path]:
     """Fine-tune one LoRA per cluster (skipping finished ones; an interrupted one resumes);
-    ``device`` as for :func:`geosynth.diffusion.training.finetune.finetune`."""
+    ``device`` and ``compile_unet`` as for :func:`geosynth.diffusion.training.finetune.finetune`."""
     from geosynth.diffusion.training.finetune import finetune, parts_dir
 
     out = Path(out)
@@ -166,6 +167,7 @@ def train_clusters(
                 track=track,
                 log=log,
                 device=device,
+                compile_unet=compile_unet,
             )
         done.append(dest)
     return done
@@ -189,6 +191,7 @@ def build_plora(
     model: str = SD_MODEL,
     recipe: Recipe | None = None,
     device: str | None = None,
+    compile_unet: bool = False,
     track: Track = no_track,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
@@ -197,7 +200,8 @@ def build_plora(
     extractor spec; embeddings are cached) or of given ``embeddings`` (rows = the dataset's
     images; ``feature_model`` names their space in ``assignments.json``, by default the
     extractor spec or the embeddings file), write ``out`` (see :func:`cluster_plora`), and with ``train`` fine-tune one LoRA
-    per cluster on ``model`` with ``recipe`` (see :func:`train_clusters`).
+    per cluster on ``model`` with ``recipe`` (see :func:`train_clusters`; ``compile_unet``
+    torch.compiles their UNet).
 
     ``resume`` keeps the clusters of an existing ``out`` and trains what is missing; without
     it ``out`` must be new. Returns ``{"out", "summary", "trained"}``: the clustering summary
@@ -266,6 +270,10 @@ def build_plora(
             provenance=prov,
         )
     trained = (
-        train_clusters(out, model, recipe, track=track, log=log, device=device) if train else []
+        train_clusters(
+            out, model, recipe, track=track, log=log, device=device, compile_unet=compile_unet
+        )
+        if train
+        else []
     )
     return {"out": str(out), "summary": summary, "trained": [str(p) for p in trained]}

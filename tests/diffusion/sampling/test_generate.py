@@ -70,7 +70,9 @@ def test_same_command_same_images_and_datasets_reads_it(cli, base, reference, tm
     _same_images(reference, tmp_path / "again")
     res = cli(*base, "--out", tmp_path / "exact")  # same command, same grouping: byte-identical
     assert res.code == 0 and _images(tmp_path / "exact") == _images(reference)
-    hf = datasets.load_dataset("imagefolder", data_dir=str(reference), split="train")
+    hf = datasets.load_dataset(
+        "imagefolder", data_dir=str(reference), split="train", cache_dir=str(tmp_path / "hf")
+    )
     assert hf.num_rows == 9 and sorted(set(hf["class_name"])) == ["desert", "forest", "water"]
     assert sorted(hf["label"]) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert set(hf["prompt"]) == {f"a satellite photo of a {c}" for c in CLASSES.split(",")}

@@ -51,10 +51,10 @@ def test_timm_sees_exactly_the_classes(generated: Path) -> None:
     assert Counter(names[t] for _, t in ds.reader.samples) == dict.fromkeys(CLASSES, PER_CLASS)
 
 
-def test_hf_datasets_reads_label_as_class_label_with_names(generated: Path) -> None:
+def test_hf_datasets_reads_label_as_class_label_with_names(generated: Path, tmp_path: Path) -> None:
     import datasets
 
-    ds = datasets.load_dataset(str(generated), split="train")
+    ds = datasets.load_dataset(str(generated), split="train", cache_dir=str(tmp_path))
     label = ds.features["label"]
     assert isinstance(label, datasets.ClassLabel) and label.names == CLASSES
     assert Counter(label.int2str(x) for x in ds["label"]) == dict.fromkeys(CLASSES, PER_CLASS)
@@ -75,6 +75,6 @@ def test_written_image_folders_read_the_same_way(tmp_path: Path) -> None:
     assert main(["toy", "data", "--out", str(out), "--per-class", "2", "--size", "16"]) == 0
     rows = [json.loads(x) for x in (out / "metadata.jsonl").read_text().splitlines()]
     names = sorted({(r["label"], r["class_name"]) for r in rows})
-    hf = datasets.load_dataset(str(out), split="train")
+    hf = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf"))
     assert hf.features["label"].names == [n for _, n in names]
     assert hf.num_rows == len(rows) == len(ImageFolder(str(out)))

@@ -151,8 +151,10 @@ def _train_one(
     device: str | None = None,
     report_to: str | None = None,
     logging_dir: Path | None = None,
+    speed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train one LoRA (or full components) on ``ds``; write it into ``result_dir`` atomically."""
+    """Train one LoRA (or full components) on ``ds``; write it into ``result_dir`` atomically.
+    ``speed``: the throughput switches of :func:`.trainer.train`."""
     started = Provenance.start("finetune").started  # the record's start: before the training
     torch.manual_seed(recipe.seed)
     pipe = load_sd_pipeline(model, device="cpu")
@@ -177,7 +179,7 @@ def _train_one(
         resolution=resolution,
         template=recipe.template,
         flip=recipe.flip,
-        keep_pixels=recipe.trains_vae,
+        keep_pixels=recipe.trains_vae or not (speed or {}).get("cache_latents", True),
         track=track,
         warn=log,
     )
@@ -200,6 +202,7 @@ def _train_one(
         device=device,
         report_to=report_to,
         logging_dir=logging_dir,
+        **(speed or {}),
     )
     main_process = _state().is_main_process
     card = {
@@ -296,13 +299,19 @@ def finetune(
     device: str | None = None,
     report_to: str | None = None,
     logging_dir: str | os.PathLike[str] | None = None,
+    compile_unet: bool = False,
+    cache_text: bool = True,
+    cache_latents: bool = True,
+    channels_last: bool | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` on ``ds`` (one LoRA, or one per class into ``OUT/<class>/``) and
     return a summary with the card(s). ``device``: see :func:`.trainer.train` (None: this
     process's GPU, else the CPU). ``report_to`` (``tensorboard`` / ``wandb``) logs each step
     into ``logging_dir`` (default ``OUT.logs`` beside OUT: logs are not part of the output, so
     a rerun's LoRA directory stays byte-identical); per-class runs log to one sub-folder per
-    class."""
+    class. ``compile_unet``, ``cache_text``, ``cache_latents`` and ``channels_last`` change
+    speed, not what is learnt (see :func:`.trainer.train`); they are not part of the recipe, so
+    a run resumes with any of them."""
     run = Provenance.start("finetune", seeds={"seed": recipe.seed})  # started now
     recipe.check()
     check_report_to(report_to)
@@ -338,6 +347,12 @@ def finetune(
             shutil.rmtree(leftover, ignore_errors=True)
     state.wait_for_everyone()
     staged = work / "result"
+    speed = {
+        "compile_unet": compile_unet,
+        "cache_text": cache_text,
+        "cache_latents": cache_latents,
+        "channels_last": channels_last,
+    }
     logs = logs_dir(out, logging_dir)
     if per_class:
         cards = {}
@@ -363,6 +378,7 @@ def finetune(
                 device=device,
                 report_to=report_to,
                 logging_dir=logs / safe_dirname(name),
+                speed=speed,
             )
         if state.is_main_process:
             write_provenance(staged, run)
@@ -387,6 +403,7 @@ def finetune(
             device=device,
             report_to=report_to,
             logging_dir=logs,
+            speed=speed,
         )
         summary = {"per_class": False, "cards": {"all": card}}
     faults.stage("finetune:staged")

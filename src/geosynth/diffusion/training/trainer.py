@@ -133,12 +133,24 @@ def train(
     device: str | None = None,
     report_to: str | None = None,
     logging_dir: Path | None = None,
+    cache_text: bool = True,
+    cache_latents: bool = True,
+    channels_last: bool | None = None,
+    compile_unet: bool = False,
 ) -> TrainResult:
     """Run the loop; checkpoints go to ``work/checkpoints/step-<n>/``. ``device``: None for this
     process's GPU (its ``LOCAL_RANK`` under ``accelerate launch``) or the CPU, ``cpu`` to force
     the CPU, ``cuda:N`` for one GPU of a single process. ``report_to``: ``tensorboard`` or
     ``wandb`` (accelerate's trackers) logs loss and learning rate per step into
-    ``logging_dir``."""
+    ``logging_dir``.
+
+    Throughput switches (they change speed, not what is learnt; docs/finetune.md, "Throughput"):
+    ``cache_text`` encodes each distinct prompt once when the text encoder does not train (no
+    LoRA, no full training, no learned token); False runs the frozen encoder every step.
+    ``cache_latents``: False encodes every batch with the (frozen) VAE encoder instead of
+    sampling the posteriors cached in ``data`` (which then needs ``data.pixels``).
+    ``channels_last`` stores the UNet (and the VAE when it runs every step) channels-last;
+    None: on CUDA only. ``compile_unet`` runs the UNet through ``torch.compile``."""
     from accelerate import Accelerator
     from diffusers.optimization import get_scheduler
 
@@ -181,10 +193,25 @@ def train(
     train_unet = any(p.requires_grad for p in unet.parameters())
     train_vae = any(p.requires_grad for p in vae.parameters())
     train_encoder = recipe.vae_encoder != "frozen"
+    # A training encoder changes every step, so its posteriors cannot be cached.
+    encode_now = train_encoder or not cache_latents
+    if encode_now and data.pixels is None:
+        raise GeosynthError(
+            "cache_latents=False needs the training images' pixels (build_training_set with "
+            "keep_pixels=True)"
+        )
     # from_pretrained returns eval-mode modules; training mode enables dropout and makes
     # transformers' gradient checkpointing take effect.
     for module, trains in ((unet, train_unet), (te, train_te), (vae, train_vae)):
         module.train(trains)
+    if channels_last is None:
+        channels_last = cuda
+    # NHWC convolutions are faster on tensor-core GPUs; the VAE only matters when it runs every
+    # step (a frozen encoder's posteriors are cached before training).
+    per_step = [unet, *((vae,) if encode_now or train_vae else ())]
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    for module in per_step:
+        module.to(memory_format=layout)
 
     steps = total_steps(recipe, len(data), world)
     optimizer = torch.optim.AdamW(
@@ -200,6 +227,9 @@ def train(
     for name, module, trains in (("unet", unet, train_unet), ("te", te, train_te)):
         wrapped[name] = acc.prepare_model(module) if trains else module
     optimizer = acc.prepare_optimizer(optimizer)
+    # The compiled wrapper only runs the forward; checkpoints and exports read ``pipe.unet``
+    # (the same parameters), so no ``_orig_mod.`` prefix reaches a saved file.
+    unet_call = torch.compile(wrapped["unet"]) if compile_unet else wrapped["unet"]
 
     result = TrainResult(steps=steps)
     start = 0
@@ -222,12 +252,19 @@ def train(
         start, result.history = int(state["step"]), list(state["history"])
         result.resumed_from = start
 
-    # Text features are fixed when the text encoder does not train: compute them once.
-    cached_text: dict[str, torch.Tensor] = {}
-    if not train_te:
-        with torch.no_grad():
-            for p in sorted(set(data.prompts)):
-                cached_text[p] = _encode_text(te, pipe.tokenizer, [p], device)[0]
+    # Text features are fixed when the text encoder does not train (``train_te`` covers LoRA,
+    # full training and a learned token): encode each distinct prompt once, under the same
+    # autocast as the per-step path, and index the table per micro-batch.
+    text_rows: torch.Tensor | None = None
+    text_table: torch.Tensor | None = None
+    if cache_text and not train_te:
+        distinct = sorted(set(data.prompts))
+        row_of = {p: i for i, p in enumerate(distinct)}
+        text_rows = torch.tensor([row_of[p] for p in data.prompts])
+        with torch.no_grad(), acc.autocast():
+            text_table = torch.cat(
+                [_encode_text(te, pipe.tokenizer, [p], device) for p in distinct]
+            )
 
     stream = SampleStream(len(data), recipe.seed)
     B = recipe.batch_size
@@ -252,11 +289,11 @@ def train(
             std = data.latent_std[flip, idx]
             # Drawn on the CPU generator, then moved: results do not depend on the device.
             sample = torch.randn(mean.shape, generator=gen)
-            if train_encoder:
-                # The encoder changes every step, so its posterior cannot be cached: encode the
-                # batch now (the same reparameterised draw the cache would have used).
-                pixels = _batch_pixels(data, idx, flip).to(device)
-                posterior = vae.encode(pixels).latent_dist
+            if encode_now:
+                # Encode the batch now: the same reparameterised draw the cache would have used.
+                pixels = _batch_pixels(data, idx, flip).to(device, vae.dtype)
+                with nullcontext() if train_encoder else torch.no_grad():
+                    posterior = vae.encode(pixels).latent_dist
                 z = posterior.mean + posterior.std * sample.to(device, posterior.mean.dtype)
                 latents = (z * vae.config.scaling_factor).detach().float().cpu()
             else:
@@ -272,11 +309,15 @@ def train(
             sync = micro == recipe.grad_accum - 1
             ctx = acc.no_sync(wrapped["unet"]) if (not sync and train_unet) else nullcontext()
             with ctx, acc.autocast():
-                if train_te:
+                if text_table is not None and text_rows is not None:
+                    cond = text_table[text_rows[idx].to(device)]
+                elif train_te:
                     cond = _encode_text(wrapped["te"], pipe.tokenizer, prompts, device)
                 else:
-                    cond = torch.stack([cached_text[p] for p in prompts])
-                pred = wrapped["unet"](noisy.to(half), t, cond.to(half), **extra).sample
+                    with torch.no_grad():
+                        cond = _encode_text(te, pipe.tokenizer, prompts, device)
+                noisy = noisy.to(half).contiguous(memory_format=layout)
+                pred = unet_call(noisy, t, cond.to(half), **extra).sample
                 per = F.mse_loss(pred.float(), want.float(), reduction="none").mean((1, 2, 3))
                 loss = (per * loss_weights(scheduler, t, recipe.snr_gamma)).mean()
                 if train_encoder:
@@ -322,6 +363,10 @@ def train(
     acc.wait_for_everyone()
     if report_to:
         acc.end_training()
+    # Back to the default layout: safetensors saves only contiguous tensors (exports of fully
+    # trained components), and callers expect the modules as they came.
+    for module in per_step:
+        module.to(memory_format=torch.contiguous_format)
     return result
 
 
