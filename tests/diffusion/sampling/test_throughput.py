@@ -89,7 +89,8 @@ def _max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> int:
 
 def test_fused_mixtures_match_the_adapters_and_leave_the_base_weights(gen, fused, tmp_path):
     plain = _run(gen, tmp_path / "plain", fuse_loras=False)
-    # Measured on the toy model (fp32, 4 steps): at most 1 value in 3000 off by one grey level.
+    # Measured on the toy model (fp32, 3 classes x 8 images, 20 steps): 1 value of 73,728 off
+    # by one grey level. The tolerance is that grey level.
     assert _max_diff(fused, plain) <= 1
     row = json.loads((tmp_path / "plain" / "metadata.jsonl").read_text().splitlines()[0])
     assert row["prompt"] == "a satellite photo of a <sar> water"
