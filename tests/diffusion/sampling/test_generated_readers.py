@@ -78,3 +78,20 @@ def test_written_image_folders_read_the_same_way(tmp_path: Path) -> None:
     hf = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf"))
     assert hf.features["label"].names == [n for _, n in names]
     assert hf.num_rows == len(rows) == len(ImageFolder(str(out)))
+
+
+def test_previews_of_another_run_are_not_mixed_in(generated: Path, toy_models, cli) -> None:
+    """A new run whose OUT.previews already holds another run's sheets is refused (they would
+    be mixed or overwritten), before anything is written."""
+    import shutil
+
+    out = generated.parent / "again"
+    shutil.copytree(previews_dir(generated), previews_dir(out))
+    before = sorted(p.name for p in previews_dir(out).iterdir())
+    res = cli(
+        "generate", "--model", toy_models["sd"], "--classes", "water", "--per-class", "1",
+        "--steps", "2", "--out", out,
+    )  # fmt: skip
+    said = " ".join(res.err.split())  # the message may be wrapped at the terminal width
+    assert res.code == 2 and "previews folder" in said and "again.previews" in said, res.err
+    assert not out.exists() and sorted(p.name for p in previews_dir(out).iterdir()) == before
