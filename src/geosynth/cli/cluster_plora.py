@@ -12,6 +12,7 @@ import typer
 from geosynth.cli.finetune import parse_init_lora
 from geosynth.cli.options import (
     ClassesOpt,
+    CompileOpt,
     DatasetArg,
     DeviceOpt,
     JsonOpt,
@@ -93,13 +94,7 @@ def cluster_plora_cmd(
         list[str] | None,
         typer.Option("--init-lora", help="DIR[:weight]: stage-1 LoRA(s) to train on top of."),
     ] = None,
-    compile: Annotated[
-        bool,
-        typer.Option(
-            "--compile",
-            help="torch.compile the UNet (faster on GPU after a warm-up; default off)",
-        ),
-    ] = False,
+    compile: CompileOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Cluster all images regardless of class, and mix one LoRA per cluster per class.

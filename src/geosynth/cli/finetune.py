@@ -9,6 +9,7 @@ import typer
 
 from geosynth.cli.options import (
     ClassesOpt,
+    CompileOpt,
     DatasetArg,
     JsonOpt,
     LoggingDirOpt,
@@ -196,13 +197,7 @@ def finetune(
     report_to: ReportToOpt = None,
     logging_dir: LoggingDirOpt = None,
     gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing")] = False,
-    compile: Annotated[
-        bool,
-        typer.Option(
-            "--compile",
-            help="torch.compile the UNet (faster on GPU after a warm-up; default off)",
-        ),
-    ] = False,
+    compile: CompileOpt = False,
     checkpoint_every: Annotated[
         int, typer.Option("--checkpoint-every", min=1, help="Checkpoint every N steps.")
     ] = 500,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from geosynth.cli.options import JsonOpt, RadiometryOpt, split_list
+from geosynth.cli.options import CompileOpt, JsonOpt, RadiometryOpt, split_list
 from geosynth.cli.output import message, print_json, track
 from geosynth.defaults import SD_MODEL
 from geosynth.diffusion.sampling.generate import parse_shard
@@ -138,13 +138,7 @@ def generate(
             "pixels within one grey level of running the adapters).",
         ),
     ] = True,
-    compile_unet: Annotated[
-        bool,
-        typer.Option(
-            "--compile",
-            help="torch.compile the UNet (faster on GPU after a warm-up; default off)",
-        ),
-    ] = False,
+    compile_unet: CompileOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate images per class with a (LoRA-adapted) diffusion model.

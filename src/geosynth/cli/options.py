@@ -100,3 +100,9 @@ LoggingDirOpt = Annotated[
     Path | None,
     typer.Option("--logging-dir", help="Where --report-to writes (default: OUT.logs)."),
 ]
+CompileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile", help="torch.compile the UNet (faster on GPU after a warm-up; default off)"
+    ),
+]
