@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -273,35 +274,25 @@ def make_toy_lora(
     from safetensors.torch import save_file
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    def random_lora(model: Any, targets: list[str]) -> dict[str, torch.Tensor]:
+        """Add a random LoRA on ``targets`` of ``model``; its layers in diffusers' format."""
+        model.add_adapter(
+            LoraConfig(
+                r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=targets
+            )
+        )
+        for name, param in model.named_parameters():
+            if "lora_B" in name:  # peft starts B at zero (a no-op LoRA); make this one act
+                param.data.normal_(0.0, scale)
+        return convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
+
     torch.manual_seed(seed)
     unet = UNet2DConditionModel.from_pretrained(pipeline_dir, subfolder="unet")
-    unet.add_adapter(
-        LoraConfig(
-            r=rank,
-            lora_alpha=rank,
-            init_lora_weights="gaussian",
-            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-        )
-    )
-    for name, param in unet.named_parameters():
-        if "lora_B" in name:  # peft starts B at zero (a no-op LoRA); make this one act
-            param.data.normal_(0.0, scale)
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    layers = random_lora(unet, ["to_q", "to_k", "to_v", "to_out.0"])
     te_layers = None
     if text_encoder:
         te = CLIPTextModel.from_pretrained(pipeline_dir, subfolder="text_encoder")
-        te.add_adapter(
-            LoraConfig(
-                r=rank,
-                lora_alpha=rank,
-                init_lora_weights="gaussian",
-                target_modules=["q_proj", "k_proj", "v_proj", "out_proj"],
-            )
-        )
-        for name, param in te.named_parameters():
-            if "lora_B" in name:
-                param.data.normal_(0.0, scale)
-        te_layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(te))
+        te_layers = random_lora(te, ["q_proj", "k_proj", "v_proj", "out_proj"])
     template = "a satellite photo of a {}"
     card: dict[str, object] = {
         "base_model": base_model or str(pipeline_dir),

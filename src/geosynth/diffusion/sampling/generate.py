@@ -381,11 +381,9 @@ def finalize(out: Path, spec: GenerationSpec, provenance: Provenance) -> bool:
         done = read_done(out)
         if len(done) < len(all_jobs(spec)):
             return False
-        for leftover in out.glob(".*.tmp-*"):  # a finalize killed while writing
-            leftover.unlink(missing_ok=True)
         previews = previews_dir(out)
-        for leftover in previews.glob(".*.tmp-*"):
-            leftover.unlink(missing_ok=True)
+        for leftover in (*out.glob(".*.tmp-*"), *previews.glob(".*.tmp-*")):
+            leftover.unlink(missing_ok=True)  # a finalize killed while writing
         rows = [done[job] for job in all_jobs(spec)]
         if spec.radiometry is not None:
             with atomic_path(out / RADIOMETRY_NAME) as tmp:
