@@ -187,7 +187,9 @@ def test_shard_ranks_killed_resume_in_one_process(inputs, one_process, tmp_path)
     _assert_same_file(one, resumed)
 
 
-def test_rarity_embeds_its_inputs_on_every_rank(inputs, tmp_path: Path) -> None:
+def test_rarity_embeds_its_inputs_on_every_rank(
+    inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`torchrun -m geosynth rarity DATASET SHARDS`: the ranks embed the shard directory
     together (rank 0 two shards, rank 1 one) into one cache entry, equal to one process's, and
     the report equals the single-process one."""
@@ -200,11 +202,8 @@ def test_rarity_embeds_its_inputs_on_every_rank(inputs, tmp_path: Path) -> None:
     reports, entries = [], []
     for ranks in (1, 2):
         cache = tmp_path / f"cache-{ranks}"
-        os.environ["GEOSYNTH_CACHE"] = str(cache)
-        try:
-            done = _run(ranks, *args, "--out", tmp_path / f"{ranks}.json")
-        finally:
-            os.environ.pop("GEOSYNTH_CACHE")
+        monkeypatch.setenv("GEOSYNTH_CACHE", str(cache))  # _run passes the environment on
+        done = _run(ranks, *args, "--out", tmp_path / f"{ranks}.json")
         assert done.returncode == 0, done.stderr[-3000:]
         assert done.stdout.count('"n_reference"') == 1  # one report, from rank 0
         reports.append(json.loads((tmp_path / f"{ranks}.json").read_text()))
