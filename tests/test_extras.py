@@ -39,7 +39,9 @@ def test_extras_match_pyproject() -> None:
     assert extras["all"] == extras["geo"] | extras["eval"]
     assert extras["all"] <= extras["dev"]
     # Nothing in an extra that the table does not explain (dev's tools aside).
-    assert extras["geo"] | extras["eval"] == {_norm(p) for p, _ in OPTIONAL.values()}
+    assert extras["geo"] | extras["eval"] | extras["optim8bit"] == {
+        _norm(p) for p, _ in OPTIONAL.values()
+    }
 
 
 @pytest.fixture

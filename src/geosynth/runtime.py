@@ -33,9 +33,12 @@ def model_ref(ref: str | os.PathLike[str], what: str = "model") -> str:
     """Validate a reference: local directories must exist; anything else is passed on as a hub id.
     ``what`` is the name of the parameter that gave ``ref``; errors read ``what='ref': ...``."""
     text = str(ref)
-    if is_local(text):
+    if is_local(text) or text.endswith(".safetensors"):
         path = Path(text).expanduser()
-        if not path.is_dir():
+        if text.endswith(".safetensors"):
+            if not path.is_file():
+                raise GeosynthError(f"{what}={text!r}: no such checkpoint file")
+        elif not path.is_dir():
             raise GeosynthError(f"{what}={text!r}: no such model directory")
         return str(path)
     return text
@@ -50,8 +53,18 @@ def load_with(loader: Callable[[str], T], ref: str | os.PathLike[str], what: str
         raise
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        where = "local directory" if is_local(resolved) else "hub id (is the hub reachable?)"
+        if resolved.endswith(".safetensors"):
+            where = "single-file checkpoint"
+        else:
+            where = "local directory" if is_local(resolved) else _hub_hint()
         raise GeosynthError(f"{what}={resolved!r}: cannot load as a {where}: {first}") from None
+
+
+def _hub_hint() -> str:
+    """How a hub id failed to load: offline without a cached copy, or the hub unreachable."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "hub id (HF_HUB_OFFLINE is set and it is not in the Hugging Face cache)"
+    return "hub id (is the hub reachable?)"
 
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")

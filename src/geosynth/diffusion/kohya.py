@@ -166,6 +166,7 @@ def import_kohya(file: str | Path, model: str, out: str | Path) -> Path:
     from peft.utils import get_peft_model_state_dict
 
     from geosynth.artifacts import atomic_path, canonicalize_safetensors, write_json
+    from geosynth.diffusion.identity import model_digest
     from geosynth.diffusion.loading import load_sd_pipeline
     from geosynth.diffusion.loras import CARD_FILE, LORA_FILE
     from geosynth.diffusion.training.trainable import _config_dict
@@ -200,6 +201,11 @@ def import_kohya(file: str | Path, model: str, out: str | Path) -> Path:
         canonicalize_safetensors(tmp / LORA_FILE)
         write_json(
             tmp / CARD_FILE,
-            {"base_model": model, "imported_from": str(src), "format": "kohya"},
+            {
+                "base_model": model,
+                "base_digest": model_digest(model),
+                "imported_from": str(src),
+                "format": "kohya",
+            },
         )
     return target

@@ -1,4 +1,5 @@
-"""Load Stable Diffusion pipelines and their parts from a hub id or a local directory."""
+"""Load Stable Diffusion pipelines and their parts from a hub id, a local directory or a
+single-file checkpoint (:mod:`geosynth.diffusion.single_file`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import torch
 
 from geosynth.defaults import SD_MODEL
+from geosynth.diffusion.single_file import is_single_file, load_single_file
 from geosynth.runtime import load_with, pick_device
 
 
@@ -32,7 +34,10 @@ def load_sd_pipeline(
             ref, dtype=dtype, safety_checker=None, requires_safety_checker=False, **kwargs
         )
 
-    pipe = load_with(load, model, "model")
+    if is_single_file(model):
+        pipe = load_with(lambda ref: load_single_file(ref, dtype=dtype), model, "model")
+    else:
+        pipe = load_with(load, model, "model")
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(pick_device(str(device) if device else None))
 
@@ -47,6 +52,8 @@ def load_vae(
     gave ``model`` in errors (``vae`` when a caller's option is called so)."""
     from diffusers import AutoencoderKL
 
+    if is_single_file(model):
+        return load_sd_pipeline(model, device="cpu", dtype=dtype).vae
     return load_with(
         lambda ref: AutoencoderKL.from_pretrained(ref, subfolder="vae", dtype=dtype),
         model,
@@ -61,6 +68,10 @@ def native_resolution(
     its VAE config says 768, so the VAE alone cannot tell). ``what`` as for :func:`load_vae`."""
     from diffusers import UNet2DConditionModel
 
+    if is_single_file(model):
+        from geosynth.diffusion.single_file import sample_size
+
+        return sample_size(model) * vae_factor
     config = load_with(
         lambda ref: UNet2DConditionModel.load_config(ref, subfolder="unet"), model, what
     )

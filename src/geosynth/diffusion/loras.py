@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import re
 import warnings
@@ -76,12 +77,43 @@ def parse_lora(spec: str, taken: set[str], arg: str = "loras") -> Lora:
 
 
 def check_base(lora: Lora, model: str, arg: str = "loras") -> None:
-    """A LoRA trained on another base model is an error (its card says which)."""
-    base = lora.card.get("base_model")
-    if base is not None and str(base).rstrip("/") != str(model).rstrip("/"):
+    """A LoRA trained on other weights is an error. Cards record the base model's weight
+    digest (:mod:`geosynth.diffusion.identity`), so the same weights under any path, hub id,
+    mirror or single file are accepted; cards from before digests fall back to comparing the
+    model strings, with a note."""
+    from geosynth.diffusion.identity import differing, model_digest, short
+
+    card = lora.card
+    base, recorded = card.get("base_model"), card.get("base_digest")
+    if base is None and recorded is None:
+        return
+    if recorded:
+        digest = model_digest(model)
+        if digest is not None:
+            comp = differing(dict(recorded), digest)
+            if comp is not None:
+                raise GeosynthError(
+                    f"{arg}={str(lora.path)!r}: trained for base model '{base}' "
+                    f"({short(recorded, comp)}), not model={str(model)!r} ({short(digest, comp)})"
+                )
+            return
+    elif base is not None:
+        logging.getLogger("geosynth").warning(
+            "note: %s's card predates weight digests: checking the base model by name only",
+            lora.path,
+        )
+    if base is not None and not _same_name(str(base), str(model)):
         raise GeosynthError(
             f"{arg}={str(lora.path)!r}: trained for base model '{base}', not model={str(model)!r}"
         )
+
+
+def _same_name(a: str, b: str) -> bool:
+    """Model strings naming the same thing: equal, or the same existing directory."""
+    if a.rstrip("/") == b.rstrip("/"):
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 @dataclass(frozen=True)

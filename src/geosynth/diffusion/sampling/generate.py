@@ -121,6 +121,7 @@ class GenerationSpec:
     control: str | None = None  # canny | image
     control_images: str | None = None
     radiometry: dict[str, Any] | None = None  # native-unit output through this spec's inverse
+    model_digest: dict[str, str] | None = None  # the base weights (geosynth.diffusion.identity)
 
     def prompt(self, class_name: str) -> str:
         return self.prompt_template.format(prompt_name(class_name))

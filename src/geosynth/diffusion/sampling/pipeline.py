@@ -33,6 +33,7 @@ from geosynth.artifacts import ChannelMeans, Provenance, load_channel_means
 from geosynth.data.radiometry import Radiometry, check_same_spec
 from geosynth.defaults import PROMPT_TEMPLATE, SD_MODEL
 from geosynth.diffusion import loras as lora_ops
+from geosynth.diffusion.identity import model_digest
 from geosynth.diffusion.sampling.control import ControlSource
 from geosynth.diffusion.types import Pipeline
 from geosynth.errors import GeosynthError
@@ -400,6 +401,7 @@ def load_generation(
     tune_for_speed(pipe, channels_last=channels_last, compile_unet=compile_unet)
     spec = GenerationSpec(
         model=str(model),
+        model_digest=model_digest(model),
         classes=names,
         per_class=per_class,
         prompt_template=prompt_template or card.get("prompt_template", PROMPT_TEMPLATE),

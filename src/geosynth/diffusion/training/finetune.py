@@ -28,6 +28,7 @@ from geosynth.artifacts import (
 )
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.names import safe_dirname
+from geosynth.diffusion.identity import model_digest
 from geosynth.diffusion.latents import vae_scale_factor
 from geosynth.diffusion.loading import load_sd_pipeline, native_resolution
 from geosynth.diffusion.loras import CARD_FILE, check_base, parse_lora
@@ -39,6 +40,7 @@ from geosynth.diffusion.training.maptrain import (
     prepare_map_unet,
 )
 from geosynth.diffusion.training.objective import training_scheduler
+from geosynth.diffusion.training.optim import check_optimizer
 from geosynth.diffusion.training.recipe import LORA_TARGET_PRESETS, Recipe
 from geosynth.diffusion.training.train_data import build_training_set, check_resolution
 from geosynth.diffusion.training.trainable import (
@@ -209,6 +211,8 @@ def _train_one(
         "format": CARD_FORMAT,
         "geosynth_version": __version__,
         "base_model": model,
+        # What identifies the base model: its weights, whatever path or id named them.
+        "base_digest": model_digest(model),
         "class_names": data.class_names,
         "prompt_template": recipe.template,
         "resolution": resolution,
@@ -315,6 +319,7 @@ def finetune(
     run = Provenance.start("finetune", seeds={"seed": recipe.seed})  # started now
     recipe.check()
     check_report_to(report_to)
+    check_optimizer(recipe.optimizer, pick_device(device))
     if per_class and recipe.learn_token:
         raise GeosynthError(
             "`learn_token` with per_class=True would give every class's LoRA the same token; "

@@ -84,6 +84,7 @@ class Recipe:
     text_targets: tuple[str, ...] = TEXT_TARGETS
     lr: float = 1e-4
     weight_decay: float = 1e-2
+    optimizer: str = "adamw"  # or adamw8bit (bitsandbytes, CUDA): geosynth.diffusion.training.optim
     warmup_ratio: float = 0.05
     lr_schedule: str = "cosine"
     epochs: int = 200

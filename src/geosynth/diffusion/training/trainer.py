@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from geosynth import faults
 from geosynth.artifacts import atomic_path, load_torch_state
 from geosynth.diffusion.training.objective import loss_weights, target, training_noise
+from geosynth.diffusion.training.optim import check_optimizer, make_optimizer
 from geosynth.diffusion.training.recipe import Recipe
 from geosynth.diffusion.training.train_data import TrainingSet
 from geosynth.diffusion.training.trainable import (
@@ -156,6 +157,7 @@ def train(
 
     dev = pick_device(device)
     cuda = dev.type == "cuda"
+    check_optimizer(recipe.optimizer, dev)
     if cuda and dev.index is not None:
         torch.cuda.set_device(dev)  # accelerate takes the current CUDA device
     mp = _mixed_precision(recipe, dev)
@@ -214,9 +216,7 @@ def train(
         module.to(memory_format=layout)
 
     steps = total_steps(recipe, len(data), world)
-    optimizer = torch.optim.AdamW(
-        parameter_groups(pipe, recipe), lr=recipe.lr, betas=(0.9, 0.999), eps=1e-8
-    )
+    optimizer = make_optimizer(recipe.optimizer, parameter_groups(pipe, recipe), recipe.lr)
     lr_sched = get_scheduler(
         recipe.lr_schedule,
         optimizer,

@@ -1,0 +1,105 @@
+"""Derived GPU memory of SD 2.1-base LoRA training at 512 px, for docs/finetune.md's table.
+
+No GPU needed: the UNet runs under PyTorch's FakeTensorMode (shapes only, no memory, no
+arithmetic) with a ``saved_tensors_hooks`` that adds up what autograd keeps for the backward
+pass, with and without gradient checkpointing. A LoRA on the attention projections saves those
+layers' inputs, so the projections are marked trainable (their rank-16 intermediates are
+negligible). The rest is parameter arithmetic (see ``table``). ``make bench-gpu`` measures the
+real figures where a GPU exists.
+
+    python bench/sd21_memory.py
+"""
+
+from __future__ import annotations
+
+GB = 1e9
+#: Parameters of SD 2.1-base's text encoder and VAE (counted in bench/sd21.py's build).
+TEXT_PARAMS, VAE_PARAMS = 340_387_840, 83_653_863
+#: Transient of the VAE encoder at 512 px under no_grad (three 128 x 512 x 512 half tensors).
+VAE_ENCODE_PER_SAMPLE = 3 * 128 * 512 * 512 * 2 / GB
+#: Text-encoder activations saved per sample when its LoRA trains (77 tokens, 23 layers).
+TEXT_ACT_PER_SAMPLE = 23 * 77 * (12 * 1024 + 2 * 4096) * 2 / GB
+#: CUDA context, cuBLAS/cuDNN workspaces and the backward pass's transient gradients.
+OVERHEAD = 1.5
+TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+def unet_saved(gradient_checkpointing: bool, batch: int) -> tuple[float, int, int]:
+    """(GB saved for backward by the UNet at 512 px in fp16, UNet params, LoRA r16 params)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    torch.set_default_dtype(torch.float16)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        unet = UNet2DConditionModel(
+            sample_size=64,
+            block_out_channels=(320, 640, 1280, 1280),
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            attention_head_dim=(5, 10, 20, 20),
+            cross_attention_dim=1024,
+            use_linear_projection=True,
+            layers_per_block=2,
+        )
+        unet.requires_grad_(False)
+        lora = 0
+        for name, p in unet.named_parameters():
+            if any(f".{t}.weight" in name for t in TARGETS):
+                p.requires_grad_(True)
+                lora += 16 * (p.shape[0] + p.shape[1])
+        if gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        unet.train()
+        sizes: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            # Weights are saved by reference, not copied: count activations only.
+            if not isinstance(t, torch.nn.Parameter):
+                sizes[id(t)] = t.numel() * t.element_size()
+            return t
+
+        x = torch.randn(batch, 4, 64, 64)
+        ctx = torch.randn(batch, 77, 1024)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            unet(x, torch.tensor([10] * batch), ctx)
+        params = sum(p.numel() for p in unet.parameters())
+    torch.set_default_dtype(torch.float32)
+    return sum(sizes.values()) / GB, params, lora
+
+
+def table() -> None:
+    """Print per-sample activations and the derived peak for batch 1-8 and each setting."""
+    per: dict[bool, tuple[float, float]] = {}
+    for gc in (False, True):
+        one, params, lora = unet_saved(gc, 1)
+        two, _, _ = unet_saved(gc, 2)
+        per[gc] = (two - one, one - (two - one))  # per sample, fixed
+        print(f"gradient checkpointing {gc}: {two - one:.3f} GB/sample + {one - (two - one):.3f}")
+    text_lora = 23 * 4 * 16 * (1024 + 1024)
+    print(f"UNet {params / 1e6:.1f} M params, UNet LoRA r16 {lora / 1e6:.2f} M, text {text_lora}")
+    print("| setting | B=1 | B=2 | B=4 | B=8 |")
+    print("|---|---:|---:|---:|---:|")
+    for name, gc, cache_lat, cache_txt, opt8 in (
+        ("fp16, UNet + text LoRA", False, False, False, False),
+        ("+ gradient checkpointing", True, False, False, False),
+        ("+ cached latents", True, True, False, False),
+        ("+ cached text (UNet LoRA only)", True, True, True, False),
+        ("+ 8-bit AdamW", True, True, True, True),
+    ):
+        row = []
+        for b in (1, 2, 4, 8):
+            act, fixed = per[gc]
+            weights = (params + (0 if cache_txt else TEXT_PARAMS)) * 2 / GB
+            weights += 0 if cache_lat else VAE_PARAMS * 2 / GB
+            trainable = lora + (0 if cache_txt else text_lora)
+            states = trainable * (4 + 4 + (2 if opt8 else 8)) / GB  # fp32 weight, grad, Adam
+            total = weights + states + fixed + act * b + OVERHEAD
+            total += 0 if cache_txt else TEXT_ACT_PER_SAMPLE * b
+            total += 0 if cache_lat else VAE_ENCODE_PER_SAMPLE * b
+            row.append(f"{total:.1f}")
+        print(f"| {name} | " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    table()

@@ -1,0 +1,160 @@
+"""Single-file checkpoints in the original Stable Diffusion layout load offline and generate
+what their diffusers folder generates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from geosynth.diffusion.identity import model_digest
+
+GEN = ["--classes", "water,forest", "--per-class", "1", "--steps", "3", "--batch-size", "1"]
+
+
+def to_original(folder: Path, levels: int = 2, lpb: int = 1) -> dict[str, torch.Tensor]:
+    """The toy pipeline's weights under the original (CompVis LDM) key names, with the prefix
+    renaming tables of diffusers' convert_diffusers_to_original_stable_diffusion.py, generalised
+    from SD's 4 levels x 2 layers to the toy's ``levels`` x ``lpb`` (attention on the first
+    down level and the last up level, as the toy's block types say)."""
+    unet_cfg = json.loads((folder / "unet" / "config.json").read_text())
+    down_attn = [t.startswith("CrossAttn") for t in unet_cfg["down_block_types"]]
+    up_attn = [t.startswith("CrossAttn") for t in unet_cfg["up_block_types"]]
+    n = lpb + 1
+    pairs = [
+        ("time_embed.0.", "time_embedding.linear_1."),
+        ("time_embed.2.", "time_embedding.linear_2."),
+        ("input_blocks.0.0.", "conv_in."),
+        ("out.0.", "conv_norm_out."),
+        ("out.2.", "conv_out."),
+        ("middle_block.1.", "mid_block.attentions.0."),
+    ]
+    pairs += [(f"middle_block.{2 * j}.", f"mid_block.resnets.{j}.") for j in range(2)]
+    for i in range(levels):
+        for j in range(lpb):
+            pairs.append((f"input_blocks.{n * i + j + 1}.0.", f"down_blocks.{i}.resnets.{j}."))
+            if down_attn[i]:
+                pairs.append(
+                    (f"input_blocks.{n * i + j + 1}.1.", f"down_blocks.{i}.attentions.{j}.")
+                )
+        for j in range(n):
+            pairs.append((f"output_blocks.{n * i + j}.0.", f"up_blocks.{i}.resnets.{j}."))
+            if up_attn[i]:
+                pairs.append((f"output_blocks.{n * i + j}.1.", f"up_blocks.{i}.attentions.{j}."))
+        if i < levels - 1:
+            pairs.append(
+                (f"input_blocks.{n * (i + 1)}.0.op.", f"down_blocks.{i}.downsamplers.0.conv.")
+            )
+            k = 2 if up_attn[i] else 1
+            pairs.append((f"output_blocks.{n * i + lpb}.{k}.", f"up_blocks.{i}.upsamplers.0."))
+    resnet = [("in_layers.0", "norm1"), ("in_layers.2", "conv1"), ("out_layers.0", "norm2"),
+              ("out_layers.3", "conv2"), ("emb_layers.1", "time_emb_proj"),
+              ("skip_connection", "conv_shortcut")]  # fmt: skip
+
+    out: dict[str, torch.Tensor] = {}
+    for key, t in load_file(folder / "unet" / "diffusion_pytorch_model.safetensors").items():
+        name = key
+        if "resnets" in name:
+            for sd_part, hf_part in resnet:
+                name = name.replace(hf_part, sd_part)
+        for sd_part, hf_part in pairs:
+            name = name.replace(hf_part, sd_part)
+        out["model.diffusion_model." + name] = t
+
+    vae_pairs = [("nin_shortcut", "conv_shortcut"), ("norm_out", "conv_norm_out"),
+                 ("mid.attn_1.", "mid_block.attentions.0.")]  # fmt: skip
+    vae_pairs += [(f"mid.block_{j + 1}.", f"mid_block.resnets.{j}.") for j in range(2)]
+    for i in range(levels):
+        for j in range(lpb):
+            vae_pairs.append(
+                (f"encoder.down.{i}.block.{j}.", f"encoder.down_blocks.{i}.resnets.{j}.")
+            )
+        for j in range(n):
+            vae_pairs.append(
+                (f"decoder.up.{levels - 1 - i}.block.{j}.", f"decoder.up_blocks.{i}.resnets.{j}.")
+            )
+        if i < levels - 1:
+            vae_pairs.append((f"down.{i}.downsample.", f"down_blocks.{i}.downsamplers.0."))
+            vae_pairs.append((f"up.{levels - 1 - i}.upsample.", f"up_blocks.{i}.upsamplers.0."))
+    attn = [("norm.", "group_norm."), ("q.", "to_q."), ("k.", "to_k."), ("v.", "to_v."),
+            ("proj_out.", "to_out.0.")]  # fmt: skip
+    for key, t in load_file(folder / "vae" / "diffusion_pytorch_model.safetensors").items():
+        name = key
+        for sd_part, hf_part in vae_pairs:
+            name = name.replace(hf_part, sd_part)
+        if "attn_1" in name:
+            for sd_part, hf_part in attn:
+                name = name.replace(hf_part, sd_part)
+            if name.endswith("weight") and t.ndim == 2:
+                t = t[:, :, None, None]
+        out["first_stage_model." + name] = t
+    for key, t in load_file(folder / "text_encoder" / "model.safetensors").items():
+        # transformers 5 saves CLIPTextModel without its ``text_model.`` prefix; the original
+        # layout has it (cond_stage_model.transformer.text_model.*).
+        name = key if key.startswith("text_model.") else "text_model." + key
+        out["cond_stage_model.transformer." + name] = t
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(toy_models, tmp_path_factory) -> Path:
+    """The toy pipeline as one original-layout file, with the A1111-style FILE.yaml that carries
+    the latent scale and size (the original layout's place for them)."""
+    folder = toy_models["sd"]
+    path = tmp_path_factory.mktemp("single") / "toy-sd.safetensors"
+    save_file({k: v.contiguous() for k, v in to_original(folder).items()}, path)
+    vae = json.loads((folder / "vae" / "config.json").read_text())
+    unet = json.loads((folder / "unet" / "config.json").read_text())
+    path.with_suffix(".yaml").write_text(
+        f"model:\n  params:\n    scale_factor: {vae['scaling_factor']!r}\n"
+        f"    unet_config:\n      params:\n        image_size: {unet['sample_size']}\n"
+    )
+    return path
+
+
+def test_single_file_generates_what_the_folder_generates(cli, toy_models, checkpoint, tmp_path,
+                                                         monkeypatch):  # fmt: skip
+    monkeypatch.setenv("GEOSYNTH_CACHE", str(tmp_path / "cache"))
+    folder = toy_models["sd"]
+    a = cli("generate", "--model", folder, *GEN, "--out", tmp_path / "folder")
+    assert a.code == 0, a.err
+    b = cli("generate", "--model", checkpoint, *GEN, "--out", tmp_path / "file")
+    assert b.code == 0, b.err
+    for c in ("water", "forest"):
+        png = Path(c) / "000000.png"
+        assert (tmp_path / "file" / png).read_bytes() == (tmp_path / "folder" / png).read_bytes()
+    # One identity for the same weights in either layout.
+    assert model_digest(checkpoint) == model_digest(folder)
+
+
+def test_clip_tokenizer_matches_open_clip():
+    """The offline CLIP BPE tokenizer gives open_clip's token ids (SD 1.x/2.x vocabulary)."""
+    import open_clip
+
+    from geosynth.diffusion.single_file import clip_tokenizer
+
+    tok = clip_tokenizer("!")
+    assert len(tok) == 49408 and tok.pad_token_id == 0
+    text = "a satellite photo of a herbaceous vegetation field, 10 m/px!"
+    ref = open_clip.get_tokenizer("ViT-B-16")([text])[0].tolist()
+    ids = tok(text, padding="max_length", max_length=77).input_ids
+    assert ids == [i for i in ref]  # open_clip pads with 0, which is '!' here too
+
+
+def test_unsupported_checkpoints_are_one_line_errors(cli, tmp_path):
+    sdxl = tmp_path / "sdxl.safetensors"
+    save_file(
+        {"conditioner.embedders.0.transformer.x": torch.zeros(1),
+         "model.diffusion_model.y": torch.zeros(1)},
+        sdxl,
+    )  # fmt: skip
+    res = cli("generate", "--model", sdxl, *GEN, "--out", tmp_path / "o")
+    assert res.code == 2 and len(res.err.strip().splitlines()) == 1
+    assert "SDXL" in res.err and "SD 1.x and 2.x-base" in res.err
+    missing = tmp_path / "nope.safetensors"
+    res = cli("channel-means", tmp_path, "--model", missing, "--out", tmp_path / "m.safetensors")
+    assert res.code == 2 and "nope.safetensors" in res.err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "m.safetensors").exists()
