@@ -78,6 +78,11 @@ step train_clf 90 "$PY" bench/train_clf.py --configs $CLF --images 256 --epochs 
 step finetune_bf16 130 "$PY" bench/finetune.py --model "$SD" --device $D --precision bf16 \
   --resolution $RES --batch-size 8 --steps $FT_STEPS --warmup 3 --text-encoder frozen \
   --variants plain,geosynth,geosynth-nchw
+# One measured point of docs/finetune.md's derived memory table ("Memory"): batch 8, gradient
+# checkpointing, UNet + text-encoder LoRA; its peak (max_memory_allocated) replaces the estimate.
+step finetune_memory_gc 100 "$PY" bench/finetune.py --model "$SD" --device $D --precision fp16 \
+  --resolution $RES --batch-size 8 --steps 4 --warmup 1 --gradient-checkpointing \
+  --variants plain,geosynth
 # Last, on what is left of the budget: torch.compile's warm-up is long (in the warm-up steps).
 step finetune_compile 150 "$PY" bench/finetune.py --model "$SD" --device $D --precision bf16 \
   --resolution $RES --batch-size 8 --steps $FT_STEPS --warmup 3 --text-encoder frozen --compile

@@ -38,7 +38,8 @@ def channel_means(
     model: Annotated[
         str,
         typer.Option(
-            "--model", help="Pipeline (hub id or directory) whose VAE encodes the images."
+            "--model",
+            help="Pipeline (hub id, directory or single .safetensors) whose VAE encodes the images.",
         ),
     ] = SD_MODEL,
     lora: Annotated[

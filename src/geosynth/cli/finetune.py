@@ -64,7 +64,11 @@ def finetune(
     dataset: DatasetArg,
     out: Annotated[Path, typer.Option("--out", help="Output LoRA directory.", show_default=False)],
     model: Annotated[
-        str, typer.Option("--model", help="Base pipeline: hub id or directory.")
+        str,
+        typer.Option(
+            "--model",
+            help="Base pipeline: hub id, directory or single-file .safetensors (SD 1.x, 2.x-base).",
+        ),
     ] = SD_MODEL,
     split: SplitOpt = None,
     classes: ClassesOpt = None,

@@ -21,7 +21,11 @@ LIBRARY_PARAMS = {"loras": "--lora", "fuse_loras": "--fuse-lora"}
 def generate(
     out: Annotated[Path, typer.Option("--out", help="Output imagefolder.", show_default=False)],
     model: Annotated[
-        str, typer.Option("--model", help="Base pipeline: hub id or directory.")
+        str,
+        typer.Option(
+            "--model",
+            help="Base pipeline: hub id, directory or single-file .safetensors (SD 1.x, 2.x-base).",
+        ),
     ] = SD_MODEL,
     classes: Annotated[
         str | None,
