@@ -159,3 +159,135 @@ def test_unsupported_checkpoints_are_one_line_errors(cli, tmp_path):
     assert res.code == 2 and len(res.err.strip().splitlines()) == 1
     assert "nope.safetensors" in res.err and "no such checkpoint file" in res.err
     assert not (tmp_path / "o").exists() and not (tmp_path / "m").exists()
+
+
+def to_open_clip(te: dict[str, torch.Tensor], extra_layer: bool = True) -> dict[str, torch.Tensor]:
+    """A CLIPTextModel state dict under SD 2.x's OpenCLIP names (``cond_stage_model.model.*``):
+    q/k/v fused into ``attn.in_proj_*``, the embeddings as bare parameters, a
+    ``text_projection`` and ``logit_scale``, and (as real SD 2.x files have) one more resblock
+    than diffusers keeps, since SD 2 conditions on the penultimate layer."""
+    te = {k.removeprefix("text_model."): t for k, t in te.items()}
+    pre = "cond_stage_model.model."
+    width = te["final_layer_norm.weight"].shape[0]
+    out = {
+        pre + "token_embedding.weight": te["embeddings.token_embedding.weight"],
+        pre + "positional_embedding": te["embeddings.position_embedding.weight"],
+        pre + "ln_final.weight": te["final_layer_norm.weight"],
+        pre + "ln_final.bias": te["final_layer_norm.bias"],
+        pre + "text_projection": torch.randn(width, width),
+        pre + "logit_scale": torch.tensor(4.6052),
+    }
+    layers = len({k.split(".")[2] for k in te if k.startswith("encoder.layers.")})
+    g = torch.Generator().manual_seed(1)
+    for i in range(layers + extra_layer):
+        src, dst = f"encoder.layers.{i}.", f"{pre}transformer.resblocks.{i}."
+
+        def get(name: str, shape: tuple[int, ...], src: str = src) -> torch.Tensor:
+            # The extra (last) resblock: random weights a correct loader never reads.
+            return te[src + name] if src + name in te else torch.randn(shape, generator=g)
+
+        fc = te["encoder.layers.0.mlp.fc1.weight"].shape[0]
+        for kind, shape in (("weight", (width, width)), ("bias", (width,))):
+            qkv = [get(f"self_attn.{p}_proj.{kind}", shape) for p in "qkv"]
+            out[f"{dst}attn.in_proj_{kind}"] = torch.cat(qkv, dim=0)
+            out[f"{dst}attn.out_proj.{kind}"] = get(f"self_attn.out_proj.{kind}", shape)
+            out[f"{dst}ln_1.{kind}"] = get(f"layer_norm1.{kind}", shape[:1])
+            out[f"{dst}ln_2.{kind}"] = get(f"layer_norm2.{kind}", shape[:1])
+        out[f"{dst}mlp.c_fc.weight"] = get("mlp.fc1.weight", (fc, width))
+        out[f"{dst}mlp.c_fc.bias"] = get("mlp.fc1.bias", (fc,))
+        out[f"{dst}mlp.c_proj.weight"] = get("mlp.fc2.weight", (width, fc))
+        out[f"{dst}mlp.c_proj.bias"] = get("mlp.fc2.bias", (width,))
+    return out
+
+
+@pytest.fixture(scope="module")
+def sd2(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny pipeline with SD 2.x's structure (64-channel UNet heads, linear proj_in/out,
+    GroupNorm(32), a GELU text encoder with 64-wide heads and CLIP's 49408-token vocabulary,
+    v-prediction as SD 2.1-768) saved as a diffusers folder and as one SD 2.x-layout file."""
+    from diffusers import (
+        AutoencoderKL,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from geosynth.diffusion.single_file import clip_tokenizer
+    from geosynth.toy.models import SD21_SCHEDULER_CONFIG
+
+    torch.manual_seed(0)
+    tok = clip_tokenizer("!")
+    te = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=1, max_position_embeddings=77, hidden_act="gelu",
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+    )  # fmt: skip
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(32, 64), layers_per_block=1, latent_channels=4, sample_size=32,
+    )  # fmt: skip
+    unet = UNet2DConditionModel(
+        sample_size=16, layers_per_block=1, block_out_channels=(64, 128),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=64,
+        attention_head_dim=[1, 2], use_linear_projection=True,
+    )  # fmt: skip
+    for model in (unet, vae):  # diffusers zero-inits some output layers: make every weight count
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.02 * torch.randn_like(p))
+    sched = PNDMScheduler(**{**SD21_SCHEDULER_CONFIG, "prediction_type": "v_prediction"})
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=sched,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    root = tmp_path_factory.mktemp("sd2")
+    folder = root / "folder"
+    pipe.save_pretrained(folder, safe_serialization=True)
+    sd = {k: v for k, v in to_original(folder).items() if not k.startswith("cond_stage_model.")}
+    sd |= to_open_clip(load_file(folder / "text_encoder" / "model.safetensors"))
+    path = root / "tiny-sd2.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, path)
+    path.with_suffix(".yaml").write_text(
+        "model:\n  params:\n    parameterization: v\n    scale_factor: 0.18215\n"
+        "    unet_config:\n      params:\n        image_size: 16\n"
+    )
+    return folder, path
+
+
+def test_sd2_single_file_loads_the_folder_weights(sd2):
+    """SD 2.x layout: OpenCLIP text tower (fused q/k/v, extra last resblock ignored), 64-channel
+    UNet heads, v-prediction from FILE.yaml; the same weights and configs as the folder."""
+    from diffusers import StableDiffusionPipeline
+
+    from geosynth.diffusion.identity import state_digest
+    from geosynth.diffusion.single_file import load_single_file
+
+    folder, path = sd2
+    ref = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None)
+    pipe = load_single_file(path, dtype=torch.float32)
+    for name in ("unet", "vae", "text_encoder"):
+        assert state_digest(getattr(pipe, name).state_dict()) == state_digest(
+            getattr(ref, name).state_dict()
+        ), name
+    assert pipe.text_encoder.config.num_hidden_layers == 2
+    assert pipe.text_encoder.config.hidden_act == "gelu"
+    assert pipe.unet.config.attention_head_dim == [1, 2]
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    assert model_digest(path) == model_digest(folder)
+
+
+def test_sd2_single_file_generates_what_the_folder_generates(cli, sd2, tmp_path, monkeypatch):
+    monkeypatch.setenv("GEOSYNTH_CACHE", str(tmp_path / "cache"))
+    folder, path = sd2
+    a = cli("generate", "--model", folder, *GEN, "--out", tmp_path / "folder")
+    assert a.code == 0, a.err
+    b = cli("generate", "--model", path, *GEN, "--out", tmp_path / "file")
+    assert b.code == 0, b.err
+    for c in ("water", "forest"):
+        png = Path(c) / "000000.png"
+        assert (tmp_path / "file" / png).read_bytes() == (tmp_path / "folder" / png).read_bytes()

@@ -328,7 +328,10 @@ def clip_tokenizer(pad: str):  # -> transformers.CLIPTokenizer
         merge_text = "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n"
         (Path(tmp) / "merges.txt").write_text(merge_text)
         return CLIPTokenizer(
-            str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), pad_token=pad
+            str(Path(tmp) / "vocab.json"),
+            str(Path(tmp) / "merges.txt"),
+            pad_token=pad,
+            model_max_length=77,  # SD's prompt length; unset, transformers' 1e30 overflows
         )
 
 
