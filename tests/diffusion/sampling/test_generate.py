@@ -260,3 +260,27 @@ def test_progress_counts_images_not_batches() -> None:
     batches = [[("a", 0), ("a", 1), ("a", 2)], [("a", 3)], [("b", 0), ("b", 1)]]
     assert list(_by_image(batches, track)) == batches
     assert seen == {"total": 6, "description": "images", "n": 6}
+
+
+def test_resume_accepts_a_plan_from_before_model_digest(cli, base, reference, tmp_path) -> None:
+    """Outputs started (or finished) before plans recorded the base weights' digest resume;
+    a recorded digest that differs is still refused."""
+    from geosynth.artifacts import DIR_PROVENANCE_NAME
+
+    out = tmp_path / "old"
+    assert cli(*base, "--out", out, "--shard", "0/2").code == 0
+    plan_path = out / ".parts" / "plan.json"
+    plan = json.loads(plan_path.read_text())
+    wrong = {**plan, "model_digest": {**plan["model_digest"], "unet": "0" * 64}}
+    plan_path.write_text(json.dumps(wrong))
+    res = cli(*base, "--out", out, "--shard", "1/2", "--resume")
+    assert res.code == 2 and "model_digest" in res.err
+    plan_path.write_text(json.dumps({k: v for k, v in plan.items() if k != "model_digest"}))
+    res = cli(*base, "--out", out, "--shard", "1/2", "--resume", "--json")
+    assert res.code == 0 and json.loads(res.out)["complete"] is True, res.err
+    _same_images(out, reference)
+    prov_path = out / DIR_PROVENANCE_NAME
+    prov = json.loads(prov_path.read_text())
+    del prov["extra"]["spec"]["model_digest"]
+    prov_path.write_text(json.dumps(prov))
+    assert cli(*base, "--out", out, "--resume").code == 0

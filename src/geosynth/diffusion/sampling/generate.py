@@ -256,6 +256,14 @@ def settings_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
     return ", ".join(f"{k} {short(old.get(k))} -> {short(new.get(k))}" for k in keys)
 
 
+def same_plan(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether a recorded plan is this job's. A plan written before ``model_digest`` existed
+    lacks that key: it is compared without it (the other settings still have to match)."""
+    if "model_digest" not in old:
+        new = {k: v for k, v in new.items() if k != "model_digest"}
+    return old == new
+
+
 def _recorded_plan(out: Path) -> dict[str, Any] | None:
     try:
         prov = json.loads((out / DIR_PROVENANCE_NAME).read_text())
@@ -311,7 +319,7 @@ def prepare_output(
                 f"out={str(out)!r}: {DIR_PROVENANCE_NAME} records no settings, so `resume` cannot "
                 "tell whether it was made with these; choose a new path"
             )
-        if recorded != plan:
+        if not same_plan(recorded, plan):
             raise GeosynthError(
                 f"out={str(out)!r}: finished with other settings "
                 f"({settings_diff(recorded, plan)}); `resume` needs the same settings, or choose "
@@ -335,7 +343,7 @@ def prepare_output(
     with output_lock(out):
         if plan_path.is_file():
             old = json.loads(plan_path.read_text())
-            if old != plan:
+            if not same_plan(old, plan):
                 raise GeosynthError(
                     f"out={str(out)!r}: was started with other settings "
                     f"({settings_diff(old, plan)}); `resume` and other shards need the same "
