@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geosynth.artifacts import ChannelMeans, Provenance, load_channel_means
-from geosynth.data.radiometry import Radiometry, check_same_spec
+from geosynth.data.radiometry import Radiometry
+from geosynth.data.radiometry_defaults import check_same_spec
 from geosynth.defaults import PROMPT_TEMPLATE, SD_MODEL
 from geosynth.diffusion import loras as lora_ops
 from geosynth.diffusion.sampling.control import ControlSource
