@@ -27,15 +27,15 @@ from geosynth.artifacts import (
     atomic_path,
     load_tensors,
     safetensors_bytes,
-    save_tensors,
     write_json,
 )
 from geosynth.artifacts import write_provenance as _write_provenance
 from geosynth.classify.augment import NATIVE_AUGMENT_PARAMS
+from geosynth.classify.checkpoint import save_classifier
 from geosynth.classify.data import align_classes, load_class_map
 from geosynth.classify.evaluate import evaluate
 from geosynth.classify.metrics import aggregate_seeds, classification_metrics
-from geosynth.classify.model import Classifier, ModelSpec, build_classifier, spec_from_json
+from geosynth.classify.model import ModelSpec, build_classifier
 from geosynth.classify.plot import confusion_png
 from geosynth.classify.train import TrainConfig, make_accelerator, train_classifier
 from geosynth.data import ImageDataset, load_dataset
@@ -101,37 +101,6 @@ def _prepare_parts(out: Path, plan: dict[str, Any], resume: bool) -> Path:
     parts.mkdir(parents=True, exist_ok=True)
     write_json(plan_path, normalised)
     return parts
-
-
-def save_classifier(
-    path: Path,
-    state: dict[str, torch.Tensor],
-    spec: ModelSpec,
-    class_names: list[str],
-    provenance: Provenance,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """A selected checkpoint: its trainable tensors (``Classifier.trainable_state``) plus the
-    spec and class names that rebuild the rest (:func:`load_classifier`)."""
-    return save_tensors(
-        path,
-        state,
-        provenance=provenance,
-        class_names=class_names,
-        metadata={"model_spec": json.dumps(spec.to_dict()), **(extra or {})},
-    )
-
-
-def load_classifier(path: str | Path) -> Classifier:
-    """Rebuild a classifier saved by :func:`save_classifier` (the base model must be loadable)."""
-    tf = load_tensors(path)
-    if "model_spec" not in tf.metadata or tf.class_names is None:
-        raise GeosynthError(f"{path}: not a geosynth classifier (no model_spec / class_names)")
-    spec = spec_from_json(tf.metadata["model_spec"])
-    prompts = json.loads(tf.metadata.get("prompt_names", "null"))
-    model = build_classifier(spec, tf.class_names, prompts)
-    model.load_trainable_state(tf.tensors)
-    return model.eval()
 
 
 def run_seed(

@@ -55,6 +55,7 @@ class RasterSource(Protocol):
 
     def describe(self, sample: Any) -> str: ...
 
+
 KINDS = ("optical", "sar")
 SAR_UNITS = ("power", "amplitude", "db")
 SCALES = ("linear", "db")
@@ -404,5 +405,3 @@ class Radiometry:
             self.check_raster(r, where)  # a stored spec must fit this data as it was
             bound = replace(bound, dtype=self.dtype, band_count=self.band_count)
         return bound.fit(ds)
-
-

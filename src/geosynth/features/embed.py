@@ -231,7 +231,7 @@ def embed_shards(
     block of shards, rank 0 joins all parts into ``out``, equal to a single-process run; the
     other ranks return what they embedded and write nothing but their parts.
     """
-    from geosynth.features.resolve import model_fingerprint  # resolve imports this module
+    from geosynth.features.spec import model_fingerprint
 
     if extractor.band_input is not None:
         raise GeosynthError(f"{root}: band selection applies to datasets, not to shard directories")
@@ -347,7 +347,7 @@ def embed_dataset_parts(
     in one process, so the file equals a single-process run's; the parts do not depend on the
     number of ranks, so a job may resume with another number.
     """
-    from geosynth.features.resolve import model_fingerprint  # resolve imports this module
+    from geosynth.features.spec import model_fingerprint
 
     if part_size < 1:
         raise GeosynthError(f"part_size={part_size}: must be at least 1")

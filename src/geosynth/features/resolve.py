@@ -21,8 +21,8 @@ from geosynth.data import ImageDataset, load_dataset
 from geosynth.data.multiband import BandInput
 from geosynth.data.shards import is_shard_dir, list_shards
 from geosynth.distributed import is_main_process, patient_group, rank_and_size, wait_for_all
-from geosynth.features.base import create_extractor
 from geosynth.features.embed import embed_to_file
+from geosynth.features.spec import create_extractor, model_fingerprint
 from geosynth.progress import Track, no_track
 from geosynth.runtime import pick_device, resolve_precision
 
@@ -38,34 +38,6 @@ def shards_fingerprint(root: Path) -> str:
     for s in list_shards(root):
         st = s.stat()
         h.update(f"{s.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()
-
-
-#: Spec prefixes in front of a model path (see geosynth.features.base).
-_PATH_PREFIXES = ("open_clip:local-dir:", "timm:local-dir:", "inception:", "hf:")
-
-
-def model_fingerprint(spec: str) -> str:
-    """A fingerprint of the weights a feature spec loads when they are local files: every file's
-    relative path, size, modification time and a hash of its first MiB (hashing gigabytes of
-    weights on every lookup would cost more than it saves; replacing a checkpoint changes at
-    least its mtime). Hub ids, which name immutable published weights here, give "hub"."""
-    ref = spec
-    for prefix in _PATH_PREFIXES:
-        if spec.startswith(prefix):
-            ref = spec.removeprefix(prefix)
-            break
-    path = Path(ref)
-    if not path.exists():
-        return "hub"
-    files = [path] if path.is_file() else sorted(q for q in path.rglob("*") if q.is_file())
-    h = hashlib.blake2b(digest_size=16)
-    for f in files:
-        st = f.stat()
-        with f.open("rb") as fh:
-            head = hashlib.blake2b(fh.read(1 << 20), digest_size=16).hexdigest()
-        rel = f.name if f == path else f.relative_to(path).as_posix()
-        h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns}:{head};".encode())
     return h.hexdigest()
 
 
