@@ -484,7 +484,7 @@ def stage_evaluate(work: Path, size: Size) -> None:
     """``geosynth evaluate`` through its library function: in this process, or one child process
     per report with ``--jobs`` (embeddings are cached under ``WORK/cache``)."""
     from geosynth.artifacts import atomic_path
-    from geosynth.metrics.evaluate import EvalOptions, evaluate
+    from geosynth.metrics.evaluation import EvalOptions, evaluate
 
     lite0 = work / "lite0"
     if not lite0.is_dir():

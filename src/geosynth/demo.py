@@ -310,8 +310,8 @@ def step_plora(run: DemoRun) -> None:
 
 def step_evaluate(run: DemoRun) -> None:
     """Both generated sets against the real toy pool: FID, PRDC, colour, amplitude, texture, CLIP."""
-    from geosynth.metrics.evaluate import EvalOptions, evaluate
     from geosynth.metrics.evaluate_plots import write_plots
+    from geosynth.metrics.evaluation import EvalOptions, evaluate
 
     opts = EvalOptions(
         features=str(run.paths["model_dinov2"]),
@@ -548,7 +548,7 @@ def step_sar(run: DemoRun) -> None:
     from geosynth.diffusion import class_channel_means, load_generation, load_vae
     from geosynth.diffusion.training.finetune import finetune
     from geosynth.diffusion.training.recipe import Recipe
-    from geosynth.metrics.evaluate import EvalOptions, evaluate
+    from geosynth.metrics.evaluation import EvalOptions, evaluate
     from geosynth.toy.sar import make_toy_sar_dataset
 
     sar_dir = run.out / "toy-sar"

@@ -7,7 +7,7 @@ what the command does (splits loaded and aligned by class name, one run per seed
 
 from geosynth.classify.checkpoint import load_classifier, save_classifier
 from geosynth.classify.data import align_classes, load_class_map
-from geosynth.classify.evaluate import evaluate
+from geosynth.classify.evaluation import evaluate
 from geosynth.classify.metrics import aggregate_seeds, classification_metrics, confusion_matrix
 from geosynth.classify.model import Classifier, ModelSpec, build_classifier
 from geosynth.classify.run import (

@@ -33,7 +33,7 @@ from geosynth.artifacts import write_provenance as _write_provenance
 from geosynth.classify.augment import NATIVE_AUGMENT_PARAMS
 from geosynth.classify.checkpoint import save_classifier
 from geosynth.classify.data import align_classes, load_class_map
-from geosynth.classify.evaluate import evaluate
+from geosynth.classify.evaluation import evaluate
 from geosynth.classify.metrics import aggregate_seeds, classification_metrics
 from geosynth.classify.model import ModelSpec, build_classifier
 from geosynth.classify.plot import confusion_png

@@ -33,7 +33,7 @@ from geosynth.classify.augment import (
     train_transform,
 )
 from geosynth.classify.data import TransformedImages
-from geosynth.classify.evaluate import evaluate, loader, unwrap_worker_errors
+from geosynth.classify.evaluation import evaluate, loader, unwrap_worker_errors
 from geosynth.classify.model import Classifier
 from geosynth.data import ImageDataset
 from geosynth.errors import GeosynthError

@@ -16,8 +16,8 @@ from geosynth.data import check_output_dir
 from geosynth.data.paired import has_maps
 from geosynth.defaults import FEATURE_MODEL, PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
-from geosynth.metrics.evaluate import ALL_SECTIONS, EvalOptions
-from geosynth.metrics.evaluate import evaluate as run_evaluation
+from geosynth.metrics.evaluation import ALL_SECTIONS, EvalOptions
+from geosynth.metrics.evaluation import evaluate as run_evaluation
 from geosynth.metrics.paired import paired_evaluation
 
 #: Library parameters that this command's options feed under other names (cli/errors.py).

@@ -30,7 +30,7 @@ from geosynth.defaults import FEATURE_MODEL, SD_MODEL
 from geosynth.diffusion.loras import CARD_FILE
 from geosynth.diffusion.training.recipe import Recipe
 from geosynth.errors import GeosynthError
-from geosynth.plora.kmeans import kmeans
+from geosynth.plora.clustering import kmeans
 from geosynth.plora.weights import bias_weights, count_table, uniform_weights
 from geosynth.progress import Track, no_track
 

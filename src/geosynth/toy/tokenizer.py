@@ -11,8 +11,10 @@ import itertools
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from transformers import CLIPTokenizer
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
@@ -83,6 +85,8 @@ def build_toy_tokenizer(num_merges: int = 300, model_max_length: int = 77) -> CL
     vocab: dict[str, int] = {}
     for t in tokens:
         vocab.setdefault(t, len(vocab))
+    from transformers import CLIPTokenizer
+
     return CLIPTokenizer(
         vocab=vocab,
         merges=merges,

@@ -2,7 +2,7 @@
 
 Sections (each skipped, with a note, when its inputs are missing):
 
-* ``fid``, ``kid``: Fréchet and kernel distances in a feature space (:mod:`.fid`);
+* ``fid``, ``kid``: Fréchet and kernel distances in a feature space (:mod:`.frechet`);
 * ``prdc``: precision, recall, density, coverage and rarity, real playing reference (the rarity
   engine, :func:`geosynth.metrics.rarity.rarity_report`);
 * ``color``: per-class channel means in pixel space, ``latent_color`` in the VAE latent space
@@ -31,7 +31,7 @@ from geosynth.data.dataset import ImageDataset
 from geosynth.defaults import FEATURE_MODEL, PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
 from geosynth.metrics.color import class_stats, compare_class_stats
-from geosynth.metrics.fid import fid, kid
+from geosynth.metrics.frechet import fid, kid
 from geosynth.metrics.pixels import PixelScan, amplitude_scale, is_greyscale, scan_images
 from geosynth.metrics.rarity import rarity_report
 from geosynth.metrics.sar import (
