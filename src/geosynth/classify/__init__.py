@@ -6,16 +6,11 @@ what the command does (splits loaded and aligned by class name, one run per seed
 """
 
 from geosynth.classify.checkpoint import load_classifier, save_classifier
-from geosynth.classify.data import align_classes, load_class_map
+from geosynth.classify.data import Splits, align_classes, load_class_map, load_splits
 from geosynth.classify.evaluation import evaluate
 from geosynth.classify.metrics import aggregate_seeds, classification_metrics, confusion_matrix
 from geosynth.classify.model import Classifier, ModelSpec, build_classifier
-from geosynth.classify.run import (
-    Splits,
-    load_splits,
-    run_train_clf,
-    train_and_test,
-)
+from geosynth.classify.run import run_train_clf, train_and_test
 from geosynth.classify.train import TrainConfig, TrainResult, train_classifier
 
 __all__ = [

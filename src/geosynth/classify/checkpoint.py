@@ -11,7 +11,9 @@ import torch
 
 from geosynth.artifacts import (
     Provenance,
+    atomic_path,
     load_tensors,
+    safetensors_bytes,
     save_tensors,
 )
 from geosynth.classify.model import Classifier, ModelSpec, build_classifier, spec_from_json
@@ -47,3 +49,22 @@ def load_classifier(path: str | Path) -> Classifier:
     model = build_classifier(spec, tf.class_names, prompts)
     model.load_trainable_state(tf.tensors)
     return model.eval()
+
+
+def save_seed_result(path: Path, record: dict[str, Any]) -> None:
+    """A finished seed (metrics as JSON, selected weights as safetensors), atomically; no pickle."""
+    with atomic_path(path) as tmp:
+        tmp.mkdir(parents=True)
+        (tmp / "state.safetensors").write_bytes(safetensors_bytes(record["state"], {}))
+        rest = {k: v for k, v in record.items() if k != "state"}
+        (tmp / "record.json").write_text(json.dumps(rest, indent=1) + "\n")
+
+
+def load_seed_result(path: Path) -> dict[str, Any]:
+    """Inverse of :func:`save_seed_result`."""
+    try:
+        record = json.loads((path / "record.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise GeosynthError(f"{path / 'record.json'}: not a readable seed result ({exc})") from None
+    record["state"] = load_tensors(path / "state.safetensors").tensors
+    return record

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,48 +25,20 @@ from geosynth import faults
 from geosynth.artifacts import (
     Provenance,
     atomic_path,
-    load_tensors,
-    safetensors_bytes,
     write_json,
 )
 from geosynth.artifacts import write_provenance as _write_provenance
 from geosynth.classify.augment import NATIVE_AUGMENT_PARAMS
-from geosynth.classify.checkpoint import save_classifier
-from geosynth.classify.data import align_classes, load_class_map
+from geosynth.classify.checkpoint import load_seed_result, save_classifier, save_seed_result
+from geosynth.classify.data import DatasetRef, Splits, load_splits
 from geosynth.classify.evaluation import evaluate
 from geosynth.classify.metrics import aggregate_seeds, classification_metrics
 from geosynth.classify.model import ModelSpec, build_classifier
 from geosynth.classify.plot import confusion_png
 from geosynth.classify.train import TrainConfig, make_accelerator, train_classifier
-from geosynth.data import ImageDataset, load_dataset
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 from geosynth.runtime import check_report_to, logs_dir, tracker_config
-
-
-@dataclass
-class Splits:
-    """The data of one run; every split already labelled in TRAIN's class order."""
-
-    train: ImageDataset
-    val: ImageDataset
-    test: ImageDataset
-    real: ImageDataset | None = None
-
-    def describe(self) -> dict[str, Any]:
-        out = {}
-        for role in ("train", "val", "test", "real"):
-            ds = getattr(self, role)
-            if ds is not None:
-                out[role] = {"source": ds.source, "images": len(ds), "selection": ds.selection}
-        return out
-
-    def fingerprints(self) -> dict[str, str]:
-        return {
-            role: getattr(self, role).fingerprint()
-            for role in ("train", "val", "test", "real")
-            if getattr(self, role) is not None
-        }
 
 
 def parts_dir(out: Path) -> Path:
@@ -166,25 +138,6 @@ def run_seed(
     }
     save_seed_result(done, record)
     faults.stage("train-clf:seed")
-    return record
-
-
-def save_seed_result(path: Path, record: dict[str, Any]) -> None:
-    """A finished seed (metrics as JSON, selected weights as safetensors), atomically; no pickle."""
-    with atomic_path(path) as tmp:
-        tmp.mkdir(parents=True)
-        (tmp / "state.safetensors").write_bytes(safetensors_bytes(record["state"], {}))
-        rest = {k: v for k, v in record.items() if k != "state"}
-        (tmp / "record.json").write_text(json.dumps(rest, indent=1) + "\n")
-
-
-def load_seed_result(path: Path) -> dict[str, Any]:
-    """Inverse of :func:`save_seed_result`."""
-    try:
-        record = json.loads((path / "record.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise GeosynthError(f"{path / 'record.json'}: not a readable seed result ({exc})") from None
-    record["state"] = load_tensors(path / "state.safetensors").tensors
     return record
 
 
@@ -392,55 +345,6 @@ def _write_output(
         )
         write_json(tmp / "report.json", report)
         _write_provenance(tmp, provenance)
-
-
-DatasetRef = ImageDataset | str | os.PathLike[str]
-
-
-def load_splits(
-    train: DatasetRef,
-    val: DatasetRef,
-    test: DatasetRef,
-    real: DatasetRef | None = None,
-    *,
-    split: str | None = None,
-    classes: Sequence[str] | None = None,
-    shots: int | None = None,
-    real_shots: int | None = None,
-    class_map: Mapping[str, str] | str | os.PathLike[str] | None = None,
-    seed: int = 0,
-) -> Splits:
-    """The splits of a run, each labelled in TRAIN's class order.
-
-    Paths are loaded (``split``, ``classes`` and ``shots`` select from TRAIN, ``real_shots``
-    from ``real``; shots are drawn with ``seed``); datasets are used as given. ``classes`` names
-    TRAIN's classes: the other splits keep the classes that map onto them. VAL, TEST and real
-    are matched to TRAIN's classes by name, after ``class_map`` (``{"name in the split": "name
-    in TRAIN"}``, or a JSON file of it); their class sets must then equal TRAIN's."""
-    names = list(classes) if classes else None
-    if isinstance(class_map, (str, os.PathLike)):
-        class_map = load_class_map(Path(class_map))
-    mapping = dict(class_map or {})
-
-    def load(src: DatasetRef, **kw: Any) -> ImageDataset:
-        return src if isinstance(src, ImageDataset) else load_dataset(Path(src), **kw)
-
-    train_ds = load(train, split=split, classes=names, shots=shots, seed=seed)
-    if names and isinstance(train, ImageDataset):
-        train_ds = train_ds.select_classes(names)
-    aligned: dict[str, ImageDataset] = {}
-    for role, src, kw in (
-        ("val", val, {}),
-        ("test", test, {}),
-        ("real", real, {"shots": real_shots, "seed": seed}),
-    ):
-        if src is None:
-            continue
-        ds = load(src, **kw)
-        if names:
-            ds = ds.select_classes([c for c in ds.class_names if mapping.get(c, c) in names])
-        aligned[role] = align_classes(ds, train_ds.class_names, role=role, class_map=mapping)
-    return Splits(train_ds, aligned["val"], aligned["test"], aligned.get("real"))
 
 
 def train_and_test(
