@@ -280,6 +280,7 @@ def _fidelity_after_training(
     """Train a concat UNet from scratch for ``steps`` and return the mean per-map fidelity of one
     image per held-out map."""
     from geosynth.artifacts import Provenance
+    from geosynth.diffusion import adapters
     from geosynth.diffusion import loras as lora_ops
     from geosynth.diffusion.loading import load_sd_pipeline
     from geosynth.diffusion.sampling.mapgen import generate_from_maps
@@ -300,7 +301,7 @@ def _fidelity_after_training(
     finetune(ds, out / "model", recipe, model=sd, log=lambda s: None)
     pipe = load_sd_pipeline(sd, device="cpu")
     item = lora_ops.parse_lora(str(out / "model"), set())
-    lora_ops.apply_cards(pipe, [item])
+    adapters.apply_cards(pipe, [item])
     generate_from_maps(
         pipe, out / "model", item.card, read_map_folder(pairs["val"]), out / "gen", per_map=1,
         steps=20, guidance=2.0, seed=0, resolution=None, batch_size=10,

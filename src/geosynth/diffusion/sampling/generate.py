@@ -61,7 +61,7 @@ from geosynth.data.folder import METADATA_NAME
 from geosynth.data.names import prompt_name, safe_dirname
 from geosynth.data.radiometry import Radiometry
 from geosynth.data.raster import write_raster
-from geosynth.diffusion import loras as lora_ops
+from geosynth.diffusion import adapters
 from geosynth.diffusion.sampling.control import ControlSource
 from geosynth.diffusion.sampling.noise import (
     alpha_bar_at_start,
@@ -483,7 +483,7 @@ def run_generation(
     previews = previews_dir(out)
     current_class = None
     texts: dict[int, dict[str, torch.Tensor]] = {}  # this class's embeddings by batch length
-    with part.open("a") as rows_file, lora_ops.ClassMix(pipe, fuse=fuse_loras) as mix:
+    with part.open("a") as rows_file, adapters.ClassMix(pipe, fuse=fuse_loras) as mix:
         for batch in _by_image(batches, track):
             class_name = batch[0][0]
             if class_name != current_class:

@@ -23,7 +23,6 @@ Errors name these functions' parameters (``lora_weights='w.json': ...``).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,9 @@ from geosynth.artifacts import ChannelMeans, Provenance, load_channel_means
 from geosynth.data.radiometry import Radiometry
 from geosynth.data.radiometry_defaults import check_same_spec
 from geosynth.defaults import PROMPT_TEMPLATE, SD_MODEL
+from geosynth.diffusion import adapters
 from geosynth.diffusion import loras as lora_ops
+from geosynth.diffusion.loras import LoraRef, LoraSet, PathLike, resolve_loras
 from geosynth.diffusion.sampling.control import ControlSource
 from geosynth.diffusion.types import Pipeline
 from geosynth.errors import GeosynthError
@@ -42,111 +43,6 @@ from geosynth.progress import Track, no_track
 if TYPE_CHECKING:
     from geosynth.data.paired import PairedDataset
     from geosynth.diffusion.sampling.generate import GenerationSpec
-
-#: A LoRA of a stack: ``"DIR"``, ``"DIR:weight"``, a path, or ``(path, weight)``.
-LoraRef = str | os.PathLike[str] | tuple[str | os.PathLike[str], float]
-PathLike = str | os.PathLike[str]
-
-
-def _lora_text(ref: LoraRef) -> str:
-    if isinstance(ref, tuple):
-        return f"{ref[0]}:{float(ref[1])}"
-    return str(ref)
-
-
-@dataclass
-class LoraSet:
-    """The LoRAs of one generation job and how each class weights them.
-
-    ``stack`` is applied to every class at its weights (the LoRAs given, preceded by those their
-    cards say they were trained on top of); ``per_class`` LoRAs (a per-class directory, a
-    mixture file) are off unless a class's entry of ``class_weights`` turns them on."""
-
-    stack: list[lora_ops.Lora] = field(default_factory=list)
-    per_class: list[lora_ops.Lora] = field(default_factory=list)
-    class_weights: dict[str, dict[str, float]] = field(default_factory=dict)
-    #: the LoRAs the caller named (their cards give the defaults, not stage-1 LoRAs they pull in)
-    named: list[lora_ops.Lora] = field(default_factory=list)
-    #: classes a per-class directory or a mixture file defines (None: neither was given)
-    classes: list[str] | None = None
-    lora_dir: Path | None = None
-    lora_weights: Path | None = None
-
-    @property
-    def all(self) -> list[lora_ops.Lora]:
-        return self.stack + self.per_class
-
-    @property
-    def card(self) -> dict[str, Any]:
-        """The first card among the named LoRAs (class names, prompt template)."""
-        return next((x.card for x in self.named if x.card), {})
-
-    @property
-    def map_model(self) -> lora_ops.Lora | None:
-        """The named map-conditioned model, if any."""
-        return next((x for x in self.named if x.card.get("map_condition")), None)
-
-    def check_classes(self, classes: Sequence[str]) -> None:
-        """Every class needs its mixture / its per-class LoRA."""
-        missing = [c for c in classes if c not in self.class_weights]
-        if missing and self.lora_weights is not None:
-            raise GeosynthError(
-                f"lora_weights={str(self.lora_weights)!r}: no mixture for class '{missing[0]}'"
-            )
-        if missing and self.lora_dir is not None:
-            raise GeosynthError(
-                f"lora_dir={str(self.lora_dir)!r}: no LoRA for class '{missing[0]}'"
-            )
-
-    def spec_loras(self) -> dict[str, dict[str, Any]]:
-        """The set as :class:`GenerationSpec` records it: name -> path, weight, stack."""
-        return {
-            x.name: {"path": str(x.path), "weight": x.weight, "stack": x in self.stack}
-            for x in self.all
-        }
-
-
-def resolve_loras(
-    model: PathLike,
-    loras: Sequence[LoraRef] = (),
-    *,
-    lora_dir: PathLike | None = None,
-    lora_weights: PathLike | None = None,
-) -> LoraSet:
-    """The LoRA set of a job: the stack ``loras``, one LoRA per class from the sub-directories of
-    ``lora_dir`` (named by class), and the per-class mixtures of a ``weights.json`` file
-    (``lora_weights``, from ``cluster-plora``). Every LoRA must be trained for ``model``."""
-    taken: set[str] = set()
-    given = [lora_ops.parse_lora(_lora_text(s), taken, "loras") for s in loras]
-    out = LoraSet(named=list(given))
-    if lora_dir is not None:
-        out.lora_dir = Path(lora_dir)
-        if not out.lora_dir.is_dir():
-            raise GeosynthError(f"lora_dir={str(lora_dir)!r}: no such directory")
-        for sub in sorted(p for p in out.lora_dir.iterdir() if p.is_dir()):
-            item = lora_ops.parse_lora(str(sub), taken, "lora_dir")
-            out.per_class.append(item)
-            out.class_weights[sub.name] = {item.name: 1.0}
-        out.classes = list(out.class_weights)
-    if lora_weights is not None:
-        mix = lora_ops.LoraWeights.read(lora_weights)
-        out.lora_weights = mix.path
-        for name, path in mix.loras.items():
-            if name in taken:
-                raise GeosynthError(
-                    f"lora_weights={str(mix.path)!r}: LoRA name '{name}' is already used by "
-                    "another LoRA of this job"
-                )
-            taken.add(name)
-            out.per_class.append(lora_ops.Lora(path, 0.0, name))
-        for c, w in mix.weights.items():
-            out.class_weights.setdefault(c, {}).update(w)
-        out.classes = mix.classes  # the mixture's classes win over a per-class directory's
-    out.named += out.per_class
-    out.stack = lora_ops.expand_stacks(given, out.per_class, taken)
-    for item in out.all:
-        lora_ops.check_base(item, str(model))
-    return out
 
 
 def resolve_generation_radiometry(
@@ -211,7 +107,7 @@ def _load_pipeline(
     new_scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     if new_scheduler is not None:
         pipe.scheduler = new_scheduler
-    lora_ops.apply_cards(pipe, loras.all)
+    adapters.apply_cards(pipe, loras.all)
     return pipe
 
 
@@ -397,7 +293,7 @@ def load_generation(
         pipe = with_controlnet(pipe, controlnet)
         control_source = ControlSource(load_dataset(Path(control_images)), control, size)
         control_source.check_classes(names)
-    lora_ops.load_adapters(pipe, lset.all)
+    adapters.load_adapters(pipe, lset.all)
     tune_for_speed(pipe, channels_last=channels_last, compile_unet=compile_unet)
     spec = GenerationSpec(
         model=str(model),
@@ -516,7 +412,7 @@ def load_map_generation(
     map_set = read_map_folder(Path(maps), legend, arg="maps")
     check_maps(map_set, map_model.card)
     pipe = _load_pipeline(model, lset, scheduler, device, precision)
-    lora_ops.load_adapters(pipe, lset.all)
+    adapters.load_adapters(pipe, lset.all)
     tune_for_speed(pipe, channels_last=channels_last, compile_unet=compile_unet)
     return MapGeneration(
         pipe,
