@@ -38,7 +38,7 @@ from geosynth.diffusion.mapcond import (
     load_encoder,
     one_hot,
 )
-from geosynth.diffusion.sampling.generate import image_seed
+from geosynth.diffusion.sampling.spec import image_seed
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 
