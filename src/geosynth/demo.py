@@ -23,7 +23,8 @@ from geosynth.data import export_dataset, load_dataset
 from geosynth.data.stats import class_color_stats
 from geosynth.diffusion import decode_latents, encode_latents, images_to_tensor, load_sd_pipeline
 from geosynth.features import create_extractor
-from geosynth.features.embed import embed_dataset, embed_shards
+from geosynth.features.embed import embed_dataset
+from geosynth.features.shard_embed import embed_shards
 from geosynth.metrics.rarity import rarity_report
 from geosynth.toy import make_toy_dataset, make_toy_models, make_toy_shards
 from geosynth.viz import image_grid

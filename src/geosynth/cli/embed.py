@@ -26,7 +26,7 @@ from geosynth.defaults import FEATURE_MODEL
 from geosynth.distributed import init_from_env, is_main_process, local_device, main_process_first
 from geosynth.errors import GeosynthError
 from geosynth.features import create_extractor
-from geosynth.features.embed import embed_to_file
+from geosynth.features.resolve import embed_to_file
 from geosynth.runtime import pick_device
 
 

@@ -6,8 +6,9 @@ timm (also multi-band), the FID Inception and trained ``train-clf`` classifiers,
 embeddings file alike and caches what it computes."""
 
 from geosynth.features.base import FeatureExtractor
-from geosynth.features.embed import embed_dataset, embed_shards, embed_to_file
-from geosynth.features.resolve import resolve_embeddings
+from geosynth.features.embed import embed_dataset
+from geosynth.features.resolve import embed_to_file, resolve_embeddings
+from geosynth.features.shard_embed import embed_shards
 from geosynth.features.spec import create_extractor
 
 __all__ = [
