@@ -7,11 +7,10 @@ from typing import Annotated
 
 import typer
 
+from geosynth import generate as run_generate
 from geosynth.cli.options import CompileOpt, JsonOpt, RadiometryOpt, split_list
 from geosynth.cli.output import message, print_json, track
 from geosynth.defaults import SD_MODEL
-from geosynth.diffusion.sampling.generate import parse_shard
-from geosynth.diffusion.sampling.pipeline import load_generation, load_map_generation
 from geosynth.diffusion.sampling.schedulers import SCHEDULERS
 
 #: library parameter -> this command's option, where the names differ (the error mapper)
@@ -162,35 +161,16 @@ def generate(
     [bold]Example[/bold]: geosynth generate --lora lora/ --noise leak-aligned --channel-means means.safetensors --per-class 500 --out synth/
     [bold]Example[/bold]: geosynth generate --lora ldm/ --maps val/ --per-map 4 --guidance 2 --out synth-pairs/
     """
-    if maps is not None:
-        mapgen = load_map_generation(
-            maps,
-            model=model,
-            loras=lora or [],
-            lora_dir=lora_dir,
-            lora_weights=lora_weights,
-            map_legend=map_legend,
-            per_map=per_map,
-            steps=steps,
-            guidance=guidance,
-            scheduler=scheduler,
-            seed=seed,
-            resolution=resolution,
-            device=device,
-            precision=precision,
-            prompt_template=prompt_template,
-            compile_unet=compile_unet,
-        )
-        result = mapgen.run(out, batch_size=batch_size, track=track)
-        if as_json:
-            print_json(result)
-        else:
-            message(
-                f"generated {result['generated']} images from {result['maps']} maps into {out} "
-                "(each with its map)"
-            )
-        return
-    gen = load_generation(
+    result = run_generate(
+        out,
+        maps=maps,
+        shard=shard,
+        batch_size=batch_size,
+        resume=resume,
+        fuse_loras=fuse_lora,
+        track=track,
+        log=message,
+        warn=_log,
         model=model,
         classes=split_list(classes),
         per_class=per_class,
@@ -208,25 +188,22 @@ def generate(
         controlnet=controlnet,
         control=control,
         control_images=control_images,
+        map_legend=map_legend,
+        per_map=per_map,
         seed=seed,
         resolution=resolution,
         device=device,
         precision=precision,
         radiometry=radiometry,
         compile_unet=compile_unet,
-        log=_log,
-    )
-    result = gen.run(
-        out,
-        shard=parse_shard(shard),
-        batch_size=batch_size,
-        resume=resume,
-        track=track,
-        log=message,
-        fuse_loras=fuse_lora,
     )
     if as_json:
         print_json(result)
+    elif maps is not None:
+        message(
+            f"generated {result['generated']} images from {result['maps']} maps into {out} "
+            "(each with its map)"
+        )
     else:
         state = "complete" if result["complete"] else "this shard done; others pending"
         message(f"generated {result['generated']} images into {out} ({state})")
