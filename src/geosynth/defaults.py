@@ -14,3 +14,6 @@ CLIP_PRETRAINED = "openai"
 PROMPT_TEMPLATE = "a satellite photo of a {}"
 #: Feature model spec for embed / rarity (alias of DINOV2_MODEL, see geosynth.features).
 FEATURE_MODEL = "dinov2-base"
+
+#: The sections of the ``evaluate`` report, in report order (geosynth.metrics.sections).
+EVAL_SECTIONS = ("fid", "kid", "prdc", "color", "latent_color", "amplitude", "glcm", "clip")

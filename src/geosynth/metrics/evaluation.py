@@ -18,8 +18,9 @@ is computed in :mod:`.sections`; this module loads the inputs and assembles the 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,11 +94,81 @@ def evaluate(
     real: str,
     options: EvalOptions | None = None,
     *,
+    val: str | None = None,
+    real_maps: str | os.PathLike[str] | None = None,
+    val_maps: str | os.PathLike[str] | None = None,
+    landscape: str = "dominant",
+    out: str | os.PathLike[str] | None = None,
+    plots: str | os.PathLike[str] | None = None,
+    track: Track = no_track,
+    log: Callable[[str], None] = lambda _: None,
+    **settings: Any,
+) -> Evaluation:
+    """What ``geosynth evaluate`` does: compare SYNTHETIC with REAL (datasets, or embeddings files
+    for the feature metrics) and return the report with what the plots need.
+
+    ``settings`` override fields of ``options`` (:class:`EvalOptions`; ``sections=("all",)``
+    means every section). A paired synthetic set (images with their maps), or ``val``, adds
+    the map-conditioned section ``maps`` (:func:`~geosynth.metrics.paired.paired_evaluation`,
+    with ``real_maps``, ``val_maps`` and ``landscape``). ``plots``: a directory of figures
+    (replaced whole, checked before the work starts); ``out``: the report as JSON. Both get a
+    provenance record."""
+    from geosynth.artifacts import Provenance, atomic_path, write_json, write_provenance
+    from geosynth.data import check_output_dir
+    from geosynth.data.paired import has_maps
+
+    opts = replace(options or EvalOptions(), **settings)
+    if tuple(opts.sections) == ("all",):
+        opts = replace(opts, sections=ALL_SECTIONS)
+    if not opts.sections:
+        raise GeosynthError("`sections`: give at least one metric, or 'all'")
+    if out is not None and Path(out).suffix != ".json":
+        raise GeosynthError(f"out={str(out)!r}: expected a path ending in .json")
+    if landscape not in ("dominant", "label"):
+        raise GeosynthError(f"landscape={landscape!r}: expected dominant or label")
+    if plots is not None:
+        check_output_dir(Path(plots), what="plots")
+    prov = Provenance.start("evaluate", seeds={"seed": opts.seed})
+    result = _compare(synthetic, real, opts, track=track, log=log)
+    report = result.report
+    if val is not None or has_maps(synthetic):
+        from geosynth.metrics.paired import paired_evaluation
+
+        report["maps"] = paired_evaluation(
+            synthetic,
+            real,
+            opts,
+            val=val,
+            real_maps=None if real_maps is None else Path(real_maps),
+            val_maps=None if val_maps is None else Path(val_maps),
+            landscape=landscape,
+            track=track,
+            log=log,
+        )
+        report["notes"] += report["maps"].pop("notes")
+    if plots is not None:
+        from geosynth.metrics.evaluate_plots import write_plots
+
+        plots = Path(plots)
+        with atomic_path(plots) as tmp:
+            made = write_plots(report, result.scans, tmp)
+            write_provenance(tmp, prov)
+        report["plots"] = [str(plots / q.name) for q in made]
+    if out is not None:
+        write_json(out, report)
+        write_provenance(out, prov)
+    return result
+
+
+def _compare(
+    synthetic: str,
+    real: str,
+    opts: EvalOptions,
+    *,
     track: Track = no_track,
     log: Callable[[str], None] = lambda _: None,
 ) -> Evaluation:
-    """Compare SYNTHETIC with REAL (datasets, or embeddings files for the feature metrics)."""
-    opts = options or EvalOptions()
+    """The sections of the report (the feature and pixel metrics), without maps or files."""
     unknown = [s for s in opts.sections if s not in ALL_SECTIONS]
     if unknown:
         raise GeosynthError(

@@ -12,7 +12,7 @@ import torch
 
 from geosynth.artifacts import Embeddings
 from geosynth.data.dataset import ImageDataset
-from geosynth.defaults import FEATURE_MODEL, PROMPT_TEMPLATE
+from geosynth.defaults import EVAL_SECTIONS, FEATURE_MODEL, PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
 from geosynth.metrics.color import class_stats, compare_class_stats
 from geosynth.metrics.frechet import fid, kid
@@ -27,7 +27,7 @@ from geosynth.metrics.sar import (
 )
 from geosynth.progress import Track
 
-ALL_SECTIONS = ("fid", "kid", "prdc", "color", "latent_color", "amplitude", "glcm", "clip")
+ALL_SECTIONS = EVAL_SECTIONS
 
 
 @dataclass
