@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "geosynth"
 MAX_LINES = 450
@@ -155,3 +157,26 @@ def test_heavy_libraries_load_late() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
     )
     assert out.stdout.strip() == "[]", f"imported at module level somewhere: {out.stdout}"
+
+
+def test_front_door_is_lazy_and_complete() -> None:
+    """``import geosynth`` loads no step (torch stays out), every EXPORTS entry resolves to a
+    callable, ``__all__`` lists them, and no exported name is also a top-level module."""
+    code = (
+        "import sys, geosynth\n"
+        "print(sorted(m for m in ('torch', 'numpy', 'geosynth.data', 'geosynth.metrics') "
+        "if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]"
+    import geosynth
+
+    assert set(geosynth.__all__) == {"EXPORTS", "GeosynthError", "__version__", *geosynth.EXPORTS}
+    top_level = {p.stem for p in PKG.glob("*.py")} | {p.name for p in PKG.iterdir() if p.is_dir()}
+    for name in geosynth.EXPORTS:
+        assert name not in top_level, f"geosynth.{name} would shadow the module geosynth/{name}"
+        assert callable(getattr(geosynth, name)), name
+    with pytest.raises(AttributeError, match="no_such_step"):
+        _ = geosynth.no_such_step  # type: ignore[attr-defined]

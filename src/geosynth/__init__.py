@@ -29,7 +29,7 @@ EXPORTS: dict[str, str] = {
     "channel_means": "geosynth.diffusion.channel_means:channel_means",
     "generate": "geosynth.diffusion.sampling.step:generate",
     "rarity": "geosynth.metrics.rarity:rarity",
-    "train_clf": "geosynth.classify.run:run_train_clf",
+    "train_clf": "geosynth.classify.run:train_and_test",
     "build_plora": "geosynth.plora.build:build_plora",
     "evaluate": "geosynth.metrics.evaluation:evaluate",
 }
@@ -49,7 +49,7 @@ __all__ = [  # the names of EXPORTS, spelled out for static tools (a test keeps 
 ]
 
 if TYPE_CHECKING:
-    from geosynth.classify.run import run_train_clf as train_clf
+    from geosynth.classify.run import train_and_test as train_clf
     from geosynth.data.load import load_dataset
     from geosynth.diffusion.channel_means import channel_means
     from geosynth.diffusion.sampling.step import generate

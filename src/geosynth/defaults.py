@@ -17,3 +17,8 @@ FEATURE_MODEL = "dinov2-base"
 
 #: The sections of the ``evaluate`` report, in report order (geosynth.metrics.sections).
 EVAL_SECTIONS = ("fid", "kid", "prdc", "color", "latent_color", "amplitude", "glcm", "clip")
+#: Classifier LoRA (train-clf), seed 000 appendix A.2: rank 16, alpha 32; dropout as in
+#: DataDream's classifier.
+CLF_LORA_RANK = 16
+CLF_LORA_ALPHA = 32
+CLF_LORA_DROPOUT = 0.1

@@ -118,7 +118,7 @@ def run_seed(
         model,
         splits.test,
         batch_size=cfg.eval_batch_size,
-        workers=cfg.workers,
+        workers=cfg.loader_workers,
         accelerator=accelerator,
         track=track,
         description=f"seed {seed}: test",
@@ -151,7 +151,11 @@ def zero_shot(
     head_spec = ModelSpec(**{**spec.to_dict(), "mode": "head"})
     model = build_classifier(head_spec, splits.train.class_names, splits.train.prompt_names)
     model = model.to(accelerator.device).eval()
-    kw = {"batch_size": cfg.eval_batch_size, "workers": cfg.workers, "accelerator": accelerator}
+    kw = {
+        "batch_size": cfg.eval_batch_size,
+        "workers": cfg.loader_workers,
+        "accelerator": accelerator,
+    }
     return {
         "seed": None,
         "selected_epoch": 0,
@@ -354,8 +358,8 @@ def train_and_test(
     out: str | os.PathLike[str],
     *,
     real: DatasetRef | None = None,
-    spec: ModelSpec | None = None,
-    config: TrainConfig | None = None,
+    spec: ModelSpec | Mapping[str, Any] | None = None,
+    config: TrainConfig | Mapping[str, Any] | None = None,
     seeds: Sequence[int] = (0,),
     split: str | None = None,
     classes: Sequence[str] | None = None,
@@ -385,10 +389,10 @@ def train_and_test(
     from geosynth.data.multiband import band_input, is_native
 
     check_report_to(report_to)
-    spec = spec or ModelSpec()
+    spec = ModelSpec(**spec) if isinstance(spec, Mapping) else spec or ModelSpec()
     if not spec.is_clip:  # the open_clip model and the class prompts are CLIP's only
         spec = replace(spec, model="", prompt_template="")
-    config = config or TrainConfig()
+    config = TrainConfig(**config) if isinstance(config, Mapping) else config or TrainConfig()
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise GeosynthError(f"seeds={seeds}: expected distinct integers, e.g. [0, 1, 2]")

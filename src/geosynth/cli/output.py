@@ -101,3 +101,11 @@ class LiveProgress:
     def status(self, text: str) -> None:
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, status=text)
+
+
+def is_main_process() -> bool:
+    """False on the other ranks of an ``accelerate launch`` / torchrun run: they print nothing,
+    so the report appears once."""
+    from accelerate import PartialState
+
+    return bool(PartialState().is_main_process)
