@@ -32,6 +32,8 @@ EXPORTS: dict[str, str] = {
     "train_clf": "geosynth.classify.run:train_and_test",
     "build_plora": "geosynth.plora.build:build_plora",
     "evaluate": "geosynth.metrics.evaluation:evaluate",
+    "correlate_reports": "geosynth.metrics.correlate:correlate_reports",
+    "run_demo": "geosynth.demo:run_demo",
 }
 
 __all__ = [  # the names of EXPORTS, spelled out for static tools (a test keeps them equal)
@@ -40,20 +42,24 @@ __all__ = [  # the names of EXPORTS, spelled out for static tools (a test keeps 
     "__version__",
     "build_plora",
     "channel_means",
+    "correlate_reports",
     "evaluate",
     "finetune",
     "generate",
     "load_dataset",
     "rarity",
+    "run_demo",
     "train_clf",
 ]
 
 if TYPE_CHECKING:
     from geosynth.classify.run import train_and_test as train_clf
     from geosynth.data.load import load_dataset
+    from geosynth.demo import run_demo
     from geosynth.diffusion.channel_means import channel_means
     from geosynth.diffusion.sampling.step import generate
     from geosynth.diffusion.training.finetune import finetune
+    from geosynth.metrics.correlate import correlate_reports
     from geosynth.metrics.evaluation import evaluate
     from geosynth.metrics.rarity import rarity
     from geosynth.plora.build import build_plora

@@ -22,3 +22,15 @@ EVAL_SECTIONS = ("fid", "kid", "prdc", "color", "latent_color", "amplitude", "gl
 CLF_LORA_RANK = 16
 CLF_LORA_ALPHA = 32
 CLF_LORA_DROPOUT = 0.1
+#: Sampling schedulers by short name (geosynth.diffusion.sampling.schedulers builds them).
+SCHEDULER_NAMES = (
+    "pndm",
+    "ddim",
+    "ddpm",
+    "dpm-solver++",
+    "unipc",
+    "euler",
+    "euler-a",
+    "lms",
+    "heun",
+)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
 from geosynth import evaluate as run_evaluate
@@ -306,9 +305,9 @@ def _print(report: dict[str, Any]) -> None:
             [
                 (
                     c,
-                    f"{float(np.mean(np.abs(s['error']))):.4f}",
-                    color["channels"][int(np.argmax(np.abs(s["error"])))],
-                    f"{s['error'][int(np.argmax(np.abs(s['error'])))]:+.4f}",
+                    f"{sum(abs(e) for e in s['error']) / len(s['error']):.4f}",
+                    color["channels"][_worst(s["error"])],
+                    f"{s['error'][_worst(s['error'])]:+.4f}",
                 )
                 for c, s in color["per_class"].items()
             ],
@@ -326,6 +325,11 @@ def _print(report: dict[str, Any]) -> None:
                 for c, s in color["per_class"].items()
             ],
         )
+
+
+def _worst(errors: list[float]) -> int:
+    """Index of the largest absolute error (the first of equals)."""
+    return max(range(len(errors)), key=lambda i: abs(errors[i]))
 
 
 def _print_maps(section: dict[str, Any]) -> None:

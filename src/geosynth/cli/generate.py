@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 
 from geosynth import generate as run_generate
+from geosynth.cli.errors import in_flags
 from geosynth.cli.options import CompileOpt, JsonOpt, RadiometryOpt, split_list
 from geosynth.cli.output import message, print_json, track
-from geosynth.defaults import SD_MODEL
-from geosynth.diffusion.sampling.schedulers import SCHEDULERS
+from geosynth.defaults import SCHEDULER_NAMES, SD_MODEL
 
 #: library parameter -> this command's option, where the names differ (the error mapper)
 LIBRARY_PARAMS = {"loras": "--lora", "fuse_loras": "--fuse-lora"}
@@ -41,7 +41,9 @@ def generate(
     guidance: Annotated[float, typer.Option("--guidance")] = 2.0,
     scheduler: Annotated[
         str | None,
-        typer.Option("--scheduler", help=f"One of {', '.join(SCHEDULERS)} (default: the model's)."),
+        typer.Option(
+            "--scheduler", help=f"One of {', '.join(SCHEDULER_NAMES)} (default: the model's)."
+        ),
     ] = None,
     noise: Annotated[
         str, typer.Option("--noise", help="gaussian or leak-aligned (needs --channel-means).")
@@ -213,9 +215,4 @@ def generate(
 
 def _log(text: str) -> None:
     """A library message (a warning) in this command's flags, as its errors are shown."""
-    import inspect
-
-    from geosynth.cli.errors import to_cli
-
-    table = {n: "--" + n.replace("_", "-") for n in inspect.signature(generate).parameters}
-    message(to_cli(text, {**table, **LIBRARY_PARAMS}))
+    message(in_flags(text, generate, LIBRARY_PARAMS))
