@@ -180,3 +180,42 @@ def test_front_door_is_lazy_and_complete() -> None:
         assert callable(getattr(geosynth, name)), name
     with pytest.raises(AttributeError, match="no_such_step"):
         _ = geosynth.no_such_step  # type: ignore[attr-defined]
+
+
+#: package -> the geosynth top-level modules it may import (besides itself): no upward imports.
+LAYERS = {
+    "geosynth.data": {
+        "geosynth.errors",
+        "geosynth.artifacts",
+        "geosynth.progress",
+        "geosynth.extras",
+    },
+    "geosynth.features": {
+        "geosynth.errors",
+        "geosynth.artifacts",
+        "geosynth.progress",
+        "geosynth.extras",
+        "geosynth.data",
+        "geosynth.distributed",
+        "geosynth.runtime",
+        "geosynth.backbones",
+        "geosynth.faults",  # fault injection points of the reliability tests
+        "geosynth.classify",  # clf:PATH features read a train-clf checkpoint
+    },
+}
+
+
+def test_no_upward_imports() -> None:
+    """``data`` builds on nothing of geosynth's but errors, artifacts and progress; ``features``
+    not on diffusion or metrics; no library module imports the command line."""
+    modules = _modules()
+    wrong = []
+    for name, path in modules.items():
+        targets = _imported(ast.parse(path.read_text()), modules)
+        tops = {".".join(t.split(".")[:2]) for t in targets}
+        pkg = ".".join(name.split(".")[:2])
+        if not name.startswith("geosynth.cli") and name != "geosynth.__main__":
+            wrong += [f"{name} -> {t}" for t in sorted(tops) if t == "geosynth.cli"]
+        if pkg in LAYERS:
+            wrong += [f"{name} -> {t}" for t in sorted(tops - LAYERS[pkg] - {pkg})]
+    assert not wrong, "imports against the layering of docs/architecture.md:\n" + "\n".join(wrong)
