@@ -42,7 +42,7 @@ from geosynth.progress import Track, no_track
 
 if TYPE_CHECKING:
     from geosynth.data.paired import PairedDataset
-    from geosynth.diffusion.sampling.generate import GenerationSpec
+    from geosynth.diffusion.sampling.spec import GenerationSpec
 
 
 def resolve_generation_radiometry(
