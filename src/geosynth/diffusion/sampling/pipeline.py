@@ -13,7 +13,7 @@ back through), checks it all, loads the pipeline once and returns a :class:`Gene
                           channel_means="means.safetensors", per_class=500)
     gen.run("synth/")
 
-:func:`load_map_generation` does the same for a map-conditioned model (``finetune --condition``)
+:func:`~geosynth.diffusion.sampling.mapgen.load_map_generation` does the same for a map-conditioned model (``finetune --condition``)
 and a folder of semantic maps; :meth:`MapGeneration.run` writes the paired output
 (see :mod:`.mapgen`).
 
@@ -33,7 +33,6 @@ from geosynth.data.radiometry import Radiometry
 from geosynth.data.radiometry_defaults import check_same_spec
 from geosynth.defaults import PROMPT_TEMPLATE, SD_MODEL
 from geosynth.diffusion import adapters
-from geosynth.diffusion import loras as lora_ops
 from geosynth.diffusion.loras import LoraRef, LoraSet, PathLike, resolve_loras
 from geosynth.diffusion.sampling.control import ControlSource
 from geosynth.diffusion.types import Pipeline
@@ -41,7 +40,6 @@ from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 
 if TYPE_CHECKING:
-    from geosynth.data.paired import PairedDataset
     from geosynth.diffusion.sampling.spec import GenerationSpec
 
 
@@ -88,7 +86,7 @@ def with_controlnet(pipe: Pipeline, ref: PathLike) -> Pipeline:
     return cpipe
 
 
-def _load_pipeline(
+def load_pipeline(
     model: PathLike,
     loras: LoraSet,
     scheduler: str | None,
@@ -274,7 +272,7 @@ def load_generation(
     lset.check_classes(names)
     if (controlnet is None) != (control is None) or (control is None) != (control_images is None):
         raise GeosynthError("`controlnet`, `control` and `control_images` go together")
-    pipe = _load_pipeline(model, lset, scheduler, device, precision)
+    pipe = load_pipeline(model, lset, scheduler, device, precision)
     size = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
     if cm is not None:
         assert cm_where is not None
@@ -316,114 +314,3 @@ def load_generation(
         radiometry=None if rad is None else rad.to_dict(),
     )
     return Generation(pipe, spec, control_source, lset)
-
-
-@dataclass
-class MapGeneration:
-    """A loaded pipeline with a map-conditioned model and the maps to follow: :meth:`run`
-    writes ``per_map`` images per map, each with its map (see :mod:`.mapgen`)."""
-
-    pipe: Pipeline
-    map_model: lora_ops.Lora
-    maps: PairedDataset
-    model: str
-    per_map: int = 1
-    steps: int = 50
-    guidance: float = 2.0
-    seed: int = 0
-    resolution: int | None = None
-    prompt_template: str | None = None
-    maps_path: str = ""
-
-    def run(
-        self,
-        out: PathLike,
-        *,
-        batch_size: int = 8,
-        provenance: Provenance | None = None,
-        track: Track = no_track,
-    ) -> dict[str, Any]:
-        """Generate into the new folder ``out`` (it appears whole when every image is done)."""
-        from geosynth.data.writer import check_output_dir
-        from geosynth.diffusion.sampling.mapgen import generate_from_maps
-
-        out = Path(out)
-        check_output_dir(out)
-        if out.exists() and any(out.iterdir()):
-            raise GeosynthError(f"out={str(out)!r}: exists; choose a new path")
-        prov = provenance or Provenance.start(
-            "generate", seeds={"seed": self.seed}, model=self.model, maps=self.maps_path
-        )
-        result = generate_from_maps(
-            self.pipe,
-            self.map_model.path,
-            self.map_model.card,
-            self.maps,
-            out,
-            per_map=self.per_map,
-            steps=self.steps,
-            guidance=self.guidance,
-            seed=self.seed,
-            resolution=self.resolution,
-            batch_size=batch_size,
-            provenance=prov,
-            prompt_template=self.prompt_template,
-            track=track,
-        )
-        result["out"] = str(out)
-        return result
-
-
-def load_map_generation(
-    maps: PathLike,
-    *,
-    model: PathLike = SD_MODEL,
-    loras: Sequence[LoraRef] = (),
-    lora_dir: PathLike | None = None,
-    lora_weights: PathLike | None = None,
-    map_legend: PathLike | None = None,
-    per_map: int = 1,
-    steps: int = 50,
-    guidance: float = 2.0,
-    scheduler: str | None = None,
-    seed: int = 0,
-    resolution: int | None = None,
-    device: str | None = None,
-    precision: str = "auto",
-    prompt_template: str | None = None,
-    channels_last: bool | None = None,
-    compile_unet: bool = False,
-) -> MapGeneration:
-    """Resolve, check and load generation from semantic ``maps`` (a folder of map images or a
-    paired dataset, with ``legend.json`` inside or at ``map_legend``): one of ``loras`` must be
-    a map-conditioned model (``finetune --condition``) whose legend the maps share.
-    ``channels_last`` and ``compile_unet``: see :func:`tune_for_speed`."""
-    from geosynth.data.paired import read_map_folder
-    from geosynth.diffusion.sampling.mapgen import check_maps
-
-    lset = resolve_loras(model, loras, lora_dir=lora_dir, lora_weights=lora_weights)
-    map_model = lset.map_model
-    if map_model is None:
-        raise GeosynthError(
-            "`maps` needs a map-conditioned model: a model directory fine-tuned with a map "
-            "condition in `loras`"
-        )
-    legend = None if map_legend is None else Path(map_legend)
-    map_set = read_map_folder(Path(maps), legend, arg="maps")
-    check_maps(map_set, map_model.card)
-    pipe = _load_pipeline(model, lset, scheduler, device, precision)
-    adapters.load_adapters(pipe, lset.all)
-    tune_for_speed(pipe, channels_last=channels_last, compile_unet=compile_unet)
-    return MapGeneration(
-        pipe,
-        map_model,
-        map_set,
-        str(model),
-        per_map=per_map,
-        steps=steps,
-        guidance=guidance,
-        seed=seed,
-        resolution=resolution,
-        prompt_template=prompt_template,
-        maps_path=str(maps),
-    )

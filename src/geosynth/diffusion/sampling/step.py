@@ -8,7 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from geosynth.diffusion.loras import PathLike
-from geosynth.diffusion.sampling.pipeline import load_generation, load_map_generation
+from geosynth.diffusion.sampling.mapgen import load_map_generation
+from geosynth.diffusion.sampling.pipeline import load_generation
 from geosynth.diffusion.sampling.spec import parse_shard
 from geosynth.progress import Track, no_track
 
