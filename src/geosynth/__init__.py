@@ -34,6 +34,8 @@ EXPORTS: dict[str, str] = {
     "evaluate": "geosynth.metrics.evaluation:evaluate",
     "correlate_reports": "geosynth.metrics.correlate:correlate_reports",
     "run_demo": "geosynth.demo:run_demo",
+    "export_lora": "geosynth.diffusion.kohya:export_lora",
+    "import_lora": "geosynth.diffusion.kohya:import_lora",
 }
 
 __all__ = [  # the names of EXPORTS, spelled out for static tools (a test keeps them equal)
@@ -44,8 +46,10 @@ __all__ = [  # the names of EXPORTS, spelled out for static tools (a test keeps 
     "channel_means",
     "correlate_reports",
     "evaluate",
+    "export_lora",
     "finetune",
     "generate",
+    "import_lora",
     "load_dataset",
     "rarity",
     "run_demo",
@@ -57,6 +61,7 @@ if TYPE_CHECKING:
     from geosynth.data.load import load_dataset
     from geosynth.demo import run_demo
     from geosynth.diffusion.channel_means import channel_means
+    from geosynth.diffusion.kohya import export_lora, import_lora
     from geosynth.diffusion.sampling.step import generate
     from geosynth.diffusion.training.finetune import finetune
     from geosynth.metrics.correlate import correlate_reports

@@ -19,7 +19,7 @@ ALLOWED_OTHER = {"__future__", "typing", "pathlib", "enum", "collections.abc", "
 
 #: Commands not yet reduced to one front-door call (issue 26, left for a follow-up): they still
 #: reach into library packages. The list may only shrink: a command that complies must leave it.
-PENDING = {"data", "embed", "inspect", "lora", "replay", "toy"}
+PENDING = {"data", "embed", "inspect", "replay", "toy"}
 
 
 def _runtime_imports(tree: ast.Module) -> list[tuple[str, list[str]]]:
@@ -67,7 +67,8 @@ def test_command_modules_import_only_the_front_door_and_cli_helpers() -> None:
 
 
 def test_each_thin_command_makes_one_library_call() -> None:
-    """A complying command takes exactly one step from the front door."""
+    """A complying command takes exactly one step from the front door (a command group: one per
+    sub-command)."""
     for mod, path in sorted(_command_modules().items()):
         if mod in PENDING:
             continue
@@ -77,4 +78,14 @@ def test_each_thin_command_makes_one_library_call() -> None:
             if name == "geosynth"
         ]
         flat = [n for names in steps for n in names]
-        assert len(flat) == 1, f"cli/{mod}.py imports {flat or 'nothing'} from geosynth"
+        tree = ast.parse(path.read_text())
+        subcommands = sum(
+            1
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef)
+            and any("command" in ast.unparse(d) for d in node.decorator_list)
+        )
+        assert len(flat) == max(1, subcommands), (
+            f"cli/{mod}.py imports {flat or 'nothing'} from geosynth for "
+            f"{max(1, subcommands)} command(s)"
+        )
