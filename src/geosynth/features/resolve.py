@@ -42,7 +42,7 @@ def shards_fingerprint(root: Path) -> str:
 
 
 #: Spec prefixes in front of a model path (see geosynth.features.base).
-_PATH_PREFIXES = ("open_clip:local-dir:", "timm:local-dir:", "inception:", "hf:")
+_PATH_PREFIXES = ("open_clip:local-dir:", "timm:local-dir:", "inception:", "hf:", "clf:")
 
 
 def model_fingerprint(spec: str) -> str:
