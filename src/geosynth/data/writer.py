@@ -71,9 +71,19 @@ class ImageFolderWriter:
         self.tmp.mkdir(parents=True)
         return self
 
+    def _folder(self) -> Path:
+        """The temporary folder being filled; an error (not an ``assert``, which ``python -O``
+        strips) when the writer is used outside its ``with`` block."""
+        if self.tmp is None:
+            raise GeosynthError(
+                f"out={str(self.out)!r}: use ImageFolderWriter as a context manager "
+                "(with ImageFolderWriter(...) as w: w.add(...))"
+            )
+        return self.tmp
+
     def add(self, image: Image.Image, label: int, image_id: str | None = None, **extra: Any) -> str:
         """Save one image as PNG; ``extra`` (prompt, seed, source, ...) goes into its metadata row."""
-        assert self.tmp is not None, "use ImageFolderWriter as a context manager"
+        tmp = self._folder()
         if not 0 <= label < len(self.class_names):
             raise GeosynthError(f"label {label} out of range for {len(self.class_names)} classes")
         image_id = image_id or f"{self._counts[label]:06d}"
@@ -84,7 +94,7 @@ class ImageFolderWriter:
                 f"image id '{image_id}' is used twice in class '{self.class_names[label]}'"
             )
         self._taken.add(rel)
-        target = self.tmp / rel
+        target = tmp / rel
         target.parent.mkdir(exist_ok=True)
         image.save(target, format="PNG")
         self.rows.append(
@@ -96,13 +106,13 @@ class ImageFolderWriter:
         self, raster: Raster, label: int, image_id: str | None = None, **extra: Any
     ) -> str:
         """Save one raster as a GeoTIFF in native units (dtype, bands, CRS, transform kept)."""
-        assert self.tmp is not None, "use ImageFolderWriter as a context manager"
+        tmp = self._folder()
         if not 0 <= label < len(self.class_names):
             raise GeosynthError(f"label {label} out of range for {len(self.class_names)} classes")
         image_id = image_id or f"{self._counts[label]:06d}"
         self._counts[label] += 1
         rel = f"{self.dirnames[label]}/{image_id}.tif"
-        target = self.tmp / rel
+        target = tmp / rel
         target.parent.mkdir(exist_ok=True)
         write_raster(target, raster)
         self.rows.append(
@@ -117,12 +127,12 @@ class ImageFolderWriter:
         tb: TracebackType | None,
     ) -> None:
         if exc_type is None:
-            assert self.tmp is not None
+            tmp = self._folder()
             lines = [json.dumps(r, default=str) for r in self.rows]
-            (self.tmp / METADATA_NAME).write_text("".join(line + "\n" for line in lines))
+            (tmp / METADATA_NAME).write_text("".join(line + "\n" for line in lines))
             rows = [json.loads(line) for line in lines]  # the values as readers will see them
-            write_dataset_card(self.tmp, self.class_names, rows, "geosynth image folder")
-            write_provenance(self.tmp, self.provenance)
+            write_dataset_card(tmp, self.class_names, rows, "geosynth image folder")
+            write_provenance(tmp, self.provenance)
         self._stack.__exit__(exc_type, exc, tb)
 
 
