@@ -19,7 +19,13 @@ from typing import Any
 
 from PIL import Image
 
-from geosynth.artifacts import DIR_PROVENANCE_NAME, Provenance, atomic_path, write_provenance
+from geosynth.artifacts import (
+    DIR_PROVENANCE_NAME,
+    Provenance,
+    atomic_path,
+    output_path,
+    write_provenance,
+)
 from geosynth.data.card import CARD_NAME, write_dataset_card
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.folder import METADATA_NAME
@@ -31,6 +37,7 @@ from geosynth.errors import GeosynthError
 def check_output_dir(out: Path, what: str = "out") -> None:
     """Refuse to replace a directory that geosynth did not write (it has no provenance.json);
     errors name the parameter ``what`` the directory came from."""
+    out = output_path(out)
     if out.exists() and (
         not out.is_dir() or (any(out.iterdir()) and not (out / DIR_PROVENANCE_NAME).exists())
     ):
@@ -50,7 +57,7 @@ class ImageFolderWriter:
     def __init__(
         self, out: str | os.PathLike[str], class_names: Sequence[str], provenance: Provenance
     ):
-        self.out = Path(out)
+        self.out = output_path(out)
         check_output_dir(self.out)
         self.class_names = list(class_names)
         self.dirnames = [safe_dirname(c) for c in self.class_names]

@@ -18,6 +18,7 @@ from geosynth.artifacts import (
     Provenance,
     check_replaceable,
     load_tensors,
+    output_path,
     save_embeddings,
     save_tensors,
     write_json,
@@ -444,7 +445,8 @@ def embed_to_file(
     from geosynth.data import load_dataset
     from geosynth.data.shards import is_shard_dir
 
-    check_replaceable(Path(out), "file")
+    out = output_path(out)
+    check_replaceable(out, "file")
     if is_shard_dir(Path(source)):
         return embed_shards(
             extractor,

@@ -54,6 +54,7 @@ from geosynth.artifacts import (
     atomic_path,
     check_replaceable,
     clean_temporaries,
+    output_path,
     write_provenance,
 )
 from geosynth.data.card import CARD_NAME, write_dataset_card
@@ -451,6 +452,7 @@ def run_generation(
     resumes need the same ``fuse_loras``.
 
     Every setting is checked before anything is written, so a refused call leaves no trace."""
+    out = output_path(out)  # the checks and the writes see the folder the OS writes to
     spec.check()
     vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     size = spec.resolution or pipe.unet.config.sample_size * vae_factor

@@ -447,10 +447,11 @@ class MapGeneration:
         track: Track = no_track,
     ) -> dict[str, Any]:
         """Generate into the new folder ``out`` (it appears whole when every image is done)."""
+        from geosynth.artifacts import output_path
         from geosynth.data.writer import check_output_dir
         from geosynth.diffusion.sampling.mapgen import generate_from_maps
 
-        out = Path(out)
+        out = output_path(out)
         check_output_dir(out)
         if out.exists() and any(out.iterdir()):
             raise GeosynthError(f"out={str(out)!r}: exists; choose a new path")
