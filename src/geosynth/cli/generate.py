@@ -159,8 +159,10 @@ def generate(
     With --maps and a map-conditioned model (finetune --condition), makes --per-map images per
     semantic map with classifier-free guidance over the map, each saved with its map.
 
-    [bold]Example[/bold]: geosynth generate --lora lora/ --noise leak-aligned --channel-means means.safetensors --per-class 500 --out synth/
-    [bold]Example[/bold]: geosynth generate --lora ldm/ --maps val/ --per-map 4 --guidance 2 --out synth-pairs/
+    \b
+    Examples:
+      geosynth generate --lora lora/ --noise leak-aligned --channel-means means.safetensors --per-class 500 --out synth/
+      geosynth generate --lora ldm/ --maps val/ --per-map 4 --guidance 2 --out synth-pairs/
     """
     if maps is not None:
         mapgen = load_map_generation(
