@@ -31,7 +31,9 @@ def generate(
             "(default: from the LoRA card or the channel-means file).",
         ),
     ] = None,
-    per_class: Annotated[int, typer.Option("--per-class", min=1, help="Images per class.")] = 500,
+    per_class: Annotated[
+        int | None, typer.Option("--per-class", min=1, help="Images per class (default: 500).")
+    ] = None,
     prompt_template: Annotated[
         str | None,
         typer.Option(
@@ -45,8 +47,9 @@ def generate(
         typer.Option("--scheduler", help=f"One of {', '.join(SCHEDULERS)} (default: the model's)."),
     ] = None,
     noise: Annotated[
-        str, typer.Option("--noise", help="gaussian or leak-aligned (needs --channel-means).")
-    ] = "gaussian",
+        str | None,
+        typer.Option("--noise", help="gaussian (default) or leak-aligned (needs --channel-means)."),
+    ] = None,
     channel_means: Annotated[
         Path | None, typer.Option("--channel-means", help="From `geosynth channel-means`.")
     ] = None,
@@ -131,13 +134,13 @@ def generate(
     ] = "auto",
     radiometry: RadiometryOpt = None,
     fuse_lora: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--fuse-lora/--no-fuse-lora",
             help="Merge each class's LoRA mixture into the weights while it generates (faster; "
-            "pixels within one grey level of running the adapters).",
+            "pixels within one grey level of running the adapters; default: on).",
         ),
-    ] = True,
+    ] = None,
     compile_unet: CompileOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -182,6 +185,15 @@ def generate(
             precision=precision,
             prompt_template=prompt_template,
             compile_unet=compile_unet,
+            classes=classes,
+            per_class=per_class,
+            noise=noise,
+            channel_means=channel_means,
+            radiometry=radiometry,
+            controlnet=controlnet,
+            resume=resume,
+            shard=shard,
+            fuse_loras=fuse_lora,
         )
         result = mapgen.run(out, batch_size=batch_size, track=track)
         if as_json:

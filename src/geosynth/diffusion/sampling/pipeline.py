@@ -267,10 +267,11 @@ class Generation:
         provenance: Provenance | None = None,
         track: Track = no_track,
         log: Callable[[str], None] = lambda _: None,
-        fuse_loras: bool = True,
+        fuse_loras: bool | None = True,
     ) -> dict[str, Any]:
         """Generate this shard's missing images into ``out`` (see :func:`run_generation`;
-        ``fuse_loras`` merges each class's LoRA mixture into the weights while it generates);
+        ``fuse_loras`` merges each class's LoRA mixture into the weights while it generates;
+        None: the default, on);
         returns counts, whether the output is complete, and ``out``."""
         from geosynth.diffusion.sampling.generate import run_generation
 
@@ -289,7 +290,7 @@ class Generation:
             resume=resume,
             track=track,
             log=log,
-            fuse_loras=fuse_loras,
+            fuse_loras=True if fuse_loras is None else fuse_loras,
         )
         result["out"] = str(out)
         return result
@@ -299,12 +300,12 @@ def load_generation(
     *,
     model: PathLike = SD_MODEL,
     classes: Sequence[str] | None = None,
-    per_class: int = 500,
+    per_class: int | None = None,
     prompt_template: str | None = None,
     steps: int = 50,
     guidance: float = 2.0,
     scheduler: str | None = None,
-    noise: str = "gaussian",
+    noise: str | None = None,
     channel_means: PathLike | ChannelMeans | None = None,
     skip_channel_means_check: bool = False,
     leak_timestep: int | None = None,
@@ -337,6 +338,8 @@ def load_generation(
     from geosynth.diffusion.channel_means import pipeline_mismatches
     from geosynth.diffusion.sampling.generate import GenerationSpec, check_channel_means
 
+    per_class = 500 if per_class is None else per_class  # None: the default (a CLI can tell)
+    noise = noise or "gaussian"
     if noise not in ("gaussian", "leak-aligned"):
         raise GeosynthError(f"noise={noise!r}: expected gaussian or leak-aligned")
     if (noise == "leak-aligned") != (channel_means is not None):
@@ -478,6 +481,32 @@ class MapGeneration:
         return result
 
 
+#: Why each class-generation setting has no meaning with ``maps`` (see load_map_generation).
+_NOT_WITH_MAPS = {
+    "classes": "the map model's legend names the classes",
+    "per_class": "it makes `per_map` images per map",
+    "noise": "it samples from Gaussian noise",
+    "channel_means": "it samples from Gaussian noise",
+    "radiometry": "it writes 8-bit images with their maps",
+    "controlnet": "the maps are the condition",
+    "resume": "it writes a new folder in one run",
+    "shard": "it writes a new folder in one run",
+    "fuse_loras": "its LoRAs run as adapters",
+}
+
+
+def _refuse_with_maps(**given: Any) -> None:
+    """A GeosynthError naming the first setting that was given (not None)."""
+    for name, value in given.items():
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            value = ",".join(map(str, value))
+        elif isinstance(value, os.PathLike):
+            value = str(value)
+        raise GeosynthError(f"{name}={value!r}: not supported with `maps` ({_NOT_WITH_MAPS[name]})")
+
+
 def load_map_generation(
     maps: PathLike,
     *,
@@ -497,13 +526,37 @@ def load_map_generation(
     prompt_template: str | None = None,
     channels_last: bool | None = None,
     compile_unet: bool = False,
+    classes: Sequence[str] | str | None = None,
+    per_class: int | None = None,
+    noise: str | None = None,
+    channel_means: PathLike | None = None,
+    radiometry: str | None = None,
+    controlnet: PathLike | None = None,
+    resume: bool = False,
+    shard: str | None = None,
+    fuse_loras: bool | None = None,
 ) -> MapGeneration:
     """Resolve, check and load generation from semantic ``maps`` (a folder of map images or a
     paired dataset, with ``legend.json`` inside or at ``map_legend``): one of ``loras`` must be
     a map-conditioned model (``finetune --condition``) whose legend the maps share.
-    ``channels_last`` and ``compile_unet``: see :func:`tune_for_speed`."""
+    ``channels_last`` and ``compile_unet``: see :func:`tune_for_speed`.
+
+    The class-generation settings from ``classes`` on are not supported with ``maps``; any of
+    them given is an error (rather than silently ignored), raised before anything loads."""
     from geosynth.data.paired import read_map_folder
     from geosynth.diffusion.sampling.mapgen import check_maps
+
+    _refuse_with_maps(
+        classes=classes,
+        per_class=per_class,
+        noise=noise,
+        channel_means=channel_means,
+        radiometry=radiometry,
+        controlnet=controlnet,
+        resume=resume or None,
+        shard=shard,
+        fuse_loras=fuse_loras,
+    )
 
     lset = resolve_loras(model, loras, lora_dir=lora_dir, lora_weights=lora_weights)
     map_model = lset.map_model
