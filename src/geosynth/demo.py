@@ -18,10 +18,18 @@ from typing import Any
 import torch
 
 from geosynth import __version__
-from geosynth.artifacts import Provenance, atomic_path, load_embeddings, write_json
+from geosynth.artifacts import (
+    Provenance,
+    atomic_path,
+    check_replaceable,
+    load_embeddings,
+    output_path,
+    write_json,
+)
 from geosynth.data import export_dataset, load_dataset
 from geosynth.data.stats import class_color_stats
 from geosynth.diffusion import decode_latents, encode_latents, images_to_tensor, load_sd_pipeline
+from geosynth.errors import GeosynthError
 from geosynth.features import create_extractor
 from geosynth.features.embed import embed_dataset, embed_shards
 from geosynth.metrics.rarity import rarity_report
@@ -136,7 +144,7 @@ def step_rarity(run: DemoRun) -> None:
         "## Rarity\n\n"
         f"`geosynth embed` streamed {shards['samples']} images from 2 webdataset shards of a "
         "LAION stand-in holding only forest, cropland, urban and snow scenes "
-        f"({shards['corrupt_skipped']} corrupt sample skipped); `geosynth rarity --per-class` "
+        f"({shards['corrupt_skipped']} corrupt sample skipped); `geosynth rarity --by-class` "
         "compared the 8-shot set to it with the tiny DINOv2 (k=5, rarity k=3). Classes the "
         "reference lacks (water, desert) should show low density and few samples inside any "
         "reference ball; rarity is n/a when no sample lies inside one.\n\n"
@@ -644,6 +652,24 @@ STEPS: list[tuple[str, Callable[[DemoRun], None]]] = [
 ]
 
 
+#: Written first into the demo's folder: a rerun may replace the sub-folders it made.
+DEMO_MARK = ".geosynth-demo"
+
+
+def check_demo_out(out: Path) -> None:
+    """The output check of every writer for the demo's folder: a rerun replaces the sub-folders
+    (``synth-gaussian/``, ``toy-sar/``, ...) of an earlier demo, so a folder with other content
+    is refused before anything in it is touched."""
+    check_replaceable(out, "directory")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not (out / DEMO_MARK).is_file() and not (out / "report.md").is_file():
+        raise GeosynthError(
+            f"out={str(out)!r}: exists and is not a geosynth demo output (the demo replaces its "
+            "own sub-folders); choose a new path"
+        )
+
+
 def run_demo(
     out: str | os.PathLike[str] = "demo-out",
     *,
@@ -652,8 +678,10 @@ def run_demo(
 ) -> Path:
     """Run every demo step into ``out`` and write ``report.md`` and ``metrics.json``."""
     torch.manual_seed(seed)
-    run = DemoRun(out=Path(out), seed=seed, log=log)
+    run = DemoRun(out=output_path(out), seed=seed, log=log)
+    check_demo_out(run.out)
     run.out.mkdir(parents=True, exist_ok=True)
+    (run.out / DEMO_MARK).write_text("a geosynth demo output: a rerun replaces its folders\n")
     timings: dict[str, float] = {}
     for name, step in STEPS:
         log(f"demo: {name} ...")
