@@ -14,7 +14,7 @@ def test_demo_refuses_a_folder_that_is_not_a_demo_output(cli, tmp_path: Path) ->
     (out / "synth-gaussian" / "keep.png").write_bytes(b"png")
     res = cli("demo", "--out", out)
     assert res.code == 2, res.err
-    assert "not a geosynth demo output" in res.err and str(out) in res.err
+    assert "not an earlier demo's output" in res.err and str(out) in res.err
     assert len(res.err.strip().splitlines()) == 1
     assert (out / "toy-sar" / "mine.txt").read_text() == "the user's"
     assert sorted(p.name for p in out.rglob("*")) == sorted(

@@ -665,8 +665,8 @@ def check_demo_out(out: Path) -> None:
         return
     if not (out / DEMO_MARK).is_file() and not (out / "report.md").is_file():
         raise GeosynthError(
-            f"out={str(out)!r}: exists and is not a geosynth demo output (the demo replaces its "
-            "own sub-folders); choose a new path"
+            f"out={str(out)!r}: exists and is not an earlier demo's output (a rerun replaces "
+            "the demo's own sub-folders); choose a new path"
         )
 
 
