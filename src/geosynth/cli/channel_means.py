@@ -73,14 +73,15 @@ def channel_means(
     ds = dataset_from_options(dataset, split, classes, shots, seed, radiometry)
     vae, source = load_vae(model), model
     if lora is not None:
-        item = lora_ops.parse_lora(str(lora), set())
-        lora_ops.check_base(item, model)
-        if (lora / "vae").is_dir():
+        item = lora_ops.parse_lora(str(lora), set(), arg="lora")
+        lora_ops.check_base(item, model, arg="lora")
+        # DIR of DIR[:weight]: the weight scales adapters, the VAE is the folder's as it is
+        if (item.path / "vae").is_dir():
             from diffusers import AutoencoderKL
 
-            vae, source = AutoencoderKL.from_pretrained(lora / "vae"), str(lora / "vae")
+            vae, source = AutoencoderKL.from_pretrained(item.path / "vae"), str(item.path / "vae")
         else:
-            message(f"{lora} has no trained VAE (no vae/ folder): using {model}'s")
+            message(f"warning: {item.path} has no trained VAE (no vae/ folder): using {model}'s")
     size = resolution or native_resolution(model, vae_scale_factor(vae))
     if size % vae_scale_factor(vae):
         raise GeosynthError(f"--resolution {size}: must be a multiple of {vae_scale_factor(vae)}")
