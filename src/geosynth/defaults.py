@@ -34,3 +34,16 @@ SCHEDULER_NAMES = (
     "lms",
     "heun",
 )
+#: SD 2.1-base's scheduler: PNDM with "leading" spacing and steps_offset 1, scaled-linear betas
+#: 0.00085..0.012 over 1000 steps, epsilon prediction (from its scheduler_config.json).
+SD21_SCHEDULER_CONFIG: dict[str, object] = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+}

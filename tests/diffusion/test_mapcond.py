@@ -200,6 +200,9 @@ def test_cli_bad_input_exits_2(pairs, concat_model, unet_config, toy_models, tmp
     r = cli("generate", "--model", sd, "--lora", concat_model, "--out", tmp_path / "g")
     assert r.code == 2 and "give the maps to follow with --maps" in r.err
     assert not (tmp_path / "g").exists()
+    r = cli("generate", "--model", sd, "--maps", pairs["val"], "--out", tmp_path / "g")
+    assert r.code == 2 and "--maps needs a map-conditioned model" in r.err
+    # a class-generation option with --maps is refused by name, not ignored
     r = cli(
         "generate",
         "--model",
@@ -211,7 +214,7 @@ def test_cli_bad_input_exits_2(pairs, concat_model, unet_config, toy_models, tmp
         "--out",
         tmp_path / "g",
     )
-    assert r.code == 2 and "--maps needs a map-conditioned model" in r.err
+    assert r.code == 2 and "--classes water: not supported with --maps" in r.err
 
 
 def test_map_fidelity_definition() -> None:

@@ -12,6 +12,7 @@ from geosynth.artifacts.atomic import (
     check_replaceable,
     clean_stale_temporaries,
     clean_temporaries,
+    output_path,
     write_json,
 )
 from geosynth.artifacts.provenance import (
@@ -72,6 +73,7 @@ __all__ = [
     "load_embeddings",
     "load_tensors",
     "load_torch_state",
+    "output_path",
     "provenance_path",
     "safetensors_bytes",
     "save_channel_means",

@@ -26,7 +26,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     other kind at ``path`` (a directory where a file is written, or the reverse) is refused and
     left untouched, since it is not ours to remove.
     """
-    final = Path(path)
+    final = output_path(path)
     check_replaceable(final, None)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -45,10 +45,26 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def output_path(path: str | os.PathLike[str]) -> Path:
+    """The path the OS will write to, for every output check: ``nope/../first`` is ``first``
+    even while ``nope`` is missing (creating ``nope`` on the way, as a writer would, then
+    writing to ``first``). A path with ``..`` has its folder resolved as the OS does (through
+    symlinks, missing folders cancelled); the last name is kept, so a symlink there stays a
+    link. Paths without ``..`` are returned as given."""
+    p = Path(path)
+    if ".." not in p.parts:
+        return p
+    if p.name in ("", ".", ".."):
+        return Path(os.path.realpath(p))
+    return Path(os.path.realpath(p.parent)) / p.name
+
+
 def check_replaceable(path: Path, kind: str | None = "file") -> None:
     """Refuse an output path that exists as something ``kind`` ("file" or "directory") cannot
     replace: a directory where a file goes or a file where a directory goes, or any parent that
-    is a file. ``None`` checks only the parents."""
+    is a file. ``None`` checks only the parents. The path is taken as :func:`output_path` sees
+    it; writers check and write ``output_path(out)`` so that their own checks see it too."""
+    path = output_path(path)
     for parent in path.parents:
         if parent.exists() and not parent.is_dir():
             raise GeosynthError(f"{path}: {parent} is a file, expected a directory")

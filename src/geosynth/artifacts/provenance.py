@@ -127,10 +127,10 @@ def write_provenance(output: str | os.PathLike[str], provenance: Provenance) -> 
 #: Options that change where or how a run writes, never what it writes: left out of the ``argv``
 #: stored in a file's metadata, so that a resumed run, a rerun into another folder and an
 #: uninterrupted run give byte-identical files (the provenance sidecar keeps the full argv).
-NEUTRAL_FLAGS = {"--resume", "--overwrite", "--json", "--debug", "--no-cache"}
-
-
-NEUTRAL_OPTIONS = {"--out"}
+#: Worker counts, compilation and experiment logging change speed or side logs only; a
+#: ``--config`` file's values are written into the argv as options (see geosynth.cli.config).
+NEUTRAL_FLAGS = {"--resume", "--overwrite", "--json", "--debug", "--no-cache", "--compile"}
+NEUTRAL_OPTIONS = {"--out", "--workers", "--report-to", "--config"}
 
 
 def content_argv(argv: Sequence[str]) -> list[str]:

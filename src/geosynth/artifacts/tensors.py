@@ -19,7 +19,12 @@ from safetensors.torch import safe_open as _safe_open
 from safetensors.torch import save as _save_bytes
 
 from geosynth import __version__
-from geosynth.artifacts.atomic import atomic_path, check_replaceable, clean_stale_temporaries
+from geosynth.artifacts.atomic import (
+    atomic_path,
+    check_replaceable,
+    clean_stale_temporaries,
+    output_path,
+)
 from geosynth.artifacts.provenance import Provenance, content_argv, write_provenance
 from geosynth.errors import GeosynthError
 
@@ -87,7 +92,7 @@ def save_tensors(
         meta["class_names"] = json.dumps(list(class_names))
     for key, value in (metadata or {}).items():
         meta[key] = value if isinstance(value, str) else json.dumps(value)
-    out = Path(path)
+    out = output_path(path)
     check_replaceable(out, "file")
     contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     data = safetensors_bytes(contiguous, meta)

@@ -100,7 +100,9 @@ def cluster_plora_cmd(
     and weights-uniform.json (1/K). With --train it fine-tunes the K LoRAs into OUT/loras/;
     without, it prints the K finetune commands. Then: generate --lora-weights OUT/weights.json.
 
-    [bold]Example[/bold]: geosynth cluster-plora sar-ships/ --k 4 --init-lora ors-lora/ --train --out plora/
+    \b
+    Example:
+      geosynth cluster-plora sar-ships/ --k 4 --init-lora ors-lora/ --train --out plora/
     """
     recipe = dict(
         rank=lora_rank,

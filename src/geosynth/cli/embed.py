@@ -101,7 +101,7 @@ def embed(
     \b
     Examples:
       geosynth embed ../shared/data/eurosat-rgb --split train --features dinov2-base --out eurosat.safetensors
-      torchrun --nproc-per-node 8 -m geosynth embed laion-shards/ --num-workers 6 --out laion.safetensors
+      torchrun --nproc-per-node 8 -m geosynth embed laion-shards/ --workers 6 --out laion.safetensors
     """
     if out.suffix != ".safetensors":
         raise GeosynthError(f"--out {out}: expected a path ending in .safetensors")

@@ -30,7 +30,9 @@ def generate(
             "(default: from the LoRA card or the channel-means file).",
         ),
     ] = None,
-    per_class: Annotated[int, typer.Option("--per-class", min=1, help="Images per class.")] = 500,
+    per_class: Annotated[
+        int | None, typer.Option("--per-class", min=1, help="Images per class (default: 500).")
+    ] = None,
     prompt_template: Annotated[
         str | None,
         typer.Option(
@@ -46,8 +48,9 @@ def generate(
         ),
     ] = None,
     noise: Annotated[
-        str, typer.Option("--noise", help="gaussian or leak-aligned (needs --channel-means).")
-    ] = "gaussian",
+        str | None,
+        typer.Option("--noise", help="gaussian (default) or leak-aligned (needs --channel-means)."),
+    ] = None,
     channel_means: Annotated[
         Path | None, typer.Option("--channel-means", help="From `geosynth channel-means`.")
     ] = None,
@@ -132,13 +135,13 @@ def generate(
     ] = "auto",
     radiometry: RadiometryOpt = None,
     fuse_lora: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--fuse-lora/--no-fuse-lora",
             help="Merge each class's LoRA mixture into the weights while it generates (faster; "
-            "pixels within one grey level of running the adapters).",
+            "pixels within one grey level of running the adapters; default: on).",
         ),
-    ] = True,
+    ] = None,
     compile_unet: CompileOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -160,8 +163,10 @@ def generate(
     With --maps and a map-conditioned model (finetune --condition), makes --per-map images per
     semantic map with classifier-free guidance over the map, each saved with its map.
 
-    [bold]Example[/bold]: geosynth generate --lora lora/ --noise leak-aligned --channel-means means.safetensors --per-class 500 --out synth/
-    [bold]Example[/bold]: geosynth generate --lora ldm/ --maps val/ --per-map 4 --guidance 2 --out synth-pairs/
+    \b
+    Examples:
+      geosynth generate --lora lora/ --noise leak-aligned --channel-means means.safetensors --per-class 500 --out synth/
+      geosynth generate --lora ldm/ --maps val/ --per-map 4 --guidance 2 --out synth-pairs/
     """
     result = run_generate(
         out,

@@ -24,7 +24,9 @@ from rich.table import Table
 
 T = TypeVar("T")
 
-err = Console(stderr=True, highlight=False)
+#: soft_wrap: a message is never broken into lines by rich (at 80 columns when stderr is a pipe
+#: or a file); a terminal wraps long lines itself, a log keeps one message per line.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def out_console() -> Console:

@@ -183,11 +183,12 @@ def train_clf(
 
     Default: open_clip ViT-B-16 (openai) with LoRA (rank 16, alpha 32) on the query and value
     projections of both towers, head initialised from "a satellite photo of a {class}".
-    Runs under [bold]accelerate launch[/bold] on several GPUs.
+    Runs under `accelerate launch` on several GPUs.
 
-    [bold]Example[/bold]: geosynth train-clf synth/ --val eurosat/val --test eurosat/test --seeds 0,1,2 --out clf/
-
-    [bold]Example[/bold]: geosynth train-clf eurosat/train --val eurosat/val --test eurosat/test --backbone timm:efficientnet_lite0 --pretrained pypi --out clf-lite0/
+    \b
+    Examples:
+      geosynth train-clf synth/ --val eurosat/val --test eurosat/test --seeds 0,1,2 --out clf/
+      geosynth train-clf eurosat/train --val eurosat/val --test eurosat/test --backbone timm:efficientnet_lite0 --pretrained pypi --out clf-lite0/
     """
     if head_only and full:
         raise GeosynthError("--head-only and --full: choose one")

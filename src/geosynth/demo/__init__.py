@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from geosynth import __version__
-from geosynth.artifacts import atomic_path, write_json
+from geosynth.artifacts import atomic_path, check_replaceable, output_path, write_json
 from geosynth.demo.generation_steps import (
     step_finetune,
     step_generate,
@@ -27,6 +27,7 @@ from geosynth.demo.generation_steps import (
 )
 from geosynth.demo.measure_steps import step_evaluate, step_maps, step_sar, step_train_clf
 from geosynth.demo.state import DemoRun
+from geosynth.errors import GeosynthError
 
 __all__ = ["STEPS", "DemoRun", "run_demo", "step_train_clf"]
 
@@ -45,6 +46,24 @@ STEPS: list[tuple[str, Callable[[DemoRun], None]]] = [
 ]
 
 
+#: Written first into the demo's folder: a rerun may replace the sub-folders it made.
+DEMO_MARK = ".geosynth-demo"
+
+
+def check_demo_out(out: Path) -> None:
+    """The output check of every writer for the demo's folder: a rerun replaces the sub-folders
+    (``synth-gaussian/``, ``toy-sar/``, ...) of an earlier demo, so a folder with other content
+    is refused before anything in it is touched."""
+    check_replaceable(out, "directory")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not (out / DEMO_MARK).is_file() and not (out / "report.md").is_file():
+        raise GeosynthError(
+            f"out={str(out)!r}: exists and is not an earlier demo's output (a rerun replaces "
+            "the demo's own sub-folders); choose a new path"
+        )
+
+
 def run_demo(
     out: str | os.PathLike[str] = "demo-out",
     *,
@@ -53,8 +72,10 @@ def run_demo(
 ) -> Path:
     """Run every demo step into ``out`` and write ``report.md`` and ``metrics.json``."""
     torch.manual_seed(seed)
-    run = DemoRun(out=Path(out), seed=seed, log=log)
+    run = DemoRun(out=output_path(out), seed=seed, log=log)
+    check_demo_out(run.out)
     run.out.mkdir(parents=True, exist_ok=True)
+    (run.out / DEMO_MARK).write_text("a geosynth demo output: a rerun replaces its folders\n")
     timings: dict[str, float] = {}
     for name, step in STEPS:
         log(f"demo: {name} ...")

@@ -108,7 +108,7 @@ def step_rarity(run: DemoRun) -> None:
         "## Rarity\n\n"
         f"`geosynth embed` streamed {shards['samples']} images from 2 webdataset shards of a "
         "LAION stand-in holding only forest, cropland, urban and snow scenes "
-        f"({shards['corrupt_skipped']} corrupt sample skipped); `geosynth rarity --per-class` "
+        f"({shards['corrupt_skipped']} corrupt sample skipped); `geosynth rarity --by-class` "
         "compared the 8-shot set to it with the tiny DINOv2 (k=5, rarity k=3). Classes the "
         "reference lacks (water, desert) should show low density and few samples inside any "
         "reference ball; rarity is n/a when no sample lies inside one.\n\n"

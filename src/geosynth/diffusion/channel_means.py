@@ -157,14 +157,15 @@ def channel_means(
         raise GeosynthError(f"out={str(out)!r}: expected a path ending in .safetensors")
     vae, source = load_vae(model), model
     if lora is not None:
-        lora = Path(lora)
-        check_base(parse_lora(str(lora), set(), "lora"), model, arg="lora")
-        if (lora / "vae").is_dir():
+        item = parse_lora(str(lora), set(), arg="lora")
+        check_base(item, model, arg="lora")
+        # DIR of DIR[:weight]: the weight scales adapters, the VAE is the folder's as it is
+        if (item.path / "vae").is_dir():
             from diffusers import AutoencoderKL
 
-            vae, source = AutoencoderKL.from_pretrained(lora / "vae"), str(lora / "vae")
+            vae, source = AutoencoderKL.from_pretrained(item.path / "vae"), str(item.path / "vae")
         else:
-            log(f"{lora} has no trained VAE (no vae/ folder): using {model}'s")
+            log(f"warning: {item.path} has no trained VAE (no vae/ folder): using {model}'s")
     size = resolution or native_resolution(model, vae_scale_factor(vae))
     if size % vae_scale_factor(vae):
         raise GeosynthError(f"resolution={size}: must be a multiple of {vae_scale_factor(vae)}")

@@ -24,6 +24,7 @@ from geosynth.artifacts import (
     check_replaceable,
     combine_fingerprints,
     load_embeddings,
+    output_path,
 )
 from geosynth.data import ImageDataset, load_dataset
 from geosynth.data.multiband import BandInput
@@ -177,7 +178,8 @@ def embed_to_file(
     from geosynth.data import load_dataset
     from geosynth.data.shards import is_shard_dir
 
-    check_replaceable(Path(out), "file")
+    out = output_path(out)
+    check_replaceable(out, "file")
     if is_shard_dir(Path(source)):
         return embed_shards(
             extractor,

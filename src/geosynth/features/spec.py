@@ -71,7 +71,7 @@ def create_extractor(
 
 
 #: Spec prefixes in front of a model path (see the module docstring).
-_PATH_PREFIXES = ("open_clip:local-dir:", "timm:local-dir:", "inception:", "hf:")
+_PATH_PREFIXES = ("open_clip:local-dir:", "timm:local-dir:", "inception:", "hf:", "clf:")
 
 
 def model_fingerprint(spec: str) -> str:

@@ -47,6 +47,7 @@ from geosynth.artifacts import (
     ChannelMeans,
     Provenance,
     atomic_path,
+    output_path,
 )
 from geosynth.data.radiometry import Radiometry
 from geosynth.data.raster import write_raster
@@ -126,6 +127,7 @@ def run_generation(
     resumes need the same ``fuse_loras``.
 
     Every setting is checked before anything is written, so a refused call leaves no trace."""
+    out = output_path(out)  # the checks and the writes see the folder the OS writes to
     spec.check()
     vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     size = spec.resolution or pipe.unet.config.sample_size * vae_factor

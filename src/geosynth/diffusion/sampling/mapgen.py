@@ -15,6 +15,7 @@ The folder appears whole when every image is done (nothing half-written).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from geosynth.artifacts import Provenance
+from geosynth.artifacts import Provenance, output_path
 from geosynth.data.names import prompt_name
 from geosynth.data.paired import (
     LEGEND_NAME,
@@ -207,9 +208,8 @@ class MapGeneration:
     ) -> dict[str, Any]:
         """Generate into the new folder ``out`` (it appears whole when every image is done)."""
         from geosynth.data.writer import check_output_dir
-        from geosynth.diffusion.sampling.mapgen import generate_from_maps
 
-        out = Path(out)
+        out = output_path(out)
         check_output_dir(out)
         if out.exists() and any(out.iterdir()):
             raise GeosynthError(f"out={str(out)!r}: exists; choose a new path")
@@ -236,6 +236,32 @@ class MapGeneration:
         return result
 
 
+#: Why each class-generation setting has no meaning with ``maps`` (see load_map_generation).
+_NOT_WITH_MAPS = {
+    "classes": "the map model's legend names the classes",
+    "per_class": "it makes `per_map` images per map",
+    "noise": "it samples from Gaussian noise",
+    "channel_means": "it samples from Gaussian noise",
+    "radiometry": "it writes 8-bit images with their maps",
+    "controlnet": "the maps are the condition",
+    "resume": "it writes a new folder in one run",
+    "shard": "it writes a new folder in one run",
+    "fuse_loras": "its LoRAs run as adapters",
+}
+
+
+def _refuse_with_maps(**given: Any) -> None:
+    """A GeosynthError naming the first setting that was given (not None)."""
+    for name, value in given.items():
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            value = ",".join(map(str, value))
+        elif isinstance(value, os.PathLike):
+            value = str(value)
+        raise GeosynthError(f"{name}={value!r}: not supported with `maps` ({_NOT_WITH_MAPS[name]})")
+
+
 def load_map_generation(
     maps: PathLike,
     *,
@@ -255,13 +281,36 @@ def load_map_generation(
     prompt_template: str | None = None,
     channels_last: bool | None = None,
     compile_unet: bool = False,
+    classes: Sequence[str] | str | None = None,
+    per_class: int | None = None,
+    noise: str | None = None,
+    channel_means: PathLike | None = None,
+    radiometry: str | None = None,
+    controlnet: PathLike | None = None,
+    resume: bool = False,
+    shard: str | None = None,
+    fuse_loras: bool | None = None,
 ) -> MapGeneration:
     """Resolve, check and load generation from semantic ``maps`` (a folder of map images or a
     paired dataset, with ``legend.json`` inside or at ``map_legend``): one of ``loras`` must be
     a map-conditioned model (``finetune --condition``) whose legend the maps share.
-    ``channels_last`` and ``compile_unet``: see :func:`tune_for_speed`."""
+    ``channels_last`` and ``compile_unet``: see :func:`tune_for_speed`.
+
+    The class-generation settings from ``classes`` on are not supported with ``maps``; any of
+    them given is an error (rather than silently ignored), raised before anything loads."""
     from geosynth.data.paired import read_map_folder
-    from geosynth.diffusion.sampling.mapgen import check_maps
+
+    _refuse_with_maps(
+        classes=classes,
+        per_class=per_class,
+        noise=noise,
+        channel_means=channel_means,
+        radiometry=radiometry,
+        controlnet=controlnet,
+        resume=resume or None,
+        shard=shard,
+        fuse_loras=fuse_loras,
+    )
 
     lset = resolve_loras(model, loras, lora_dir=lora_dir, lora_weights=lora_weights)
     map_model = lset.map_model

@@ -162,10 +162,11 @@ class Generation:
         provenance: Provenance | None = None,
         track: Track = no_track,
         log: Callable[[str], None] = lambda _: None,
-        fuse_loras: bool = True,
+        fuse_loras: bool | None = True,
     ) -> dict[str, Any]:
         """Generate this shard's missing images into ``out`` (see :func:`run_generation`;
-        ``fuse_loras`` merges each class's LoRA mixture into the weights while it generates);
+        ``fuse_loras`` merges each class's LoRA mixture into the weights while it generates;
+        None: the default, on);
         returns counts, whether the output is complete, and ``out``."""
         from geosynth.diffusion.sampling.generate import run_generation
 
@@ -184,7 +185,7 @@ class Generation:
             resume=resume,
             track=track,
             log=log,
-            fuse_loras=fuse_loras,
+            fuse_loras=True if fuse_loras is None else fuse_loras,
         )
         result["out"] = str(out)
         return result
@@ -194,12 +195,12 @@ def load_generation(
     *,
     model: PathLike = SD_MODEL,
     classes: Sequence[str] | None = None,
-    per_class: int = 500,
+    per_class: int | None = None,
     prompt_template: str | None = None,
     steps: int = 50,
     guidance: float = 2.0,
     scheduler: str | None = None,
-    noise: str = "gaussian",
+    noise: str | None = None,
     channel_means: PathLike | ChannelMeans | None = None,
     skip_channel_means_check: bool = False,
     leak_timestep: int | None = None,
@@ -232,6 +233,8 @@ def load_generation(
     from geosynth.diffusion.channel_means import pipeline_mismatches
     from geosynth.diffusion.sampling.generate import GenerationSpec, check_channel_means
 
+    per_class = 500 if per_class is None else per_class  # None: the default (a CLI can tell)
+    noise = noise or "gaussian"
     if noise not in ("gaussian", "leak-aligned"):
         raise GeosynthError(f"noise={noise!r}: expected gaussian or leak-aligned")
     if (noise == "leak-aligned") != (channel_means is not None):

@@ -21,7 +21,7 @@ def generate(
     shard: str | tuple[int, int] | None = None,
     batch_size: int = 8,
     resume: bool = False,
-    fuse_loras: bool = True,
+    fuse_loras: bool | None = None,
     track: Track = no_track,
     log: Callable[[str], None] = lambda _: None,
     warn: Callable[[str], None] | None = None,
@@ -33,11 +33,16 @@ def generate(
     classes, per_class, noise, channel_means, loras, lora_dir, lora_weights, controlnet, ...).
     With ``maps`` (a folder of semantic maps for a ``finetune --condition`` model), the job is
     :func:`~geosynth.diffusion.sampling.load_map_generation`'s instead and takes the settings
-    it knows (``map_legend``, ``per_map``, ...; the others do not apply to it). ``shard``:
-    ``"I/N"`` or ``(I, N)``, this process's share of the jobs. ``warn`` receives the loader's
-    warnings (default: ``log``)."""
+    it knows (``map_legend``, ``per_map``, ...), refusing the class-generation ones given.
+    ``shard``: ``"I/N"`` or ``(I, N)``, this process's share of the jobs; ``fuse_loras``: None
+    is on. ``warn`` receives the loader's warnings (default: ``log``)."""
     for_classes = set(inspect.signature(load_generation).parameters) - {"log"}
-    for_maps = set(inspect.signature(load_map_generation).parameters) - {"maps"}
+    for_maps = set(inspect.signature(load_map_generation).parameters) - {
+        "maps",
+        "resume",
+        "shard",
+        "fuse_loras",
+    }
     unknown = sorted(set(settings) - for_classes - for_maps)
     if unknown:
         raise TypeError(f"generate() got unexpected settings: {', '.join(unknown)}")

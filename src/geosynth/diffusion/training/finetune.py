@@ -24,6 +24,7 @@ from geosynth.artifacts import (
     atomic_path,
     canonicalize_safetensors,
     check_replaceable,
+    output_path,
     write_provenance,
 )
 from geosynth.data.dataset import ImageDataset
@@ -340,7 +341,7 @@ def finetune(
             "`learn_token` with per_class=True would give every class's LoRA the same token; "
             "train per-class LoRAs without it, or one finetune per class with its own token"
         )
-    out = Path(out)
+    out = output_path(out)
     work = parts_dir(out)
     check_replaceable(out, "directory")
     check_replaceable(work, "directory")
