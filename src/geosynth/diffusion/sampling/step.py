@@ -47,7 +47,14 @@ def generate(
     if unknown:
         raise TypeError(f"generate() got unexpected settings: {', '.join(unknown)}")
     if maps is not None:
-        mapgen = load_map_generation(maps, **{k: v for k, v in settings.items() if k in for_maps})
+        # the class-generation settings given are refused there, by name
+        mapgen = load_map_generation(
+            maps,
+            resume=resume,
+            shard=shard if shard is None or isinstance(shard, str) else f"{shard[0]}/{shard[1]}",
+            fuse_loras=fuse_loras,
+            **{k: v for k, v in settings.items() if k in for_maps},
+        )
         return mapgen.run(out, batch_size=batch_size, track=track)
     gen = load_generation(
         **{k: v for k, v in settings.items() if k in for_classes}, log=warn or log
