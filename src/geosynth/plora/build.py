@@ -316,7 +316,7 @@ def finetune_commands(
         for path, weight in recipe.init_loras:
             args += ["--init-lora", f"{path}:{weight}"]
         if compile_unet:
-            args.append("--compile")
+            args += ["--compile"]
         args += ["--out", str(out / "loras" / cluster_name(j))]
         cmds.append(shlex.join(args))
     return cmds
