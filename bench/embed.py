@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from geosynth.data import load_dataset
-from geosynth.features.base import create_extractor
 from geosynth.features.embed import embed_dataset
+from geosynth.features.spec import create_extractor
 from geosynth.toy import make_toy_dataset
 
 

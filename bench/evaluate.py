@@ -21,7 +21,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from geosynth.metrics.fid import frechet_distance, gaussian_stats, kid
+from geosynth.metrics.frechet import frechet_distance, gaussian_stats, kid
 
 
 def _timed(fn, reps: int = 3) -> tuple[float, float]:

@@ -23,8 +23,8 @@ def sd21_random(out: Path) -> Path:
     )
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from geosynth.toy.models import SD21_SCHEDULER_CONFIG
-    from geosynth.toy.tokenizer import build_toy_tokenizer
+    from geosynth.defaults import SD21_SCHEDULER_CONFIG
+    from geosynth.diffusion.tokenizer import build_toy_tokenizer
 
     tok = build_toy_tokenizer()
     te = CLIPTextModel(

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from geosynth.classify import ModelSpec, Splits, TrainConfig, build_classifier, train_classifier
-from geosynth.classify.evaluate import evaluate
+from geosynth.classify.evaluation import evaluate
 from geosynth.classify.train import make_accelerator
 from geosynth.data import load_dataset
 from geosynth.toy import make_toy_clip, make_toy_dataset

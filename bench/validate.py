@@ -297,6 +297,7 @@ def generate_set(
     scale for leak-aligned noise on sigma-space schedulers after the first batch) was merged;
     redundant with the fix, kept so the script is the code that produced docs/validation.md."""
     from geosynth.artifacts import Provenance, load_channel_means
+    from geosynth.diffusion import adapters
     from geosynth.diffusion import loras as lora_ops
     from geosynth.diffusion.loading import load_sd_pipeline
     from geosynth.diffusion.sampling.generate import GenerationSpec, run_generation
@@ -307,8 +308,8 @@ def generate_set(
     pipe.scheduler = make_scheduler(v.scheduler, pipe.scheduler.config)
     taken: set[str] = set()
     loras = [lora_ops.parse_lora(str(lora), taken)] if lora else []
-    lora_ops.apply_cards(pipe, loras)
-    lora_ops.load_adapters(pipe, loras)
+    adapters.apply_cards(pipe, loras)
+    adapters.load_adapters(pipe, loras)
     classes = class_list(size)
     cm = load_channel_means(work / "means.safetensors") if v.noise == "leak-aligned" else None
     card = loras[0].card if loras else {}
@@ -484,7 +485,7 @@ def stage_evaluate(work: Path, size: Size) -> None:
     """``geosynth evaluate`` through its library function: in this process, or one child process
     per report with ``--jobs`` (embeddings are cached under ``WORK/cache``)."""
     from geosynth.artifacts import atomic_path
-    from geosynth.metrics.evaluate import EvalOptions, evaluate
+    from geosynth.metrics.evaluation import EvalOptions, evaluate
 
     lite0 = work / "lite0"
     if not lite0.is_dir():

@@ -131,7 +131,7 @@ def test_the_check_passes_parameter_messages(source: str) -> None:
 
 
 def test_kmeans_names_k_as_a_parameter() -> None:
-    from geosynth.plora.kmeans import kmeans
+    from geosynth.plora.clustering import kmeans
 
     x = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
     with pytest.raises(GeosynthError) as bad:

@@ -97,7 +97,7 @@ def test_rasterio_missing(missing, tmp_path: Path) -> None:
 
 def test_faiss_and_skimage_missing(missing) -> None:
     from geosynth.diffusion.sampling.control import canny_edges
-    from geosynth.plora.kmeans import kmeans
+    from geosynth.plora.clustering import kmeans
 
     missing("faiss")
     with pytest.raises(

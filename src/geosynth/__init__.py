@@ -1,12 +1,84 @@
 """geosynth: synthetic satellite, aerial and SAR training data with diffusion models.
 
-The library is usable without the command line; every subcommand is a thin wrapper over the
-functions exported by the sub-packages (``geosynth.data``, ``geosynth.artifacts``, ``geosynth.toy``,
-``geosynth.diffusion``).
+The front door: one library call per pipeline step, the same call the command of that name makes
+(docs/library.md shows one run of each)::
+
+    from geosynth import load_dataset, finetune, channel_means, generate, rarity
+    from geosynth import train_clf, build_plora, evaluate
+
+The names load on first use (module ``__getattr__`` over :data:`EXPORTS`), so ``import geosynth``
+and ``geosynth --help`` stay fast; the sub-packages (``geosynth.data``, ``geosynth.features``,
+``geosynth.metrics``, ``geosynth.diffusion``, ``geosynth.classify``, ``geosynth.plora``,
+``geosynth.artifacts``) hold the pieces the steps are made of.
 """
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 from geosynth.errors import GeosynthError
 
-__all__ = ["GeosynthError", "__version__"]
+#: The front door: name -> "module:attribute", imported on first access. One line per step; a new
+#: step adds its line here (and to docs/library.md).
+EXPORTS: dict[str, str] = {
+    "load_dataset": "geosynth.data.load:load_dataset",
+    "finetune": "geosynth.diffusion.training.finetune:finetune",
+    "channel_means": "geosynth.diffusion.channel_means:channel_means",
+    "generate": "geosynth.diffusion.sampling.step:generate",
+    "rarity": "geosynth.metrics.rarity:rarity",
+    "train_clf": "geosynth.classify.run:train_and_test",
+    "build_plora": "geosynth.plora.build:build_plora",
+    "evaluate": "geosynth.metrics.evaluation:evaluate",
+    "correlate_reports": "geosynth.metrics.correlate:correlate_reports",
+    "run_demo": "geosynth.demo:run_demo",
+    "export_lora": "geosynth.diffusion.kohya:export_lora",
+    "import_lora": "geosynth.diffusion.kohya:import_lora",
+}
+
+__all__ = [  # the names of EXPORTS, spelled out for static tools (a test keeps them equal)
+    "EXPORTS",
+    "GeosynthError",
+    "__version__",
+    "build_plora",
+    "channel_means",
+    "correlate_reports",
+    "evaluate",
+    "export_lora",
+    "finetune",
+    "generate",
+    "import_lora",
+    "load_dataset",
+    "rarity",
+    "run_demo",
+    "train_clf",
+]
+
+if TYPE_CHECKING:
+    from geosynth.classify.run import train_and_test as train_clf
+    from geosynth.data.load import load_dataset
+    from geosynth.demo import run_demo
+    from geosynth.diffusion.channel_means import channel_means
+    from geosynth.diffusion.kohya import export_lora, import_lora
+    from geosynth.diffusion.sampling.step import generate
+    from geosynth.diffusion.training.finetune import finetune
+    from geosynth.metrics.correlate import correlate_reports
+    from geosynth.metrics.evaluation import evaluate
+    from geosynth.metrics.rarity import rarity
+    from geosynth.plora.build import build_plora
+
+
+def __getattr__(name: str) -> Any:
+    target = EXPORTS.get(name)
+    if target is None:
+        raise AttributeError(f"module 'geosynth' has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    value = getattr(import_module(module), attr)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(EXPORTS))

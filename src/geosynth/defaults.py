@@ -18,3 +18,36 @@ CLIP_PRETRAINED = "openai"
 PROMPT_TEMPLATE = "a satellite photo of a {}"
 #: Feature model spec for embed / rarity (alias of DINOV2_MODEL, see geosynth.features).
 FEATURE_MODEL = "dinov2-base"
+
+#: The sections of the ``evaluate`` report, in report order (geosynth.metrics.sections).
+EVAL_SECTIONS = ("fid", "kid", "prdc", "color", "latent_color", "amplitude", "glcm", "clip")
+#: Classifier LoRA (train-clf), seed 000 appendix A.2: rank 16, alpha 32; dropout as in
+#: DataDream's classifier.
+CLF_LORA_RANK = 16
+CLF_LORA_ALPHA = 32
+CLF_LORA_DROPOUT = 0.1
+#: Sampling schedulers by short name (geosynth.diffusion.sampling.schedulers builds them).
+SCHEDULER_NAMES = (
+    "pndm",
+    "ddim",
+    "ddpm",
+    "dpm-solver++",
+    "unipc",
+    "euler",
+    "euler-a",
+    "lms",
+    "heun",
+)
+#: SD 2.1-base's scheduler: PNDM with "leading" spacing and steps_offset 1, scaled-linear betas
+#: 0.00085..0.012 over 1000 steps, epsilon prediction (from its scheduler_config.json).
+SD21_SCHEDULER_CONFIG: dict[str, object] = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+}

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from geosynth.artifacts import Provenance
 from geosynth.classify import ModelSpec, build_classifier, load_classifier
-from geosynth.classify.run import save_classifier
+from geosynth.classify.checkpoint import save_classifier
 from geosynth.errors import GeosynthError
 
 NAMES = ["water", "forest", "desert"]

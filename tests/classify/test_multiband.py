@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from geosynth.classify import load_classifier
-from geosynth.classify.evaluate import evaluate
+from geosynth.classify.evaluation import evaluate
 from geosynth.classify.model import ModelSpec, adapt_stem
 from geosynth.data import load_dataset
 from geosynth.data.multiband import band_input, parse_bands

@@ -157,7 +157,7 @@ class _Broken(torch.utils.data.Dataset):
 
 
 def test_worker_errors_keep_their_one_line() -> None:
-    from geosynth.classify.evaluate import loader, unwrap_worker_errors
+    from geosynth.classify.evaluation import loader, unwrap_worker_errors
     from geosynth.errors import GeosynthError
 
     dl = loader(_Broken(), batch_size=2, workers=1)

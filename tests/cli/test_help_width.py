@@ -15,7 +15,9 @@ def test_every_option_name_whole_at_80_columns(
     monkeypatch.setenv("COLUMNS", "80")
     res = cli(*path, "--help")
     assert res.code == 0, res.err
-    assert max(len(line) for line in res.out.splitlines()) <= 80 or "Example" in res.out
+    # every line fits, except the example command lines, which are kept whole to be copied
+    long = [line for line in res.out.splitlines() if len(line) > 80 and "geosynth " not in line]
+    assert not long, long
     names = [o for p in cmd.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")]
     assert names, path
     for name in names:

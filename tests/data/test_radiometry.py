@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from geosynth.data import load_dataset, open_dataset
-from geosynth.data.radiometry import Radiometry, check_same_spec, default_radiometry
+from geosynth.data.radiometry import Radiometry
+from geosynth.data.radiometry_defaults import check_same_spec, default_radiometry
 from geosynth.data.raster import Raster, write_raster
 from geosynth.errors import GeosynthError
 from tests.data.rasters.data import S2_BANDS, write_png16, write_s2_13band, write_sar_dualpol

@@ -8,7 +8,7 @@ import torch
 from geosynth.artifacts import Provenance, load_embeddings
 from geosynth.data.shards import subsample
 from geosynth.features import create_extractor
-from geosynth.features.embed import embed_shards
+from geosynth.features.shard_embed import embed_shards
 from geosynth.toy import make_toy_shards
 
 

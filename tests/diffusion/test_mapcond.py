@@ -200,6 +200,9 @@ def test_cli_bad_input_exits_2(pairs, concat_model, unet_config, toy_models, tmp
     r = cli("generate", "--model", sd, "--lora", concat_model, "--out", tmp_path / "g")
     assert r.code == 2 and "give the maps to follow with --maps" in r.err
     assert not (tmp_path / "g").exists()
+    r = cli("generate", "--model", sd, "--maps", pairs["val"], "--out", tmp_path / "g")
+    assert r.code == 2 and "--maps needs a map-conditioned model" in r.err
+    # a class-generation option with --maps is refused by name, not ignored
     r = cli(
         "generate",
         "--model",
@@ -211,7 +214,7 @@ def test_cli_bad_input_exits_2(pairs, concat_model, unet_config, toy_models, tmp
         "--out",
         tmp_path / "g",
     )
-    assert r.code == 2 and "--maps needs a map-conditioned model" in r.err
+    assert r.code == 2 and "--classes water: not supported with --maps" in r.err
 
 
 def test_map_fidelity_definition() -> None:
@@ -280,6 +283,7 @@ def _fidelity_after_training(
     """Train a concat UNet from scratch for ``steps`` and return the mean per-map fidelity of one
     image per held-out map."""
     from geosynth.artifacts import Provenance
+    from geosynth.diffusion import adapters
     from geosynth.diffusion import loras as lora_ops
     from geosynth.diffusion.loading import load_sd_pipeline
     from geosynth.diffusion.sampling.mapgen import generate_from_maps
@@ -300,7 +304,7 @@ def _fidelity_after_training(
     finetune(ds, out / "model", recipe, model=sd, log=lambda s: None)
     pipe = load_sd_pipeline(sd, device="cpu")
     item = lora_ops.parse_lora(str(out / "model"), set())
-    lora_ops.apply_cards(pipe, [item])
+    adapters.apply_cards(pipe, [item])
     generate_from_maps(
         pipe, out / "model", item.card, read_map_folder(pairs["val"]), out / "gen", per_map=1,
         steps=20, guidance=2.0, seed=0, resolution=None, batch_size=10,

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from geosynth.metrics.evaluate import EvalOptions, evaluate
+from geosynth.metrics.evaluation import EvalOptions, evaluate
 
 tf_inception = pytest.importorskip("torch_fidelity.feature_extractor_inceptionv3")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from geosynth.data import load_dataset
-from geosynth.metrics.evaluate import EvalOptions, evaluate
+from geosynth.metrics.evaluation import EvalOptions, evaluate
 
 
 def test_clip_score_equals_a_direct_open_clip_computation(

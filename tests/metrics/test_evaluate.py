@@ -12,7 +12,7 @@ from geosynth.artifacts import Embeddings, Provenance, save_embeddings
 from geosynth.data import load_dataset
 from geosynth.data.stats import class_color_stats
 from geosynth.errors import GeosynthError
-from geosynth.metrics.evaluate import EvalOptions, evaluate
+from geosynth.metrics.evaluation import EvalOptions, evaluate
 from geosynth.metrics.pixels import scan_images
 
 

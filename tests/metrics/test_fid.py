@@ -7,7 +7,7 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from geosynth.metrics.fid import fid, frechet_distance, gaussian_stats, kid, rank_warning
+from geosynth.metrics.frechet import fid, frechet_distance, gaussian_stats, kid, rank_warning
 
 
 class _Rows(torch.nn.Module):

@@ -9,7 +9,7 @@ from PIL import Image
 
 from geosynth.data import load_dataset
 from geosynth.errors import GeosynthError
-from geosynth.metrics.evaluate import EvalOptions, evaluate
+from geosynth.metrics.evaluation import EvalOptions, evaluate
 from geosynth.metrics.pixels import amplitude_scale, read_pixels, scan_images
 from geosynth.metrics.sar import quantise
 

@@ -13,7 +13,7 @@ import torch
 from geosynth.classify import load_classifier
 from geosynth.classify.augment import eval_transform
 from geosynth.data import load_dataset
-from geosynth.features.base import create_extractor
+from geosynth.features.spec import create_extractor
 from geosynth.toy import make_toy_timm
 
 SAR = "a SAR image of a {} ship"

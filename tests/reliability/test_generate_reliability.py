@@ -94,7 +94,7 @@ def test_an_error_while_finalizing_is_repaired_by_resume(
         raise KeyboardInterrupt  # Ctrl-C while the contact sheets are drawn
 
     with monkeypatch.context() as m:
-        m.setattr("geosynth.diffusion.sampling.generate.image_grid", broken)
+        m.setattr("geosynth.diffusion.sampling.store.image_grid", broken)
         assert cli(*base, "--out", out).code == 130
     res = cli(*base, "--out", out, "--resume")
     assert res.code == 0, res.err

@@ -5,17 +5,12 @@ mixed images, selected on VAL only and evaluated once on TEST. :func:`train_and_
 what the command does (splits loaded and aligned by class name, one run per seed, resume).
 """
 
-from geosynth.classify.data import align_classes, load_class_map
-from geosynth.classify.evaluate import evaluate
+from geosynth.classify.checkpoint import load_classifier, save_classifier
+from geosynth.classify.data import Splits, align_classes, load_class_map, load_splits
+from geosynth.classify.evaluation import evaluate
 from geosynth.classify.metrics import aggregate_seeds, classification_metrics, confusion_matrix
 from geosynth.classify.model import Classifier, ModelSpec, build_classifier
-from geosynth.classify.run import (
-    Splits,
-    load_classifier,
-    load_splits,
-    run_train_clf,
-    train_and_test,
-)
+from geosynth.classify.run import run_train_clf, train_and_test
 from geosynth.classify.train import TrainConfig, TrainResult, train_classifier
 
 __all__ = [
@@ -34,6 +29,7 @@ __all__ = [
     "load_classifier",
     "load_splits",
     "run_train_clf",
+    "save_classifier",
     "train_and_test",
     "train_classifier",
 ]

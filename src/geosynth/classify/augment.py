@@ -1,4 +1,5 @@
-"""Training augmentations (seed 000, appendix A.2) and batch mixing (mixup, cutmix).
+"""Training augmentations (seed 000, appendix A.2) and batch mixing (mixup, cutmix); the
+evaluation transforms live in :mod:`geosynth.backbones` (re-exported here).
 
 The seed lists the operations (random resized crop with scale (0.8, 1.0), horizontal flip,
 colour jitter, random grayscale, Gaussian blur, solarisation) but not their strengths or
@@ -13,7 +14,19 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torchvision import transforms as T
+
+from geosynth.backbones import eval_transform, interpolation_mode, native_eval_transform
+
+__all__ = [
+    "AUGMENT_PARAMS",
+    "NATIVE_AUGMENT_PARAMS",
+    "eval_transform",
+    "mix_batch",
+    "native_eval_transform",
+    "native_train_transform",
+    "one_hot",
+    "train_transform",
+]
 
 #: Strengths and probabilities of the augmentations (seed 000 names the operations only).
 AUGMENT_PARAMS: dict[str, Any] = {
@@ -24,30 +37,6 @@ AUGMENT_PARAMS: dict[str, Any] = {
     "gaussian_blur": {"sigma": (0.1, 2.0), "p": 0.5},
     "solarize": {"threshold": 128, "p": 0.2},
 }
-
-_INTERP = {
-    "bicubic": T.InterpolationMode.BICUBIC,
-    "bilinear": T.InterpolationMode.BILINEAR,
-    "nearest": T.InterpolationMode.NEAREST,
-}
-
-
-def _interp(name: str) -> T.InterpolationMode:
-    return _INTERP.get(name, T.InterpolationMode.BICUBIC)
-
-
-def eval_transform(
-    size: int, mean: tuple[float, ...], std: tuple[float, ...], interpolation: str = "bicubic"
-) -> Callable[[Image.Image], torch.Tensor]:
-    """Resize the short side to ``size``, centre-crop a square, normalise."""
-    return T.Compose(
-        [
-            T.Resize(size, interpolation=_interp(interpolation)),
-            T.CenterCrop(size),
-            T.ToTensor(),
-            T.Normalize(mean, std),
-        ]
-    )
 
 
 def train_transform(
@@ -62,6 +51,8 @@ def train_transform(
     ``augment`` is off."""
     if not augment:
         return eval_transform(size, mean, std, interpolation)
+    from torchvision import transforms as T
+
     p = AUGMENT_PARAMS
     cj = p["color_jitter"]
     blur = p["gaussian_blur"]
@@ -70,7 +61,9 @@ def train_transform(
     return T.Compose(
         [
             T.RandomResizedCrop(
-                size, scale=p["random_resized_crop_scale"], interpolation=_interp(interpolation)
+                size,
+                scale=p["random_resized_crop_scale"],
+                interpolation=interpolation_mode(interpolation),
             ),
             T.RandomHorizontalFlip(p["hflip_p"]),
             T.RandomApply(
@@ -135,21 +128,14 @@ NATIVE_AUGMENT_PARAMS: dict[str, Any] = {
 }
 
 
-def native_eval_transform(
-    size: int, interpolation: str = "bilinear"
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Multi-band tensors (C x H x W, already standardised): resize the short side, centre-crop."""
-    return T.Compose(
-        [T.Resize(size, interpolation=_interp(interpolation), antialias=True), T.CenterCrop(size)]
-    )
-
-
 def native_train_transform(
     size: int, interpolation: str = "bilinear", *, augment: bool = True
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """:data:`NATIVE_AUGMENT_PARAMS` on multi-band tensors, or the eval transform."""
     if not augment:
         return native_eval_transform(size, interpolation)
+    from torchvision import transforms as T
+
     p = NATIVE_AUGMENT_PARAMS
     blur = p["gaussian_blur"]
     kernel = max(3, (size // 10) | 1)
@@ -158,7 +144,7 @@ def native_train_transform(
             T.RandomResizedCrop(
                 size,
                 scale=p["random_resized_crop_scale"],
-                interpolation=_interp(interpolation),
+                interpolation=interpolation_mode(interpolation),
                 antialias=True,
             ),
             T.RandomHorizontalFlip(p["hflip_p"]),

@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geosynth.defaults import CLF_LORA_ALPHA, CLF_LORA_DROPOUT, CLF_LORA_RANK
 from geosynth.errors import GeosynthError
 
 #: Seed 000, appendix A.2: rank 16, alpha 32; dropout as in DataDream's classifier.
-LORA_RANK = 16
-LORA_ALPHA = 32
-LORA_DROPOUT = 0.1
+LORA_RANK = CLF_LORA_RANK
+LORA_ALPHA = CLF_LORA_ALPHA
+LORA_DROPOUT = CLF_LORA_DROPOUT
 
 
 class SplitAttention(nn.Module):

@@ -172,7 +172,7 @@ class ClipClassifier(Classifier):
 
     def __init__(self, spec: ModelSpec, class_names: list[str], prompt_names: list[str]) -> None:
         super().__init__()
-        from geosynth.features.openclip import load_open_clip
+        from geosynth.backbones import load_open_clip
 
         open_clip = require("open_clip", f"backbone={spec.backbone!r}")
         from open_clip import get_model_preprocess_cfg

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,48 +25,20 @@ from geosynth import faults
 from geosynth.artifacts import (
     Provenance,
     atomic_path,
-    load_tensors,
-    safetensors_bytes,
-    save_tensors,
     write_json,
 )
 from geosynth.artifacts import write_provenance as _write_provenance
 from geosynth.classify.augment import NATIVE_AUGMENT_PARAMS
-from geosynth.classify.data import align_classes, load_class_map
-from geosynth.classify.evaluate import evaluate
+from geosynth.classify.checkpoint import load_seed_result, save_classifier, save_seed_result
+from geosynth.classify.data import DatasetRef, Splits, load_splits
+from geosynth.classify.evaluation import evaluate
 from geosynth.classify.metrics import aggregate_seeds, classification_metrics
-from geosynth.classify.model import Classifier, ModelSpec, build_classifier, spec_from_json
+from geosynth.classify.model import ModelSpec, build_classifier
 from geosynth.classify.plot import confusion_png
 from geosynth.classify.train import TrainConfig, make_accelerator, train_classifier
-from geosynth.data import ImageDataset, load_dataset
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 from geosynth.runtime import check_report_to, logs_dir, tracker_config
-
-
-@dataclass
-class Splits:
-    """The data of one run; every split already labelled in TRAIN's class order."""
-
-    train: ImageDataset
-    val: ImageDataset
-    test: ImageDataset
-    real: ImageDataset | None = None
-
-    def describe(self) -> dict[str, Any]:
-        out = {}
-        for role in ("train", "val", "test", "real"):
-            ds = getattr(self, role)
-            if ds is not None:
-                out[role] = {"source": ds.source, "images": len(ds), "selection": ds.selection}
-        return out
-
-    def fingerprints(self) -> dict[str, str]:
-        return {
-            role: getattr(self, role).fingerprint()
-            for role in ("train", "val", "test", "real")
-            if getattr(self, role) is not None
-        }
 
 
 def parts_dir(out: Path) -> Path:
@@ -101,37 +73,6 @@ def _prepare_parts(out: Path, plan: dict[str, Any], resume: bool) -> Path:
     parts.mkdir(parents=True, exist_ok=True)
     write_json(plan_path, normalised)
     return parts
-
-
-def save_classifier(
-    path: Path,
-    state: dict[str, torch.Tensor],
-    spec: ModelSpec,
-    class_names: list[str],
-    provenance: Provenance,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """A selected checkpoint: its trainable tensors (``Classifier.trainable_state``) plus the
-    spec and class names that rebuild the rest (:func:`load_classifier`)."""
-    return save_tensors(
-        path,
-        state,
-        provenance=provenance,
-        class_names=class_names,
-        metadata={"model_spec": json.dumps(spec.to_dict()), **(extra or {})},
-    )
-
-
-def load_classifier(path: str | Path) -> Classifier:
-    """Rebuild a classifier saved by :func:`save_classifier` (the base model must be loadable)."""
-    tf = load_tensors(path)
-    if "model_spec" not in tf.metadata or tf.class_names is None:
-        raise GeosynthError(f"{path}: not a geosynth classifier (no model_spec / class_names)")
-    spec = spec_from_json(tf.metadata["model_spec"])
-    prompts = json.loads(tf.metadata.get("prompt_names", "null"))
-    model = build_classifier(spec, tf.class_names, prompts)
-    model.load_trainable_state(tf.tensors)
-    return model.eval()
 
 
 def run_seed(
@@ -177,7 +118,7 @@ def run_seed(
         model,
         splits.test,
         batch_size=cfg.eval_batch_size,
-        workers=cfg.workers,
+        workers=cfg.loader_workers,
         accelerator=accelerator,
         track=track,
         description=f"seed {seed}: test",
@@ -200,25 +141,6 @@ def run_seed(
     return record
 
 
-def save_seed_result(path: Path, record: dict[str, Any]) -> None:
-    """A finished seed (metrics as JSON, selected weights as safetensors), atomically; no pickle."""
-    with atomic_path(path) as tmp:
-        tmp.mkdir(parents=True)
-        (tmp / "state.safetensors").write_bytes(safetensors_bytes(record["state"], {}))
-        rest = {k: v for k, v in record.items() if k != "state"}
-        (tmp / "record.json").write_text(json.dumps(rest, indent=1) + "\n")
-
-
-def load_seed_result(path: Path) -> dict[str, Any]:
-    """Inverse of :func:`save_seed_result`."""
-    try:
-        record = json.loads((path / "record.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise GeosynthError(f"{path / 'record.json'}: not a readable seed result ({exc})") from None
-    record["state"] = load_tensors(path / "state.safetensors").tensors
-    return record
-
-
 def zero_shot(
     spec: ModelSpec, splits: Splits, cfg: TrainConfig, *, accelerator: Any, track: Track = no_track
 ) -> dict[str, Any]:
@@ -229,7 +151,11 @@ def zero_shot(
     head_spec = ModelSpec(**{**spec.to_dict(), "mode": "head"})
     model = build_classifier(head_spec, splits.train.class_names, splits.train.prompt_names)
     model = model.to(accelerator.device).eval()
-    kw = {"batch_size": cfg.eval_batch_size, "workers": cfg.workers, "accelerator": accelerator}
+    kw = {
+        "batch_size": cfg.eval_batch_size,
+        "workers": cfg.loader_workers,
+        "accelerator": accelerator,
+    }
     return {
         "seed": None,
         "selected_epoch": 0,
@@ -425,55 +351,6 @@ def _write_output(
         _write_provenance(tmp, provenance)
 
 
-DatasetRef = ImageDataset | str | os.PathLike[str]
-
-
-def load_splits(
-    train: DatasetRef,
-    val: DatasetRef,
-    test: DatasetRef,
-    real: DatasetRef | None = None,
-    *,
-    split: str | None = None,
-    classes: Sequence[str] | None = None,
-    shots: int | None = None,
-    real_shots: int | None = None,
-    class_map: Mapping[str, str] | str | os.PathLike[str] | None = None,
-    seed: int = 0,
-) -> Splits:
-    """The splits of a run, each labelled in TRAIN's class order.
-
-    Paths are loaded (``split``, ``classes`` and ``shots`` select from TRAIN, ``real_shots``
-    from ``real``; shots are drawn with ``seed``); datasets are used as given. ``classes`` names
-    TRAIN's classes: the other splits keep the classes that map onto them. VAL, TEST and real
-    are matched to TRAIN's classes by name, after ``class_map`` (``{"name in the split": "name
-    in TRAIN"}``, or a JSON file of it); their class sets must then equal TRAIN's."""
-    names = list(classes) if classes else None
-    if isinstance(class_map, (str, os.PathLike)):
-        class_map = load_class_map(Path(class_map))
-    mapping = dict(class_map or {})
-
-    def load(src: DatasetRef, **kw: Any) -> ImageDataset:
-        return src if isinstance(src, ImageDataset) else load_dataset(Path(src), **kw)
-
-    train_ds = load(train, split=split, classes=names, shots=shots, seed=seed)
-    if names and isinstance(train, ImageDataset):
-        train_ds = train_ds.select_classes(names)
-    aligned: dict[str, ImageDataset] = {}
-    for role, src, kw in (
-        ("val", val, {}),
-        ("test", test, {}),
-        ("real", real, {"shots": real_shots, "seed": seed}),
-    ):
-        if src is None:
-            continue
-        ds = load(src, **kw)
-        if names:
-            ds = ds.select_classes([c for c in ds.class_names if mapping.get(c, c) in names])
-        aligned[role] = align_classes(ds, train_ds.class_names, role=role, class_map=mapping)
-    return Splits(train_ds, aligned["val"], aligned["test"], aligned.get("real"))
-
-
 def train_and_test(
     train: DatasetRef,
     val: DatasetRef,
@@ -481,8 +358,8 @@ def train_and_test(
     out: str | os.PathLike[str],
     *,
     real: DatasetRef | None = None,
-    spec: ModelSpec | None = None,
-    config: TrainConfig | None = None,
+    spec: ModelSpec | Mapping[str, Any] | None = None,
+    config: TrainConfig | Mapping[str, Any] | None = None,
     seeds: Sequence[int] = (0,),
     split: str | None = None,
     classes: Sequence[str] | None = None,
@@ -512,10 +389,10 @@ def train_and_test(
     from geosynth.data.multiband import band_input, is_native
 
     check_report_to(report_to)
-    spec = spec or ModelSpec()
+    spec = ModelSpec(**spec) if isinstance(spec, Mapping) else spec or ModelSpec()
     if not spec.is_clip:  # the open_clip model and the class prompts are CLIP's only
         spec = replace(spec, model="", prompt_template="")
-    config = config or TrainConfig()
+    config = TrainConfig(**config) if isinstance(config, Mapping) else config or TrainConfig()
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise GeosynthError(f"seeds={seeds}: expected distinct integers, e.g. [0, 1, 2]")

@@ -33,7 +33,7 @@ from geosynth.classify.augment import (
     train_transform,
 )
 from geosynth.classify.data import TransformedImages
-from geosynth.classify.evaluate import evaluate, loader, unwrap_worker_errors
+from geosynth.classify.evaluation import evaluate, loader, unwrap_worker_errors
 from geosynth.classify.model import Classifier
 from geosynth.data import ImageDataset
 from geosynth.errors import GeosynthError
@@ -70,12 +70,16 @@ class TrainConfig:
     mixup: float = 0.0
     cutmix: float = 0.0
     augment: bool = True
-    workers: int = 0
+    #: data-loader processes; None: 4 with a GPU, 0 on CPU (where the model competes with
+    #: loader processes for the same cores)
+    workers: int | None = None
     eval_batch_size: int = 64
     precision: str = "auto"
     device: str | None = None  # None: this process's GPU (accelerate), else the CPU
 
     def __post_init__(self) -> None:
+        if self.workers is None:
+            self.workers = 4 if torch.cuda.is_available() else 0
         if self.select not in SELECT_METRICS:
             raise GeosynthError(f"select={self.select!r}: expected {', '.join(SELECT_METRICS)}")
         if not 0.0 <= self.real_weight <= 1.0:
@@ -84,6 +88,12 @@ class TrainConfig:
             raise GeosynthError(
                 f"epochs={self.epochs}, batch_size={self.batch_size}: must be at least 1"
             )
+
+    @property
+    def loader_workers(self) -> int:
+        """``workers`` as resolved when the config was made."""
+        assert self.workers is not None
+        return self.workers
 
     def resolved_lr(self, model: Classifier) -> tuple[float, float]:
         """(backbone lr, head lr): defaults by backbone and mode (see :data:`DEFAULT_LR`)."""
@@ -245,7 +255,7 @@ def train_classifier(
             loader(
                 train_images,
                 batch_size=cfg.batch_size,
-                workers=cfg.workers,
+                workers=cfg.loader_workers,
                 shuffle=True,
                 generator=gen,
             )
@@ -257,7 +267,7 @@ def train_classifier(
                 loader(
                     real_images,
                     batch_size=cfg.batch_size,
-                    workers=cfg.workers,
+                    workers=cfg.loader_workers,
                     shuffle=True,
                     generator=real_gen,
                 )
@@ -289,7 +299,7 @@ def train_classifier(
             loss_sum += float(loss.detach()) * y.shape[0]
         train_seconds = time.perf_counter() - t0
         val_metrics = evaluate(
-            core, val, batch_size=cfg.eval_batch_size, workers=cfg.workers, accelerator=acc
+            core, val, batch_size=cfg.eval_batch_size, workers=cfg.loader_workers, accelerator=acc
         )
         record = {
             "epoch": epoch,

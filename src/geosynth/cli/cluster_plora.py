@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import shlex
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from geosynth.cli.finetune import parse_init_lora
+from geosynth import build_plora
 from geosynth.cli.options import (
     ClassesOpt,
     CompileOpt,
@@ -23,8 +21,6 @@ from geosynth.cli.options import (
 )
 from geosynth.cli.output import LiveProgress, message, print_json, print_table, track
 from geosynth.defaults import FEATURE_MODEL, PROMPT_TEMPLATE, SD_MODEL
-from geosynth.diffusion.training.recipe import Recipe
-from geosynth.plora.build import build_plora, cluster_name
 
 #: Library parameters that this command's options feed under other names (cli/errors.py).
 LIBRARY_PARAMS = {
@@ -104,9 +100,11 @@ def cluster_plora_cmd(
     and weights-uniform.json (1/K). With --train it fine-tunes the K LoRAs into OUT/loras/;
     without, it prints the K finetune commands. Then: generate --lora-weights OUT/weights.json.
 
-    [bold]Example[/bold]: geosynth cluster-plora sar-ships/ --k 4 --init-lora ors-lora/ --train --out plora/
+    \b
+    Example:
+      geosynth cluster-plora sar-ships/ --k 4 --init-lora ors-lora/ --train --out plora/
     """
-    recipe = Recipe(
+    recipe = dict(
         rank=lora_rank,
         alpha=lora_alpha if lora_alpha is not None else float(lora_rank),
         epochs=epochs,
@@ -118,7 +116,7 @@ def cluster_plora_cmd(
         offset_noise_convention=offset_noise_convention,
         prompt_template=prompt_template,
         lora_targets=lora_targets,
-        init_loras=[parse_init_lora(s) for s in (init_lora or [])],
+        init_loras=init_lora or [],
         seed=seed,
     )
     live = LiveProgress()
@@ -142,13 +140,12 @@ def cluster_plora_cmd(
         track=live.track if train else track,
         log=message,
     )
-    summary, trained = result["summary"], result["trained"]
-    commands = finetune_commands(out, model, recipe, compile_unet=compile)
+    summary, trained, commands = result["summary"], result["trained"], result["commands"]
     if as_json:
         print_json({"summary": summary, "commands": commands, "trained": trained})
         return
     if summary is not None:
-        cols = [cluster_name(j) for j in range(summary["k"])]
+        cols = result["clusters"]
         rows = [
             (
                 c,
@@ -169,37 +166,3 @@ def cluster_plora_cmd(
         for cmd in commands:
             typer.echo(cmd)
     message(f"then: geosynth generate --model {model} --lora-weights {out / 'weights.json'} ...")
-
-
-def finetune_commands(
-    out: Path, model: str, recipe: Recipe, *, compile_unet: bool = False
-) -> list[str]:
-    """One ``geosynth finetune`` command per cluster (the same training as ``--train``), to run
-    on a cluster scheduler."""
-    k = json.loads((out / "assignments.json").read_text())["k"]
-    cmds = []
-    for j in range(k):
-        args = ["geosynth", "finetune", str(out / "clusters" / cluster_name(j))]
-        args += ["--model", model, "--lora-rank", str(recipe.rank)]
-        args += ["--lora-alpha", str(recipe.alpha)]
-        args += ["--epochs", str(recipe.epochs), "--batch-size", str(recipe.batch_size)]
-        args += ["--lr", str(recipe.lr), "--seed", str(recipe.seed)]
-        if recipe.max_steps:
-            args += ["--max-steps", str(recipe.max_steps)]
-        if recipe.resolution:
-            args += ["--resolution", str(recipe.resolution)]
-        if recipe.offset_noise:
-            args += ["--offset-noise", str(recipe.offset_noise)]
-            if recipe.offset_noise_convention != "std":
-                args += ["--offset-noise-convention", recipe.offset_noise_convention]
-        if recipe.prompt_template != PROMPT_TEMPLATE:
-            args += ["--prompt-template", recipe.prompt_template]
-        if recipe.lora_targets != "attention":
-            args += ["--lora-targets", recipe.lora_targets]
-        for path, weight in recipe.init_loras:
-            args += ["--init-lora", f"{path}:{weight}"]
-        if compile_unet:
-            args.append("--compile")
-        args += ["--out", str(out / "loras" / cluster_name(j))]
-        cmds.append(shlex.join(args))
-    return cmds

@@ -141,6 +141,38 @@ def _load(ctx: click.Context, _param: click.Parameter, value: Path | None) -> No
     name = ctx.command_path.split(" ", 1)[1] if " " in ctx.command_path else ctx.command_path
     defaults = config_defaults(Path(value), ctx.command, name)
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    _record(ctx.command, len(name.split()), defaults)
+
+
+def _record(command: click.Command, depth: int, values: dict[str, Any]) -> None:
+    """Write the file's values into the recorded command line as the options they stand for
+    (right after the command words), leaving out those given on the command line, which win.
+    ``--config`` itself is then left out of outputs' metadata, so a run configured from a file
+    and the same run spelled out get the same metadata, and a replay needs no file."""
+    from geosynth.invocation import current_argv, set_argv
+
+    argv = current_argv()
+    given = {a.split("=", 1)[0] for a in argv[1 + depth :] if a.startswith("--")}
+    tokens: list[str] = []
+    for p in command.params:
+        if p.name not in values or p.param_type_name != "option":
+            continue
+        if given & {*p.opts, *p.secondary_opts}:
+            continue
+        flag = next(o for o in p.opts if o.startswith("--"))
+        value = values[p.name]
+        if getattr(p, "is_flag", False):
+            off = [o for o in p.secondary_opts if o.startswith("--")]
+            tokens += [flag] if value else off[:1]
+        else:
+            for v in value if p.multiple else [value]:
+                tokens += [flag, str(v)]
+    positional = [
+        str(values[p.name])
+        for p in command.params
+        if p.param_type_name == "argument" and p.name in values
+    ]
+    set_argv([*argv[: 1 + depth], *positional, *tokens, *argv[1 + depth :]])
 
 
 def _config_param() -> click.Parameter:

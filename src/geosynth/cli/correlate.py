@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
+from geosynth import correlate_reports
 from geosynth.cli.options import JsonOpt
 from geosynth.cli.output import message, print_json, print_table
-from geosynth.metrics.correlate import correlate_reports
 
 #: Library parameters that this command's options feed under other names (cli/errors.py).
 LIBRARY_PARAMS = {"gaps_csv": "--gaps"}

@@ -24,7 +24,7 @@ def demo(
     Example:
       geosynth demo --out demo-out
     """
-    from geosynth.demo import run_demo
+    from geosynth import run_demo
 
     report = run_demo(out, seed=seed, log=message)
     message(f"report: {report}")

@@ -26,7 +26,7 @@ from geosynth.defaults import FEATURE_MODEL
 from geosynth.distributed import init_from_env, is_main_process, local_device, main_process_first
 from geosynth.errors import GeosynthError
 from geosynth.features import create_extractor
-from geosynth.features.embed import embed_to_file
+from geosynth.features.resolve import embed_to_file
 from geosynth.runtime import pick_device
 
 
@@ -101,7 +101,7 @@ def embed(
     \b
     Examples:
       geosynth embed ../shared/data/eurosat-rgb --split train --features dinov2-base --out eurosat.safetensors
-      torchrun --nproc-per-node 8 -m geosynth embed laion-shards/ --num-workers 6 --out laion.safetensors
+      torchrun --nproc-per-node 8 -m geosynth embed laion-shards/ --workers 6 --out laion.safetensors
     """
     if out.suffix != ".safetensors":
         raise GeosynthError(f"--out {out}: expected a path ending in .safetensors")

@@ -11,7 +11,7 @@ library parameter feeds an option of another name declares ``LIBRARY_PARAMS = {"
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 # name=value, the value quoted ('...' / "...") or a run up to whitespace or , ; : ) ; or `name`
@@ -69,3 +69,14 @@ def to_cli(message: str, table: Mapping[str, Any]) -> str:
         return f"{flag} {value}"
 
     return _PARAM.sub(swap, message)
+
+
+def in_flags(text: str, command: Callable[..., Any], overrides: Mapping[str, str]) -> str:
+    """``text`` (a library warning) with the parameters of the command function ``command``
+    written as its options, as its errors are shown (before the click command exists)."""
+    import inspect
+
+    table: dict[str, Any] = {
+        n: "--" + n.replace("_", "-") for n in inspect.signature(command).parameters
+    }
+    return to_cli(text, {**table, **overrides})

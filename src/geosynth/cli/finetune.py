@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from geosynth import finetune as run_finetune
 from geosynth.cli.options import (
     ClassesOpt,
     CompileOpt,
@@ -20,14 +21,11 @@ from geosynth.cli.options import (
     SplitOpt,
     dataset_from_options,
 )
-from geosynth.cli.output import LiveProgress, message, print_json, print_table
-from geosynth.data.paired import attach_maps
+from geosynth.cli.output import LiveProgress, is_main_process, message, print_json, print_table
 from geosynth.defaults import PROMPT_TEMPLATE, SD_MODEL
-from geosynth.diffusion.mapcond import MapCondition
-from geosynth.diffusion.training.finetune import finetune as run_finetune
-from geosynth.diffusion.training.recipe import Recipe
-from geosynth.diffusion.training.trainer import StepInfo
-from geosynth.errors import GeosynthError
+
+if TYPE_CHECKING:
+    from geosynth.diffusion.training.trainer import StepInfo
 
 #: Library parameters that this command's options feed under other names (cli/errors.py).
 LIBRARY_PARAMS = {
@@ -47,17 +45,6 @@ LIBRARY_PARAMS = {
 }
 
 Mode = Annotated[str, typer.Option(help="lora, full or frozen.")]
-
-
-def parse_init_lora(spec: str) -> tuple[str, float]:
-    """``DIR`` or ``DIR:weight``."""
-    head, sep, tail = spec.rpartition(":")
-    if sep and head:
-        try:
-            return head, float(tail)
-        except ValueError:
-            pass
-    return spec, 1.0
 
 
 def finetune(
@@ -269,21 +256,9 @@ def finetune(
       geosynth finetune sar/ --train-unet full --learn-token '<sar>' --out hybrid/
       geosynth finetune pairs/ --init scratch --unet-config unet.json --condition both --out ldm/
     """
-    if maps is not None and condition is None:
-        raise GeosynthError("--maps is only used with --condition concat|cross-attention|both")
-    cond = None
-    if condition is not None:
-        cond = MapCondition(
-            condition=condition,
-            map_encoder=map_encoder,
-            text=map_text,
-            tokens=map_tokens,
-            dropout=map_dropout,
-        )
-        cond.check()
-    recipe = Recipe(
-        unet=train_unet or ("full" if cond is not None else "lora"),
-        text_encoder=train_text_encoder or ("frozen" if cond is not None else "lora"),
+    recipe = dict(
+        unet=train_unet,
+        text_encoder=train_text_encoder,
         vae_decoder=train_vae_decoder,
         vae_encoder=train_vae_encoder,
         learn_token=learn_token,
@@ -311,19 +286,22 @@ def finetune(
         prompt_template=prompt_template,
         init=init,
         unet_config=str(unet_config) if unet_config else None,
-        init_loras=[parse_init_lora(s) for s in (init_lora or [])],
+        init_loras=init_lora or [],
         seed=seed,
         mixed_precision=precision,
         gradient_checkpointing=gradient_checkpointing,
         checkpoint_every=checkpoint_every,
-        maps=cond,
+        maps=None
+        if condition is None
+        else dict(
+            condition=condition,
+            map_encoder=map_encoder,
+            text=map_text,
+            tokens=map_tokens,
+            dropout=map_dropout,
+        ),
     )
-    if precision not in ("auto", "fp16", "bf16", "fp32"):
-        raise GeosynthError(f"--precision {precision}: expected auto, fp16, bf16 or fp32")
-    recipe.check()
     ds = dataset_from_options(dataset, split, classes, shots, seed, radiometry)
-    if cond is not None:
-        ds = attach_maps(ds, maps, map_legend, arg="maps")
     live = LiveProgress()
 
     def on_step(info: StepInfo) -> None:
@@ -334,6 +312,8 @@ def finetune(
         out,
         recipe,
         model=model,
+        maps=maps,
+        map_legend=map_legend,
         per_class=class_loras,
         resume=resume,
         overwrite=overwrite,
@@ -345,9 +325,7 @@ def finetune(
         logging_dir=logging_dir,
         compile_unet=compile,
     )
-    from accelerate import PartialState
-
-    if not PartialState().is_main_process:
+    if not is_main_process():
         return  # one report, from rank 0
     if as_json:
         print_json(summary)

@@ -7,12 +7,11 @@ from typing import Annotated
 
 import typer
 
+from geosynth import generate as run_generate
+from geosynth.cli.errors import in_flags
 from geosynth.cli.options import CompileOpt, JsonOpt, RadiometryOpt, split_list
 from geosynth.cli.output import message, print_json, track
-from geosynth.defaults import SD_MODEL
-from geosynth.diffusion.sampling.generate import parse_shard
-from geosynth.diffusion.sampling.pipeline import load_generation, load_map_generation
-from geosynth.diffusion.sampling.schedulers import SCHEDULERS
+from geosynth.defaults import SCHEDULER_NAMES, SD_MODEL
 
 #: library parameter -> this command's option, where the names differ (the error mapper)
 LIBRARY_PARAMS = {"loras": "--lora", "fuse_loras": "--fuse-lora"}
@@ -35,7 +34,9 @@ def generate(
             "(default: from the LoRA card or the channel-means file).",
         ),
     ] = None,
-    per_class: Annotated[int, typer.Option("--per-class", min=1, help="Images per class.")] = 500,
+    per_class: Annotated[
+        int | None, typer.Option("--per-class", min=1, help="Images per class (default: 500).")
+    ] = None,
     prompt_template: Annotated[
         str | None,
         typer.Option(
@@ -46,11 +47,14 @@ def generate(
     guidance: Annotated[float, typer.Option("--guidance")] = 2.0,
     scheduler: Annotated[
         str | None,
-        typer.Option("--scheduler", help=f"One of {', '.join(SCHEDULERS)} (default: the model's)."),
+        typer.Option(
+            "--scheduler", help=f"One of {', '.join(SCHEDULER_NAMES)} (default: the model's)."
+        ),
     ] = None,
     noise: Annotated[
-        str, typer.Option("--noise", help="gaussian or leak-aligned (needs --channel-means).")
-    ] = "gaussian",
+        str | None,
+        typer.Option("--noise", help="gaussian (default) or leak-aligned (needs --channel-means)."),
+    ] = None,
     channel_means: Annotated[
         Path | None, typer.Option("--channel-means", help="From `geosynth channel-means`.")
     ] = None,
@@ -135,13 +139,13 @@ def generate(
     ] = "auto",
     radiometry: RadiometryOpt = None,
     fuse_lora: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--fuse-lora/--no-fuse-lora",
             help="Merge each class's LoRA mixture into the weights while it generates (faster; "
-            "pixels within one grey level of running the adapters).",
+            "pixels within one grey level of running the adapters; default: on).",
         ),
-    ] = True,
+    ] = None,
     compile_unet: CompileOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -163,38 +167,21 @@ def generate(
     With --maps and a map-conditioned model (finetune --condition), makes --per-map images per
     semantic map with classifier-free guidance over the map, each saved with its map.
 
-    [bold]Example[/bold]: geosynth generate --lora lora/ --noise leak-aligned --channel-means means.safetensors --per-class 500 --out synth/
-    [bold]Example[/bold]: geosynth generate --lora ldm/ --maps val/ --per-map 4 --guidance 2 --out synth-pairs/
+    \b
+    Examples:
+      geosynth generate --lora lora/ --noise leak-aligned --channel-means means.safetensors --per-class 500 --out synth/
+      geosynth generate --lora ldm/ --maps val/ --per-map 4 --guidance 2 --out synth-pairs/
     """
-    if maps is not None:
-        mapgen = load_map_generation(
-            maps,
-            model=model,
-            loras=lora or [],
-            lora_dir=lora_dir,
-            lora_weights=lora_weights,
-            map_legend=map_legend,
-            per_map=per_map,
-            steps=steps,
-            guidance=guidance,
-            scheduler=scheduler,
-            seed=seed,
-            resolution=resolution,
-            device=device,
-            precision=precision,
-            prompt_template=prompt_template,
-            compile_unet=compile_unet,
-        )
-        result = mapgen.run(out, batch_size=batch_size, track=track)
-        if as_json:
-            print_json(result)
-        else:
-            message(
-                f"generated {result['generated']} images from {result['maps']} maps into {out} "
-                "(each with its map)"
-            )
-        return
-    gen = load_generation(
+    result = run_generate(
+        out,
+        maps=maps,
+        shard=shard,
+        batch_size=batch_size,
+        resume=resume,
+        fuse_loras=fuse_lora,
+        track=track,
+        log=message,
+        warn=_log,
         model=model,
         classes=split_list(classes),
         per_class=per_class,
@@ -212,25 +199,22 @@ def generate(
         controlnet=controlnet,
         control=control,
         control_images=control_images,
+        map_legend=map_legend,
+        per_map=per_map,
         seed=seed,
         resolution=resolution,
         device=device,
         precision=precision,
         radiometry=radiometry,
         compile_unet=compile_unet,
-        log=_log,
-    )
-    result = gen.run(
-        out,
-        shard=parse_shard(shard),
-        batch_size=batch_size,
-        resume=resume,
-        track=track,
-        log=message,
-        fuse_loras=fuse_lora,
     )
     if as_json:
         print_json(result)
+    elif maps is not None:
+        message(
+            f"generated {result['generated']} images from {result['maps']} maps into {out} "
+            "(each with its map)"
+        )
     else:
         state = "complete" if result["complete"] else "this shard done; others pending"
         message(f"generated {result['generated']} images into {out} ({state})")
@@ -240,9 +224,4 @@ def generate(
 
 def _log(text: str) -> None:
     """A library message (a warning) in this command's flags, as its errors are shown."""
-    import inspect
-
-    from geosynth.cli.errors import to_cli
-
-    table = {n: "--" + n.replace("_", "-") for n in inspect.signature(generate).parameters}
-    message(to_cli(text, {**table, **LIBRARY_PARAMS}))
+    message(in_flags(text, generate, LIBRARY_PARAMS))

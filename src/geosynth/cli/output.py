@@ -24,7 +24,9 @@ from rich.table import Table
 
 T = TypeVar("T")
 
-err = Console(stderr=True, highlight=False)
+#: soft_wrap: a message is never broken into lines by rich (at 80 columns when stderr is a pipe
+#: or a file); a terminal wraps long lines itself, a log keeps one message per line.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def out_console() -> Console:
@@ -101,3 +103,11 @@ class LiveProgress:
     def status(self, text: str) -> None:
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, status=text)
+
+
+def is_main_process() -> bool:
+    """False on the other ranks of an ``accelerate launch`` / torchrun run: they print nothing,
+    so the report appears once."""
+    from accelerate import PartialState
+
+    return bool(PartialState().is_main_process)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from geosynth.artifacts import Provenance, write_json, write_provenance
+from geosynth import rarity as run_rarity
 from geosynth.cli.options import (
     BatchOpt,
     ClassesOpt,
@@ -22,10 +22,6 @@ from geosynth.cli.options import (
 )
 from geosynth.cli.output import message, print_json, print_table, track
 from geosynth.defaults import FEATURE_MODEL
-from geosynth.distributed import init_from_env, is_main_process, local_device
-from geosynth.features.resolve import resolve_embeddings
-from geosynth.metrics.rarity import rarity_report
-from geosynth.runtime import pick_device
 
 #: Library parameters that this command's options feed under other names (cli/errors.py).
 LIBRARY_PARAMS = {"per_class": "--by-class"}
@@ -115,47 +111,32 @@ def rarity(
       geosynth rarity eurosat-16shot/ laion-shards/ --limit 100000 --by-class --out rarity.json
       torchrun --nproc-per-node 4 -m geosynth rarity synth.safetensors laion.safetensors
     """
-    dev = local_device(pick_device(device))
-    init_from_env(dev)
-    device = str(dev)
-    common: dict[str, Any] = dict(
+    report = run_rarity(
+        target,
+        reference,
+        out=out,
+        k=k,
+        rarity_k=rarity_k,
         features=features,
+        per_class=by_class,
+        split=split,
+        reference_split=reference_split,
+        classes=split_list(classes),
+        shots=shots,
         seed=seed,
+        limit=limit,
         batch_size=batch_size,
         device=device,
         precision=precision,
+        method=method,
+        approximate=approximate,
+        nprobe=nprobe,
         use_cache=not no_cache,
         track=track,
         log=message,
     )
-    prov = Provenance.start("rarity", seeds={"seed": seed})
-    # Datasets and shard directories are embedded by all ranks together, into one cache entry.
-    common["distributed"] = True
-    tgt = resolve_embeddings(
-        target, split=split, classes=split_list(classes), shots=shots, **common
-    )
-    ref = resolve_embeddings(reference, split=reference_split, limit=limit, **common)
-    message(
-        f"computing exact metrics: {ref.embeddings.shape[0]} reference x "
-        f"{tgt.embeddings.shape[0]} target"
-    )
-    report = rarity_report(
-        ref,
-        tgt,
-        k=k,
-        rarity_k=rarity_k,
-        per_class=by_class,
-        device=device,
-        names=(reference, target),
-        method=method,
-        approximate=approximate,
-        nprobe=nprobe,
-    )
-    if not is_main_process():
-        return
-    if out is not None:
-        write_json(out, report)
-        write_provenance(out, prov)
+    if report is None:
+        return  # another rank of a distributed run: rank 0 reports
     if as_json:
         print_json(report)
         return

@@ -6,11 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 
-from geosynth.classify import ModelSpec, TrainConfig, train_and_test
-from geosynth.classify.lora import LORA_ALPHA, LORA_DROPOUT, LORA_RANK
+from geosynth import train_clf as run_train_clf
 from geosynth.cli.options import (
     ClassesOpt,
     DatasetArg,
@@ -22,8 +20,14 @@ from geosynth.cli.options import (
     SplitOpt,
     split_list,
 )
-from geosynth.cli.output import message, print_json, print_table, track
-from geosynth.defaults import CLIP_MODEL, PROMPT_TEMPLATE
+from geosynth.cli.output import is_main_process, message, print_json, print_table, track
+from geosynth.defaults import (
+    CLF_LORA_ALPHA,
+    CLF_LORA_DROPOUT,
+    CLF_LORA_RANK,
+    CLIP_MODEL,
+    PROMPT_TEMPLATE,
+)
 from geosynth.errors import GeosynthError
 
 #: Library parameters that this command's options feed under other names (cli/errors.py).
@@ -101,9 +105,11 @@ def train_clf(
         bool, typer.Option("--head-only", help="Linear probe: train the head only.")
     ] = False,
     full: Annotated[bool, typer.Option("--full", help="Fine-tune every weight.")] = False,
-    lora_rank: Annotated[int, typer.Option("--lora-rank", min=1)] = LORA_RANK,
-    lora_alpha: Annotated[int, typer.Option("--lora-alpha", min=1)] = LORA_ALPHA,
-    lora_dropout: Annotated[float, typer.Option("--lora-dropout", min=0.0, max=1.0)] = LORA_DROPOUT,
+    lora_rank: Annotated[int, typer.Option("--lora-rank", min=1)] = CLF_LORA_RANK,
+    lora_alpha: Annotated[int, typer.Option("--lora-alpha", min=1)] = CLF_LORA_ALPHA,
+    lora_dropout: Annotated[
+        float, typer.Option("--lora-dropout", min=0.0, max=1.0)
+    ] = CLF_LORA_DROPOUT,
     prompt_template: Annotated[
         str, typer.Option("--prompt-template", help="CLIP class prompts; {} is the class name.")
     ] = PROMPT_TEMPLATE,
@@ -177,16 +183,17 @@ def train_clf(
 
     Default: open_clip ViT-B-16 (openai) with LoRA (rank 16, alpha 32) on the query and value
     projections of both towers, head initialised from "a satellite photo of a {class}".
-    Runs under [bold]accelerate launch[/bold] on several GPUs.
+    Runs under `accelerate launch` on several GPUs.
 
-    [bold]Example[/bold]: geosynth train-clf synth/ --val eurosat/val --test eurosat/test --seeds 0,1,2 --out clf/
-
-    [bold]Example[/bold]: geosynth train-clf eurosat/train --val eurosat/val --test eurosat/test --backbone timm:efficientnet_lite0 --pretrained pypi --out clf-lite0/
+    \b
+    Examples:
+      geosynth train-clf synth/ --val eurosat/val --test eurosat/test --seeds 0,1,2 --out clf/
+      geosynth train-clf eurosat/train --val eurosat/val --test eurosat/test --backbone timm:efficientnet_lite0 --pretrained pypi --out clf-lite0/
     """
     if head_only and full:
         raise GeosynthError("--head-only and --full: choose one")
     mode = "head" if head_only else "full" if full else "lora"
-    spec = ModelSpec(
+    spec = dict(
         backbone=backbone,
         model=clip_model,
         pretrained=pretrained,
@@ -197,7 +204,7 @@ def train_clf(
         lora_dropout=lora_dropout,
         resolution=resolution,
     )
-    cfg = TrainConfig(
+    cfg = dict(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
@@ -210,13 +217,12 @@ def train_clf(
         mixup=mixup,
         cutmix=cutmix,
         augment=not no_augment,
-        # On CPU the model competes with loader processes for the same cores.
-        workers=workers if workers is not None else (4 if torch.cuda.is_available() else 0),
+        workers=workers,
         eval_batch_size=eval_batch_size,
         precision=precision,
         device=device,
     )
-    report = train_and_test(
+    report = run_train_clf(
         train,
         val,
         test,
@@ -238,9 +244,7 @@ def train_clf(
         report_to=report_to,
         logging_dir=logging_dir,
     )
-    from accelerate import PartialState
-
-    if not PartialState().is_main_process:
+    if not is_main_process():
         return  # under accelerate launch, one report from rank 0
     if as_json:
         print_json({"out": str(out), **report})

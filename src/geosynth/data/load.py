@@ -10,7 +10,8 @@ from typing import Any
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.folder import read_image_folder
 from geosynth.data.hf import is_saved_dataset, read_hub_dataset, read_saved_dataset
-from geosynth.data.radiometry import Radiometry, default_radiometry, radiometry_from
+from geosynth.data.radiometry import Radiometry
+from geosynth.data.radiometry_defaults import default_radiometry, radiometry_from
 from geosynth.data.torchgeo import eurosat_image_root, read_torchgeo_eurosat
 from geosynth.errors import GeosynthError
 

@@ -32,15 +32,29 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from geosynth.data.raster import Raster
 from geosynth.errors import GeosynthError
 
-if TYPE_CHECKING:
-    from geosynth.data.dataset import ImageDataset
+
+class RasterSource(Protocol):
+    """What fitting a spec needs from a dataset (an ``ImageDataset`` is one): its rasters and how
+    to name them in errors. A protocol, so that this module does not import the dataset's."""
+
+    source: str
+
+    @property
+    def samples(self) -> Any: ...
+
+    def __len__(self) -> int: ...
+
+    def raster(self, index: int) -> Raster: ...
+
+    def describe(self, sample: Any) -> str: ...
+
 
 KINDS = ("optical", "sar")
 SAR_UNITS = ("power", "amplitude", "db")
@@ -353,7 +367,7 @@ class Radiometry:
         return Raster(arr.astype(dtype), names)
 
     # ---------------------------------------------------------------- resolving against data
-    def fit(self, ds: ImageDataset) -> Radiometry:
+    def fit(self, ds: RasterSource) -> Radiometry:
         """Ranges from the percentiles of ``ds`` (the training set), per channel, in the scale
         space; a spec with fixed ranges is returned unchanged."""
         if self.ranges is not None:
@@ -377,7 +391,7 @@ class Radiometry:
             ranges.append((lo, hi))
         return replace(self, ranges=tuple(ranges), _cache={})
 
-    def resolve(self, ds: ImageDataset) -> Radiometry:
+    def resolve(self, ds: RasterSource) -> Radiometry:
         """Bind the spec to ``ds``: record dtype, band count and selected band names from its
         first image (checking the bands exist), then fit percentile ranges if needed."""
         if not len(ds):
@@ -391,76 +405,3 @@ class Radiometry:
             self.check_raster(r, where)  # a stored spec must fit this data as it was
             bound = replace(bound, dtype=self.dtype, band_count=self.band_count)
         return bound.fit(ds)
-
-
-# -------------------------------------------------------------------- defaults per detected kind
-def default_radiometry(r: Raster) -> Radiometry | None:
-    """The spec used when the user gives none, by what the data looks like; None for 8-bit
-    1-, 3- or 4-band images (the classic RGB pipeline, unchanged).
-
-    * float, 1-2 bands: SAR; values with negatives are taken as dB, else linear power; ranges
-      from the 1st-99th percentiles in dB of the training set.
-    * integer (16/32-bit), 1-2 bands: SAR amplitude (DN), same ranges.
-    * either, when the first image holds zeros (and no negatives): the same in linear scale (dB
-      of zero needs a floor, which only the user can choose).
-    * 3+ bands: optical; Sentinel-2 true colour (B04, B03, B02) when the file names its bands so,
-      or for 13 unnamed bands read in EuroSAT-MS order (``file_bands="eurosat-ms"``: B8A last,
-      so true colour is indices 3, 2, 1), else the first three; per-band 1st-99th percentile
-      ranges of the training set.
-    """
-    dtype, n = r.dtype, r.count
-    if dtype == "uint8" and n in (1, 3, 4):
-        return None
-    if n in (1, 2) and dtype != "uint8":
-        vals = r.array[r.valid_mask()]
-        low = float(vals.min()) if vals.size else 1.0
-        if dtype.startswith("float") and low < 0:
-            units, scale = "db", "db"  # negative backscatter: already in dB
-        else:
-            units = "power" if dtype.startswith("float") else "amplitude"
-            # dB needs positive values; data with zeros stays linear rather than inventing a floor.
-            scale = "db" if low > 0 else "linear"
-        return Radiometry(
-            kind="sar",
-            bands=tuple(range(n)),
-            percentiles=DEFAULT_PERCENTILES,
-            units=units,
-            scale=scale,
-        )
-    names = r.band_names or []
-    if all(b in names for b in S2_TRUE_COLOUR):
-        bands: tuple[int | str, ...] = S2_TRUE_COLOUR
-    elif n == 13 and not names:
-        return Radiometry(
-            kind="optical",
-            bands=S2_TRUE_COLOUR,
-            file_bands="eurosat-ms",
-            percentiles=DEFAULT_PERCENTILES,
-        )
-    elif n >= 3:
-        bands = (0, 1, 2)
-    else:
-        bands = (0,)
-    return Radiometry(kind="optical", bands=bands, percentiles=DEFAULT_PERCENTILES)
-
-
-def check_same_spec(stored: dict[str, Any] | None, current: Radiometry | None, where: str) -> None:
-    """Refuse an artifact made with another radiometry than the data or command at hand."""
-    a = None if stored is None else Radiometry.from_dict(stored, where=where).to_json()
-    b = None if current is None else current.to_json()
-    if a != b:
-        have = "none (8-bit RGB)" if a is None else Radiometry.from_dict(stored).describe()  # type: ignore[arg-type]
-        want = "none (8-bit RGB)" if current is None else current.describe()
-        raise GeosynthError(
-            f"{where}: made with radiometry {have}, but this run uses {want}; use the same "
-            "spec (`radiometry` as the artifact records it) or redo the artifact"
-        )
-
-
-def radiometry_from(value: Radiometry | dict[str, Any] | str | None) -> Radiometry | None:
-    """Accept a spec, its dict, or its JSON text/path."""
-    if value is None or isinstance(value, Radiometry):
-        return value
-    if isinstance(value, dict):
-        return Radiometry.from_dict(value)
-    return Radiometry.parse(value)

@@ -19,7 +19,13 @@ from typing import Any
 
 from PIL import Image
 
-from geosynth.artifacts import DIR_PROVENANCE_NAME, Provenance, atomic_path, write_provenance
+from geosynth.artifacts import (
+    DIR_PROVENANCE_NAME,
+    Provenance,
+    atomic_path,
+    output_path,
+    write_provenance,
+)
 from geosynth.data.card import CARD_NAME, write_dataset_card
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.folder import METADATA_NAME
@@ -31,6 +37,7 @@ from geosynth.errors import GeosynthError
 def check_output_dir(out: Path, what: str = "out") -> None:
     """Refuse to replace a directory that geosynth did not write (it has no provenance.json);
     errors name the parameter ``what`` the directory came from."""
+    out = output_path(out)
     if out.exists() and (
         not out.is_dir() or (any(out.iterdir()) and not (out / DIR_PROVENANCE_NAME).exists())
     ):
@@ -50,7 +57,7 @@ class ImageFolderWriter:
     def __init__(
         self, out: str | os.PathLike[str], class_names: Sequence[str], provenance: Provenance
     ):
-        self.out = Path(out)
+        self.out = output_path(out)
         check_output_dir(self.out)
         self.class_names = list(class_names)
         self.dirnames = [safe_dirname(c) for c in self.class_names]
@@ -71,9 +78,19 @@ class ImageFolderWriter:
         self.tmp.mkdir(parents=True)
         return self
 
+    def _folder(self) -> Path:
+        """The temporary folder being filled; an error (not an ``assert``, which ``python -O``
+        strips) when the writer is used outside its ``with`` block."""
+        if self.tmp is None:
+            raise GeosynthError(
+                f"out={str(self.out)!r}: use ImageFolderWriter as a context manager "
+                "(with ImageFolderWriter(...) as w: w.add(...))"
+            )
+        return self.tmp
+
     def add(self, image: Image.Image, label: int, image_id: str | None = None, **extra: Any) -> str:
         """Save one image as PNG; ``extra`` (prompt, seed, source, ...) goes into its metadata row."""
-        assert self.tmp is not None, "use ImageFolderWriter as a context manager"
+        tmp = self._folder()
         if not 0 <= label < len(self.class_names):
             raise GeosynthError(f"label {label} out of range for {len(self.class_names)} classes")
         image_id = image_id or f"{self._counts[label]:06d}"
@@ -84,7 +101,7 @@ class ImageFolderWriter:
                 f"image id '{image_id}' is used twice in class '{self.class_names[label]}'"
             )
         self._taken.add(rel)
-        target = self.tmp / rel
+        target = tmp / rel
         target.parent.mkdir(exist_ok=True)
         image.save(target, format="PNG")
         self.rows.append(
@@ -96,13 +113,13 @@ class ImageFolderWriter:
         self, raster: Raster, label: int, image_id: str | None = None, **extra: Any
     ) -> str:
         """Save one raster as a GeoTIFF in native units (dtype, bands, CRS, transform kept)."""
-        assert self.tmp is not None, "use ImageFolderWriter as a context manager"
+        tmp = self._folder()
         if not 0 <= label < len(self.class_names):
             raise GeosynthError(f"label {label} out of range for {len(self.class_names)} classes")
         image_id = image_id or f"{self._counts[label]:06d}"
         self._counts[label] += 1
         rel = f"{self.dirnames[label]}/{image_id}.tif"
-        target = self.tmp / rel
+        target = tmp / rel
         target.parent.mkdir(exist_ok=True)
         write_raster(target, raster)
         self.rows.append(
@@ -117,12 +134,12 @@ class ImageFolderWriter:
         tb: TracebackType | None,
     ) -> None:
         if exc_type is None:
-            assert self.tmp is not None
+            tmp = self._folder()
             lines = [json.dumps(r, default=str) for r in self.rows]
-            (self.tmp / METADATA_NAME).write_text("".join(line + "\n" for line in lines))
+            (tmp / METADATA_NAME).write_text("".join(line + "\n" for line in lines))
             rows = [json.loads(line) for line in lines]  # the values as readers will see them
-            write_dataset_card(self.tmp, self.class_names, rows, "geosynth image folder")
-            write_provenance(self.tmp, self.provenance)
+            write_dataset_card(tmp, self.class_names, rows, "geosynth image folder")
+            write_provenance(tmp, self.provenance)
         self._stack.__exit__(exc_type, exc, tb)
 
 

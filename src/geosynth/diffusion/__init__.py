@@ -20,13 +20,14 @@ from geosynth.diffusion.latents import (
     vae_scale_factor,
 )
 from geosynth.diffusion.loading import load_sd_pipeline, load_vae
+from geosynth.diffusion.sampling.mapgen import load_map_generation
 from geosynth.diffusion.sampling.noise import (
     alpha_bar_at_start,
     gaussian_latents,
     leak_aligned_latents,
     model_input_scale,
 )
-from geosynth.diffusion.sampling.pipeline import load_generation, load_map_generation
+from geosynth.diffusion.sampling.pipeline import load_generation
 
 __all__ = [
     "alpha_bar_at_start",

@@ -14,13 +14,19 @@ the spec is recorded in the metadata.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from geosynth.artifacts import ChannelMeans
 from geosynth.data.dataset import ImageDataset
-from geosynth.diffusion.latents import encode_latents, images_to_tensor
+from geosynth.defaults import SD_MODEL
+from geosynth.diffusion.latents import encode_latents, images_to_tensor, vae_scale_factor
 from geosynth.diffusion.types import VAE
+from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 
 ENCODER_PREFIXES = ("encoder.", "quant_conv.")
@@ -120,3 +126,60 @@ def class_channel_means(
         std=torch.stack(stds),
         metadata=metadata,
     )
+
+
+def channel_means(
+    dataset: ImageDataset,
+    out: str | os.PathLike[str],
+    *,
+    model: str = SD_MODEL,
+    lora: str | os.PathLike[str] | None = None,
+    resolution: int | None = None,
+    batch_size: int = 16,
+    device: str | None = None,
+    seed: int = 0,
+    dataset_name: str | None = None,
+    track: Track = no_track,
+    log: Callable[[str], None] = lambda _: None,
+) -> ChannelMeans:
+    """What ``geosynth channel-means`` does: the per-class latent means of ``dataset`` written to
+    ``out`` (a ``.safetensors`` file, with provenance), encoded by ``model``'s VAE, or by the
+    trained VAE of the finetune output ``lora`` (its ``vae/`` folder) when it has one, at
+    ``resolution`` (default: the model's native size). ``dataset_name`` names the dataset in the
+    provenance (default: its source). The means are computed in float32 on every device (exact
+    sums)."""
+    from geosynth.artifacts import Provenance, save_channel_means
+    from geosynth.diffusion.identity import model_digest
+    from geosynth.diffusion.loading import load_vae, native_resolution
+    from geosynth.diffusion.loras import check_base, parse_lora
+    from geosynth.runtime import pick_device
+
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise GeosynthError(f"out={str(out)!r}: expected a path ending in .safetensors")
+    vae, source = load_vae(model), model
+    if lora is not None:
+        item = parse_lora(str(lora), set(), arg="lora")
+        check_base(item, model, arg="lora")
+        # DIR of DIR[:weight]: the weight scales adapters, the VAE is the folder's as it is
+        if (item.path / "vae").is_dir():
+            from diffusers import AutoencoderKL
+
+            vae, source = AutoencoderKL.from_pretrained(item.path / "vae"), str(item.path / "vae")
+        else:
+            log(f"warning: {item.path} has no trained VAE (no vae/ folder): using {model}'s")
+    size = resolution or native_resolution(model, vae_scale_factor(vae))
+    if size % vae_scale_factor(vae):
+        raise GeosynthError(f"resolution={size}: must be a multiple of {vae_scale_factor(vae)}")
+    vae.to(pick_device(device))
+    cm = class_channel_means(
+        vae, dataset, resolution=size, batch_size=batch_size, track=track, vae_source=source
+    )
+    cm.metadata["model"] = model
+    cm.metadata["model_digest"] = json.dumps(model_digest(model))
+    prov = Provenance.start(
+        "channel-means", seeds={"seed": seed}, model=model, resolution=size, vae=source
+    )
+    prov.inputs[f"dataset:{dataset_name or dataset.source}"] = dataset.fingerprint()
+    save_channel_means(out, cm, provenance=prov)
+    return cm

@@ -209,3 +209,24 @@ def import_kohya(file: str | Path, model: str, out: str | Path) -> Path:
             },
         )
     return target
+
+
+def _new_path(out: str | Path) -> None:
+    if Path(out).exists():
+        raise GeosynthError(f"out={str(out)!r}: already exists; choose a new path")
+
+
+def export_lora(lora: str | Path, out: str | Path, *, fmt: str = "kohya") -> Path:
+    """What ``geosynth lora export`` does: write the LoRA directory ``lora`` as one file in the
+    convention ``fmt`` (kohya, which A1111 and ComfyUI read) at the new path ``out``."""
+    if fmt != "kohya":
+        raise GeosynthError(f"fmt={fmt!r}: expected kohya")
+    _new_path(out)
+    return export_kohya(lora, out)
+
+
+def import_lora(file: str | Path, model: str, out: str | Path) -> Path:
+    """What ``geosynth lora import`` does: convert a kohya / A1111 / ComfyUI LoRA ``file`` for
+    ``model`` into a LoRA directory at the new path ``out``."""
+    _new_path(out)
+    return import_kohya(file, model, out)

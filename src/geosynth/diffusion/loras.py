@@ -1,24 +1,22 @@
-"""LoRA stacks and per-class LoRA mixtures on a loaded pipeline (diffusers adapters via peft).
+"""LoRA directories and the LoRA set of a job: which LoRAs, at which weights, for which class.
 
 A LoRA directory holds ``pytorch_lora_weights.safetensors`` (diffusers format) and, when geosynth
 wrote it, a card ``geosynth.json`` with ``base_model``, ``class_names`` and ``prompt_template``.
 ``geosynth finetune`` may also leave full components (``unet/``, ``text_encoder/`` +
 ``tokenizer/``, ``vae/``), a learned token (``learned_embeds.safetensors``), scheduler settings
-the model was trained for, and the LoRA stack it was trained on top of; :func:`expand_stacks` and
-:func:`apply_cards` honour them.
-Adapters are loaded once; switching class only changes the adapter weights, so per-class LoRAs
-and pLoRA mixtures never reload the pipeline.
+the model was trained for, and the LoRA stack it was trained on top of (:func:`expand_stacks`).
+:func:`resolve_loras` builds a job's :class:`LoraSet` from a stack, a per-class directory and a
+``weights.json`` mixture; :mod:`geosynth.diffusion.adapters` puts a set on a loaded pipeline.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
 import re
-import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -202,170 +200,109 @@ def expand_stacks(stack: list[Lora], extra: list[Lora], taken: set[str]) -> list
     return out
 
 
-def apply_cards(pipe, loras: list[Lora]) -> None:
-    """What cards ask for beyond adapters: full components (one LoRA directory at most),
-    learned tokens, and the scheduler settings the model was trained with."""
-    full = [x for x in loras if set(x.card.get("files", [])) & set(COMPONENTS)]
-    if len(full) > 1:
-        raise GeosynthError(
-            f"loras={str(full[1].path)!r}: only one LoRA directory with fully trained "
-            f"components can be used at a time (also {full[0].path})"
-        )
-    for item in full:
-        _replace_components(pipe, item)
-    for item in loras:
-        token = item.card.get("learned_token")
-        if token and (item.path / TOKEN_FILE).is_file():
-            pipe.load_textual_inversion(str(item.path / TOKEN_FILE), token=token)
-    overrides: dict[str, Any] = {}
-    for item in loras:
-        overrides.update(item.card.get("scheduler") or {})
-    if overrides:
-        cls = type(pipe.scheduler)
-        if overrides.get("rescale_betas_zero_snr") and (
-            "rescale_betas_zero_snr" not in inspect.signature(cls.__init__).parameters
-        ):
-            # PNDM (SD's default), LMS and Heun ignore rescaled betas: sampling a zero-terminal-
-            # SNR model with them would silently use the wrong schedule. DDIM supports it.
-            from diffusers import DDIMScheduler
-
-            cls = DDIMScheduler
-        pipe.scheduler = cls.from_config({**pipe.scheduler.config, **overrides})
+#: A LoRA of a stack: ``"DIR"``, ``"DIR:weight"``, a path, or ``(path, weight)``.
+LoraRef = str | os.PathLike[str] | tuple[str | os.PathLike[str], float]
 
 
-def _replace_components(pipe, item: Lora) -> None:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import AutoTokenizer, CLIPTextModel
-
-    files = set(item.card.get("files", []))
-    dtype, device = pipe.unet.dtype, pipe.device
-    if "unet" in files:
-        pipe.unet = UNet2DConditionModel.from_pretrained(item.path / "unet", dtype=dtype).to(device)
-    if "text_encoder" in files:
-        te = CLIPTextModel.from_pretrained(item.path / "text_encoder", dtype=dtype)
-        pipe.text_encoder = te.to(device)
-        pipe.tokenizer = AutoTokenizer.from_pretrained(item.path / "tokenizer")
-    if "vae" in files:
-        pipe.vae = AutoencoderKL.from_pretrained(item.path / "vae", dtype=dtype).to(device)
+PathLike = str | os.PathLike[str]
 
 
-def load_adapters(pipe, loras: list[Lora]) -> None:
-    """Load every LoRA that has adapter weights once as a named adapter."""
-    for lora in loras:
-        if not lora.has_weights:
-            continue
-        try:
-            with warnings.catch_warnings():
-                # peft warns on every adapter after the first; several adapters are the point.
-                warnings.filterwarnings("ignore", message=".*multiple adapters.*")
-                pipe.load_lora_weights(str(lora.path), adapter_name=lora.name)
-        except Exception as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+def _lora_text(ref: LoraRef) -> str:
+    if isinstance(ref, tuple):
+        return f"{ref[0]}:{float(ref[1])}"
+    return str(ref)
+
+
+@dataclass
+class LoraSet:
+    """The LoRAs of one generation job and how each class weights them.
+
+    ``stack`` is applied to every class at its weights (the LoRAs given, preceded by those their
+    cards say they were trained on top of); ``per_class`` LoRAs (a per-class directory, a
+    mixture file) are off unless a class's entry of ``class_weights`` turns them on."""
+
+    stack: list[Lora] = field(default_factory=list)
+    per_class: list[Lora] = field(default_factory=list)
+    class_weights: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: the LoRAs the caller named (their cards give the defaults, not stage-1 LoRAs they pull in)
+    named: list[Lora] = field(default_factory=list)
+    #: classes a per-class directory or a mixture file defines (None: neither was given)
+    classes: list[str] | None = None
+    lora_dir: Path | None = None
+    lora_weights: Path | None = None
+
+    @property
+    def all(self) -> list[Lora]:
+        return self.stack + self.per_class
+
+    @property
+    def card(self) -> dict[str, Any]:
+        """The first card among the named LoRAs (class names, prompt template)."""
+        return next((x.card for x in self.named if x.card), {})
+
+    @property
+    def map_model(self) -> Lora | None:
+        """The named map-conditioned model, if any."""
+        return next((x for x in self.named if x.card.get("map_condition")), None)
+
+    def check_classes(self, classes: Sequence[str]) -> None:
+        """Every class needs its mixture / its per-class LoRA."""
+        missing = [c for c in classes if c not in self.class_weights]
+        if missing and self.lora_weights is not None:
             raise GeosynthError(
-                f"loras={str(lora.path)!r}: cannot load into this model: {first}"
-            ) from None
+                f"lora_weights={str(self.lora_weights)!r}: no mixture for class '{missing[0]}'"
+            )
+        if missing and self.lora_dir is not None:
+            raise GeosynthError(
+                f"lora_dir={str(self.lora_dir)!r}: no LoRA for class '{missing[0]}'"
+            )
+
+    def spec_loras(self) -> dict[str, dict[str, Any]]:
+        """The set as :class:`GenerationSpec` records it: name -> path, weight, stack."""
+        return {
+            x.name: {"path": str(x.path), "weight": x.weight, "stack": x in self.stack}
+            for x in self.all
+        }
 
 
-def activate(pipe, weights: dict[str, float]) -> dict[str, float]:
-    """Set the active adapters and their weights (an empty dict disables all LoRAs); returns
-    the adapters now active, with their weights."""
-    loaded = set(pipe.get_list_adapters().get("unet", [])) | set(
-        pipe.get_list_adapters().get("text_encoder", [])
-    )
-    if not loaded:
-        return {}
-    active = {k: v for k, v in weights.items() if v != 0.0 and k in loaded}
-    if not active:
-        pipe.disable_lora()
-        return {}
-    pipe.enable_lora()
-    pipe.set_adapters(list(active), adapter_weights=list(active.values()))
-    return active
-
-
-#: The pipeline components LoRA adapters are loaded into (diffusers' SD loader).
-LORA_COMPONENTS = ("unet", "text_encoder")
-
-
-class ClassMix:
-    """The LoRA mixture of the class being generated, optionally fused into the weights.
-
-    Unfused, peft runs every active adapter beside its base layer at every denoising step (two
-    extra small matmuls per adapted layer and adapter). Fused, :meth:`set` adds each active
-    adapter's weighted delta into its base layer once (peft's ``get_delta_weight``, the numbers
-    diffusers' ``fuse_lora`` adds, computed like it in the weights' dtype) and switches the
-    adapters off, so the steps run the plain layers. ``fuse_lora`` itself is not used: it
-    flags layers as merged with the adapters' names, which ``torch.compile`` guards on, so a
-    compiled UNet would be recompiled at every class switch; with the adapters switched off
-    instead, the compiled graph stays valid (it reads the weights as inputs).
-
-    :meth:`restore` (before the next class, and on leaving the context) copies back the exact
-    base weights saved before fusing. Subtracting the delta again is off by a rounding step (up
-    to an fp16 ulp on GPU) and would drift with each class switch, so a resumed or sharded run
-    (which switches classes a different number of times) would not see the same weights; with
-    the copy, a class's fused weights depend only on the base weights and its mixture."""
-
-    def __init__(self, pipe: Any, fuse: bool = True) -> None:
-        self.pipe = pipe
-        self.fuse = fuse
-        self._saved: list[tuple[Any, Any]] = []
-
-    def __enter__(self) -> ClassMix:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.restore()
-
-    def _layers(self, names: set[str]) -> list[tuple[Any, list[str]]]:
-        """peft LoRA layers of the UNet and text encoder holding adapters of ``names``, with
-        those adapters (in the order of ``names``' source: the mixture's)."""
-        from peft.tuners.lora import LoraLayer
-
-        found = []
-        for comp in LORA_COMPONENTS:
-            model = getattr(self.pipe, comp, None)
-            if model is None:
-                continue
-            for m in model.modules():
-                if isinstance(m, LoraLayer):
-                    held = set(m.lora_A) | set(m.lora_embedding_A)
-                    mine = [n for n in names if n in held]
-                    if mine:
-                        found.append((m, mine))
-        return found
-
-    def set(self, weights: dict[str, float]) -> dict[str, float]:
-        """Make ``weights`` (adapter name -> weight; 0 or absent: off) the pipeline's mixture,
-        fused when ``fuse``; returns the active adapters."""
-        import torch
-
-        self.restore()
-        active = activate(self.pipe, weights)
-        if not (self.fuse and active):
-            return active
-        layers = self._layers(set(active))
-        if any(n in getattr(m, "lora_variant", {}) for m, names in layers for n in names):
-            return active  # DoRA and other variants: peft runs them unfused
-        with torch.no_grad():
-            for m, names in layers:
-                base = m.get_base_layer()
-                self._saved.append((base.weight, base.weight.detach().clone()))
-                bias = getattr(base, "bias", None)
-                if bias is not None:
-                    self._saved.append((bias, bias.detach().clone()))
-                for n in [k for k in active if k in names]:  # the mixture's order
-                    # set_adapters put the class weight into m.scaling[n], which this uses
-                    base.weight.data += m.get_delta_weight(n).to(base.weight.dtype)
-                    if getattr(m, "lora_bias", {}).get(n):
-                        base.bias.data += (m.lora_B[n].bias * m.scaling[n]).to(base.bias.dtype)
-        self.pipe.disable_lora()
-        return active
-
-    def restore(self) -> None:
-        """Put back the exact base weights (a no-op when nothing is fused)."""
-        import torch
-
-        with torch.no_grad():
-            for p, orig in self._saved:
-                p.copy_(orig)
-        self._saved = []
+def resolve_loras(
+    model: PathLike,
+    loras: Sequence[LoraRef] = (),
+    *,
+    lora_dir: PathLike | None = None,
+    lora_weights: PathLike | None = None,
+) -> LoraSet:
+    """The LoRA set of a job: the stack ``loras``, one LoRA per class from the sub-directories of
+    ``lora_dir`` (named by class), and the per-class mixtures of a ``weights.json`` file
+    (``lora_weights``, from ``cluster-plora``). Every LoRA must be trained for ``model``."""
+    taken: set[str] = set()
+    given = [parse_lora(_lora_text(s), taken, "loras") for s in loras]
+    out = LoraSet(named=list(given))
+    if lora_dir is not None:
+        out.lora_dir = Path(lora_dir)
+        if not out.lora_dir.is_dir():
+            raise GeosynthError(f"lora_dir={str(lora_dir)!r}: no such directory")
+        for sub in sorted(p for p in out.lora_dir.iterdir() if p.is_dir()):
+            item = parse_lora(str(sub), taken, "lora_dir")
+            out.per_class.append(item)
+            out.class_weights[sub.name] = {item.name: 1.0}
+        out.classes = list(out.class_weights)
+    if lora_weights is not None:
+        mix = LoraWeights.read(lora_weights)
+        out.lora_weights = mix.path
+        for name, path in mix.loras.items():
+            if name in taken:
+                raise GeosynthError(
+                    f"lora_weights={str(mix.path)!r}: LoRA name '{name}' is already used by "
+                    "another LoRA of this job"
+                )
+            taken.add(name)
+            out.per_class.append(Lora(path, 0.0, name))
+        for c, w in mix.weights.items():
+            out.class_weights.setdefault(c, {}).update(w)
+        out.classes = mix.classes  # the mixture's classes win over a per-class directory's
+    out.named += out.per_class
+    out.stack = expand_stacks(given, out.per_class, taken)
+    for item in out.all:
+        check_base(item, str(model))
+    return out

@@ -232,8 +232,8 @@ def make_domain_pipeline(
     )
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from geosynth.toy.models import SD21_SCHEDULER_CONFIG
-    from geosynth.toy.tokenizer import build_toy_tokenizer
+    from geosynth.defaults import SD21_SCHEDULER_CONFIG
+    from geosynth.diffusion.tokenizer import build_toy_tokenizer
 
     vae = AutoencoderKL.from_pretrained(vae_dir)
     if unet_config.get("in_channels", 4) != vae.config.latent_channels:

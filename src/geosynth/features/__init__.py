@@ -5,9 +5,11 @@ timm (also multi-band), the FID Inception and trained ``train-clf`` classifiers,
 :func:`embed_shards` write embeddings; :func:`resolve_embeddings` accepts a dataset, shards or an
 embeddings file alike and caches what it computes."""
 
-from geosynth.features.base import FeatureExtractor, create_extractor
-from geosynth.features.embed import embed_dataset, embed_shards, embed_to_file
-from geosynth.features.resolve import resolve_embeddings
+from geosynth.features.base import FeatureExtractor
+from geosynth.features.embed import embed_dataset
+from geosynth.features.resolve import embed_to_file, resolve_embeddings
+from geosynth.features.shard_embed import embed_shards
+from geosynth.features.spec import create_extractor
 
 __all__ = [
     "FeatureExtractor",

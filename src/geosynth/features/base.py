@@ -1,17 +1,5 @@
-"""The feature-extractor interface every backend implements, and the factory that picks one.
-
-Model specs (``features``; the CLI's ``--model`` / ``--features``):
-
-* ``dinov2-small|base|large|giant`` -> ``facebook/dinov2-*`` (transformers, CLS token);
-* ``hf:ID_OR_DIR`` or any hub id / directory with a transformers config -> transformers image model;
-* ``open_clip:NAME/PRETRAINED`` (``open_clip:ViT-B-16/openai``), ``open_clip:local-dir:DIR``,
-  ``open_clip:hf-hub:ID`` -> the open_clip image tower;
-* ``timm:NAME`` (pretrained weights from the hub), ``timm:local-dir:DIR`` -> a timm backbone's
-  pooled features;
-* ``inception`` / ``inception:WEIGHTS.pth`` -> the FID Inception-v3 pool3 features (torch-fidelity);
-* ``clf:PATH`` -> the image features of a ``train-clf`` classifier (its output, a ``seed-S``
-  folder or ``model.safetensors``), before its head.
-"""
+"""The feature-extractor interface every backend implements (the factory is in
+:mod:`geosynth.features.spec`)."""
 
 from __future__ import annotations
 
@@ -22,8 +10,6 @@ import torch
 from PIL import Image
 
 from geosynth.data.multiband import BandInput
-from geosynth.errors import GeosynthError
-from geosynth.runtime import pick_device, pick_dtype, resolve_precision
 
 
 class FeatureExtractor(ABC):
@@ -65,49 +51,3 @@ class FeatureExtractor(ABC):
             "feature_dim": self.dim,
             "preprocessing": self.preprocessing,
         }
-
-
-DINOV2_ALIASES = {
-    f"dinov2-{s}": f"facebook/dinov2-{s}" for s in ("small", "base", "large", "giant")
-}
-
-
-def create_extractor(
-    features: str,
-    *,
-    device: str | None = None,
-    precision: str = "auto",
-    bands: BandInput | None = None,
-) -> FeatureExtractor:
-    """Build the extractor the spec ``features`` names (see the module docstring), on GPU in
-    reduced precision when one is present (``precision`` auto -> fp16 on CUDA, fp32 on CPU).
-    ``bands``: read those bands of native data (timm backbones only, built with ``in_chans``)."""
-    spec = features
-    if bands is not None and not spec.startswith("timm:"):
-        raise GeosynthError(
-            f"features={spec!r}: multi-band input (`bands`) needs a timm:NAME model (built with "
-            "in_chans); this one takes 8-bit RGB"
-        )
-    dev = pick_device(device)
-    dtype = pick_dtype(resolve_precision(precision, dev), dev)
-    if spec.startswith("open_clip:"):
-        from geosynth.features.openclip import OpenClipExtractor
-
-        return OpenClipExtractor(spec, spec.removeprefix("open_clip:"), dev, dtype)
-    if spec == "inception" or spec.startswith("inception:"):
-        from geosynth.features.inception import InceptionExtractor
-
-        weights = spec.partition(":")[2] or None
-        return InceptionExtractor(spec, weights, dev, dtype)
-    if spec.startswith("clf:"):
-        from geosynth.features.classifier import ClassifierExtractor
-
-        return ClassifierExtractor(spec, spec.removeprefix("clf:"), dev, dtype)
-    if spec.startswith("timm:"):
-        from geosynth.features.timm_backbone import TimmExtractor
-
-        return TimmExtractor(spec, spec.removeprefix("timm:"), dev, dtype, bands=bands)
-    from geosynth.features.transformers_model import TransformersExtractor
-
-    ref = DINOV2_ALIASES.get(spec, spec.removeprefix("hf:"))
-    return TransformersExtractor(spec, ref, dev, dtype)

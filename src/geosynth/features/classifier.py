@@ -43,8 +43,8 @@ def classifier_file(ref: str) -> Path:
 class ClassifierExtractor(FeatureExtractor):
     def __init__(self, spec: str, ref: str, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__(device, dtype)
-        from geosynth.classify.augment import eval_transform
-        from geosynth.classify.run import load_classifier
+        from geosynth.backbones import eval_transform
+        from geosynth.classify.checkpoint import load_classifier
 
         path = classifier_file(ref)
         model = load_classifier(path)

@@ -1,4 +1,5 @@
-"""Turn a rarity/evaluate argument into embeddings: an embeddings file is read as is; a dataset
+"""Any source to embeddings: :func:`embed_to_file` embeds a dataset or a shard directory into a file,
+and :func:`resolve_embeddings` turns a rarity/evaluate argument into embeddings: an embeddings file is read as is; a dataset
 or a shard directory is embedded once and cached under ``$GEOSYNTH_CACHE`` (default
 ``~/.cache/geosynth``), keyed by everything that changes the numbers: the data's content
 fingerprint (and the shard subsample), the feature model spec, a fingerprint of a local model's
@@ -13,16 +14,27 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch.distributed as dist
 
-from geosynth.artifacts import Embeddings, Provenance, combine_fingerprints, load_embeddings
+from geosynth.artifacts import (
+    Embeddings,
+    Provenance,
+    check_replaceable,
+    combine_fingerprints,
+    load_embeddings,
+    output_path,
+)
 from geosynth.data import ImageDataset, load_dataset
 from geosynth.data.multiband import BandInput
 from geosynth.data.shards import is_shard_dir, list_shards
 from geosynth.distributed import is_main_process, patient_group, rank_and_size, wait_for_all
-from geosynth.features.base import create_extractor
-from geosynth.features.embed import embed_to_file
+from geosynth.errors import GeosynthError
+from geosynth.features.base import FeatureExtractor
+from geosynth.features.embed import embed_dataset_parts
+from geosynth.features.shard_embed import embed_shards
+from geosynth.features.spec import create_extractor, model_fingerprint
 from geosynth.progress import Track, no_track
 from geosynth.runtime import pick_device, resolve_precision
 
@@ -38,34 +50,6 @@ def shards_fingerprint(root: Path) -> str:
     for s in list_shards(root):
         st = s.stat()
         h.update(f"{s.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()
-
-
-#: Spec prefixes in front of a model path (see geosynth.features.base).
-_PATH_PREFIXES = ("open_clip:local-dir:", "timm:local-dir:", "inception:", "hf:")
-
-
-def model_fingerprint(spec: str) -> str:
-    """A fingerprint of the weights a feature spec loads when they are local files: every file's
-    relative path, size, modification time and a hash of its first MiB (hashing gigabytes of
-    weights on every lookup would cost more than it saves; replacing a checkpoint changes at
-    least its mtime). Hub ids, which name immutable published weights here, give "hub"."""
-    ref = spec
-    for prefix in _PATH_PREFIXES:
-        if spec.startswith(prefix):
-            ref = spec.removeprefix(prefix)
-            break
-    path = Path(ref)
-    if not path.exists():
-        return "hub"
-    files = [path] if path.is_file() else sorted(q for q in path.rglob("*") if q.is_file())
-    h = hashlib.blake2b(digest_size=16)
-    for f in files:
-        st = f.stat()
-        with f.open("rb") as fh:
-            head = hashlib.blake2b(fh.read(1 << 20), digest_size=16).hexdigest()
-        rel = f.name if f == path else f.relative_to(path).as_posix()
-        h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns}:{head};".encode())
     return h.hexdigest()
 
 
@@ -166,3 +150,65 @@ def resolve_embeddings(
         # A run killed after writing the entry but before removing its work folder left it.
         shutil.rmtree(target.with_name(target.name + ".parts"), ignore_errors=True)
     return load_embeddings(target)
+
+
+def embed_to_file(
+    extractor: FeatureExtractor,
+    source: str | Path,
+    out: Path,
+    *,
+    provenance: Provenance,
+    split: str | None = None,
+    classes: list[str] | None = None,
+    shots: int | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    part_size: int = 4096,
+    distributed: bool = False,
+    track: Track = no_track,
+    log: Callable[[str], None] = lambda _: None,
+    dataset: ImageDataset | None = None,
+) -> dict[str, Any]:
+    """Embed a shard directory (streamed, resumable, ``limit``) or a dataset (``split``,
+    ``classes``, ``shots``; or ``dataset`` when the caller has loaded it; resumable every
+    ``part_size`` rows) into ``out``; returns what was embedded. ``distributed``: split the work
+    over the torch.distributed ranks, which all call this; rank 0 writes ``out``."""
+    from geosynth.data import load_dataset
+    from geosynth.data.shards import is_shard_dir
+
+    out = output_path(out)
+    check_replaceable(out, "file")
+    if is_shard_dir(Path(source)):
+        return embed_shards(
+            extractor,
+            Path(source),
+            out,
+            provenance=provenance,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            limit=limit,
+            seed=seed,
+            distributed=distributed,
+            track=track,
+            log=log,
+        )
+    if limit is not None:
+        raise GeosynthError(
+            f"limit={limit}: applies to shard directories only; use `shots` for datasets"
+        )
+    ds = dataset or load_dataset(source, split=split, classes=classes, shots=shots, seed=seed)
+    provenance.inputs[f"dataset:{source}"] = ds.fingerprint()
+    return embed_dataset_parts(
+        extractor,
+        ds,
+        out,
+        provenance=provenance,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        part_size=part_size,
+        distributed=distributed,
+        track=track,
+        log=log,
+    )

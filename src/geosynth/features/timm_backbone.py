@@ -48,7 +48,7 @@ class TimmExtractor(FeatureExtractor):
             self._transform = create_transform(**config)
             input_info: dict[str, Any] = {k: str(v) for k, v in config.items()}
         else:
-            from geosynth.classify.augment import native_eval_transform
+            from geosynth.backbones import native_eval_transform
 
             size = int(config["input_size"][-1])
             interp = str(config.get("interpolation", "bilinear"))

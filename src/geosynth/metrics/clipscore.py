@@ -35,7 +35,7 @@ class ClipScorer:
     @classmethod
     def load(cls, spec: str, device: torch.device | str = "cpu") -> ClipScorer:
         """Load ``spec`` (``NAME/PRETRAINED``, ``hf-hub:ID``, ``local-dir:DIR``); one-line errors."""
-        from geosynth.features.openclip import load_open_clip
+        from geosynth.backbones import load_open_clip
 
         dev = torch.device(device)
         clip = load_open_clip(spec, what="clip_model", device=dev)

@@ -23,7 +23,7 @@ import numpy as np
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.paired import PairedDataset, dominant_class
 from geosynth.errors import GeosynthError
-from geosynth.metrics.fid import fid
+from geosynth.metrics.frechet import fid
 from geosynth.progress import Track, no_track
 
 
@@ -176,7 +176,7 @@ def paired_evaluation(
 ) -> dict[str, Any]:
     """Seed 004's report from paths, as ``geosynth evaluate`` makes it: the synthetic pairs
     (``opts.split``) against REAL (``opts.real_split``, its maps beside it or ``real_maps``) and
-    VAL (``val_maps``), with ``opts`` an :class:`geosynth.metrics.evaluate.EvalOptions`."""
+    VAL (``val_maps``), with ``opts`` an :class:`geosynth.metrics.evaluation.EvalOptions`."""
     from geosynth.data import load_dataset
     from geosynth.data.paired import attach_maps, has_maps
 

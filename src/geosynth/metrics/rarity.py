@@ -1,17 +1,22 @@
 """The rarity report: PRDC and rarity between a reference and a target embedding set, overall and
-per target class, with everything the numbers depend on (k, set sizes, feature model)."""
+per target class, with everything the numbers depend on (k, set sizes, feature model);
+:func:`rarity` is the whole step (``geosynth rarity``): any two sources in, the report out."""
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from geosynth.artifacts import Embeddings
+from geosynth.defaults import FEATURE_MODEL
 from geosynth.errors import GeosynthError
 from geosynth.metrics.lifted import lifted_manifold_metrics
 from geosynth.metrics.manifold import manifold_metrics
+from geosynth.progress import Track, no_track
 
 
 def check_features(emb: Embeddings, role: str, k: int) -> None:
@@ -133,4 +138,84 @@ def rarity_report(
             "recall compare the whole reference with that class alone (recall with class-internal "
             "k-NN radii)"
         )
+    return report
+
+
+def rarity(
+    target: str,
+    reference: str,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    k: int = 5,
+    rarity_k: int = 3,
+    features: str = FEATURE_MODEL,
+    per_class: bool = False,
+    split: str | None = None,
+    reference_split: str | None = None,
+    classes: list[str] | None = None,
+    shots: int | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    batch_size: int = 64,
+    device: str | None = None,
+    precision: str = "auto",
+    method: str = "blocked",
+    approximate: bool = False,
+    nprobe: int = 32,
+    use_cache: bool = True,
+    track: Track = no_track,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any] | None:
+    """What ``geosynth rarity`` does: precision, recall, density, coverage and rarity of
+    ``target`` (plays "fake") against ``reference`` (plays "real"), each an embeddings file, a
+    dataset or a shard directory (embedded with ``features`` and cached). ``split``,
+    ``classes`` and ``shots`` apply to the target, ``reference_split`` and ``limit`` (a subset of
+    a shard directory) to the reference. The report is written to ``out`` (JSON + provenance)
+    when given, and returned.
+
+    Under torchrun / accelerate launch every rank calls this: the embedding and the exact passes
+    split across the processes, and rank 0 writes and returns the report (the other ranks get
+    None)."""
+    from geosynth.artifacts import Provenance, write_json, write_provenance
+    from geosynth.distributed import init_from_env, is_main_process, local_device
+    from geosynth.features.resolve import resolve_embeddings
+    from geosynth.runtime import pick_device
+
+    dev = local_device(pick_device(device))
+    init_from_env(dev)
+    common: dict[str, Any] = dict(
+        features=features,
+        seed=seed,
+        batch_size=batch_size,
+        device=str(dev),
+        precision=precision,
+        use_cache=use_cache,
+        track=track,
+        log=log,
+        distributed=True,  # datasets and shards are embedded by all ranks, into one cache entry
+    )
+    prov = Provenance.start("rarity", seeds={"seed": seed})
+    tgt = resolve_embeddings(target, split=split, classes=classes, shots=shots, **common)
+    ref = resolve_embeddings(reference, split=reference_split, limit=limit, **common)
+    log(
+        f"computing exact metrics: {ref.embeddings.shape[0]} reference x "
+        f"{tgt.embeddings.shape[0]} target"
+    )
+    report = rarity_report(
+        ref,
+        tgt,
+        k=k,
+        rarity_k=rarity_k,
+        per_class=per_class,
+        device=str(dev),
+        names=(reference, target),
+        method=method,
+        approximate=approximate,
+        nprobe=nprobe,
+    )
+    if not is_main_process():
+        return None
+    if out is not None:
+        write_json(out, report)
+        write_provenance(out, prov)
     return report

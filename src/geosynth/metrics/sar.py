@@ -254,3 +254,26 @@ def derive_scale(
         db_floor=db_floor,
         percentiles=percentiles,
     )
+
+
+def shift_db(scale: AmplitudeScale, a_r: np.ndarray, a_s: np.ndarray) -> float | None:
+    """Signed gain of synthetic over real in dB: the mean dB difference in the dB space,
+    ``10 log10`` of the ratio of mean values for non-negative linear data; None otherwise."""
+    if scale.space == "db":
+        return float(a_s.mean() - a_r.mean())
+    m_r, m_s = float(a_r.mean()), float(a_s.mean())
+    if scale.space == "linear" and scale.kl_log and m_r > 0 and m_s > 0:
+        return float(10.0 * np.log10(m_s / m_r))
+    return None
+
+
+def glcm_compare(g_r: np.ndarray, g_s: np.ndarray) -> dict[str, Any]:
+    mr, ms, sd = g_r.mean(0), g_s.mean(0), g_r.std(0)
+    std_diff = (ms - mr) / np.where(sd > 0, sd, 1.0)
+    return {
+        "real": dict(zip(GLCM_PROPS, map(float, mr), strict=True)),
+        "synthetic": dict(zip(GLCM_PROPS, map(float, ms), strict=True)),
+        "difference": dict(zip(GLCM_PROPS, map(float, ms - mr), strict=True)),
+        "standardised_difference": dict(zip(GLCM_PROPS, map(float, std_diff), strict=True)),
+        "distance": float(np.abs(std_diff).mean()),
+    }

@@ -4,7 +4,7 @@ class, train one small LoRA per cluster, and mix them per class with bias-score 
 
 from typing import Any
 
-from geosynth.plora.kmeans import KMeansResult, kmeans
+from geosynth.plora.clustering import KMeansResult, kmeans
 from geosynth.plora.weights import bias_weights, count_table, uniform_weights
 
 #: imported on first use: building needs torch, datasets and the diffusion stack

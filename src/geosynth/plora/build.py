@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+import shlex
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,11 @@ import numpy as np
 from geosynth.artifacts import Embeddings, Provenance, atomic_path, write_json, write_provenance
 from geosynth.data import export_dataset, load_dataset
 from geosynth.data.dataset import ImageDataset
-from geosynth.defaults import FEATURE_MODEL, SD_MODEL
+from geosynth.defaults import FEATURE_MODEL, PROMPT_TEMPLATE, SD_MODEL
 from geosynth.diffusion.loras import CARD_FILE
 from geosynth.diffusion.training.recipe import Recipe
 from geosynth.errors import GeosynthError
-from geosynth.plora.kmeans import kmeans
+from geosynth.plora.clustering import kmeans
 from geosynth.plora.weights import bias_weights, count_table, uniform_weights
 from geosynth.progress import Track, no_track
 
@@ -189,7 +190,7 @@ def build_plora(
     train: bool = False,
     resume: bool = False,
     model: str = SD_MODEL,
-    recipe: Recipe | None = None,
+    recipe: Recipe | Mapping[str, Any] | None = None,
     device: str | None = None,
     compile_unet: bool = False,
     track: Track = no_track,
@@ -210,6 +211,8 @@ def build_plora(
     from geosynth.features.resolve import resolve_embeddings
 
     out = Path(out)
+    if isinstance(recipe, Mapping):
+        recipe = Recipe(**recipe)
     recipe = recipe or Recipe(rank=4, alpha=4.0, seed=seed)
     recipe.check()
     summary = None
@@ -276,4 +279,44 @@ def build_plora(
         if train
         else []
     )
-    return {"out": str(out), "summary": summary, "trained": [str(p) for p in trained]}
+    return {
+        "out": str(out),
+        "summary": summary,
+        "trained": [str(p) for p in trained],
+        "clusters": [cluster_name(j) for j in range(k)],
+        "commands": finetune_commands(out, model, recipe, compile_unet=compile_unet),
+    }
+
+
+def finetune_commands(
+    out: Path, model: str, recipe: Recipe, *, compile_unet: bool = False
+) -> list[str]:
+    """One ``geosynth finetune`` command per cluster (the same training as ``--train``), to run
+    on a cluster scheduler."""
+    k = json.loads((out / "assignments.json").read_text())["k"]
+    cmds = []
+    for j in range(k):
+        args = ["geosynth", "finetune", str(out / "clusters" / cluster_name(j))]
+        args += ["--model", model, "--lora-rank", str(recipe.rank)]
+        args += ["--lora-alpha", str(recipe.alpha)]
+        args += ["--epochs", str(recipe.epochs), "--batch-size", str(recipe.batch_size)]
+        args += ["--lr", str(recipe.lr), "--seed", str(recipe.seed)]
+        if recipe.max_steps:
+            args += ["--max-steps", str(recipe.max_steps)]
+        if recipe.resolution:
+            args += ["--resolution", str(recipe.resolution)]
+        if recipe.offset_noise:
+            args += ["--offset-noise", str(recipe.offset_noise)]
+            if recipe.offset_noise_convention != "std":
+                args += ["--offset-noise-convention", recipe.offset_noise_convention]
+        if recipe.prompt_template != PROMPT_TEMPLATE:
+            args += ["--prompt-template", recipe.prompt_template]
+        if recipe.lora_targets != "attention":
+            args += ["--lora-targets", recipe.lora_targets]
+        for path, weight in recipe.init_loras:
+            args += ["--init-lora", f"{path}:{weight}"]
+        if compile_unet:
+            args += ["--compile"]
+        args += ["--out", str(out / "loras" / cluster_name(j))]
+        cmds.append(shlex.join(args))
+    return cmds

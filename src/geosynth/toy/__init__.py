@@ -1,5 +1,6 @@
 """Procedural toy data and tiny models, for the demo and the tests (no hub, 2 CPU cores)."""
 
+from geosynth.diffusion.tokenizer import build_toy_tokenizer
 from geosynth.toy.data import (
     DEFAULT_TOY_CLASSES,
     TOY_CLASSES,
@@ -20,7 +21,6 @@ from geosynth.toy.models import (
     make_toy_timm,
 )
 from geosynth.toy.sar import TOY_SAR_CLASSES, make_toy_sar_dataset, toy_sar_chip
-from geosynth.toy.tokenizer import build_toy_tokenizer
 
 __all__ = [
     "DEFAULT_TOY_CLASSES",

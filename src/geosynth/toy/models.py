@@ -24,23 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from geosynth.artifacts import Provenance, atomic_path, write_provenance
+from geosynth.defaults import SD21_SCHEDULER_CONFIG
+from geosynth.diffusion.tokenizer import build_toy_tokenizer
 from geosynth.diffusion.types import VAE
 from geosynth.toy.data import resolve_toy_classes, toy_image
-from geosynth.toy.tokenizer import build_toy_tokenizer
-
-#: SD 2.1-base's scheduler: PNDM with "leading" spacing and steps_offset 1, scaled-linear betas
-#: 0.00085..0.012 over 1000 steps, epsilon prediction (from its scheduler_config.json).
-SD21_SCHEDULER_CONFIG: dict[str, object] = {
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "num_train_timesteps": 1000,
-    "prediction_type": "epsilon",
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "timestep_spacing": "leading",
-}
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

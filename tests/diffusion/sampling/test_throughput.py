@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from geosynth.artifacts import Provenance
-from geosynth.diffusion import loras as lora_ops
+from geosynth.diffusion import adapters
 from geosynth.diffusion.sampling.generate import run_generation, text_embeddings
 from geosynth.diffusion.sampling.pipeline import load_generation, tune_for_speed
 from geosynth.toy import make_toy_lora
@@ -117,11 +117,11 @@ def test_fused_layers_compute_what_the_adapters_compute(gen) -> None:
         with torch.no_grad():
             return emb, pipe.unet(x, 500, encoder_hidden_states=emb).sample
 
-    with lora_ops.ClassMix(pipe, fuse=False) as mix:
+    with adapters.ClassMix(pipe, fuse=False) as mix:
         mix.set(weights)
         emb0, eps0 = outputs()
     te_before = _params(pipe)
-    with lora_ops.ClassMix(pipe, fuse=True) as mix:
+    with adapters.ClassMix(pipe, fuse=True) as mix:
         active = mix.set(weights)
         assert active == {"a": 0.6, "b": 0.5}
         te_now = _params(pipe)

@@ -4,16 +4,11 @@ shardable generation jobs (:mod:`.generate`), images from semantic maps (:mod:`.
 one-call builders that resolve a job from plain arguments (:mod:`.pipeline`:
 :func:`load_generation`, :func:`load_map_generation`)."""
 
+from geosynth.diffusion.loras import LoraSet, resolve_loras
 from geosynth.diffusion.sampling.generate import GenerationSpec, run_generation
+from geosynth.diffusion.sampling.mapgen import MapGeneration, load_map_generation
 from geosynth.diffusion.sampling.noise import gaussian_latents, leak_aligned_latents
-from geosynth.diffusion.sampling.pipeline import (
-    Generation,
-    LoraSet,
-    MapGeneration,
-    load_generation,
-    load_map_generation,
-    resolve_loras,
-)
+from geosynth.diffusion.sampling.pipeline import Generation, load_generation
 from geosynth.diffusion.sampling.schedulers import make_scheduler
 
 __all__ = [

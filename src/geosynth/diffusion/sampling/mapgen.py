@@ -1,4 +1,5 @@
-"""``generate --maps``: images from semantic maps with a map-conditioned model (seed 004).
+"""``generate --maps``: images from semantic maps with a map-conditioned model (seed 004);
+:func:`load_map_generation` resolves and loads such a job from plain arguments.
 
 Each map gives ``per_map`` images, each with its own seed derived from (seed, map, index).
 Classifier-free guidance runs over the map: the unconditional branch gets the blank map the
@@ -14,6 +15,9 @@ The folder appears whole when every image is done (nothing half-written).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from geosynth.artifacts import Provenance
+from geosynth.artifacts import Provenance, output_path
 from geosynth.data.names import prompt_name
 from geosynth.data.paired import (
     LEGEND_NAME,
@@ -32,13 +36,19 @@ from geosynth.data.paired import (
     read_map,
     resize_map,
 )
+from geosynth.defaults import SD_MODEL
+from geosynth.diffusion import adapters
+from geosynth.diffusion import loras as lora_ops
+from geosynth.diffusion.loras import LoraRef, PathLike, resolve_loras
 from geosynth.diffusion.mapcond import (
     MapConditionedUNet,
     encode_rendered,
     load_encoder,
     one_hot,
 )
-from geosynth.diffusion.sampling.generate import image_seed
+from geosynth.diffusion.sampling.pipeline import load_pipeline, tune_for_speed
+from geosynth.diffusion.sampling.spec import image_seed
+from geosynth.diffusion.types import Pipeline
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 
@@ -169,3 +179,162 @@ def generate_from_maps(
                 )
                 n += 1
     return {"generated": n, "maps": len(maps), "per_map": per_map, "complete": True}
+
+
+@dataclass
+class MapGeneration:
+    """A loaded pipeline with a map-conditioned model and the maps to follow: :meth:`run`
+    writes ``per_map`` images per map, each with its map (see :mod:`.mapgen`)."""
+
+    pipe: Pipeline
+    map_model: lora_ops.Lora
+    maps: PairedDataset
+    model: str
+    per_map: int = 1
+    steps: int = 50
+    guidance: float = 2.0
+    seed: int = 0
+    resolution: int | None = None
+    prompt_template: str | None = None
+    maps_path: str = ""
+
+    def run(
+        self,
+        out: PathLike,
+        *,
+        batch_size: int = 8,
+        provenance: Provenance | None = None,
+        track: Track = no_track,
+    ) -> dict[str, Any]:
+        """Generate into the new folder ``out`` (it appears whole when every image is done)."""
+        from geosynth.data.writer import check_output_dir
+
+        out = output_path(out)
+        check_output_dir(out)
+        if out.exists() and any(out.iterdir()):
+            raise GeosynthError(f"out={str(out)!r}: exists; choose a new path")
+        prov = provenance or Provenance.start(
+            "generate", seeds={"seed": self.seed}, model=self.model, maps=self.maps_path
+        )
+        result = generate_from_maps(
+            self.pipe,
+            self.map_model.path,
+            self.map_model.card,
+            self.maps,
+            out,
+            per_map=self.per_map,
+            steps=self.steps,
+            guidance=self.guidance,
+            seed=self.seed,
+            resolution=self.resolution,
+            batch_size=batch_size,
+            provenance=prov,
+            prompt_template=self.prompt_template,
+            track=track,
+        )
+        result["out"] = str(out)
+        return result
+
+
+#: Why each class-generation setting has no meaning with ``maps`` (see load_map_generation).
+_NOT_WITH_MAPS = {
+    "classes": "the map model's legend names the classes",
+    "per_class": "it makes `per_map` images per map",
+    "noise": "it samples from Gaussian noise",
+    "channel_means": "it samples from Gaussian noise",
+    "radiometry": "it writes 8-bit images with their maps",
+    "controlnet": "the maps are the condition",
+    "resume": "it writes a new folder in one run",
+    "shard": "it writes a new folder in one run",
+    "fuse_loras": "its LoRAs run as adapters",
+}
+
+
+def _refuse_with_maps(**given: Any) -> None:
+    """A GeosynthError naming the first setting that was given (not None)."""
+    for name, value in given.items():
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            value = ",".join(map(str, value))
+        elif isinstance(value, os.PathLike):
+            value = str(value)
+        raise GeosynthError(f"{name}={value!r}: not supported with `maps` ({_NOT_WITH_MAPS[name]})")
+
+
+def load_map_generation(
+    maps: PathLike,
+    *,
+    model: PathLike = SD_MODEL,
+    loras: Sequence[LoraRef] = (),
+    lora_dir: PathLike | None = None,
+    lora_weights: PathLike | None = None,
+    map_legend: PathLike | None = None,
+    per_map: int = 1,
+    steps: int = 50,
+    guidance: float = 2.0,
+    scheduler: str | None = None,
+    seed: int = 0,
+    resolution: int | None = None,
+    device: str | None = None,
+    precision: str = "auto",
+    prompt_template: str | None = None,
+    channels_last: bool | None = None,
+    compile_unet: bool = False,
+    classes: Sequence[str] | str | None = None,
+    per_class: int | None = None,
+    noise: str | None = None,
+    channel_means: PathLike | None = None,
+    radiometry: str | None = None,
+    controlnet: PathLike | None = None,
+    resume: bool = False,
+    shard: str | None = None,
+    fuse_loras: bool | None = None,
+) -> MapGeneration:
+    """Resolve, check and load generation from semantic ``maps`` (a folder of map images or a
+    paired dataset, with ``legend.json`` inside or at ``map_legend``): one of ``loras`` must be
+    a map-conditioned model (``finetune --condition``) whose legend the maps share.
+    ``channels_last`` and ``compile_unet``: see :func:`tune_for_speed`.
+
+    The class-generation settings from ``classes`` on are not supported with ``maps``; any of
+    them given is an error (rather than silently ignored), raised before anything loads."""
+    from geosynth.data.paired import read_map_folder
+
+    _refuse_with_maps(
+        classes=classes,
+        per_class=per_class,
+        noise=noise,
+        channel_means=channel_means,
+        radiometry=radiometry,
+        controlnet=controlnet,
+        resume=resume or None,
+        shard=shard,
+        fuse_loras=fuse_loras,
+    )
+
+    lset = resolve_loras(model, loras, lora_dir=lora_dir, lora_weights=lora_weights)
+    map_model = lset.map_model
+    if map_model is None:
+        raise GeosynthError(
+            "`maps` needs a map-conditioned model: a model directory fine-tuned with a map "
+            "condition in `loras`"
+        )
+    legend = None if map_legend is None else Path(map_legend)
+    map_set = read_map_folder(Path(maps), legend, arg="maps")
+    check_maps(map_set, map_model.card)
+    pipe = load_pipeline(model, lset, scheduler, device, precision)
+    adapters.load_adapters(pipe, lset.all)
+    tune_for_speed(pipe, channels_last=channels_last, compile_unet=compile_unet)
+    return MapGeneration(
+        pipe,
+        map_model,
+        map_set,
+        str(model),
+        per_map=per_map,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+        resolution=resolution,
+        prompt_template=prompt_template,
+        maps_path=str(maps),
+    )

@@ -13,7 +13,7 @@ back through), checks it all, loads the pipeline once and returns a :class:`Gene
                           channel_means="means.safetensors", per_class=500)
     gen.run("synth/")
 
-:func:`load_map_generation` does the same for a map-conditioned model (``finetune --condition``)
+:func:`~geosynth.diffusion.sampling.mapgen.load_map_generation` does the same for a map-conditioned model (``finetune --condition``)
 and a folder of semantic maps; :meth:`MapGeneration.run` writes the paired output
 (see :mod:`.mapgen`).
 
@@ -23,130 +23,25 @@ Errors name these functions' parameters (``lora_weights='w.json': ...``).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geosynth.artifacts import ChannelMeans, Provenance, load_channel_means
-from geosynth.data.radiometry import Radiometry, check_same_spec
+from geosynth.data.radiometry import Radiometry
+from geosynth.data.radiometry_defaults import check_same_spec
 from geosynth.defaults import PROMPT_TEMPLATE, SD_MODEL
-from geosynth.diffusion import loras as lora_ops
+from geosynth.diffusion import adapters
 from geosynth.diffusion.identity import model_digest
+from geosynth.diffusion.loras import LoraRef, LoraSet, PathLike, resolve_loras
 from geosynth.diffusion.sampling.control import ControlSource
 from geosynth.diffusion.types import Pipeline
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 
 if TYPE_CHECKING:
-    from geosynth.data.paired import PairedDataset
-    from geosynth.diffusion.sampling.generate import GenerationSpec
-
-#: A LoRA of a stack: ``"DIR"``, ``"DIR:weight"``, a path, or ``(path, weight)``.
-LoraRef = str | os.PathLike[str] | tuple[str | os.PathLike[str], float]
-PathLike = str | os.PathLike[str]
-
-
-def _lora_text(ref: LoraRef) -> str:
-    if isinstance(ref, tuple):
-        return f"{ref[0]}:{float(ref[1])}"
-    return str(ref)
-
-
-@dataclass
-class LoraSet:
-    """The LoRAs of one generation job and how each class weights them.
-
-    ``stack`` is applied to every class at its weights (the LoRAs given, preceded by those their
-    cards say they were trained on top of); ``per_class`` LoRAs (a per-class directory, a
-    mixture file) are off unless a class's entry of ``class_weights`` turns them on."""
-
-    stack: list[lora_ops.Lora] = field(default_factory=list)
-    per_class: list[lora_ops.Lora] = field(default_factory=list)
-    class_weights: dict[str, dict[str, float]] = field(default_factory=dict)
-    #: the LoRAs the caller named (their cards give the defaults, not stage-1 LoRAs they pull in)
-    named: list[lora_ops.Lora] = field(default_factory=list)
-    #: classes a per-class directory or a mixture file defines (None: neither was given)
-    classes: list[str] | None = None
-    lora_dir: Path | None = None
-    lora_weights: Path | None = None
-
-    @property
-    def all(self) -> list[lora_ops.Lora]:
-        return self.stack + self.per_class
-
-    @property
-    def card(self) -> dict[str, Any]:
-        """The first card among the named LoRAs (class names, prompt template)."""
-        return next((x.card for x in self.named if x.card), {})
-
-    @property
-    def map_model(self) -> lora_ops.Lora | None:
-        """The named map-conditioned model, if any."""
-        return next((x for x in self.named if x.card.get("map_condition")), None)
-
-    def check_classes(self, classes: Sequence[str]) -> None:
-        """Every class needs its mixture / its per-class LoRA."""
-        missing = [c for c in classes if c not in self.class_weights]
-        if missing and self.lora_weights is not None:
-            raise GeosynthError(
-                f"lora_weights={str(self.lora_weights)!r}: no mixture for class '{missing[0]}'"
-            )
-        if missing and self.lora_dir is not None:
-            raise GeosynthError(
-                f"lora_dir={str(self.lora_dir)!r}: no LoRA for class '{missing[0]}'"
-            )
-
-    def spec_loras(self) -> dict[str, dict[str, Any]]:
-        """The set as :class:`GenerationSpec` records it: name -> path, weight, stack."""
-        return {
-            x.name: {"path": str(x.path), "weight": x.weight, "stack": x in self.stack}
-            for x in self.all
-        }
-
-
-def resolve_loras(
-    model: PathLike,
-    loras: Sequence[LoraRef] = (),
-    *,
-    lora_dir: PathLike | None = None,
-    lora_weights: PathLike | None = None,
-) -> LoraSet:
-    """The LoRA set of a job: the stack ``loras``, one LoRA per class from the sub-directories of
-    ``lora_dir`` (named by class), and the per-class mixtures of a ``weights.json`` file
-    (``lora_weights``, from ``cluster-plora``). Every LoRA must be trained for ``model``."""
-    taken: set[str] = set()
-    given = [lora_ops.parse_lora(_lora_text(s), taken, "loras") for s in loras]
-    out = LoraSet(named=list(given))
-    if lora_dir is not None:
-        out.lora_dir = Path(lora_dir)
-        if not out.lora_dir.is_dir():
-            raise GeosynthError(f"lora_dir={str(lora_dir)!r}: no such directory")
-        for sub in sorted(p for p in out.lora_dir.iterdir() if p.is_dir()):
-            item = lora_ops.parse_lora(str(sub), taken, "lora_dir")
-            out.per_class.append(item)
-            out.class_weights[sub.name] = {item.name: 1.0}
-        out.classes = list(out.class_weights)
-    if lora_weights is not None:
-        mix = lora_ops.LoraWeights.read(lora_weights)
-        out.lora_weights = mix.path
-        for name, path in mix.loras.items():
-            if name in taken:
-                raise GeosynthError(
-                    f"lora_weights={str(mix.path)!r}: LoRA name '{name}' is already used by "
-                    "another LoRA of this job"
-                )
-            taken.add(name)
-            out.per_class.append(lora_ops.Lora(path, 0.0, name))
-        for c, w in mix.weights.items():
-            out.class_weights.setdefault(c, {}).update(w)
-        out.classes = mix.classes  # the mixture's classes win over a per-class directory's
-    out.named += out.per_class
-    out.stack = lora_ops.expand_stacks(given, out.per_class, taken)
-    for item in out.all:
-        lora_ops.check_base(item, str(model))
-    return out
+    from geosynth.diffusion.sampling.spec import GenerationSpec
 
 
 def resolve_generation_radiometry(
@@ -192,7 +87,7 @@ def with_controlnet(pipe: Pipeline, ref: PathLike) -> Pipeline:
     return cpipe
 
 
-def _load_pipeline(
+def load_pipeline(
     model: PathLike,
     loras: LoraSet,
     scheduler: str | None,
@@ -211,7 +106,7 @@ def _load_pipeline(
     new_scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     if new_scheduler is not None:
         pipe.scheduler = new_scheduler
-    lora_ops.apply_cards(pipe, loras.all)
+    adapters.apply_cards(pipe, loras.all)
     return pipe
 
 
@@ -268,10 +163,11 @@ class Generation:
         provenance: Provenance | None = None,
         track: Track = no_track,
         log: Callable[[str], None] = lambda _: None,
-        fuse_loras: bool = True,
+        fuse_loras: bool | None = True,
     ) -> dict[str, Any]:
         """Generate this shard's missing images into ``out`` (see :func:`run_generation`;
-        ``fuse_loras`` merges each class's LoRA mixture into the weights while it generates);
+        ``fuse_loras`` merges each class's LoRA mixture into the weights while it generates;
+        None: the default, on);
         returns counts, whether the output is complete, and ``out``."""
         from geosynth.diffusion.sampling.generate import run_generation
 
@@ -290,7 +186,7 @@ class Generation:
             resume=resume,
             track=track,
             log=log,
-            fuse_loras=fuse_loras,
+            fuse_loras=True if fuse_loras is None else fuse_loras,
         )
         result["out"] = str(out)
         return result
@@ -300,12 +196,12 @@ def load_generation(
     *,
     model: PathLike = SD_MODEL,
     classes: Sequence[str] | None = None,
-    per_class: int = 500,
+    per_class: int | None = None,
     prompt_template: str | None = None,
     steps: int = 50,
     guidance: float = 2.0,
     scheduler: str | None = None,
-    noise: str = "gaussian",
+    noise: str | None = None,
     channel_means: PathLike | ChannelMeans | None = None,
     skip_channel_means_check: bool = False,
     leak_timestep: int | None = None,
@@ -338,6 +234,8 @@ def load_generation(
     from geosynth.diffusion.channel_means import pipeline_mismatches
     from geosynth.diffusion.sampling.generate import GenerationSpec, check_channel_means
 
+    per_class = 500 if per_class is None else per_class  # None: the default (a CLI can tell)
+    noise = noise or "gaussian"
     if noise not in ("gaussian", "leak-aligned"):
         raise GeosynthError(f"noise={noise!r}: expected gaussian or leak-aligned")
     if (noise == "leak-aligned") != (channel_means is not None):
@@ -378,7 +276,7 @@ def load_generation(
     lset.check_classes(names)
     if (controlnet is None) != (control is None) or (control is None) != (control_images is None):
         raise GeosynthError("`controlnet`, `control` and `control_images` go together")
-    pipe = _load_pipeline(model, lset, scheduler, device, precision)
+    pipe = load_pipeline(model, lset, scheduler, device, precision)
     size = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
     if cm is not None:
         assert cm_where is not None
@@ -397,7 +295,7 @@ def load_generation(
         pipe = with_controlnet(pipe, controlnet)
         control_source = ControlSource(load_dataset(Path(control_images)), control, size)
         control_source.check_classes(names)
-    lora_ops.load_adapters(pipe, lset.all)
+    adapters.load_adapters(pipe, lset.all)
     tune_for_speed(pipe, channels_last=channels_last, compile_unet=compile_unet)
     spec = GenerationSpec(
         model=str(model),
@@ -421,114 +319,3 @@ def load_generation(
         radiometry=None if rad is None else rad.to_dict(),
     )
     return Generation(pipe, spec, control_source, lset)
-
-
-@dataclass
-class MapGeneration:
-    """A loaded pipeline with a map-conditioned model and the maps to follow: :meth:`run`
-    writes ``per_map`` images per map, each with its map (see :mod:`.mapgen`)."""
-
-    pipe: Pipeline
-    map_model: lora_ops.Lora
-    maps: PairedDataset
-    model: str
-    per_map: int = 1
-    steps: int = 50
-    guidance: float = 2.0
-    seed: int = 0
-    resolution: int | None = None
-    prompt_template: str | None = None
-    maps_path: str = ""
-
-    def run(
-        self,
-        out: PathLike,
-        *,
-        batch_size: int = 8,
-        provenance: Provenance | None = None,
-        track: Track = no_track,
-    ) -> dict[str, Any]:
-        """Generate into the new folder ``out`` (it appears whole when every image is done)."""
-        from geosynth.data.writer import check_output_dir
-        from geosynth.diffusion.sampling.mapgen import generate_from_maps
-
-        out = Path(out)
-        check_output_dir(out)
-        if out.exists() and any(out.iterdir()):
-            raise GeosynthError(f"out={str(out)!r}: exists; choose a new path")
-        prov = provenance or Provenance.start(
-            "generate", seeds={"seed": self.seed}, model=self.model, maps=self.maps_path
-        )
-        result = generate_from_maps(
-            self.pipe,
-            self.map_model.path,
-            self.map_model.card,
-            self.maps,
-            out,
-            per_map=self.per_map,
-            steps=self.steps,
-            guidance=self.guidance,
-            seed=self.seed,
-            resolution=self.resolution,
-            batch_size=batch_size,
-            provenance=prov,
-            prompt_template=self.prompt_template,
-            track=track,
-        )
-        result["out"] = str(out)
-        return result
-
-
-def load_map_generation(
-    maps: PathLike,
-    *,
-    model: PathLike = SD_MODEL,
-    loras: Sequence[LoraRef] = (),
-    lora_dir: PathLike | None = None,
-    lora_weights: PathLike | None = None,
-    map_legend: PathLike | None = None,
-    per_map: int = 1,
-    steps: int = 50,
-    guidance: float = 2.0,
-    scheduler: str | None = None,
-    seed: int = 0,
-    resolution: int | None = None,
-    device: str | None = None,
-    precision: str = "auto",
-    prompt_template: str | None = None,
-    channels_last: bool | None = None,
-    compile_unet: bool = False,
-) -> MapGeneration:
-    """Resolve, check and load generation from semantic ``maps`` (a folder of map images or a
-    paired dataset, with ``legend.json`` inside or at ``map_legend``): one of ``loras`` must be
-    a map-conditioned model (``finetune --condition``) whose legend the maps share.
-    ``channels_last`` and ``compile_unet``: see :func:`tune_for_speed`."""
-    from geosynth.data.paired import read_map_folder
-    from geosynth.diffusion.sampling.mapgen import check_maps
-
-    lset = resolve_loras(model, loras, lora_dir=lora_dir, lora_weights=lora_weights)
-    map_model = lset.map_model
-    if map_model is None:
-        raise GeosynthError(
-            "`maps` needs a map-conditioned model: a model directory fine-tuned with a map "
-            "condition in `loras`"
-        )
-    legend = None if map_legend is None else Path(map_legend)
-    map_set = read_map_folder(Path(maps), legend, arg="maps")
-    check_maps(map_set, map_model.card)
-    pipe = _load_pipeline(model, lset, scheduler, device, precision)
-    lora_ops.load_adapters(pipe, lset.all)
-    tune_for_speed(pipe, channels_last=channels_last, compile_unet=compile_unet)
-    return MapGeneration(
-        pipe,
-        map_model,
-        map_set,
-        str(model),
-        per_map=per_map,
-        steps=steps,
-        guidance=guidance,
-        seed=seed,
-        resolution=resolution,
-        prompt_template=prompt_template,
-        maps_path=str(maps),
-    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from geosynth.defaults import SCHEDULER_NAMES
 from geosynth.errors import GeosynthError
 
 #: name -> (diffusers class, config overrides)
@@ -18,6 +19,7 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "lms": ("LMSDiscreteScheduler", {}),
     "heun": ("HeunDiscreteScheduler", {}),
 }
+assert tuple(SCHEDULERS) == SCHEDULER_NAMES, "geosynth.defaults.SCHEDULER_NAMES is out of date"
 
 
 def make_scheduler(name: str | None, base_config: Any):

@@ -12,7 +12,7 @@ import csv
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,12 @@ from geosynth.artifacts import (
     atomic_path,
     canonicalize_safetensors,
     check_replaceable,
+    output_path,
     write_provenance,
 )
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.names import safe_dirname
+from geosynth.defaults import SD_MODEL
 from geosynth.diffusion.identity import model_digest
 from geosynth.diffusion.latents import vae_scale_factor
 from geosynth.diffusion.loading import load_sd_pipeline, native_resolution
@@ -291,9 +293,11 @@ def _finished_summary(out: Path, per_class: bool) -> dict[str, Any]:
 def finetune(
     ds: ImageDataset,
     out: str | os.PathLike[str],
-    recipe: Recipe,
+    recipe: Recipe | Mapping[str, Any] | None = None,
     *,
-    model: str,
+    model: str = SD_MODEL,
+    maps: str | os.PathLike[str] | None = None,
+    map_legend: str | os.PathLike[str] | None = None,
     per_class: bool = False,
     resume: bool = False,
     overwrite: bool = False,
@@ -315,9 +319,26 @@ def finetune(
     a rerun's LoRA directory stays byte-identical); per-class runs log to one sub-folder per
     class. ``compile_unet``, ``cache_text``, ``cache_latents`` and ``channels_last`` change
     speed, not what is learnt (see :func:`.trainer.train`); they are not part of the recipe, so
-    a run resumes with any of them."""
+    a run resumes with any of them.
+
+    ``recipe``: a :class:`Recipe` or its fields as a dict (default: DataDream's). With a map
+    condition (``recipe.maps``), ``ds`` is paired with its semantic maps: ``maps`` (a folder
+    mirroring it; default: its metadata's ``map_file`` column) and ``map_legend``."""
+    if not isinstance(recipe, Recipe):
+        recipe = Recipe(**(recipe or {}))
+    if maps is not None and recipe.maps is None:
+        raise GeosynthError("`maps` is only used with `condition` concat|cross-attention|both")
     run = Provenance.start("finetune", seeds={"seed": recipe.seed})  # started now
     recipe.check()
+    if recipe.maps is not None:
+        from geosynth.data.paired import attach_maps
+
+        ds = attach_maps(
+            ds,
+            None if maps is None else Path(maps),
+            None if map_legend is None else Path(map_legend),
+            arg="maps",
+        )
     check_report_to(report_to)
     check_optimizer(recipe.optimizer, pick_device(device))
     if per_class and recipe.learn_token:
@@ -325,7 +346,7 @@ def finetune(
             "`learn_token` with per_class=True would give every class's LoRA the same token; "
             "train per-class LoRAs without it, or one finetune per class with its own token"
         )
-    out = Path(out)
+    out = output_path(out)
     work = parts_dir(out)
     check_replaceable(out, "directory")
     check_replaceable(work, "directory")

@@ -16,7 +16,7 @@ from geosynth.defaults import PROMPT_TEMPLATE
 from geosynth.diffusion.mapcond import MapCondition
 from geosynth.diffusion.training.objective import OFFSET_CONVENTIONS, PREDICTION_TYPES, offset_std
 from geosynth.errors import GeosynthError
-from geosynth.runtime import tracker_config
+from geosynth.runtime import PRECISIONS, tracker_config
 
 MODES = ("lora", "full", "frozen")
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
@@ -66,12 +66,25 @@ def check_lora_targets(module, targets: tuple[str, ...], what: str = "UNet") -> 
 VAE_DECODER_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")
 
 
+def parse_init_lora(spec: str) -> tuple[str, float]:
+    """``DIR`` or ``DIR:weight`` (a LoRA merged into the base first, 2LoRA)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head:
+        try:
+            return head, float(tail)
+        except ValueError:
+            pass
+    return spec, 1.0
+
+
 @dataclass
 class Recipe:
     """Everything that decides what a fine-tuning run computes (recorded in the card)."""
 
-    unet: str = "lora"
-    text_encoder: str = "lora"
+    #: None: "full" with a map condition (it changes the UNet's input), else "lora"
+    unet: str | None = None
+    #: None: "frozen" with a map condition, else "lora"
+    text_encoder: str | None = None
     vae_decoder: str = "frozen"
     vae_encoder: str = "frozen"
     learn_token: str | None = None
@@ -101,6 +114,7 @@ class Recipe:
     prompt_template: str = PROMPT_TEMPLATE
     init: str = "pretrained"
     unet_config: str | None = None
+    #: ``(DIR, weight)`` pairs, or ``"DIR[:weight]"`` strings (weight 1.0 by default)
     init_loras: list[tuple[str, float]] = field(default_factory=list)
     seed: int = 0
     mixed_precision: str = "auto"
@@ -110,12 +124,27 @@ class Recipe:
     maps: MapCondition | None = None  # semantic-map conditioning (seed 004), see .mapcond
 
     def __post_init__(self) -> None:
+        if isinstance(self.maps, dict):
+            self.maps = MapCondition(**self.maps)
+        conditioned = self.maps is not None
+        if self.unet is None:
+            self.unet = "full" if conditioned else "lora"
+        if self.text_encoder is None:
+            self.text_encoder = "frozen" if conditioned else "lora"
+        self.init_loras = [
+            parse_init_lora(x) if isinstance(x, str) else (str(x[0]), float(x[1]))
+            for x in self.init_loras
+        ]
         # ``lora_targets`` is what users set; ``unet_targets`` follows it unless given as well.
         if tuple(self.unet_targets) == UNET_TARGETS:
             self.unet_targets = resolve_lora_targets(self.lora_targets)
 
     def check(self) -> None:
         """Reject contradictory settings with one line naming the field and its value."""
+        if self.mixed_precision not in PRECISIONS:
+            raise GeosynthError(
+                f"mixed_precision={self.mixed_precision!r}: expected {', '.join(PRECISIONS)}"
+            )
         for name in ("unet", "text_encoder", "vae_decoder", "vae_encoder"):
             if getattr(self, name) not in MODES:
                 raise GeosynthError(f"{name}={getattr(self, name)!r}: expected one of {MODES}")

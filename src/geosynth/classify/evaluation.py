@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from geosynth.classify.augment import eval_transform, native_eval_transform
+from geosynth.backbones import eval_transform, native_eval_transform
 from geosynth.classify.data import TransformedImages
 from geosynth.classify.metrics import classification_metrics, confusion_matrix
 from geosynth.classify.model import Classifier

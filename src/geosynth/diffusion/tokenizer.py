@@ -2,7 +2,9 @@
 
 Stable Diffusion pipelines need a ``CLIPTokenizer``; the real one's vocabulary lives on the hub. We
 learn a small one (a few hundred merges) from prompt-like text, so toy pipelines tokenize
-"a satellite photo of a forest" into a handful of word pieces rather than characters.
+"a satellite photo of a forest" into a handful of word pieces rather than characters. The library
+uses it too: a domain pipeline for ``finetune --init scratch`` (:mod:`geosynth.diffusion.vae`)
+needs a tokenizer without the hub.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import itertools
 from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from transformers import CLIPTokenizer
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
@@ -77,12 +81,15 @@ def learn_merges(words: Iterable[str], num_merges: int) -> list[tuple[str, str]]
 def build_toy_tokenizer(num_merges: int = 300, model_max_length: int = 77) -> CLIPTokenizer:
     """A CLIPTokenizer whose vocabulary is the 512 byte symbols, the learned merges and the two
     special tokens (start and end of text; the end token also pads, as in CLIP)."""
+    from transformers import CLIPTokenizer
+
     merges = learn_merges(CORPUS.split(), num_merges)
     symbols = list(_bytes_to_unicode().values())
     tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + [BOS, EOS]
     vocab: dict[str, int] = {}
     for t in tokens:
         vocab.setdefault(t, len(vocab))
+
     return CLIPTokenizer(
         vocab=vocab,
         merges=merges,

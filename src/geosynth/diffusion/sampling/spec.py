@@ -1,0 +1,141 @@
+"""What a generation job is: its settings (:class:`GenerationSpec`, recorded in the output and
+compared on resume), the per-image seeds, and the job list of each shard."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from geosynth.artifacts import (
+    DIR_PROVENANCE_NAME,
+)
+from geosynth.data.card import CARD_NAME
+from geosynth.data.folder import METADATA_NAME
+from geosynth.data.names import prompt_name, safe_dirname
+from geosynth.errors import GeosynthError
+
+PARTS = ".parts"
+
+
+RADIOMETRY_NAME = "radiometry.json"
+
+
+#: Names the output layout uses at its top level; no class folder may take one of them.
+RESERVED = {PARTS, METADATA_NAME, DIR_PROVENANCE_NAME, RADIOMETRY_NAME, CARD_NAME}
+
+
+MAX_SEED = 2**63 - 1
+
+
+def image_seed(seed: int, class_name: str, index: int) -> int:
+    """A 63-bit seed for one image, stable across runs and machines."""
+    h = hashlib.blake2b(f"{seed}|{class_name}|{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") >> 1
+
+
+@dataclass
+class GenerationSpec:
+    """Everything that determines the images (and nothing that only affects speed)."""
+
+    model: str
+    classes: list[str]
+    per_class: int
+    prompt_template: str
+    steps: int = 50
+    guidance: float = 2.0
+    scheduler: str | None = None
+    seed: int = 0
+    noise: str = "gaussian"
+    leak_timestep: int | None = None
+    resolution: int | None = None
+    loras: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> path, weight, stack
+    class_lora_weights: dict[str, dict[str, float]] = field(default_factory=dict)
+    channel_means: dict[str, list[float]] = field(default_factory=dict)
+    controlnet: str | None = None
+    control: str | None = None  # canny | image
+    control_images: str | None = None
+    radiometry: dict[str, Any] | None = None  # native-unit output through this spec's inverse
+    model_digest: dict[str, str] | None = None  # the base weights (geosynth.diffusion.identity)
+
+    def prompt(self, class_name: str) -> str:
+        return self.prompt_template.format(prompt_name(class_name))
+
+    def check(self) -> None:
+        """Refuse settings that would fail or corrupt the output later, before anything is
+        written: class folders that collide or clash with the layout, a prompt template that
+        does not format, out-of-range numbers."""
+        if not self.classes:
+            raise GeosynthError("`classes`: give at least one class name")
+        seen: dict[str, str] = {}
+        for c in self.classes:
+            d = safe_dirname(c)
+            if d in RESERVED or d.startswith("."):
+                raise GeosynthError(
+                    f"class name '{c}': its folder '{d}' is reserved by the output layout "
+                    f"(names starting with '.' and {', '.join(sorted(RESERVED))}); rename the class"
+                )
+            other = seen.get(d.casefold())
+            if other is not None:
+                what = "the same" if other == c else f"the same folder as '{other}'"
+                raise GeosynthError(
+                    f"class name '{c}': gives {what} ('{d}'; folders are compared ignoring case "
+                    "for case-insensitive file systems); class names must map to distinct folders"
+                )
+            seen[d.casefold()] = c
+        try:
+            probe = self.prompt_template.format("CLASS")
+        except (IndexError, KeyError, ValueError) as exc:
+            raise GeosynthError(
+                f"prompt_template={self.prompt_template!r}: does not format ({exc!r}); expected "
+                "text with one {} where the class name goes, e.g. 'a satellite photo of a {}'"
+            ) from None
+        if "CLASS" not in probe:
+            raise GeosynthError(
+                f"prompt_template={self.prompt_template!r}: has no {{}} for the class name"
+            )
+        if not 0 <= self.seed <= MAX_SEED:
+            raise GeosynthError(f"seed={self.seed}: expected an integer in [0, 2**63 - 1]")
+        if self.per_class < 1:
+            raise GeosynthError(f"per_class={self.per_class}: must be at least 1")
+        if self.steps < 1:
+            raise GeosynthError(f"steps={self.steps}: must be at least 1")
+        if self.resolution is not None and self.resolution < 1:
+            raise GeosynthError(f"resolution={self.resolution}: expected a positive size")
+
+    def plan(self) -> dict[str, Any]:
+        """The settings as JSON data (what ``plan.json`` and the provenance record)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    def weights_for(self, class_name: str) -> dict[str, float]:
+        """Adapter weights for a class: stacked LoRAs at their weight, the others at 0, then the
+        class's own mixture (pLoRA weights or its per-class LoRA) on top."""
+        w = {n: float(info["weight"]) if info["stack"] else 0.0 for n, info in self.loras.items()}
+        w.update(self.class_lora_weights.get(class_name, {}))
+        return w
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n); under ``accelerate launch`` the process rank and count by default."""
+    if text is None:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return int(os.environ.get("RANK", "0")), max(world, 1)
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise GeosynthError(f"shard={text!r}: expected i/n, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise GeosynthError(f"shard={text!r}: need 0 <= i < n")
+    return i, n
+
+
+def all_jobs(spec: GenerationSpec) -> list[tuple[str, int]]:
+    return [(c, i) for c in spec.classes for i in range(spec.per_class)]
+
+
+def shard_jobs(spec: GenerationSpec, shard: tuple[int, int]) -> list[tuple[str, int]]:
+    """Jobs of shard i of n: every n-th job, so shards are disjoint and cover all jobs."""
+    i, n = shard
+    return [job for k, job in enumerate(all_jobs(spec)) if k % n == i]
