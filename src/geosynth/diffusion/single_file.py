@@ -315,7 +315,7 @@ def clip_tokenizer(pad: str):  # -> transformers.CLIPTokenizer
     from open_clip.tokenizer import default_bpe
     from transformers import CLIPTokenizer
 
-    from geosynth.toy.tokenizer import _bytes_to_unicode
+    from geosynth.diffusion.tokenizer import _bytes_to_unicode
 
     with gzip.open(default_bpe()) as fh:
         lines = fh.read().decode("utf-8").split("\n")
@@ -345,8 +345,8 @@ def load_single_file(path: str | os.PathLike[str], *, dtype: torch.dtype):
     )
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from geosynth.toy.models import SD21_SCHEDULER_CONFIG
-    from geosynth.toy.tokenizer import build_toy_tokenizer
+    from geosynth.defaults import SD21_SCHEDULER_CONFIG
+    from geosynth.diffusion.tokenizer import build_toy_tokenizer
 
     p = Path(path).expanduser()
     sd = read_checkpoint(p)
