@@ -36,6 +36,12 @@ EXPORTS: dict[str, str] = {
     "run_demo": "geosynth.demo:run_demo",
     "export_lora": "geosynth.diffusion.kohya:export_lora",
     "import_lora": "geosynth.diffusion.kohya:import_lora",
+    "embed": "geosynth.features.embed_step:embed",
+    "describe": "geosynth.artifacts.inspection:describe",
+    "replay_argv": "geosynth.artifacts.provenance:replay_argv",
+    "toy_data": "geosynth.toy.steps:toy_data",
+    "toy_sar": "geosynth.toy.steps:toy_sar",
+    "toy_model": "geosynth.toy.steps:toy_model",
 }
 
 __all__ = [  # the names of EXPORTS, spelled out for static tools (a test keeps them equal)
@@ -45,6 +51,8 @@ __all__ = [  # the names of EXPORTS, spelled out for static tools (a test keeps 
     "build_plora",
     "channel_means",
     "correlate_reports",
+    "describe",
+    "embed",
     "evaluate",
     "export_lora",
     "finetune",
@@ -52,11 +60,17 @@ __all__ = [  # the names of EXPORTS, spelled out for static tools (a test keeps 
     "import_lora",
     "load_dataset",
     "rarity",
+    "replay_argv",
     "run_demo",
+    "toy_data",
+    "toy_model",
+    "toy_sar",
     "train_clf",
 ]
 
 if TYPE_CHECKING:
+    from geosynth.artifacts.inspection import describe
+    from geosynth.artifacts.provenance import replay_argv
     from geosynth.classify.run import train_and_test as train_clf
     from geosynth.data.load import load_dataset
     from geosynth.demo import run_demo
@@ -64,10 +78,12 @@ if TYPE_CHECKING:
     from geosynth.diffusion.kohya import export_lora, import_lora
     from geosynth.diffusion.sampling.step import generate
     from geosynth.diffusion.training.finetune import finetune
+    from geosynth.features.embed_step import embed
     from geosynth.metrics.correlate import correlate_reports
     from geosynth.metrics.evaluation import evaluate
     from geosynth.metrics.rarity import rarity
     from geosynth.plora.build import build_plora
+    from geosynth.toy.steps import toy_data, toy_model, toy_sar
 
 
 def __getattr__(name: str) -> Any:

@@ -151,3 +151,10 @@ def content_argv(argv: Sequence[str]) -> list[str]:
             continue
         kept.append(a)
     return kept
+
+
+def replay_argv(recorded: Sequence[str], out: str | os.PathLike[str]) -> list[str]:
+    """The arguments (after ``geosynth``) that rerun the recorded command line ``recorded`` into
+    ``out``: its :func:`content_argv` (less ``--out`` and the flags that never change what a run
+    writes) and ``--out OUT``."""
+    return [*content_argv(recorded)[1:], "--out", str(out)]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from geosynth.artifacts import Provenance
+from geosynth import embed as run_embed
 from geosynth.cli.options import (
     BatchOpt,
     ClassesOpt,
@@ -23,11 +23,7 @@ from geosynth.cli.options import (
 )
 from geosynth.cli.output import message, print_json, track
 from geosynth.defaults import FEATURE_MODEL
-from geosynth.distributed import init_from_env, is_main_process, local_device, main_process_first
 from geosynth.errors import GeosynthError
-from geosynth.features import create_extractor
-from geosynth.features.resolve import embed_to_file
-from geosynth.runtime import pick_device
 
 
 def embed(
@@ -105,50 +101,32 @@ def embed(
     """
     if out.suffix != ".safetensors":
         raise GeosynthError(f"--out {out}: expected a path ending in .safetensors")
-    bi = None
-    if bands is not None:
-        from geosynth.data import load_dataset
-        from geosynth.data.multiband import band_input
-
-        if band_stats is not None:
-            ref = load_dataset(band_stats)
-        else:
-            ref = load_dataset(
-                dataset, split=split, classes=split_list(classes), shots=shots, seed=seed
-            )
-        bi = band_input(ref, bands, what="bands", track=track)
-    elif band_stats is not None:
-        raise GeosynthError("--band-stats: only used with --bands")
-    dev = local_device(pick_device(device))
-    distributed = init_from_env(dev)
-    with main_process_first():  # rank 0 fills the model cache first, the others read it
-        extractor = create_extractor(features, device=str(dev), precision=precision, bands=bi)
-    prov = Provenance.start("embed", seeds={"seed": seed}, features=features)
-    report = embed_to_file(
-        extractor,
+    report = run_embed(
         dataset,
         out,
-        provenance=prov,
+        features=features,
         split=split,
         classes=split_list(classes),
         shots=shots,
         seed=seed,
         limit=limit,
+        bands=bands,
+        band_stats=band_stats,
         batch_size=batch_size,
-        num_workers=workers,
+        workers=workers,
         part_size=part_size,
-        distributed=distributed,
+        device=device,
+        precision=precision,
         track=track,
         log=message,
     )
-    if not is_main_process():
+    if report is None:  # not rank 0: rank 0 reports
         return
-    report = {"out": str(out), "feature_model": features, "feature_dim": extractor.dim, **report}
     if as_json:
         print_json(report)
     else:
         skipped = report.get("corrupt_skipped")
         message(
-            f"wrote {report['samples']} x {extractor.dim} embeddings to {out}"
+            f"wrote {report['samples']} x {report['feature_dim']} embeddings to {out}"
             + (f" ({skipped} corrupt samples skipped)" if skipped else "")
         )

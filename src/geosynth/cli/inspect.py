@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from geosynth.artifacts import load_channel_means, load_embeddings, load_tensors
+from geosynth import describe
 from geosynth.cli.options import JsonOpt
-from geosynth.cli.output import print_json, print_table
+from geosynth.cli.output import json_text, print_json, print_table
 
 
 class Kind(StrEnum):
@@ -38,23 +37,10 @@ def inspect_file(
     Example:
       geosynth inspect means.safetensors --kind channel-means --json
     """
-    if kind is Kind.embeddings:
-        load_embeddings(path)
-    elif kind is Kind.channel_means:
-        load_channel_means(path)
-    tf = load_tensors(path)
-    tensors = {
-        k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")}
-        for k, v in sorted(tf.tensors.items())
-    }
-    metadata: dict[str, object] = {}
-    for key, value in sorted(tf.metadata.items()):
-        try:
-            metadata[key] = json.loads(value)
-        except ValueError:
-            metadata[key] = value
+    info = describe(path, kind=None if kind is Kind.any else kind.value)
+    tensors, metadata = info["tensors"], info["metadata"]
     if as_json:
-        print_json({"path": str(path), "tensors": tensors, "metadata": metadata})
+        print_json(info)
         return
     print_table(
         f"{path}: tensors",
@@ -64,5 +50,5 @@ def inspect_file(
     print_table(
         "metadata",
         ["key", "value"],
-        [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in metadata.items()],
+        [(k, json_text(v)) for k, v in metadata.items()],
     )

@@ -45,6 +45,11 @@ def print_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
+def json_text(value: Any) -> str:
+    """A table cell for a value: strings as they are, anything else as compact JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """A readable table on stdout."""
     table = Table(title=title, title_justify="left")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from geosynth import replay_argv
 from geosynth.errors import GeosynthError
 
 
@@ -37,14 +38,13 @@ def replay(
     Example:
       geosynth replay lora/ --out lora-again/
     """
-    from geosynth.artifacts import content_argv
     from geosynth.cli.config import recorded_argv
-    from geosynth.cli.main import main
+    from geosynth.cli.main import main  # deferred: cli.main loads this module
 
     if out.exists():
         raise GeosynthError(f"out={str(out)!r}: already exists; choose a new path")
     # the recorded command line less --out and the flags that never change what a run writes
-    args = [*content_argv(recorded_argv(record))[1:], "--out", str(out)]
+    args = replay_argv(recorded_argv(record), out)
     if dry_run:
         typer.echo(" ".join(["geosynth", *args]))
         return

@@ -8,10 +8,11 @@ from typing import Annotated
 
 import typer
 
-from geosynth.artifacts import Provenance
+from geosynth import toy_data as make_toy_data
+from geosynth import toy_model as make_toy_model
+from geosynth import toy_sar as make_toy_sar
 from geosynth.cli.options import split_list
 from geosynth.cli.output import message
-from geosynth.errors import GeosynthError
 
 app = typer.Typer(
     help="Toy data and tiny models that run the whole pipeline on 2 CPU cores.",
@@ -65,37 +66,22 @@ def toy_data(
     Example:
       geosynth toy data --out toy/train --per-class 16 --seed 0
     """
-    from geosynth.toy.data import make_toy_dataset, resolve_toy_classes, toy_hf_dataset
-
     listed = split_list(classes)
     names: list[str] | int | None = listed
     if listed and len(listed) == 1 and listed[0].isdigit():
         names = int(listed[0])
-    if paired:
-        from geosynth.toy.paired import make_toy_paired_dataset
-
-        if fmt is not DataFormat.folder:
-            raise GeosynthError("--paired writes an image folder: use --format folder")
-        n = per_class * len(resolve_toy_classes(names))
-        prov = Provenance.start("toy data", seeds={"seed": seed}, pairs=n, size=size)
-        make_toy_paired_dataset(out, n=n, size=size, seed=seed, classes=names, provenance=prov)
-        message(f"wrote {n} toy map/image pairs to {out}")
+    pairs = make_toy_data(
+        out,
+        per_class=per_class,
+        size=size,
+        seed=seed,
+        classes=names,
+        fmt=fmt.value,
+        paired=paired,
+    )
+    if pairs is not None:
+        message(f"wrote {pairs} toy map/image pairs to {out}")
         return
-    if fmt is DataFormat.folder:
-        prov = Provenance.start("toy data", seeds={"seed": seed}, per_class=per_class, size=size)
-        make_toy_dataset(
-            out, per_class=per_class, size=size, seed=seed, classes=names, provenance=prov
-        )
-    else:
-        from geosynth.artifacts import atomic_path, write_provenance
-        from geosynth.data.writer import check_output_dir
-
-        check_output_dir(out)
-        ds = toy_hf_dataset(per_class=per_class, size=size, seed=seed, classes=names)
-        prov = Provenance.start("toy data", seeds={"seed": seed}, per_class=per_class, size=size)
-        with atomic_path(out) as tmp:
-            ds.save_to_disk(str(tmp))
-            write_provenance(tmp, prov)
     message(f"wrote toy dataset to {out}")
 
 
@@ -117,11 +103,7 @@ def toy_sar(
     Example:
       geosynth toy sar --out toy-sar/ --per-class 8
     """
-    from geosynth.data.writer import check_output_dir
-    from geosynth.toy.sar import make_toy_sar_dataset
-
-    check_output_dir(out)
-    make_toy_sar_dataset(out, per_class=per_class, size=size, seed=seed, looks=looks)
+    make_toy_sar(out, per_class=per_class, size=size, seed=seed, looks=looks)
     message(f"wrote toy SAR dataset to {out}")
 
 
@@ -151,21 +133,6 @@ def toy_model(
     Example:
       geosynth toy model --out toy-models --kind all
     """
-    from geosynth.toy import models
-
-    if size % 8:
-        raise GeosynthError(f"--size {size}: must be a multiple of 8 (the models' patch size)")
-    if kind is ModelKind.all:
-        paths = models.make_toy_models(out, size=size, seed=seed, vae_steps=vae_steps)
-        for name, path in paths.items():
-            message(f"wrote toy {name} model to {path}")
-        return
-    if kind is ModelKind.sd:
-        models.make_toy_sd_pipeline(out, size=size, seed=seed, vae_steps=vae_steps)
-    elif kind is ModelKind.dinov2:
-        models.make_toy_dinov2(out, size=size, seed=seed)
-    elif kind is ModelKind.clip:
-        models.make_toy_clip(out, seed=seed)
-    else:
-        models.make_toy_timm(out, seed=seed)
-    message(f"wrote toy {kind.value} model to {out}")
+    paths = make_toy_model(out, kind=kind.value, size=size, seed=seed, vae_steps=vae_steps)
+    for name, path in paths.items():
+        message(f"wrote toy {name} model to {path}")
