@@ -77,6 +77,8 @@ class EvalOptions:
     device: str | None = None
     precision: str = "auto"
     use_cache: bool = True
+    train: str | None = None  # the model's training images: report near-copies of them
+    copy_threshold: float = 0.5  # geosynth.metrics.memorisation.COPY_THRESHOLD
 
 
 @dataclass
@@ -233,6 +235,10 @@ def evaluate(
         )
     if opts.per_class and not compared:
         notes.append("no class name is shared by both sets: no per-class metrics")
+    if opts.train is not None:  # near-copies of the training images (issue 28)
+        from geosynth.metrics.memorisation import memorisation_section
+
+        report["memorisation"] = memorisation_section(ds_s, opts.train, opts.copy_threshold)
 
     # ---------------------------------------------------------------- FID / KID / PRDC
     if emb_s is not None and emb_r is not None:
