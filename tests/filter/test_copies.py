@@ -92,6 +92,7 @@ def test_filter_drops_every_copy_and_keeps_every_genuine_sample(cli, planted):
     assert "forest" in res.out and "copy" in res.out  # the per-class summary table
 
 
+@pytest.mark.slow  # importing datasets takes ~40 s on a busy 2-core machine
 def test_kept_set_loads_in_imagefolder_and_datasets(cli, planted):
     out = planted["root"] / "kept-readers"
     assert cli("filter", planted["synth"], "--train", planted["train"], "--out", out).code == 0

@@ -137,13 +137,12 @@ def filter_cmd(
     if as_json:
         print_json(report.to_dict())
         return
-    rows = [
-        (c, r["images"], r["kept"], *(r[why] for why in REASONS))
-        for c, r in report.per_class.items()
-    ]
-    total = ["all"] + [sum(int(r[i]) for r in rows) for i in range(1, 3 + len(REASONS))]
+    keys = ["images", "kept", *REASONS]
+    rows: list[list[object]] = [[c, *(r[key] for key in keys)] for c, r in report.per_class.items()]
+    totals = {key: sum(r[key] for r in report.per_class.values()) for key in keys}
+    rows.append(["all", *(totals[key] for key in keys)])
     print_table(
         f"{synth} -> {out} (kept / dropped per reason)",
         ["class", "images", "kept", *REASONS],
-        [*rows, total],
+        rows,
     )

@@ -103,7 +103,7 @@ def filter_dataset(
     if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
         raise GeosynthError(f"min_confidence={min_confidence}: must be between 0 and 1")
     if min_confidence is not None and classifier is None:
-        raise GeosynthError("min_confidence: needs classifier")
+        raise GeosynthError("`min_confidence` needs `classifier` (a confidence of which model?)")
     if k < 1:
         raise GeosynthError(f"k={k}: must be at least 1")
     if per_class is not None and per_class < 1:
