@@ -16,17 +16,24 @@ stage can be re-run alone with ``--stage NAME``; delete its output to redo it):
    (``geosynth channel-means``): x0_cls of leak-aligned noise.
 4. ``generate``: images per class with Gaussian and leak-aligned noise (first scheduled step and
    T=999), DDIM and Euler (a sigma-space scheduler).
-5. ``evaluate``: against ``test`` (never used for training or selection): per-class colour error
+5. ``filter`` (issue 28): the downstream sets through ``geosynth filter`` with the 16 real
+   shots as ``--train`` (memorised copies dropped, memorisation rate recorded) and the
+   real-shot classifier ranking each class (its most confident half kept).
+6. ``evaluate``: against ``test`` (never used for training or selection): per-class colour error
    in pixels and latents, FID / KID / PRDC + rarity in ImageNet EfficientNet-Lite0 features
    (``geosynth evaluate``); and ``val`` against ``test`` as the real-vs-real floor.
-6. ``classify``: Lite0 classifiers (``geosynth train-clf --pretrained pypi``) on synthetic images
+7. ``classify``: Lite0 classifiers (``geosynth train-clf --pretrained pypi``) on synthetic images
    only and on synthetic + the 16-shot real images, selected on ``val``, tested once on ``test``,
-   three seeds; and on the 16 real shots alone.
-7. ``report``: ``WORK/report.md``, ``WORK/results.json`` and image grids.
+   three seeds; and on the 16 real shots alone; and on the filtered sets, alone and + 16 shots.
+8. ``report``: ``WORK/report.md``, ``WORK/results.json`` and image grids.
 
     python bench/validate.py --size tiny --work /tmp/validate-tiny   # minutes: smoke test
     python bench/validate.py --work validate-out                     # the measured run
     python bench/validate.py --work validate-out --stage evaluate    # one stage
+    python bench/validate.py --work validate-out --unet-steps 1200   # train on, into WORK/unet1200
+
+``--unet-steps N`` continues every UNet from its longest cached run (``ft-NAME``, then
+``ft-NAME-toN``) instead of starting over, so a longer model is built across several runs.
 """
 
 from __future__ import annotations
