@@ -158,3 +158,42 @@ def test_a_class_left_empty_is_named(cli, planted):
     out2 = root / "kept-nothing"
     res = cli("filter", planted["train"], "--train", planted["train"], "--out", out2)
     assert res.code == 2 and "no image passed" in res.err and not out2.exists()
+
+
+def test_native_geotiffs_and_previews_are_copied_as_they_are(cli, tmp_path):
+    """A generate-style native set (uint16 GeoTIFFs, 8-bit previews in OUT.previews/): kept
+    files and their previews come through byte for byte; dropped ones leave no preview."""
+    from geosynth.data.raster import Raster
+
+    rng = np.random.default_rng(0)
+    names = ["a", "b"]
+    arrays = {
+        (c, i): rng.integers(0, 4000, (3, 32, 32), dtype=np.uint16) for c in names for i in range(4)
+    }
+    geo = {"crs": "EPSG:32631", "transform": (10.0, 0.0, 5e5, 0.0, -10.0, 4e6)}
+    with ImageFolderWriter(tmp_path / "shots", names, Provenance.start("test")) as w:
+        for (c, i), arr in arrays.items():
+            if i < 2:  # the first two of each class are the training shots
+                w.add_raster(Raster(arr, **geo), names.index(c), image_id=f"{i}")
+    synth = tmp_path / "synth"
+    with ImageFolderWriter(synth, names, Provenance.start("test")) as w:
+        for (c, i), arr in arrays.items():
+            w.add_raster(Raster(arr, **geo), names.index(c), image_id=f"{i:06d}")
+    previews = tmp_path / "synth.previews"
+    for (c, i), arr in arrays.items():
+        (previews / c).mkdir(parents=True, exist_ok=True)
+        img = Image.fromarray((arr // 16).astype(np.uint8).transpose(1, 2, 0))
+        img.save(previews / c / f"{i:06d}.png")
+    out = tmp_path / "kept"
+    res = cli("filter", synth, "--train", tmp_path / "shots", "--out", out)
+    assert res.code == 0, res.err
+    recs = {r["file_name"]: r for r in map(json.loads, (out / "filter.jsonl").read_text().splitlines())}
+    assert [k for k, r in recs.items() if not r["kept"]] == ["a/000000.tif", "a/000001.tif",
+                                                          "b/000000.tif", "b/000001.tif"]  # fmt: skip
+    for rel, r in recs.items():
+        png = Path(rel).with_suffix(".png")
+        if r["kept"]:
+            assert (out / rel).read_bytes() == (synth / rel).read_bytes()
+            assert (tmp_path / "kept.previews" / png).read_bytes() == (previews / png).read_bytes()
+        else:
+            assert not (out / rel).exists() and not (tmp_path / "kept.previews" / png).exists()

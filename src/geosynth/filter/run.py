@@ -25,7 +25,7 @@ from geosynth.data import ImageDataset, load_dataset
 from geosynth.data.writer import check_output_dir
 from geosynth.errors import GeosynthError
 from geosynth.filter.criteria import classifier_confidence, manifold_ratio
-from geosynth.filter.writer import source_rows, write_kept
+from geosynth.filter.writer import RADIOMETRY_NAME, source_rows, write_kept
 from geosynth.metrics.memorisation import (
     COPY_THRESHOLD,
     describe_all,
@@ -110,7 +110,11 @@ def filter_dataset(
         raise GeosynthError(f"per_class={per_class}: must be at least 1")
     out = Path(out)
     check_output_dir(out)
-    ds = load_dataset(synth, split=split, classes=classes)
+    # native data (GeoTIFFs) is scored through generate's radiometry.json, else the default
+    # spec of its kind; the training and real images then go through the same mapping
+    rad_file = Path(synth) / RADIOMETRY_NAME
+    rad = rad_file.read_text() if rad_file.is_file() else "auto"
+    ds = load_dataset(synth, split=split, classes=classes, radiometry=rad)
     if ds.kind != "imagefolder":
         raise GeosynthError(
             f"synth={str(synth)!r}: expected an image folder (what generate writes); its files "
@@ -129,6 +133,7 @@ def filter_dataset(
 
     if train is not None and copies:
         tds = load_dataset(train, split=split if split and Path(train, split).is_dir() else None)
+        tds = tds if ds.radiometry is None else tds.with_radiometry(ds.radiometry)
         _by_name(tds, names, "train", str(train))
         log(f"copy detection: {n} generated x {len(tds)} training images")
         s = describe_all(ds.image, n, variants=False, track=track, description="synth")
@@ -165,6 +170,7 @@ def filter_dataset(
         from geosynth.features.resolve import resolve_embeddings
 
         rds = load_dataset(real, split=real_split)
+        rds = rds if ds.radiometry is None else rds.with_radiometry(ds.radiometry)
         rlab = _by_name(rds, names, "real", str(real))
         lacking = sorted({names[label] for label in ds.labels} - set(rds.class_names))
         if lacking:
