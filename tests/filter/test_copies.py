@@ -187,7 +187,9 @@ def test_native_geotiffs_and_previews_are_copied_as_they_are(cli, tmp_path):
     out = tmp_path / "kept"
     res = cli("filter", synth, "--train", tmp_path / "shots", "--out", out)
     assert res.code == 0, res.err
-    recs = {r["file_name"]: r for r in map(json.loads, (out / "filter.jsonl").read_text().splitlines())}
+    recs = {
+        r["file_name"]: r for r in map(json.loads, (out / "filter.jsonl").read_text().splitlines())
+    }
     assert [k for k, r in recs.items() if not r["kept"]] == ["a/000000.tif", "a/000001.tif",
                                                           "b/000000.tif", "b/000001.tif"]  # fmt: skip
     for rel, r in recs.items():
