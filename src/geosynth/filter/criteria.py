@@ -82,7 +82,11 @@ def clip_confidence(
     names = list(ds.class_names)
     text = scorer.text_features([prompt_template.format(c) for c in names])
     image = scorer.dataset_features(ds, batch_size, track=track or no_track)
-    scale = float(scorer.model.logit_scale.exp()) if hasattr(scorer.model, "logit_scale") else 100.0
+    scale = (
+        float(scorer.model.logit_scale.detach().exp())
+        if hasattr(scorer.model, "logit_scale")
+        else 100.0  # CLIP's trained scale, for a model without one
+    )
     probs = (scale * image.double() @ text.double().T).softmax(dim=1)
     labels = torch.tensor(list(ds.labels))
     conf = probs.gather(1, labels.unsqueeze(1)).squeeze(1)
