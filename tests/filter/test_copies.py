@@ -92,21 +92,26 @@ def test_filter_drops_every_copy_and_keeps_every_genuine_sample(cli, planted):
     assert "forest" in res.out and "copy" in res.out  # the per-class summary table
 
 
-@pytest.mark.slow  # importing datasets takes ~40 s on a busy 2-core machine
-def test_kept_set_loads_in_imagefolder_and_datasets(cli, planted):
+def test_kept_set_loads_in_imagefolder(cli, planted):
     out = planted["root"] / "kept-readers"
     assert cli("filter", planted["synth"], "--train", planted["train"], "--out", out).code == 0
     from torchvision.datasets import ImageFolder
 
     tv = ImageFolder(str(out))
     assert sorted(tv.classes) == sorted(CLASSES) and len(tv) == 6 * len(CLASSES)
+    back = load_dataset(out)
+    assert back.class_names == CLASSES and back.counts() == dict.fromkeys(CLASSES, 6)
+
+
+@pytest.mark.slow  # importing datasets takes ~40 s on a busy 2-core machine
+def test_kept_set_loads_in_datasets(cli, planted):
+    out = planted["root"] / "kept-hf"
+    assert cli("filter", planted["synth"], "--train", planted["train"], "--out", out).code == 0
     import datasets
 
     hf = datasets.load_dataset(str(out), split="train")
     assert hf.features["label"].names == CLASSES and len(hf) == 6 * len(CLASSES)
     assert sorted(set(hf["label"])) == [0, 1, 2]
-    back = load_dataset(out)
-    assert back.class_names == CLASSES and back.counts() == dict.fromkeys(CLASSES, 6)
 
 
 def test_evaluate_train_reports_memorisation_per_class(cli, planted):
