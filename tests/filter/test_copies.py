@@ -204,3 +204,21 @@ def test_native_geotiffs_and_previews_are_copied_as_they_are(cli, tmp_path):
             assert (tmp_path / "kept.previews" / png).read_bytes() == (previews / png).read_bytes()
         else:
             assert not (out / rel).exists() and not (tmp_path / "kept.previews" / png).exists()
+
+
+def test_front_door_call_and_its_table(planted):
+    """``geosynth.filter_dataset`` is the command's one call: the device is picked by the library
+    (None: this process's GPU, else the CPU) and the report carries the table the command prints."""
+    from geosynth import filter_dataset
+
+    out = planted["root"] / "kept-library"
+    report = filter_dataset(planted["synth"], out, train=planted["train"], device=None)
+    assert report.columns == ("images", "kept", "copy", "off-class", "off-manifold", "budget")
+    rows = report.table_rows()
+    assert [r[0] for r in rows] == [*CLASSES, "all"]
+    for row in rows[:-1]:  # six genuine images kept, five planted copies dropped per class
+        assert dict(zip(report.columns, row[1:], strict=True)) == {
+            "images": 11, "kept": 6, "copy": 5, "off-class": 0, "off-manifold": 0, "budget": 0,
+        }  # fmt: skip
+    assert rows[-1][1:] == [sum(r[i] for r in rows[:-1]) for i in range(1, len(rows[0]))]
+    assert load_dataset(out).counts() == dict.fromkeys(CLASSES, 6)
