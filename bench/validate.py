@@ -16,17 +16,24 @@ stage can be re-run alone with ``--stage NAME``; delete its output to redo it):
    (``geosynth channel-means``): x0_cls of leak-aligned noise.
 4. ``generate``: images per class with Gaussian and leak-aligned noise (first scheduled step and
    T=999), DDIM and Euler (a sigma-space scheduler).
-5. ``evaluate``: against ``test`` (never used for training or selection): per-class colour error
+5. ``filter`` (issue 28): the downstream sets through ``geosynth filter`` with the 16 real
+   shots as ``--train`` (memorised copies dropped, memorisation rate recorded) and the
+   real-shot classifier ranking each class (its most confident half kept).
+6. ``evaluate``: against ``test`` (never used for training or selection): per-class colour error
    in pixels and latents, FID / KID / PRDC + rarity in ImageNet EfficientNet-Lite0 features
    (``geosynth evaluate``); and ``val`` against ``test`` as the real-vs-real floor.
-6. ``classify``: Lite0 classifiers (``geosynth train-clf --pretrained pypi``) on synthetic images
+7. ``classify``: Lite0 classifiers (``geosynth train-clf --pretrained pypi``) on synthetic images
    only and on synthetic + the 16-shot real images, selected on ``val``, tested once on ``test``,
-   three seeds; and on the 16 real shots alone.
-7. ``report``: ``WORK/report.md``, ``WORK/results.json`` and image grids.
+   three seeds; and on the 16 real shots alone; and on the filtered sets, alone and + 16 shots.
+8. ``report``: ``WORK/report.md``, ``WORK/results.json`` and image grids.
 
     python bench/validate.py --size tiny --work /tmp/validate-tiny   # minutes: smoke test
     python bench/validate.py --work validate-out                     # the measured run
     python bench/validate.py --work validate-out --stage evaluate    # one stage
+    python bench/validate.py --work validate-out --unet-steps 1200   # train on, into WORK/unet1200
+
+``--unet-steps N`` continues every UNet from its longest cached run (``ft-NAME``, then
+``ft-NAME-toN``) instead of starting over, so a longer model is built across several runs.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 EUROSAT = Path(os.environ.get("GEOSYNTH_EUROSAT", ROOT.parent / "shared" / "data" / "eurosat-rgb"))
-STAGES = ("vae", "variants", "means", "generate", "evaluate", "classify", "report")
+STAGES = ("vae", "variants", "means", "generate", "filter", "evaluate", "classify", "report")
 
 
 @dataclass
@@ -115,6 +122,24 @@ SIZES: dict[str, Size] = {
         per_class=100,
         gen_steps=10,
         clf_epochs=3,
+        seeds="0,1,2",
+    ),
+    # the filtered arm's reduced run (issue 28, docs/validation.md): five classes, short
+    # training, only the two downstream sets; sized to finish in about half an hour on the shared
+    # 2-core machine with the evaluate stage left out
+    "small": Size(
+        classes=["AnnualCrop", "Forest", "Industrial", "River", "SeaLake"],
+        splits=["pool", "train"],
+        resolution=32,
+        vae_blocks=(16, 32),
+        vae_steps=100,
+        vae_batch=32,
+        unet_blocks=(16, 32, 64),
+        unet_steps=100,
+        batch_size=16,
+        per_class=32,
+        gen_steps=10,
+        clf_epochs=1,
         seeds="0,1,2",
     ),
     # the first, reduced run made under a load average of 16-21 (docs/validation.md, "busy")
@@ -211,6 +236,13 @@ def geosynth(*args: str) -> None:
 JOBS = 1
 SIZE_NAME = "full"
 ONLY: list[str] | None = None  # --variant: restrict generate / evaluate / classify to these
+#: where synthetic sets, reports and classifiers go: WORK, or WORK/unetN when --unet-steps asks
+#: for another length than the size's (the trained models stay in WORK, shared)
+RESULTS_SUB = ""
+
+
+def results(work: Path) -> Path:
+    return work / RESULTS_SUB if RESULTS_SUB else work
 
 
 def run_parallel(cmds: list[tuple[str, list[str]]]) -> None:
@@ -408,26 +440,83 @@ def model_flags(size: Size) -> dict[str, list[str]]:
     }
 
 
+def trained_steps(ft: Path) -> int:
+    """Optimiser steps behind a trained UNet: ``ft-NAME`` holds the first run (its card's
+    ``steps``), ``ft-NAME-toN`` a continuation up to N steps in all."""
+    if "-to" in ft.name:
+        return int(ft.name.rsplit("-to", 1)[1])
+    card = _read(ft / "geosynth.json") or {}
+    return int(card.get("steps", 0))
+
+
+def latest_model(work: Path, name: str) -> tuple[Path, Path] | None:
+    """(base model, finetune output) of the longest-trained UNet of variant ``name``."""
+    runs = [p for p in [work / f"ft-{name}", *work.glob(f"ft-{name}-to*")] if p.is_dir()]
+    if not runs:
+        return None
+    ft = max(runs, key=trained_steps)
+    if ft.name == f"ft-{name}":
+        return work / "sd-base", ft
+    card = _read(ft / "geosynth.json") or {}
+    return Path(card.get("base_model", "")), ft  # the pipeline the continuation started from
+
+
+def continue_base(work: Path, prev: tuple[Path, Path], name: str) -> Path:
+    """A model folder that is ``prev``'s pipeline with its trained UNet: what a continuation
+    starts from (components linked, nothing copied)."""
+    base, ft = prev
+    dest = work / f"base-ft-{name}-to{trained_steps(ft)}"
+    if dest.is_dir():
+        return dest
+    tmp = dest.with_name(dest.name + ".tmp")
+    tmp.mkdir(exist_ok=True)
+    for item in base.resolve().iterdir():
+        link = tmp / item.name
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to((ft / "unet" if item.name == "unet" else item).resolve())
+    tmp.rename(dest)
+    return dest
+
+
 def stage_variants(work: Path, size: Size) -> None:
     """Equal budgets: each variant's UNet trains from scratch (same seed, data order and steps)
-    on the measured classes, the four side by side (``--jobs``)."""
+    on the measured classes, the four side by side (``--jobs``). When ``--unet-steps`` asks for
+    more steps than the longest cached UNet of a variant has, training continues from that UNet
+    (``--init pretrained`` on a pipeline holding it) for the missing steps, into
+    ``ft-NAME-toN``: a longer model is built across several runs. The continuation's learning
+    rate restarts its schedule (warm-up, cosine) and its data order is a fresh pass, so N steps
+    built as 600 + 400 are not bit-identical to 1000 in one run."""
     data = link_splits(work / "data/measured-classes", size.splits, class_list(size))
     cmds = []
+    needed = {v.model for v in variants(size) if ONLY is None or v.name in ONLY}
     for name, flags in model_flags(size).items():
-        out = work / f"ft-{name}"
-        if out.is_dir():
+        if name not in needed:  # --variant: only the models those sets need
             continue
+        prev = latest_model(work, name)
+        done = trained_steps(prev[1]) if prev else 0
+        if prev and done >= size.unet_steps:
+            continue
+        if prev is None or not (work / f"ft-{name}").is_dir():
+            out, model, init, steps = (
+                work / f"ft-{name}",
+                work / "sd-base",
+                "scratch",
+                size.unet_steps,
+            )
+            init_flags = ["--init", init, "--unet-config", str(work / "unet.json")]
+        else:
+            out = work / f"ft-{name}-to{size.unet_steps}"
+            model, steps = continue_base(work, prev, name), size.unet_steps - done
+            init_flags = ["--init", "pretrained"]
+            log(f"finetune {name}: continuing from {prev[1].name} ({done} steps) for {steps}")
         resume = ["--resume"] if out.with_name(out.name + ".parts").is_dir() else []
         args = [
             "finetune",
             str(data),
             "--model",
-            str(work / "sd-base"),
-            "--init",
-            "scratch",
-            "--unet-config",
-            str(work / "unet.json"),
-            *_finetune_common(size, size.unet_steps, size.unet_lr),
+            str(model),
+            *init_flags,
+            *_finetune_common(size, steps, size.unet_lr),
             *flags,
             *resume,
             "--out",
@@ -456,7 +545,12 @@ def stage_means(work: Path, size: Size) -> None:
 
 
 def trained_models(work: Path, size: Size) -> dict[str, tuple[Path, Path | None]]:
-    return {name: (work / "sd-base", work / f"ft-{name}") for name in model_flags(size)}
+    models = {}
+    for name in model_flags(size):
+        latest = latest_model(work, name)
+        if latest is not None:
+            models[name] = latest
+    return models
 
 
 def stage_generate(work: Path, size: Size, only: list[str] | None = None) -> None:
@@ -464,7 +558,7 @@ def stage_generate(work: Path, size: Size, only: list[str] | None = None) -> Non
     todo = [
         v
         for v in variants(size)
-        if not (work / "synth" / v.name / "metadata.jsonl").is_file()
+        if not (results(work) / "synth" / v.name / "metadata.jsonl").is_file()
         and (only is None or v.name in only)
     ]
     if JOBS > 1 and only is None:  # one child process per synthetic set
@@ -478,7 +572,7 @@ def stage_generate(work: Path, size: Size, only: list[str] | None = None) -> Non
         return
     for v in todo:
         log(f"generate {v.name}")
-        generate_set(work, v, size, models, work / "synth" / v.name)
+        generate_set(work, v, size, models, results(work) / "synth" / v.name)
 
 
 def stage_evaluate(work: Path, size: Size) -> None:
@@ -490,13 +584,14 @@ def stage_evaluate(work: Path, size: Size) -> None:
     lite0 = work / "lite0"
     if not lite0.is_dir():
         export_lite0(lite0, size.lite0_size)
-    (work / "eval").mkdir(exist_ok=True)
-    jobs = [(v.name, str(work / "synth" / v.name), None) for v in variants(size)]
+    (results(work) / "eval").mkdir(exist_ok=True)
+    jobs = [(v.name, str(results(work) / "synth" / v.name), None) for v in variants(size)]
     jobs.append(("real-val", str(EUROSAT), "val"))
     jobs = [
         j
         for j in jobs
-        if not (work / "eval" / f"{j[0]}.json").is_file() and (ONLY is None or j[0] in ONLY)
+        if not (results(work) / "eval" / f"{j[0]}.json").is_file()
+        and (ONLY is None or j[0] in ONLY)
     ]
     if JOBS > 1 and ONLY is None:  # one child process per report
         me = [sys.executable, __file__, "--work", str(work), "--size", SIZE_NAME]
@@ -505,7 +600,7 @@ def stage_evaluate(work: Path, size: Size) -> None:
         )
         return
     for name, synth, split in jobs:
-        out = work / "eval" / f"{name}.json"
+        out = results(work) / "eval" / f"{name}.json"
         t = time.time()
         opts = EvalOptions(
             features=f"timm:local-dir:{lite0}",
@@ -527,10 +622,51 @@ def stage_evaluate(work: Path, size: Size) -> None:
         log(f"evaluate {name}: {time.time() - t:.0f} s")
 
 
+def filtered_name(name: str) -> str:
+    return f"{name}-filtered"
+
+
+def stage_filter(work: Path, size: Size) -> None:
+    """The filtered arm (issue 28): each downstream synthetic set through ``geosynth filter``
+    with the 16 real shots as ``--train`` (near-copies dropped) and the real-shot classifier
+    (Lite0 probe on the 16 shots, seed 0) ranking each class, its most confident half kept
+    (``--per-class``; a hard 'predicted as intended' rule could empty a class of this weak
+    generator). Also records every set's memorisation rate against the 16 shots."""
+    from geosynth import filter_dataset
+    from geosynth.artifacts import atomic_path
+
+    epochs = size.clf_epochs * max(1, round(size.per_class / 16))
+    _clf(work, size, "real-16shot", f"{EUROSAT}/train", [], epochs=epochs)
+    clf = results(work) / "clf/real-16shot"
+    first_seed = size.seeds.split(",")[0]
+    if (clf / f"seed-{first_seed}").is_dir():
+        clf = clf / f"seed-{first_seed}"
+    (results(work) / "filter").mkdir(parents=True, exist_ok=True)
+    for name in size.mixed_downstream:
+        out = results(work) / "synth" / filtered_name(name)
+        rep_path = results(work) / "filter" / f"{name}.json"
+        if rep_path.is_file() or (ONLY is not None and name not in ONLY):
+            continue
+        t = time.time()
+        report = filter_dataset(
+            results(work) / "synth" / name,
+            out,
+            train=EUROSAT / "train",
+            classifier=f"clf:{clf}",
+            min_confidence=0.0,
+            per_class=max(1, size.per_class // 2),
+            classes=class_list(size),
+            log=log,
+        )
+        with atomic_path(rep_path) as tmp:
+            tmp.write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+        log(f"filter {name}: {time.time() - t:.0f} s")
+
+
 def _clf(
     work: Path, size: Size, name: str, train: str, extra: list[str], epochs: int | None = None
 ) -> None:
-    out = work / "clf" / name
+    out = results(work) / "clf" / name
     if (out / "report.json").is_file() or (ONLY is not None and name not in ONLY):
         return
     if not (Path(train) / "metadata.jsonl").is_file() and not train.startswith(str(EUROSAT)):
@@ -571,10 +707,15 @@ def stage_classify(work: Path, size: Size, only: list[str] | None = None) -> Non
     _clf(work, size, "real-16shot", f"{EUROSAT}/train", [], epochs=epochs)
     for v in variants(size):
         if v.downstream:
-            _clf(work, size, v.name, str(work / "synth" / v.name), [])
+            _clf(work, size, v.name, str(results(work) / "synth" / v.name), [])
     for name in size.mixed_downstream:
         real = ["--real", f"{EUROSAT}/train", "--real-weight", "0.5"]
-        _clf(work, size, name + "+real", str(work / "synth" / name), real)
+        _clf(work, size, name + "+real", str(results(work) / "synth" / name), real)
+    for name in size.mixed_downstream:  # the filtered arm (issue 28)
+        real = ["--real", f"{EUROSAT}/train", "--real-weight", "0.5"]
+        synth = str(results(work) / "synth" / filtered_name(name))
+        _clf(work, size, filtered_name(name), synth, [])
+        _clf(work, size, filtered_name(name) + "+real", synth, real)
 
 
 # ----------------------------------------------------------------------------- report
@@ -611,7 +752,7 @@ def collect(work: Path, size: Size) -> dict[str, Any]:
             "steps": card["steps"],
         }
     for v in [*variants(size), Variant("real-val", "", label="real val images (floor)")]:
-        ev = _read(work / "eval" / f"{v.name}.json") or {}
+        ev = _read(results(work) / "eval" / f"{v.name}.json") or {}
         row: dict[str, Any] = {
             "label": v.label,
             "scheduler": v.scheduler,
@@ -640,12 +781,36 @@ def collect(work: Path, size: Size) -> dict[str, Any]:
                 },
             )
         for key, clf in (("clf", v.name), ("clf_real", v.name + "+real")):
-            rep = _read(work / "clf" / clf / "report.json")
+            rep = _read(results(work) / "clf" / clf / "report.json")
             if rep:
                 row[key] = rep["test"]["top1"]
         res["variants"][v.name] = row
-    rep = _read(work / "clf/real-16shot/report.json")
+    rep = _read(results(work) / "clf/real-16shot/report.json")
     res["real_16shot"] = rep and rep["test"]["top1"]
+    res["filtered"] = {}
+    for name in size.mixed_downstream:
+        fr = _read(results(work) / "filter" / f"{name}.json")
+        if not fr:
+            continue
+        per = fr["per_class"]
+        row = {
+            "images": sum(r["images"] for r in per.values()),
+            "kept": sum(r["kept"] for r in per.values()),
+            "dropped": {why: sum(r[why] for r in per.values()) for why in ("copy", "budget")},
+            "memorisation": fr["memorisation"],
+        }
+        for key, clf in (("clf", name), ("clf_real", name + "+real")):
+            rep = _read(results(work) / "clf" / clf / "report.json")
+            row[key] = rep and rep["test"]["top1"]
+            rep = (
+                _read(
+                    results(work) / "clf" / filtered_name(clf.replace("+real", "")) / "report.json"
+                )
+                if key == "clf"
+                else _read(results(work) / "clf" / (filtered_name(name) + "+real") / "report.json")
+            )
+            row[key + "_filtered"] = rep and rep["test"]["top1"]
+        res["filtered"][name] = row
     return res
 
 
@@ -663,7 +828,7 @@ def write_grids(work: Path, size: Size, dest: Path, per_row: int = 6) -> list[st
     classes = class_list(size)
     names = []
     sources = {"real-test": EUROSAT / "test"} | {
-        v.name: work / "synth" / v.name for v in variants(size)
+        v.name: results(work) / "synth" / v.name for v in variants(size)
     }
     for name, root in sources.items():
         if not root.is_dir():
@@ -683,8 +848,8 @@ def stage_report(work: Path, size: Size, started: str) -> None:
     res = collect(work, size)
     res["machine"] = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
     res["date"] = started
-    (work / "results.json").write_text(json.dumps(res, indent=2) + "\n")
-    grids = write_grids(work, size, work / "grids")
+    (results(work) / "results.json").write_text(json.dumps(res, indent=2) + "\n")
+    grids = write_grids(work, size, results(work) / "grids")
     lines = [
         f"# Validation on real EuroSAT ({res['date']})",
         "",
@@ -717,6 +882,21 @@ def stage_report(work: Path, size: Size, started: str) -> None:
             f"{_f(row.get('rarity'), '.2f')} | {_f(row.get('color_error'), '.4f')} | {_f(row.get('latent_error'), '.4f')} |"
         )
     lines += ["", f"Real 16-shot only: {_pm(res['real_16shot'])}", ""]
+    if res["filtered"]:
+        lines += [
+            "## Filtered arm: `geosynth filter --train 16 shots --classifier real-shot probe`",
+            "",
+            "| synthetic set | memorised (copies / images) | kept | synthetic only | filtered | synthetic + 16-shot | filtered + 16-shot |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, row in res["filtered"].items():
+            m = row["memorisation"] or {}
+            lines.append(
+                f"| {name} | {m.get('copies', '-')} / {m.get('images', '-')} | {row['kept']} | "
+                f"{_pm(row.get('clf'))} | {_pm(row.get('clf_filtered'))} | "
+                f"{_pm(row.get('clf_real'))} | {_pm(row.get('clf_real_filtered'))} |"
+            )
+        lines.append("")
     classes = class_list(size)
     lines += [
         "## Fig. 3 quantity: per-class mean |channel-mean error| in pixels (0..1), vs test",
@@ -728,8 +908,8 @@ def stage_report(work: Path, size: Size, started: str) -> None:
         pc = row.get("color_per_class", {})
         lines.append(f"| {name} | " + " | ".join(_f(pc.get(c)) for c in classes) + " |")
     lines += ["", "Grids: " + ", ".join(f"grids/{g}.png" for g in grids), ""]
-    (work / "report.md").write_text("\n".join(lines))
-    log(f"report: {work / 'report.md'}")
+    (results(work) / "report.md").write_text("\n".join(lines))
+    log(f"report: {results(work) / 'report.md'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -741,6 +921,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage", choices=STAGES, action="append", help="Run only these stages.")
     p.add_argument("--jobs", type=int, default=1, help="Independent trainings/generations at once.")
     p.add_argument("--variant", action="append", help="Generate only these synthetic sets.")
+    p.add_argument(
+        "--unet-steps",
+        type=int,
+        help="Train every UNet to this many steps in all, continuing from the longest cached "
+        "one; results then go to WORK/unetN.",
+    )
     args = p.parse_args(argv)
     if not (EUROSAT / "pool").is_dir():
         print(
@@ -751,6 +937,10 @@ def main(argv: list[str] | None = None) -> int:
     global ONLY
     JOBS, SIZE_NAME, ONLY = max(1, args.jobs), args.size, args.variant
     size = SIZES[args.size]
+    global RESULTS_SUB
+    if args.unet_steps is not None and args.unet_steps != size.unet_steps:
+        size = Size(**{**asdict(size), "unet_steps": args.unet_steps})
+        RESULTS_SUB = f"unet{args.unet_steps}"
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     # embeddings of real and synthetic sets are cached with the run, not in the user's cache
@@ -763,6 +953,7 @@ def main(argv: list[str] | None = None) -> int:
         "generate": stage_generate,
         "evaluate": stage_evaluate,
         "classify": stage_classify,
+        "filter": stage_filter,
     }
     for stage in args.stage or STAGES:
         t = time.time()

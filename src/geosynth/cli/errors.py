@@ -39,7 +39,8 @@ def _flag_text(param: Any) -> str:
         return param
     opts = [o for o in getattr(param, "opts", []) if o.startswith("--")]
     if getattr(param, "param_type_name", "") == "argument" or not opts:
-        return str(param.human_readable_name)
+        # Typer's vendored click arguments may lack ``human_readable_name``: their metavar
+        return str(getattr(param, "human_readable_name", None) or param.name.upper())
     return opts[0]
 
 

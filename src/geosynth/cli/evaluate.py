@@ -191,6 +191,17 @@ def evaluate(
     device: DeviceOpt = None,
     precision: PrecisionOpt = "auto",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Re-embed even if cached.")] = False,
+    train: Annotated[
+        str | None,
+        typer.Option(
+            "--train",
+            help="The model's training images: report the share of SYNTH that are near-copies "
+            "of them, per class (docs/filter.md).",
+        ),
+    ] = None,
+    copy_threshold: Annotated[
+        float, typer.Option("--copy-threshold", help="Copy distance threshold (with --train).")
+    ] = 0.5,
     as_json: JsonOpt = False,
 ) -> None:
     """FID/KID, precision/recall/density/coverage/rarity, colour fidelity (pixels and VAE
@@ -241,6 +252,8 @@ def evaluate(
         device=device,
         precision=precision,
         use_cache=not no_cache,
+        train=train,
+        copy_threshold=copy_threshold,
     ).report
     for note in report["notes"]:
         message(f"note: {note}")
@@ -250,6 +263,16 @@ def evaluate(
         print_json(report)
         return
     _print(report)
+    if "memorisation" in report:
+        m = report["memorisation"]
+        print_table(
+            f"memorisation: near-copies of {m['train']} (distance <= {m['threshold']})",
+            ["class", "images", "copies", "rate"],
+            [("all", m["images"], m["copies"], f"{m['rate']:.3f}")]
+            + [
+                (c, r["images"], r["copies"], f"{r['rate']:.3f}") for c, r in m["per_class"].items()
+            ],
+        )
     if "maps" in report:
         _print_maps(report["maps"])
     if out is not None:

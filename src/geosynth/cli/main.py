@@ -69,6 +69,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "FID/KID, precision/recall/density/coverage/rarity, colour fidelity (pixels and VAE "
         "latents), amplitude distances, GLCM texture and CLIP score of SYNTH against REAL.",
     ),
+    "filter": (
+        "filter",
+        "filter_cmd",
+        "Keep the generated images worth training on: drop memorised copies, off-class and "
+        "off-manifold samples, and cap each class.",
+    ),
     "train-clf": (
         "train_clf",
         "train_clf",

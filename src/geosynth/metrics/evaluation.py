@@ -264,6 +264,10 @@ def _compare(
         )
     if opts.per_class and not compared:
         notes.append("no class name is shared by both sets: no per-class metrics")
+    if opts.train is not None:  # near-copies of the training images (issue 28)
+        from geosynth.metrics.memorisation import memorisation_section
+
+        report["memorisation"] = memorisation_section(ds_s, opts.train, opts.copy_threshold)
 
     # ---------------------------------------------------------------- FID / KID / PRDC
     if emb_s is not None and emb_r is not None:

@@ -61,6 +61,8 @@ class EvalOptions:
     device: str | None = None
     precision: str = "auto"
     use_cache: bool = True
+    train: str | None = None  # the model's training images: report near-copies of them
+    copy_threshold: float = 0.5  # geosynth.metrics.memorisation.COPY_THRESHOLD
 
 
 def fid_section(
