@@ -632,7 +632,7 @@ def stage_filter(work: Path, size: Size) -> None:
     (Lite0 probe on the 16 shots, seed 0) ranking each class, its most confident half kept
     (``--per-class``; a hard 'predicted as intended' rule could empty a class of this weak
     generator). Also records every set's memorisation rate against the 16 shots."""
-    from geosynth import filter_dataset
+    from geosynth import filter as filter_dataset
     from geosynth.artifacts import atomic_path
 
     epochs = size.clf_epochs * max(1, round(size.per_class / 16))

@@ -4,7 +4,7 @@ The front door: one library call per pipeline step, the same call the command of
 (docs/library.md shows one run of each)::
 
     from geosynth import load_dataset, finetune, channel_means, generate, rarity
-    from geosynth import train_clf, build_plora, evaluate, filter_dataset
+    from geosynth import train_clf, build_plora, evaluate, filter
 
 The names load on first use (module ``__getattr__`` over :data:`EXPORTS`), so ``import geosynth``
 and ``geosynth --help`` stay fast; the sub-packages (``geosynth.data``, ``geosynth.features``,
@@ -32,7 +32,7 @@ EXPORTS: dict[str, str] = {
     "train_clf": "geosynth.classify.run:train_and_test",
     "build_plora": "geosynth.plora.build:build_plora",
     "evaluate": "geosynth.metrics.evaluation:evaluate",
-    "filter_dataset": "geosynth.filter.run:filter_dataset",
+    "filter": "geosynth.curation.run:filter_dataset",
     "correlate_reports": "geosynth.metrics.correlate:correlate_reports",
     "run_demo": "geosynth.demo:run_demo",
     "export_lora": "geosynth.diffusion.kohya:export_lora",
@@ -56,7 +56,7 @@ __all__ = [  # the names of EXPORTS, spelled out for static tools (a test keeps 
     "embed",
     "evaluate",
     "export_lora",
-    "filter_dataset",
+    "filter",
     "finetune",
     "generate",
     "import_lora",
@@ -74,6 +74,7 @@ if TYPE_CHECKING:
     from geosynth.artifacts.inspection import describe
     from geosynth.artifacts.provenance import replay_argv
     from geosynth.classify.run import train_and_test as train_clf
+    from geosynth.curation.run import filter_dataset as filter
     from geosynth.data.load import load_dataset
     from geosynth.demo import run_demo
     from geosynth.diffusion.channel_means import channel_means
@@ -81,7 +82,6 @@ if TYPE_CHECKING:
     from geosynth.diffusion.sampling.step import generate
     from geosynth.diffusion.training.finetune import finetune
     from geosynth.features.embed_step import embed
-    from geosynth.filter.run import filter_dataset
     from geosynth.metrics.correlate import correlate_reports
     from geosynth.metrics.evaluation import evaluate
     from geosynth.metrics.rarity import rarity

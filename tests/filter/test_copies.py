@@ -207,9 +207,9 @@ def test_native_geotiffs_and_previews_are_copied_as_they_are(cli, tmp_path):
 
 
 def test_front_door_call_and_its_table(planted):
-    """``geosynth.filter_dataset`` is the command's one call: the device is picked by the library
+    """``geosynth.filter`` is the command's one call: the device is picked by the library
     (None: this process's GPU, else the CPU) and the report carries the table the command prints."""
-    from geosynth import filter_dataset
+    from geosynth import filter as filter_dataset
 
     out = planted["root"] / "kept-library"
     report = filter_dataset(planted["synth"], out, train=planted["train"], device=None)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from geosynth import filter_dataset
+from geosynth import filter as filter_dataset
 from geosynth.cli.options import (
     BatchOpt,
     ClassesOpt,

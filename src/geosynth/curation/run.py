@@ -22,12 +22,12 @@ from typing import Any, ClassVar
 import torch
 
 from geosynth.artifacts import Provenance
+from geosynth.curation.criteria import classifier_confidence, manifold_ratio
+from geosynth.curation.writer import RADIOMETRY_NAME, source_rows, write_kept
 from geosynth.data import ImageDataset, load_dataset
 from geosynth.data.writer import check_output_dir
 from geosynth.defaults import PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
-from geosynth.filter.criteria import classifier_confidence, manifold_ratio
-from geosynth.filter.writer import RADIOMETRY_NAME, source_rows, write_kept
 from geosynth.metrics.memorisation import (
     COPY_THRESHOLD,
     describe_all,
