@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from geosynth.artifacts import Provenance
+from geosynth.cli.data_tile import tile
 from geosynth.cli.options import (
     ClassesOpt,
     DatasetArg,
@@ -20,7 +21,6 @@ from geosynth.cli.options import (
     dataset_from_options,
     split_list,
 )
-from geosynth.cli.data_tile import tile
 from geosynth.cli.output import message, print_json, print_table, track
 from geosynth.data import export_dataset, load_dataset
 from geosynth.data.stats import band_stats, class_color_stats
