@@ -526,13 +526,15 @@ def step_maps(run: DemoRun) -> None:
 MAP_STEPS = 100
 
 
-def _mean_db(ds: Any) -> dict[str, list[float]]:
-    """Per class, the mean backscatter of each polarisation in dB (10 log10 of mean power)."""
+def _mean_db(ds: Any, units: str = "power") -> dict[str, list[float]]:
+    """Per class, the mean backscatter of each polarisation in dB (10 log10 of mean power);
+    ``units="db"``: the files hold dB (real Sentinel-1 products), brought to power first."""
     import numpy as np
 
     per: dict[str, list[np.ndarray]] = {}
     for i in range(len(ds)):
         arr = ds.raster(i).array.astype(np.float64)
+        arr = 10 ** (arr / 10) if units == "db" else arr
         per.setdefault(ds.class_names[ds.samples[i].label], []).append(arr.mean(axis=(1, 2)))
     return {
         c: [round(float(v), 2) for v in 10 * np.log10(np.mean(rows, 0))] for c, rows in per.items()
@@ -549,12 +551,13 @@ def step_sar(run: DemoRun) -> None:
     from geosynth.diffusion.training.finetune import finetune
     from geosynth.diffusion.training.recipe import Recipe
     from geosynth.metrics.evaluate import EvalOptions, evaluate
-    from geosynth.toy.sar import make_toy_sar_dataset
+    from geosynth.toy.real_sar import sar_chips
 
-    sar_dir = run.out / "toy-sar"
+    sar_dir = run.out / "sar-chips"
     if sar_dir.exists():
         shutil.rmtree(sar_dir)
-    make_toy_sar_dataset(sar_dir, per_class=8, size=run.size, seed=run.seed)
+    # Real SSL4EO-S12 chips when ../shared is present, else the procedural toy.
+    sar_dir, sar_kind = sar_chips(sar_dir, run.size, run.seed, stride=2 * run.size)
     notes: list[str] = []
     real = apply_radiometry(load_dataset(sar_dir), "auto", notes.append)
     assert real.radiometry is not None
@@ -587,7 +590,8 @@ def step_sar(run: DemoRun) -> None:
     sar_eval = evaluate(
         str(out), str(sar_dir), EvalOptions(sections=("amplitude", "glcm"), amplitude_scale="db")
     ).report
-    real_db, synth_db = _mean_db(real), _mean_db(synth)
+    units = real.radiometry.units
+    real_db, synth_db = _mean_db(real, units), _mean_db(synth, units)
     first = synth.raster(0)
     amp = sar_eval["amplitude"]
     run.metrics["sar"] = {
@@ -614,8 +618,7 @@ def step_sar(run: DemoRun) -> None:
     )
     run.sections.append(
         "## SAR in native units\n\n"
-        f"`geosynth toy sar` wrote {len(real)} float32 VV/VH linear-power GeoTIFFs with 4-look "
-        "gamma speckle. No spec was given, so the default for float 2-band data was used "
+        f"SAR data: {sar_kind}, {len(real)} VV/VH GeoTIFFs. No spec was given, so the default for float 2-band data was used "
         f"(printed once: {notes[0] if notes else 'none'}). channel-means, a "
         f"{card['steps']}-step LoRA and leak-aligned generation all ran through it; the "
         "generated images were written back through its inverse as "

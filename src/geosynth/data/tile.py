@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -141,17 +142,25 @@ def _read_chip(scene: Scene, grid: dict[str, Any], row: int, col: int, size: int
     from affine import Affine
     from rasterio.windows import Window
 
-    win = Window(col, row, size, size)
+    # The in-scene part is read and placed into a filled array (GDAL's boundless reads go through
+    # a VRT that mishandles rotated geotransforms).
+    h, w = min(size, grid["height"] - row), min(size, grid["width"] - col)
+    win = Window(col, row, w, h)
     fill = grid["nodata"]
-    if fill is None and np.dtype(grid["dtype"]).kind == "f":
-        fill = float("nan")
+    if fill is None:
+        fill = float("nan")  # float data only: tile_scenes refuses pad for integers without nodata
     parts = []
     for f in scene.files:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with rasterio.open(f) as src:
-                parts.append(src.read(window=win, boundless=True, fill_value=fill))
-    transform = Affine(*grid["transform"]) * Affine.translation(col, row)
+                part = src.read(window=win)
+        if (h, w) != (size, size):
+            full = np.full((part.shape[0], size, size), fill, dtype=part.dtype)
+            full[:, :h, :w] = part
+            part = full
+        parts.append(part)
+    transform = Affine(*grid["transform"]) @ Affine.translation(col, row)
     georef = grid["crs"] is not None or not Affine(*grid["transform"]).is_identity
     return Raster(
         array=np.concatenate(parts),
@@ -263,6 +272,8 @@ def tile_scenes(
             }
         )
     if not rows:
+        if not reused:
+            shutil.rmtree(work)  # nothing of this run is worth resuming
         raise GeosynthError(
             f"scenes: every chip is over max_nodata={max_nodata} NaN/nodata (or the scenes are "
             f"smaller than size={size}); nothing to write"
