@@ -10,6 +10,7 @@ import pytest
 
 from geosynth.data import load_dataset, open_dataset
 from geosynth.data.sentinel1 import BEN19_CLASSES, BEN19_FROM_V1
+from geosynth.data.stack import read_stack
 from geosynth.data.stats import band_stats
 from tests.conftest import REPO
 from tests.data.sentinel1.data import REBEN_PATCHES, make_ben_v1, make_reben
@@ -42,7 +43,7 @@ def _report(ds) -> np.ndarray:
     return np.array([[r["mean"], r["std"], r["min"], r["max"]] for r in rows])
 
 
-def test_bigearthnet_s1_reads_vv_vh_patches_with_their_classes(sar_real, cli) -> None:
+def test_bigearthnet_s1_reads_vv_vh_patches_with_their_classes(sar_real, cli, tmp_path) -> None:
     root = sar_real / "bigearthnet-s1"
     ds = open_dataset(root)
     assert ds.kind == "bigearthnet-s1" and len(ds) == 6
@@ -60,6 +61,14 @@ def test_bigearthnet_s1_reads_vv_vh_patches_with_their_classes(sar_real, cli) ->
     res = cli("data", "info", root)
     assert res.code == 0, res.err
     assert "VV" in res.out and "VH" in res.out and "dropped:" in res.err
+    # Exported: one stacked 2-band GeoTIFF per patch, named after it, bit for bit.
+    res = cli("data", "export", root, "--out", tmp_path / "stacked")
+    assert res.code == 0, res.err
+    out = open_dataset(tmp_path / "stacked")
+    assert out.class_names == ds.class_names and len(out) == 6
+    for i, s in enumerate(out.samples):
+        src = ds.samples[ds.keys.index(Path(s.key).stem)]
+        np.testing.assert_array_equal(out.raster(i).array, read_stack(src.ref).array)
 
 
 def test_ssl4eo_s1_reads_two_band_samples(sar_real) -> None:

@@ -59,7 +59,7 @@ def test_nodata_heavy_scene_and_pad(tmp_path) -> None:
     # Chips of rows 0..31 are all nodata, rows 32..63 are 8/32 nodata.
     out = tile_scenes([tmp_path / "s.tif"], tmp_path / "a", 32, class_name="x")
     assert out["chips"] == 2 and out["skipped_nodata"] == 2
-    with pytest.raises(GeosynthError, match="max_nodata=0.2"):  # 8/32 = 0.25 nodata each
+    with pytest.raises(GeosynthError, match=r"max_nodata=0\.2"):  # 8/32 = 0.25 nodata each
         tile_scenes([tmp_path / "s.tif"], tmp_path / "b", 32, class_name="x", max_nodata=0.2)
     assert not (tmp_path / "b").exists() and not (tmp_path / "b.parts").exists()
     padded = tile_scenes(
