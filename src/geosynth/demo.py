@@ -622,7 +622,7 @@ def step_sar(run: DemoRun) -> None:
     )
     run.sections.append(
         "## SAR in native units\n\n"
-        f"SAR data: {sar_kind}, {len(real)} VV/VH GeoTIFFs. No spec was given, so the default for float 2-band data was used "
+        f"SAR data: {sar_kind}; {len(real)} GeoTIFFs. No spec was given, so the default for float 2-band data was used "
         f"(printed once: {notes[0] if notes else 'none'}). channel-means, a "
         f"{card['steps']}-step LoRA and leak-aligned generation all ran through it; the "
         "generated images were written back through its inverse as "

@@ -34,6 +34,6 @@ def sar_chips(out: Path, size: int, seed: int = 0, stride: int | None = None) ->
         return out, "procedural toy SAR (float32 linear power, 4-look gamma speckle)"
     summary = tile_scenes([root], out, size, stride)
     return out, (
-        f"real Sentinel-1 (SSL4EO-S12, float32 dB): {summary['chips']} {size} px VV/VH chips "
-        f"tiled from {summary['scenes']} scenes"
+        f"real Sentinel-1 (SSL4EO-S12, float32 dB), {size} px VV/VH chips cut by `data tile` "
+        f"from {summary['scenes']} scenes"
     )
