@@ -25,6 +25,7 @@ from geosynth.errors import GeosynthError
 #: step adds its line here (and to docs/library.md).
 EXPORTS: dict[str, str] = {
     "load_dataset": "geosynth.data.load:load_dataset",
+    "tile_scenes": "geosynth.data.tile:tile_scenes",
     "finetune": "geosynth.diffusion.training.finetune:finetune",
     "channel_means": "geosynth.diffusion.channel_means:channel_means",
     "generate": "geosynth.diffusion.sampling.step:generate",
@@ -64,6 +65,7 @@ __all__ = [  # the names of EXPORTS, spelled out for static tools (a test keeps 
     "rarity",
     "replay_argv",
     "run_demo",
+    "tile_scenes",
     "toy_data",
     "toy_model",
     "toy_sar",
@@ -76,6 +78,7 @@ if TYPE_CHECKING:
     from geosynth.classify.run import train_and_test as train_clf
     from geosynth.curation.run import filter_dataset as filter
     from geosynth.data.load import load_dataset
+    from geosynth.data.tile import tile_scenes
     from geosynth.demo import run_demo
     from geosynth.diffusion.channel_means import channel_means
     from geosynth.diffusion.kohya import export_lora, import_lora

@@ -17,6 +17,7 @@ SUBCOMMANDS = [
     ["toy", "model"],
     ["data", "info"],
     ["data", "export"],
+    ["data", "tile"],
     ["inspect"],
     ["demo"],
     ["embed"],

@@ -148,3 +148,18 @@ def test_image_never_squashes_to_8bit(tmp_path: Path, toy_data: Path) -> None:
         open_dataset(tmp_path / "s2").image(0)
     plain = load_dataset(toy_data, radiometry="auto")  # 8-bit RGB: no spec, as before
     assert plain.radiometry is None and plain.image(0).mode == "RGB"
+
+
+def test_pixel_size_is_recorded_but_not_part_of_a_specs_identity() -> None:
+    """Generated chips get the training data's pixel size; two subsets of one dataset whose first
+    files differ in pixel size (EuroSAT-MS: 9.99..10.01 m) still share one spec."""
+
+    a = Radiometry(kind="sar", bands=(0,), ranges=((-30.0, 0.0),), units="db", dtype="float32",
+                   band_count=1, pixel_size=(10.0, 10.0), file_nodata=-9999.0)  # fmt: skip
+    b = Radiometry.from_dict({**a.to_dict(), "pixel_size": [10.002, 9.998]})
+    assert b.pixel_size == (10.002, 9.998) and b.file_nodata == -9999.0
+    check_same_spec(a.to_dict(), b, "lora")  # no error
+    out = a.inverse(np.zeros((3, 4, 4), dtype=np.float32))
+    assert out.crs is None and out.transform == (10.0, 0.0, 0.0, 0.0, -10.0, 0.0)
+    assert out.nodata == -9999.0 and out.dtype == "float32"
+    assert "pixel_size" not in Radiometry(kind="sar", bands=(0,), ranges=((-30.0, 0.0),)).to_dict()

@@ -8,10 +8,12 @@ from typing import Annotated
 import typer
 
 from geosynth.artifacts import Provenance
+from geosynth.cli.data_tile import tile
 from geosynth.cli.options import (
     ClassesOpt,
     DatasetArg,
     JsonOpt,
+    LabelMapOpt,
     RadiometryOpt,
     SeedOpt,
     ShotsOpt,
@@ -23,7 +25,10 @@ from geosynth.cli.output import message, print_json, print_table, track
 from geosynth.data import export_dataset, load_dataset
 from geosynth.data.stats import band_stats, class_color_stats
 
-app = typer.Typer(help="Inspect datasets and write K-shot subsets.", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect datasets, write K-shot subsets, cut scenes into chips.", no_args_is_help=True
+)
+app.command("tile")(tile)
 
 
 @app.command("info")
@@ -34,19 +39,23 @@ def info(
     shots: ShotsOpt = None,
     seed: SeedOpt = 0,
     radiometry: RadiometryOpt = None,
+    label_map: LabelMapOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Classes, image counts, sizes, per-class mean colour and per-band statistics in native units.
 
     Reads every image, so it also finds unreadable files. The band table is in the file's own
     units (SAR backscatter, reflectance x 10000, ...); the mean colour is that of the model's
-    3-channel input (through the radiometry spec for non-8-bit data).
+    3-channel input (through the radiometry spec for non-8-bit data). Sentinel-1 layouts
+    (BigEarthNet-S1, reBEN, SSL4EO-S12) are read as VV/VH samples; for BigEarthNet it also says
+    which labels the one-class-per-patch rule dropped.
 
     \b
-    Example:
+    Examples:
       geosynth data info ../shared/data/eurosat-ms --split train
+      geosynth data info ../shared/data/sar-real/bigearthnet-s1
     """
-    ds = dataset_from_options(dataset, split, classes, shots, seed, radiometry)
+    ds = dataset_from_options(dataset, split, classes, shots, seed, radiometry, label_map)
     bands = band_stats(ds, track)
     rows = class_color_stats(ds, track)
     report = {
@@ -62,6 +71,13 @@ def info(
     if as_json:
         print_json(report)
         return
+    labels = ds.selection.get("labels")
+    if labels and labels.get("dropped"):
+        dropped = ", ".join(f"{k} ({v})" for k, v in labels["dropped"].items())
+        message(
+            f"labels: class = {labels['rule']}; dropped: {dropped}; patches left out: "
+            f"{labels['patches_left_out']}"
+        )
     print_table(
         f"{ds.source} ({ds.kind}, {len(ds)} images)",
         ["class", "prompt name", "images", "mean RGB", "std RGB", "sizes"],
@@ -104,19 +120,29 @@ def export(
     classes: ClassesOpt = None,
     shots: ShotsOpt = None,
     seed: SeedOpt = 0,
+    label_map: LabelMapOpt = None,
 ) -> None:
     """Write a dataset, or its --classes / --shots subset, as an imagefolder.
 
     The output (OUT/<class>/<id>.png + metadata.jsonl) is the format every step reads; each
     metadata row records the image it came from. 16-bit, float, multispectral or georeferenced
-    images are written as OUT/<class>/<id>.tif in native units, bit for bit, CRS kept.
+    images are written as OUT/<class>/<id>.tif in native units, bit for bit, CRS kept; VV/VH
+    files of Sentinel-1 layouts become one 2-band GeoTIFF per sample (VV, VH).
 
     \b
-    Example:
+    Examples:
       geosynth data export ../shared/data/eurosat-rgb --split pool --shots 16 --seed 0 --out eurosat-16shot
+      geosynth data export ../shared/data/sar-real/bigearthnet-s1 --out ben-s1-stacked
     """
     # Native export: no radiometry is involved, the values are copied as they are.
-    ds = load_dataset(dataset, split=split, classes=split_list(classes), shots=shots, seed=seed)
+    ds = load_dataset(
+        dataset,
+        split=split,
+        classes=split_list(classes),
+        shots=shots,
+        seed=seed,
+        label_map=label_map,
+    )
     prov = Provenance.start("data export", seeds={"seed": seed}, selection=ds.selection)
     prov.inputs[f"dataset:{dataset}"] = ds.fingerprint()
     export_dataset(ds, out, prov, track(range(len(ds)), len(ds), "writing images"))

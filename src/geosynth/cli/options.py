@@ -42,6 +42,14 @@ RadiometryOpt = Annotated[
         "JSON file or object (docs/formats.md). Default: by detected kind, printed once.",
     ),
 ]
+LabelMapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--label-map",
+        help="BigEarthNet patches: {label: class} as a JSON file or object; a patch's class is "
+        "that of the first key among its labels (default: its first BigEarthNet-19 label).",
+    ),
+]
 
 FeaturesOpt = Annotated[
     str,
@@ -74,10 +82,11 @@ def dataset_from_options(
     shots: int | None,
     seed: int,
     radiometry: str | None = None,
+    label_map: str | None = None,
 ) -> ImageDataset:
     """Apply the shared dataset options in the order the docs state; data that is not 8-bit RGB
     gets ``radiometry`` (``--radiometry``'s value) or the default spec of its kind (announced on
-    stderr)."""
+    stderr); ``label_map`` (``--label-map``) picks BigEarthNet patches' classes."""
     from geosynth import load_dataset
     from geosynth.cli.output import message
 
@@ -89,6 +98,7 @@ def dataset_from_options(
         seed=seed,
         radiometry=radiometry or "auto",
         log=message,
+        label_map=label_map,
     )
 
 

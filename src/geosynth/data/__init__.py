@@ -7,6 +7,7 @@ from geosynth.data.hf import from_hf
 from geosynth.data.load import load_dataset, open_dataset
 from geosynth.data.names import prompt_name
 from geosynth.data.raster import Raster, read_raster, write_raster
+from geosynth.data.tile import tile_scenes
 from geosynth.data.writer import ImageFolderWriter, check_output_dir, export_dataset
 
 __all__ = [
@@ -24,5 +25,6 @@ __all__ = [
     "prompt_name",
     "read_image_folder",
     "read_raster",
+    "tile_scenes",
     "write_raster",
 ]

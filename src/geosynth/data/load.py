@@ -12,6 +12,7 @@ from geosynth.data.folder import read_image_folder
 from geosynth.data.hf import is_saved_dataset, read_hub_dataset, read_saved_dataset
 from geosynth.data.radiometry import Radiometry
 from geosynth.data.radiometry_defaults import default_radiometry, radiometry_from
+from geosynth.data.sentinel1 import read_sentinel1, sentinel1_layout
 from geosynth.data.torchgeo import eurosat_image_root, read_torchgeo_eurosat
 from geosynth.errors import GeosynthError
 
@@ -19,11 +20,17 @@ from geosynth.errors import GeosynthError
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
 
-def open_dataset(spec: str | Path, split: str | None = None) -> ImageDataset:
+def open_dataset(
+    spec: str | Path,
+    split: str | None = None,
+    label_map: dict[str, str] | str | Path | None = None,
+) -> ImageDataset:
     """Open an image folder, a saved HF dataset, a geosynth imagefolder or a hub dataset id.
 
     For a folder holding split sub-folders (``root/train/<class>/...``), ``split`` picks one;
-    torchgeo's EuroSAT layout (:mod:`geosynth.data.torchgeo`) is read with its split files.
+    torchgeo's EuroSAT layout (:mod:`geosynth.data.torchgeo`) is read with its split files;
+    Sentinel-1 layouts (BigEarthNet-S1, reBEN, SSL4EO-S12: :mod:`geosynth.data.sentinel1`) as
+    VV/VH samples, their class chosen by ``label_map`` or the documented default.
     """
     path = Path(spec)
     if path.exists():
@@ -35,6 +42,14 @@ def open_dataset(spec: str | Path, split: str | None = None) -> ImageDataset:
             return read_saved_dataset(path, split)
         if eurosat_image_root(path) is not None:  # torchgeo's EuroSAT layout + split files
             return read_torchgeo_eurosat(path, split)
+        layout = sentinel1_layout(path)
+        if layout is not None:
+            return read_sentinel1(path, layout, split, label_map)
+        if label_map is not None:
+            raise GeosynthError(
+                f"label_map: {path} is not a BigEarthNet layout; a label map applies to "
+                "BigEarthNet-S1 / reBEN patches only"
+            )
         if split is not None:
             if not (path / split).is_dir():
                 splits = sorted(d.name for d in path.iterdir() if d.is_dir())
@@ -63,6 +78,7 @@ def load_dataset(
     seed: int = 0,
     radiometry: Radiometry | dict[str, Any] | str | None = None,
     log: Callable[[str], None] | None = None,
+    label_map: dict[str, str] | str | Path | None = None,
 ) -> ImageDataset:
     """Open a dataset and apply the options every subcommand shares, in order: class subset,
     then stratified K-shot sampling; every remaining class must hold at least one image.
@@ -71,7 +87,7 @@ def load_dataset(
     is then resolved on the selected images (percentile ranges are fitted on them) and attached;
     ``log`` receives one line saying which spec is used when it is not 8-bit RGB.
     """
-    ds = open_dataset(spec, split)
+    ds = open_dataset(spec, split, label_map)
     if classes:
         ds = ds.select_classes(classes)
     ds.check_nonempty()

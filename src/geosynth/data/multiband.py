@@ -106,7 +106,9 @@ def band_input(
     for the bands ``bands`` selects."""
     if len(ds) == 0:
         raise GeosynthError(f"{ds.source}: no images to compute band statistics on")
-    first = ds.raster(0)
+    from geosynth.data.bandnames import with_layout_names
+
+    first = with_layout_names(ds, ds.raster(0))  # EuroSAT-MS files name no bands
     idx = parse_bands(bands, first, what=what)
     names = tuple(
         first.band_names[i] if first.band_names else f"band{i}"  # 0-based, like the indices

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from geosynth.data.raster import Raster
+from geosynth.data.raster import Raster, pixel_size
 from geosynth.errors import GeosynthError
 
 
@@ -94,6 +94,10 @@ class Radiometry:
     dtype: str | None = None
     band_count: int | None = None
     band_names: tuple[str, ...] | None = None
+    # Georeference policy of generated chips (docs/formats.md): no CRS or location, but the
+    # training data's pixel size (x, y) and nodata value; omitted from the JSON when unknown.
+    pixel_size: tuple[float, float] | None = None
+    file_nodata: float | None = None
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False, hash=False)
 
     # ---------------------------------------------------------------- construction, (de)serialising
@@ -173,6 +177,11 @@ class Radiometry:
             d["file_bands"] = list(self.file_bands)
         if self.kind != "sar":  # SAR-only fields mean nothing for optical data
             del d["units"], d["scale"], d["db_floor"]
+        for key in ("pixel_size", "file_nodata"):  # specs of ungeoreferenced data: as before
+            if d[key] is None:
+                del d[key]
+        if "pixel_size" in d:
+            d["pixel_size"] = list(d["pixel_size"])
         return d
 
     def to_json(self) -> str:
@@ -204,6 +213,8 @@ class Radiometry:
                 kw["file_bands"] = tuple(str(b) for b in d["file_bands"])
             if d.get("db_floor") is not None:
                 kw["db_floor"] = float(d["db_floor"])
+            if d.get("pixel_size") is not None:
+                kw["pixel_size"] = tuple(float(v) for v in d["pixel_size"])
             return cls(**kw)
         except GeosynthError as exc:
             raise GeosynthError(f"{where}: {str(exc).removeprefix('radiometry: ')}") from None
@@ -364,7 +375,9 @@ class Radiometry:
             info = np.iinfo(dtype)
             arr = np.clip(np.rint(arr), info.min, info.max)
         names = list(self.band_names) if self.band_names else None
-        return Raster(arr.astype(dtype), names)
+        px = self.pixel_size
+        transform = None if px is None else (px[0], 0.0, 0.0, 0.0, -px[1], 0.0)
+        return Raster(arr.astype(dtype), names, nodata=self.file_nodata, transform=transform)
 
     # ---------------------------------------------------------------- resolving against data
     def fit(self, ds: RasterSource) -> Radiometry:
@@ -400,8 +413,22 @@ class Radiometry:
         r = self.named(ds.raster(0), where)
         idx = [r.band_index(b, what=f"radiometry band (in {where})") for b in self.bands]
         names = tuple(r.band_names[i] for i in idx) if r.band_names else None
-        bound = replace(self, dtype=r.dtype, band_count=r.count, band_names=names, _cache={})
+        bound = replace(
+            self,
+            dtype=r.dtype,
+            band_count=r.count,
+            band_names=names,
+            pixel_size=pixel_size(r.transform),
+            file_nodata=r.nodata,
+            _cache={},
+        )
         if self.dtype is not None or self.band_count is not None:
             self.check_raster(r, where)  # a stored spec must fit this data as it was
-            bound = replace(bound, dtype=self.dtype, band_count=self.band_count)
+            bound = replace(
+                bound,
+                dtype=self.dtype,
+                band_count=self.band_count,
+                pixel_size=self.pixel_size,
+                file_nodata=self.file_nodata,
+            )
         return bound.fit(ds)

@@ -3,6 +3,7 @@ still fits, and the reading of a spec from a dict, a JSON file or a preset name.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from geosynth.data.radiometry import DEFAULT_PERCENTILES, S2_TRUE_COLOUR, Radiometry
@@ -63,8 +64,8 @@ def default_radiometry(r: Raster) -> Radiometry | None:
 
 def check_same_spec(stored: dict[str, Any] | None, current: Radiometry | None, where: str) -> None:
     """Refuse an artifact made with another radiometry than the data or command at hand."""
-    a = None if stored is None else Radiometry.from_dict(stored, where=where).to_json()
-    b = None if current is None else current.to_json()
+    a = None if stored is None else _identity(Radiometry.from_dict(stored, where=where))
+    b = None if current is None else _identity(current)
     if a != b:
         have = "none (8-bit RGB)" if a is None else Radiometry.from_dict(stored).describe()  # type: ignore[arg-type]
         want = "none (8-bit RGB)" if current is None else current.describe()
@@ -72,6 +73,15 @@ def check_same_spec(stored: dict[str, Any] | None, current: Radiometry | None, w
             f"{where}: made with radiometry {have}, but this run uses {want}; use the same "
             "spec (`radiometry` as the artifact records it) or redo the artifact"
         )
+
+
+def _identity(spec: Radiometry) -> str:
+    """The spec's JSON without the georeference it records: files of one dataset differ in pixel
+    size (EuroSAT-MS: 9.99..10.01 m), which says nothing about how values are mapped."""
+    d = spec.to_dict()
+    d.pop("pixel_size", None)
+    d.pop("file_nodata", None)
+    return json.dumps(d, sort_keys=True)
 
 
 def radiometry_from(value: Radiometry | dict[str, Any] | str | None) -> Radiometry | None:

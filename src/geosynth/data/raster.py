@@ -99,6 +99,14 @@ class Raster:
         return names.index(band)
 
 
+def pixel_size(transform: tuple[float, ...] | None) -> tuple[float, float] | None:
+    """The ground size (x, y) of a pixel of an affine geotransform (rotation-invariant), or None."""
+    if transform is None:
+        return None
+    a, b, _, d, e, _ = transform[:6]
+    return (float(np.hypot(a, d)), float(np.hypot(b, e)))
+
+
 def _is_tiff(head: bytes) -> bool:
     return head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 

@@ -54,6 +54,7 @@ def band_stats(ds: ImageDataset, track: Track = no_track) -> dict[str, Any]:
 
     Also the dtype, band names and CRSs seen; images that differ in band count or dtype raise.
     """
+    from geosynth.data.bandnames import layout_band_names
     from geosynth.data.writer import mixed_message
 
     first: tuple[int, str, str] | None = None
@@ -71,7 +72,9 @@ def band_stats(ds: ImageDataset, track: Track = no_track) -> dict[str, Any]:
         r = ds.raster(i)
         where = ds.describe(ds.samples[i])
         if first is None:
-            first, names, nodata = (r.count, r.dtype, where), r.band_names, r.nodata
+            first, nodata = (r.count, r.dtype, where), r.nodata
+            layout = layout_band_names(ds, r)  # the file's names, else its layout's
+            names = None if layout is None else list(layout)
             total, sq = np.zeros(r.count), np.zeros(r.count)
             lo, hi = np.full(r.count, np.inf), np.full(r.count, -np.inf)
             valid_n, invalid_n = np.zeros(r.count, np.int64), np.zeros(r.count, np.int64)

@@ -31,6 +31,7 @@ from geosynth.data.dataset import ImageDataset
 from geosynth.data.folder import METADATA_NAME
 from geosynth.data.names import safe_dirname
 from geosynth.data.raster import Raster, write_raster
+from geosynth.data.sentinel1 import LAYOUTS as SENTINEL1_LAYOUTS
 from geosynth.errors import GeosynthError
 
 
@@ -167,7 +168,8 @@ def export_dataset(
     CRS, transform, nodata and band names. One dataset must have one band count and dtype.
     """
     indices = progress if progress is not None else range(len(ds))
-    ids = export_ids(ds) if ds.kind == "imagefolder" else {}
+    # Files keep their names (Sentinel-1 samples: their patch or scene folder's).
+    ids = export_ids(ds) if ds.kind in ("imagefolder", *SENTINEL1_LAYOUTS) else {}
     first: tuple[int, str, str] | None = None
     with ImageFolderWriter(out, ds.class_names, provenance) as w:
         for i in indices:

@@ -234,13 +234,15 @@ def step_maps(run: DemoRun) -> None:
 MAP_STEPS = 100
 
 
-def _mean_db(ds: Any) -> dict[str, list[float]]:
-    """Per class, the mean backscatter of each polarisation in dB (10 log10 of mean power)."""
+def _mean_db(ds: Any, units: str = "power") -> dict[str, list[float]]:
+    """Per class, the mean backscatter of each polarisation in dB (10 log10 of mean power);
+    ``units="db"``: the files hold dB (real Sentinel-1 products), brought to power first."""
     import numpy as np
 
     per: dict[str, list[np.ndarray]] = {}
     for i in range(len(ds)):
         arr = ds.raster(i).array.astype(np.float64)
+        arr = 10 ** (arr / 10) if units == "db" else arr
         per.setdefault(ds.class_names[ds.samples[i].label], []).append(arr.mean(axis=(1, 2)))
     return {
         c: [round(float(v), 2) for v in 10 * np.log10(np.mean(rows, 0))] for c, rows in per.items()
@@ -257,12 +259,13 @@ def step_sar(run: DemoRun) -> None:
     from geosynth.diffusion.training.finetune import finetune
     from geosynth.diffusion.training.recipe import Recipe
     from geosynth.metrics.evaluation import EvalOptions, evaluate
-    from geosynth.toy.sar import make_toy_sar_dataset
+    from geosynth.toy.real_sar import sar_chips
 
-    sar_dir = run.out / "toy-sar"
+    sar_dir = run.out / "sar-chips"
     if sar_dir.exists():
         shutil.rmtree(sar_dir)
-    make_toy_sar_dataset(sar_dir, per_class=8, size=run.size, seed=run.seed)
+    # Real SSL4EO-S12 chips when ../shared is present, else the procedural toy.
+    sar_dir, sar_kind = sar_chips(sar_dir, run.size, run.seed, stride=2 * run.size)
     notes: list[str] = []
     real = apply_radiometry(load_dataset(sar_dir), "auto", notes.append)
     assert real.radiometry is not None
@@ -291,13 +294,18 @@ def step_sar(run: DemoRun) -> None:
     gen.run(out, batch_size=4)
     synth = load_dataset(out, radiometry=card["radiometry"])
     run.paths.update(sar=sar_dir, synth_sar=out)
+    units = real.radiometry.units
     # SAR metrics on the GeoTIFFs themselves, in dB, with bins and GLCM levels from the real set.
+    # Real Sentinel-1 products hold dB already: their native units are the dB space.
+    scale = "linear" if units == "db" else "db"
     sar_eval = evaluate(
-        str(out), str(sar_dir), EvalOptions(sections=("amplitude", "glcm"), amplitude_scale="db")
+        str(out), str(sar_dir), EvalOptions(sections=("amplitude", "glcm"), amplitude_scale=scale)
     ).report
-    real_db, synth_db = _mean_db(real), _mean_db(synth)
+    real_db, synth_db = _mean_db(real, units), _mean_db(synth, units)
     first = synth.raster(0)
     amp = sar_eval["amplitude"]
+    # dB data compared in its own units: the mean difference is the shift in dB.
+    amp["shift_db"] = amp["mean_difference"] if units == "db" else amp["shift_db"]
     run.metrics["sar"] = {
         "radiometry": Radiometry.from_dict(card["radiometry"]).describe(),
         "synthetic_dtype": first.dtype,
@@ -322,8 +330,7 @@ def step_sar(run: DemoRun) -> None:
     )
     run.sections.append(
         "## SAR in native units\n\n"
-        f"`geosynth toy sar` wrote {len(real)} float32 VV/VH linear-power GeoTIFFs with 4-look "
-        "gamma speckle. No spec was given, so the default for float 2-band data was used "
+        f"SAR data: {sar_kind}; {len(real)} GeoTIFFs. No spec was given, so the default for float 2-band data was used "
         f"(printed once: {notes[0] if notes else 'none'}). channel-means, a "
         f"{card['steps']}-step LoRA and leak-aligned generation all ran through it; the "
         "generated images were written back through its inverse as "
