@@ -93,7 +93,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "demo": ("demo", "demo", "Run every existing step on toy data and tiny models, with a report."),
     "toy": ("toy", "app", "Toy data and tiny models that run the whole pipeline on 2 CPU cores."),
-    "data": ("data", "app", "Inspect datasets and write K-shot subsets."),
+    "data": ("data", "app", "Inspect datasets, write K-shot subsets, cut scenes into chips."),
     "lora": (
         "lora",
         "app",
