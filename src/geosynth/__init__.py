@@ -26,6 +26,8 @@ from geosynth.errors import GeosynthError
 EXPORTS: dict[str, str] = {
     "load_dataset": "geosynth.data.load:load_dataset",
     "tile_scenes": "geosynth.data.tile:tile_scenes",
+    "dataset_info": "geosynth.data.steps:dataset_info",
+    "export_subset": "geosynth.data.steps:export_subset",
     "finetune": "geosynth.diffusion.training.finetune:finetune",
     "channel_means": "geosynth.diffusion.channel_means:channel_means",
     "generate": "geosynth.diffusion.sampling.step:generate",
@@ -53,10 +55,12 @@ __all__ = [  # the names of EXPORTS, spelled out for static tools (a test keeps 
     "build_plora",
     "channel_means",
     "correlate_reports",
+    "dataset_info",
     "describe",
     "embed",
     "evaluate",
     "export_lora",
+    "export_subset",
     "filter",
     "finetune",
     "generate",
@@ -78,6 +82,7 @@ if TYPE_CHECKING:
     from geosynth.classify.run import train_and_test as train_clf
     from geosynth.curation.run import filter_dataset as filter
     from geosynth.data.load import load_dataset
+    from geosynth.data.steps import dataset_info, export_subset
     from geosynth.data.tile import tile_scenes
     from geosynth.demo import run_demo
     from geosynth.diffusion.channel_means import channel_means

@@ -94,12 +94,12 @@ def test_bad_usage_is_exit_2(cli) -> None:
 
 
 def test_internal_errors_exit_1_and_debug_shows_traceback(cli, toy_data, monkeypatch) -> None:
-    import geosynth.cli.data as data_cli
+    import geosynth.data.stats as stats
 
     def boom(*args, **kwargs):
         raise RuntimeError("unexpected")
 
-    monkeypatch.setattr(data_cli, "class_color_stats", boom)
+    monkeypatch.setattr(stats, "class_color_stats", boom)  # data_info looks it up when called
     res = cli("data", "info", toy_data)
     assert res.code == 1 and "RuntimeError: unexpected" in res.err and "Traceback" not in res.err
     res = cli("--debug", "data", "info", toy_data)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from geosynth.artifacts import Provenance
+from geosynth import dataset_info, export_subset
 from geosynth.cli.data_tile import tile
 from geosynth.cli.options import (
     ClassesOpt,
@@ -22,8 +22,6 @@ from geosynth.cli.options import (
     split_list,
 )
 from geosynth.cli.output import message, print_json, print_table, track
-from geosynth.data import export_dataset, load_dataset
-from geosynth.data.stats import band_stats, class_color_stats
 
 app = typer.Typer(
     help="Inspect datasets, write K-shot subsets, cut scenes into chips.", no_args_is_help=True
@@ -56,18 +54,8 @@ def info(
       geosynth data info ../shared/data/sar-real/bigearthnet-s1
     """
     ds = dataset_from_options(dataset, split, classes, shots, seed, radiometry, label_map)
-    bands = band_stats(ds, track)
-    rows = class_color_stats(ds, track)
-    report = {
-        "source": ds.source,
-        "kind": ds.kind,
-        "selection": ds.selection,
-        "images": len(ds),
-        "fingerprint": ds.fingerprint(),
-        "classes": rows,
-        "native": bands,
-        "radiometry": None if ds.radiometry is None else ds.radiometry.to_dict(),
-    }
+    report = dataset_info(ds, track=track)
+    rows, bands = report["classes"], report["native"]
     if as_json:
         print_json(report)
         return
@@ -135,15 +123,14 @@ def export(
       geosynth data export ../shared/data/sar-real/bigearthnet-s1 --out ben-s1-stacked
     """
     # Native export: no radiometry is involved, the values are copied as they are.
-    ds = load_dataset(
+    ds = export_subset(
         dataset,
+        out,
         split=split,
         classes=split_list(classes),
         shots=shots,
         seed=seed,
         label_map=label_map,
+        track=track,
     )
-    prov = Provenance.start("data export", seeds={"seed": seed}, selection=ds.selection)
-    prov.inputs[f"dataset:{dataset}"] = ds.fingerprint()
-    export_dataset(ds, out, prov, track(range(len(ds)), len(ds), "writing images"))
     message(f"wrote {len(ds)} images in {len(ds.class_names)} classes to {out}")
