@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import torch
-from sd21 import sd21_random  # bench/ is on sys.path when a bench script runs
 
 VARIANTS = ["plain", "geosynth", "geosynth-nchw"]
 
@@ -183,7 +182,11 @@ def main() -> None:
         if args.model == "toy":
             args.model = str(make_toy_sd_pipeline(root / "sd", vae_steps=0))
         elif args.model == "sd21-random":
-            args.model = str(sd21_random(root / "sd"))
+            # In its own process: building holds 5+ GB that this parent would keep resident
+            # while the variants run.
+            script = Path(__file__).with_name("sd21.py")
+            subprocess.run([sys.executable, str(script), str(root / "sd")], check=True)
+            args.model = str(root / "sd")
         data = make_toy_dataset(root / "data", per_class=4, size=args.resolution, seed=0)
         results = []
         variants = args.variants.split(",")
