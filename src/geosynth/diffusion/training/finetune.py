@@ -253,10 +253,10 @@ def _train_one(
     }
     if encoder is not None:
         card["map_condition"] = map_card(encoder, ds)
-    if note := describe_cost(digest_cost):
-        log(note)
     if not main_process:  # under data parallelism only rank 0 writes
         return card
+    if note := describe_cost(digest_cost):
+        log(note)
     # Where a run resumed is history, not content: it goes to the provenance, so a resumed
     # run's card is byte-identical to an uninterrupted one's.
     prov = Provenance.start(
