@@ -273,10 +273,10 @@ def describe_cost(cost: dict[str, Any]) -> str | None:
     answered or nothing was hashed)."""
     if cost.get("cached", True):
         return None
-    return (
-        f"base model identified by its weights: {cost['bytes'] / 1e9:.2f} GB hashed in "
-        f"{cost['seconds']:.1f} s (cached from now on)"
-    )
+    size, secs = cost["bytes"], cost["seconds"]
+    amount = f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+    took = f"{secs:.1f} s" if secs >= 0.05 else "under 0.1 s"
+    return f"base model identified by its weights: {amount} hashed in {took} (cached from now on)"
 
 
 def short(digest: dict[str, str] | None, component: str = "unet") -> str:
