@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from geosynth.diffusion import tensorfile
-from geosynth.diffusion.identity import files_digest, model_digest, state_digest
+from geosynth.diffusion.identity import describe_cost, files_digest, model_digest, state_digest
 
 REPO = Path(__file__).resolve().parents[2]
 #: The digest of _state() as geosynth computed it before the bounded reader (safetensors'
@@ -86,6 +86,8 @@ def test_cost_is_reported_and_cached(tmp_path, monkeypatch) -> None:
     assert first["bytes"] == sum(p.stat().st_size for p in folder.rglob("*.safetensors"))
     again: dict = {}
     assert model_digest(folder, cost=again) == digest and again["cached"] is True
+    # The log line finetune prints: only when the weights were hashed.
+    assert "MB hashed in" in (describe_cost(first) or "") and describe_cost(again) is None
 
 
 def test_peak_memory_stays_bounded(tmp_path) -> None:
