@@ -8,7 +8,9 @@ encodes latents once (the frozen encoder's posterior, sampled every step), encod
 once while the text encoder is frozen, keeps frozen weights in half precision and the UNet
 channels-last on GPU, and with --compile runs the UNet through torch.compile. Each variant runs
 in its own process so peak memory is its own; variant geosynth-nchw is geosynth with the default
-memory layout (what channels-last brings).
+memory layout (what channels-last brings). geosynth also identifies the base model by a digest of
+its weights (SHA-256 of 5.2 GB at SD 2.1 size); every run starts with an empty digest cache, as
+on a model's first use, and the digest's seconds are listed apart (they are not training steps).
 
     python bench/finetune.py --model toy                       # CPU, toy pipeline
     python bench/finetune.py --model sd21-random --device cuda --resolution 512 --batch-size 8
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -28,7 +31,6 @@ import time
 from pathlib import Path
 
 import torch
-from sd21 import sd21_random  # bench/ is on sys.path when a bench script runs
 
 VARIANTS = ["plain", "geosynth", "geosynth-nchw"]
 
@@ -48,6 +50,7 @@ def run_geosynth(args) -> dict:
     device = torch.device(args.device)
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ["GEOSYNTH_CACHE"] = str(Path(tmp) / "cache")  # first use: nothing cached
         recipe = Recipe(
             resolution=args.resolution,
             batch_size=args.batch_size,
@@ -68,11 +71,13 @@ def run_geosynth(args) -> dict:
             compile_unet=args.compile,
             channels_last=False if args.variant == "geosynth-nchw" else None,
         )
+        prov = json.loads((Path(tmp) / "out" / "provenance.json").read_text())
     timed = stamps[args.warmup :]
     return {
         "variant": args.variant + (" (compiled)" if args.compile else ""),
         "steps_per_s": (len(timed) - 1) / (timed[-1] - timed[0]),
         "peak_gb": peak_memory(device),
+        "digest": prov["extra"]["model_digest"],
     }
 
 
@@ -177,7 +182,11 @@ def main() -> None:
         if args.model == "toy":
             args.model = str(make_toy_sd_pipeline(root / "sd", vae_steps=0))
         elif args.model == "sd21-random":
-            args.model = str(sd21_random(root / "sd"))
+            # In its own process: building holds 5+ GB that this parent would keep resident
+            # while the variants run.
+            script = Path(__file__).with_name("sd21.py")
+            subprocess.run([sys.executable, str(script), str(root / "sd")], check=True)
+            args.model = str(root / "sd")
         data = make_toy_dataset(root / "data", per_class=4, size=args.resolution, seed=0)
         results = []
         variants = args.variants.split(",")
@@ -190,9 +199,11 @@ def main() -> None:
             results.append(json.loads(out.strip().splitlines()[-1]))
     base = results[0]["steps_per_s"]
     for r in results:
+        digest = r.get("digest")
         print(
             f"{r['variant']:>25}: {r['steps_per_s']:.3f} steps/s, peak {r['peak_gb']:.2f} GB, "
             f"{r['steps_per_s'] / base:.2f}x plain"
+            + ("" if digest is None else f"; weight digest {digest['seconds']:.1f} s apart")
         )
 
 

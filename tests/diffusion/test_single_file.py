@@ -291,3 +291,21 @@ def test_sd2_single_file_generates_what_the_folder_generates(cli, sd2, tmp_path,
     for c in ("water", "forest"):
         png = Path(c) / "000000.png"
         assert (tmp_path / "file" / png).read_bytes() == (tmp_path / "folder" / png).read_bytes()
+
+
+def test_single_file_digest_hashes_views_of_the_file(sd2, monkeypatch):
+    """The digest of a single file equals hashing its converted state dicts (the SD 2 text
+    tower's fused q/k/v split, the VAE's 1x1 attention convs reshaped), computed from byte
+    ranges of the file: the checkpoint is never loaded whole."""
+    from geosynth.diffusion import single_file
+    from geosynth.diffusion.identity import single_file_digest, state_digest
+
+    _, path = sd2
+    parts = single_file.component_state_dicts(path)
+    want = {c: state_digest(parts[c]) for c in ("unet", "text_encoder", "vae")}
+
+    def no_full_read(p):
+        raise AssertionError(f"{p} read whole")
+
+    monkeypatch.setattr(single_file, "read_checkpoint", no_full_read)
+    assert single_file_digest(path) == want

@@ -6,7 +6,8 @@ a raster in native units (SAR backscatter, reflectance x 10000, 16-bit DN) is ma
 * ``bands``: which bands of the file, by 0-based index or by name (``["B04", "B03", "B02"]``).
 * ``kind="optical"``: 3 bands map to R, G, B; 1 band is replicated to 3 channels.
 * ``kind="sar"``: values are first brought to the ``scale`` space: ``"db"`` (10 log10 of power,
-  20 log10 of amplitude; values already in dB stay) or ``"linear"`` (the file's own units).
+  20 log10 of amplitude; values already in dB stay), ``"linear"`` (the file's own units) or
+  ``"amplitude"`` (linear amplitude: sqrt of power; see :mod:`.radiometry_amplitude`).
   One polarisation is replicated to 3 channels. Two polarisations (e.g. VV, VH) make the
   false-colour composite R = first band, G = second band, B = first - second in dB (the
   co/cross ratio; first / second in linear scale); R and G invert exactly, B is ignored on the
@@ -14,7 +15,8 @@ a raster in native units (SAR backscatter, reflectance x 10000, 16-bit DN) is ma
 * ``ranges``: one ``[low, high]`` per distinct channel in the scale space (optical: one per band;
   SAR: one for single-pol, three for dual-pol); values are clipped to it and mapped linearly to
   [-1, 1]. Or ``percentiles: [p_low, p_high]``: the ranges are computed once, on the training
-  set, by :meth:`Radiometry.fit`, and stored in the spec from then on.
+  set, by :meth:`Radiometry.fit`, and stored in the spec from then on. Or ``std_factor: k``
+  (amplitude scale): seed 003's A / (mean + k std), fitted likewise (``mean_std``).
 * ``db_floor``: the dB value given to non-positive linear values (and the lowest dB value kept);
   without it, dB of a non-positive value is an error rather than a silent -inf.
 * ``nodata``: pixels that are NaN, infinite or equal to the file's nodata value become the
@@ -36,6 +38,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from geosynth.data import radiometry_amplitude as amp
 from geosynth.data.raster import Raster, pixel_size
 from geosynth.errors import GeosynthError
 
@@ -58,7 +61,7 @@ class RasterSource(Protocol):
 
 KINDS = ("optical", "sar")
 SAR_UNITS = ("power", "amplitude", "db")
-SCALES = ("linear", "db")
+SCALES = ("linear", "db", "amplitude")
 NODATA_POLICIES = ("low", "error")
 #: Sentinel-2 true colour, by band name.
 S2_TRUE_COLOUR = ("B04", "B03", "B02")
@@ -83,8 +86,10 @@ class Radiometry:
     ranges: tuple[tuple[float, float], ...] | None = None
     percentiles: tuple[float, float] | None = None
     units: str = "power"  # sar: what the file holds (power, amplitude or db)
-    scale: str = "db"  # sar: the space ranges apply in (db or linear)
+    scale: str = "db"  # sar: the space ranges apply in (db, linear or amplitude)
     db_floor: float | None = None
+    std_factor: float | None = None
+    mean_std: tuple[tuple[float, float], ...] | None = None
     nodata: str = "low"
     # Names of the file's bands when the file itself names none: a list, or a known order
     # ("eurosat-ms": B01..B12 then B8A), so bands can be selected by name.
@@ -138,7 +143,8 @@ class Radiometry:
             )
         if self.nodata not in NODATA_POLICIES:
             raise bad(f"nodata '{self.nodata}': expected one of {', '.join(NODATA_POLICIES)}")
-        if self.ranges is None and self.percentiles is None:
+        amp.normalise(self)  # std_factor, mean_std: checked, and ranges derived once fitted
+        if self.ranges is None and self.percentiles is None and self.std_factor is None:
             raise bad("give ranges ([low, high] per channel) or percentiles ([p_low, p_high])")
         if self.ranges is not None:
             if len(self.ranges) != self.channels:
@@ -177,7 +183,8 @@ class Radiometry:
             d["file_bands"] = list(self.file_bands)
         if self.kind != "sar":  # SAR-only fields mean nothing for optical data
             del d["units"], d["scale"], d["db_floor"]
-        for key in ("pixel_size", "file_nodata"):  # specs of ungeoreferenced data: as before
+        d["mean_std"] = None if self.mean_std is None else [list(p) for p in self.mean_std]
+        for key in ("pixel_size", "file_nodata", "std_factor", "mean_std"):  # unset: as before
             if d[key] is None:
                 del d[key]
         if "pixel_size" in d:
@@ -258,6 +265,7 @@ class Radiometry:
             how = f"sar {self.units} -> {self.scale}"
             if self.scale == "db":
                 how += f" (floor {self.db_floor:g} dB)" if self.db_floor is not None else ""
+            rng = f"A / (mean + {self.std_factor:g} std): {rng}" if self.std_factor else rng
             comp = " (R=1st, G=2nd, B=1st-2nd)" if len(self.bands) == 2 else " (replicated)"
         else:
             how, comp = "optical", (" (replicated)" if len(self.bands) == 1 else "")
@@ -314,6 +322,8 @@ class Radiometry:
         if self.kind == "sar":
             if self.scale == "db":
                 x = [self._to_db(v, valid, where) for v in x]
+            elif self.scale == "amplitude":
+                x = [amp.to_amplitude(v, self.units, self.db_floor) for v in x]
             if len(x) == 2:
                 with np.errstate(divide="ignore", invalid="ignore"):
                     ratio = x[0] - x[1] if self.scale == "db" else x[0] / x[1]
@@ -339,7 +349,7 @@ class Radiometry:
         """3 x H x W float32 in [-1, 1]; errors name ``where``."""
         if self.ranges is None:
             raise GeosynthError(
-                "radiometry: percentile ranges are not fitted yet (Radiometry.fit on the training set)"
+                "radiometry: ranges are not fitted yet (Radiometry.fit on the training set)"
             )
         x, _ = self._scaled(r, where)
         out = []
@@ -355,7 +365,7 @@ class Radiometry:
         """Model output (3 x H x W in [-1, 1]) back to native units: the selected bands, in the
         resolved dtype (integers rounded and clipped to the dtype's range)."""
         if self.ranges is None:
-            raise GeosynthError("radiometry: percentile ranges are not fitted yet")
+            raise GeosynthError("radiometry: ranges are not fitted yet")
         y = np.asarray(y, dtype=np.float64)
         if y.ndim != 3 or y.shape[0] != 3:
             raise GeosynthError(f"radiometry: expected 3 x H x W model output, got {y.shape}")
@@ -368,6 +378,8 @@ class Radiometry:
             x = lo + (v + 1.0) * ((hi - lo) / 2.0)
             if self.kind == "sar" and self.scale == "db" and self.units != "db":
                 x = 10.0 ** (x / (10.0 if self.units == "power" else 20.0))
+            elif self.kind == "sar" and self.scale == "amplitude":
+                x = amp.from_amplitude(x, self.units, self.db_floor)
             bands.append(x)
         arr = np.stack(bands)
         dtype = np.dtype(self.dtype or "float32")
@@ -381,10 +393,12 @@ class Radiometry:
 
     # ---------------------------------------------------------------- resolving against data
     def fit(self, ds: RasterSource) -> Radiometry:
-        """Ranges from the percentiles of ``ds`` (the training set), per channel, in the scale
-        space; a spec with fixed ranges is returned unchanged."""
+        """Ranges from the percentiles (or mean and std) of ``ds`` (the training set), per
+        channel, in the scale space; a spec with fixed ranges is returned unchanged."""
         if self.ranges is not None:
             return self
+        if self.std_factor is not None:  # A / (mean + k std): exact statistics, all pixels
+            return amp.fit(self, ds, self._scaled)
         assert self.percentiles is not None
         samples: list[list[np.ndarray]] = [[] for _ in range(self.channels)]
         for i in range(len(ds)):

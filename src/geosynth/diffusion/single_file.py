@@ -237,10 +237,15 @@ def convert_open_clip(c: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def component_state_dicts(path: str | os.PathLike[str]) -> dict[str, dict[str, torch.Tensor]]:
-    """The checkpoint's ``unet``, ``vae`` and ``text_encoder`` weights in diffusers' names."""
+def component_state_dicts(
+    path: str | os.PathLike[str], tensors: dict[str, torch.Tensor] | None = None
+) -> dict[str, dict[str, torch.Tensor]]:
+    """The checkpoint's ``unet``, ``vae`` and ``text_encoder`` weights in diffusers' names.
+    ``tensors``: the file's tensors when already at hand (the weight digest passes meta tensors
+    and hashes the file's bytes each result views, so conversions must rename and take views,
+    not compute)."""
     p = Path(path).expanduser()
-    sd = read_checkpoint(p)
+    sd = read_checkpoint(p) if tensors is None else tensors
     fam = family(sd, p)
     te = convert_open_clip(_sub(sd, TE + "model.")) if fam is SD2 else _sub(sd, TE + "transformer.")
     return {

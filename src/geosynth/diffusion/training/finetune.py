@@ -30,7 +30,7 @@ from geosynth.artifacts import (
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.names import safe_dirname
 from geosynth.defaults import SD_MODEL
-from geosynth.diffusion.identity import model_digest
+from geosynth.diffusion.identity import describe_cost, model_digest
 from geosynth.diffusion.latents import vae_scale_factor
 from geosynth.diffusion.loading import load_sd_pipeline, native_resolution
 from geosynth.diffusion.loras import CARD_FILE, check_base, parse_lora
@@ -209,12 +209,13 @@ def _train_one(
         **(speed or {}),
     )
     main_process = _state().is_main_process
+    digest_cost: dict[str, Any] = {}  # what identifying the base model cost: not training time
     card = {
         "format": CARD_FORMAT,
         "geosynth_version": __version__,
         "base_model": model,
         # What identifies the base model: its weights, whatever path or id named them.
-        "base_digest": model_digest(model),
+        "base_digest": model_digest(model, cost=digest_cost),
         "class_names": data.class_names,
         "prompt_template": recipe.template,
         "resolution": resolution,
@@ -254,11 +255,14 @@ def _train_one(
         card["map_condition"] = map_card(encoder, ds)
     if not main_process:  # under data parallelism only rank 0 writes
         return card
+    if note := describe_cost(digest_cost):
+        log(note)
     # Where a run resumed is history, not content: it goes to the provenance, so a resumed
     # run's card is byte-identical to an uninterrupted one's.
     prov = Provenance.start(
         "finetune", seeds={"seed": recipe.seed}, model=model, resumed_from_step=res.resumed_from
     )
+    prov.extra["model_digest"] = digest_cost  # seconds spent hashing the base weights, if any
     prov.started = started
     prov.inputs[f"dataset:{ds.source}"] = ds.fingerprint()
     with atomic_path(result_dir) as tmp:
