@@ -159,6 +159,10 @@ def test_rotated_utm_transform_uses_the_full_affine() -> None:
     ref = utm_inverse(*(t @ (32, 24)), zone=32)
     assert abs(got["lon"] - ref[0]) < 1e-7 and abs(got["lat"] - ref[1]) < 1e-7
     assert got["gsd"] == pytest.approx(10.0, rel=1e-12)  # rotation does not change it
+    # a CRS in US survey feet (New York Long Island): 3 ft pixels are 0.9144018 m
+    feet = georeference_fields("EPSG:2263", (3.0, 0.0, 980000.0, 0.0, -3.0, 200000.0), 10, 10)
+    assert feet["gsd"] == pytest.approx(3 * 1200 / 3937, rel=1e-9)
+    assert 40.6 < feet["lat"] < 40.8 and -74.1 < feet["lon"] < -73.9  # Manhattan
     # no CRS, or no transform: nothing is known
     assert georeference_fields(None, tuple(t)[:6], 64, 48) == {}
     assert georeference_fields("EPSG:32632", None, 64, 48) == {}

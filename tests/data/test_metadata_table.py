@@ -47,8 +47,9 @@ def test_csv_table_adds_fields_and_extra_columns(toy_data, cli, tmp_path) -> Non
     }  # fmt: skip
     assert fields["country"]["known"] == 2 and fields["country"]["distinct"] == 2
     assert fields["date"]["min"] == "2019-07-01T10:30:00"
-    table_out = cli("data", "info", toy_data, "--metadata-table", table).out
+    table_out = cli("data", "info", toy_data, "--metadata-table", table, "--by-sample").out
     assert "metadata (30 samples" in table_out and "metadata_table (1)" in table_out
+    assert "metadata by sample" in table_out and "2019-07-01T10:30:00" in table_out
 
 
 def test_jsonl_table_with_split_prefixes(tmp_path) -> None:

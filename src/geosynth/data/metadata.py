@@ -168,20 +168,25 @@ def georeference_fields(
     a, b, c, d, e, f = (float(v) for v in transform[:6])
     x = a * width / 2 + b * height / 2 + c
     y = d * width / 2 + e * height / 2 + f
+    out: dict[str, float] = {}
     try:
         src = CRS.from_user_input(crs)
+    except Exception:  # not a CRS GDAL knows
+        return out
+    try:
         lons, lats = warp(src, "EPSG:4326", [x], [y])
+        lon, lat = float(lons[0]), float(lats[0])
     except Exception:  # GDAL refuses CRSs it cannot transform (local, engineering)
-        return {}
-    lon, lat = float(lons[0]), float(lats[0])
-    if not (math.isfinite(lon) and math.isfinite(lat) and -90 <= lat <= 90):
-        return {}
-    lon = (lon + 180.0) % 360.0 - 180.0 if not -180 <= lon <= 180 else lon
-    out = {"lon": lon, "lat": lat}
-    if src.is_projected:
-        k = float(src.linear_units_factor[1])
-        kx = ky = k
-    elif src.is_geographic:
+        lon = lat = math.nan
+    if math.isfinite(lon) and math.isfinite(lat) and -90 <= lat <= 90:
+        out["lon"] = (lon + 180.0) % 360.0 - 180.0 if not -180 <= lon <= 180 else lon
+        out["lat"] = lat
+    if src.is_projected:  # the map grid's size, wherever the sample is
+        try:
+            kx = ky = float(src.linear_units_factor[1])
+        except Exception:  # a unit GDAL cannot convert to metres
+            return out
+    elif src.is_geographic and "lat" in out:
         rad = float(src.units_factor[1])  # radians per angular unit
         s = math.sin(math.radians(lat))
         w = 1.0 - _WGS84_E2 * s * s
