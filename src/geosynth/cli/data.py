@@ -14,6 +14,7 @@ from geosynth.cli.options import (
     DatasetArg,
     JsonOpt,
     LabelMapOpt,
+    MetadataTableOpt,
     RadiometryOpt,
     SeedOpt,
     ShotsOpt,
@@ -38,23 +39,36 @@ def info(
     seed: SeedOpt = 0,
     radiometry: RadiometryOpt = None,
     label_map: LabelMapOpt = None,
+    metadata_table: MetadataTableOpt = None,
+    by_sample: Annotated[
+        bool,
+        typer.Option(
+            "--by-sample", help="Also list every sample's metadata (JSON: metadata.by_sample)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Classes, image counts, sizes, per-class mean colour and per-band statistics in native units.
+    """Classes, image counts, sizes, per-class mean colour, per-band statistics in native units
+    and the metadata the samples carry.
 
     Reads every image, so it also finds unreadable files. The band table is in the file's own
     units (SAR backscatter, reflectance x 10000, ...); the mean colour is that of the model's
     3-channel input (through the radiometry spec for non-8-bit data). Sentinel-1 layouts
     (BigEarthNet-S1, reBEN, SSL4EO-S12) are read as VV/VH samples; for BigEarthNet it also says
-    which labels the one-class-per-patch rule dropped.
+    which labels the one-class-per-patch rule dropped. The metadata table says how many samples
+    know their centre lon/lat (WGS84), GSD (m), cloud cover, acquisition date and each sidecar
+    column, with ranges and sources (docs/formats.md#metadata).
 
     \b
     Examples:
       geosynth data info ../shared/data/eurosat-ms --split train
-      geosynth data info ../shared/data/sar-real/bigearthnet-s1
+      geosynth data info ../shared/data/sar-real/bigearthnet-s1 --by-sample --json
+      geosynth data info scenes/ --metadata-table scenes.csv
     """
-    ds = dataset_from_options(dataset, split, classes, shots, seed, radiometry, label_map)
-    report = dataset_info(ds, track=track)
+    ds = dataset_from_options(
+        dataset, split, classes, shots, seed, radiometry, label_map, metadata_table
+    )
+    report = dataset_info(ds, track=track, by_sample=by_sample)
     rows, bands = report["classes"], report["native"]
     if as_json:
         print_json(report)
@@ -98,6 +112,35 @@ def info(
             for b in bands["bands"]
         ],
     )
+    meta = report["metadata"]
+    print_table(
+        f"metadata ({meta['samples']} samples; lon/lat: WGS84 centre, gsd: m, cloud_cover: 0-1)",
+        ["field", "known", "min", "max", "from"],
+        [
+            (
+                name,
+                f["known"],
+                _value(f.get("min")) if "min" in f else f"{f['distinct']} distinct",
+                _value(f.get("max")) if "max" in f else "",
+                ", ".join(f"{k} ({v})" for k, v in f["sources"].items()) or "-",
+            )
+            for name, f in meta["fields"].items()
+        ],
+    )
+    if by_sample:
+        names = list(meta["fields"])
+        print_table(
+            "metadata by sample",
+            ["sample", *names],
+            [(r["key"], *(_value(r.get(n)) for n in names)) for r in meta["by_sample"]],
+        )
+
+
+def _value(v: object) -> str:
+    """A metadata value for a table cell: numbers to 7 significant digits, missing as '-'."""
+    if v is None:
+        return "-"
+    return f"{v:.7g}" if isinstance(v, float) else str(v)
 
 
 @app.command("export")

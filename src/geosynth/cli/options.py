@@ -50,6 +50,15 @@ LabelMapOpt = Annotated[
         "that of the first key among its labels (default: its first BigEarthNet-19 label).",
     ),
 ]
+MetadataTableOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--metadata-table",
+        help="Sidecar metadata: a CSV or JSON-lines file with a file_name column (the sample's "
+        "path in DATASET) and lon, lat, gsd, cloud_cover, date or any other columns "
+        "(docs/formats.md#metadata).",
+    ),
+]
 
 FeaturesOpt = Annotated[
     str,
@@ -83,10 +92,12 @@ def dataset_from_options(
     seed: int,
     radiometry: str | None = None,
     label_map: str | None = None,
+    metadata_table: str | None = None,
 ) -> ImageDataset:
     """Apply the shared dataset options in the order the docs state; data that is not 8-bit RGB
     gets ``radiometry`` (``--radiometry``'s value) or the default spec of its kind (announced on
-    stderr); ``label_map`` (``--label-map``) picks BigEarthNet patches' classes."""
+    stderr); ``label_map`` (``--label-map``) picks BigEarthNet patches' classes;
+    ``metadata_table`` (``--metadata-table``) adds a sidecar table's fields."""
     from geosynth import load_dataset
     from geosynth.cli.output import message
 
@@ -99,6 +110,7 @@ def dataset_from_options(
         radiometry=radiometry or "auto",
         log=message,
         label_map=label_map,
+        metadata_table=metadata_table,
     )
 
 

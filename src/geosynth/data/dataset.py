@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from geosynth.data.fewshot import few_shot_indices
+from geosynth.data.metadata import OwnFields, SampleMetadata, read_sample_metadata
 from geosynth.data.names import prompt_name
 from geosynth.data.raster import EIGHT_BIT_MODES, Raster, raster_from_pil
 from geosynth.errors import GeosynthError
@@ -42,6 +43,7 @@ class Sample:
 Decoder = Callable[[Sample], Image.Image]
 RasterDecoder = Callable[[Sample], Raster]
 Digest = Callable[[Sample], str]
+MetadataReader = Callable[[Sample], OwnFields]
 
 
 def preview_image(y: np.ndarray) -> Image.Image:
@@ -105,6 +107,15 @@ class ImageDataset(torch.utils.data.Dataset):
     # How native values become the model's 3-channel input (None: 8-bit RGB as decoded).
     radiometry: Radiometry | None = None
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
+    # The source's own metadata of a sample (JSON beside its files, metadata.jsonl columns);
+    # georeference and date tags are read by ``metadata`` itself.
+    metadata_reader: MetadataReader | None = None
+    # A sidecar table's checked rows by sample key (geosynth.data.dataset_metadata).
+    metadata_table: Mapping[str, Mapping[str, Any]] | None = None
+    # Read once per sample, shared by the views (subsets) of one dataset.
+    metadata_cache: dict[str, SampleMetadata] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -178,6 +189,23 @@ class ImageDataset(torch.utils.data.Dataset):
             raise GeosynthError(str(exc) if where in str(exc) else f"{where}: {exc}") from None
         except Exception as exc:
             raise GeosynthError(f"{self.describe(sample)}: cannot read image ({exc})") from None
+
+    def metadata(self, index: int) -> SampleMetadata:
+        """Where, when and at what resolution sample ``index`` was taken (centre lon/lat, GSD,
+        cloud cover, date; :mod:`geosynth.data.metadata`), each None where the data cannot tell.
+        Read on first use (the file header only, not its pixels) and kept."""
+        sample = self.samples[index]
+        found = self.metadata_cache.get(sample.key)
+        if found is None:
+            found = read_sample_metadata(
+                sample.ref,
+                raster=lambda: self.raster(index),
+                own=None if self.metadata_reader is None else self.metadata_reader(sample),
+                row=None if self.metadata_table is None else self.metadata_table.get(sample.key),
+                where=self.describe(sample),
+            )
+            self.metadata_cache[sample.key] = found
+        return found
 
     def describe(self, sample: Sample) -> str:
         """A human-readable location of a sample: its file path, or ``source[key]``."""

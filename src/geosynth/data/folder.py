@@ -2,7 +2,9 @@
 
 Class names are the sub-folder names, sorted. A ``metadata.jsonl`` at the root (as geosynth's
 writers and ``datasets``' imagefolder use) takes precedence: each line holds ``file_name`` (relative
-to the root), ``label`` (int) and ``class_name``; the label order it records is kept.
+to the root), ``label`` (int) and ``class_name``; the label order it records is kept. Its columns named
+like metadata fields (``lon``, ``lat``, ``gsd``, ``cloud_cover``, ``date``) are the samples' own
+metadata (:mod:`geosynth.data.metadata`): chips cut by ``data tile`` carry their scene's date so.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from PIL import Image
 
 from geosynth.artifacts import file_digest
 from geosynth.data.dataset import ImageDataset, Sample
+from geosynth.data.metadata import FIELDS, OwnFields
 from geosynth.data.raster import Raster, read_raster
 from geosynth.errors import GeosynthError
 
@@ -78,6 +81,7 @@ def _read_with_metadata(root: Path) -> ImageDataset:
     meta = root / METADATA_NAME
     names: dict[int, str] = {}
     samples: list[Sample] = []
+    own: dict[str, OwnFields] = {}
     for lineno, line in enumerate(meta.read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -98,6 +102,9 @@ def _read_with_metadata(root: Path) -> ImageDataset:
         if not path.is_file():
             raise GeosynthError(f"{meta}:{lineno}: listed image {path} does not exist")
         samples.append(Sample(rel, label, path))
+        fields = {k: (row[k], METADATA_NAME) for k in FIELDS if row.get(k) is not None}
+        if fields:
+            own[rel] = fields
     if not samples:
         raise GeosynthError(f"{meta}: lists no images")
     n = max(names) + 1
@@ -111,4 +118,5 @@ def _read_with_metadata(root: Path) -> ImageDataset:
         decoder=_open,
         digest=_digest,
         raster_decoder=_raster,
+        metadata_reader=(lambda s: own.get(s.key, {})) if own else None,
     )

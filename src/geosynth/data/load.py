@@ -79,15 +79,21 @@ def load_dataset(
     radiometry: Radiometry | dict[str, Any] | str | None = None,
     log: Callable[[str], None] | None = None,
     label_map: dict[str, str] | str | Path | None = None,
+    metadata_table: str | Path | None = None,
 ) -> ImageDataset:
-    """Open a dataset and apply the options every subcommand shares, in order: class subset,
-    then stratified K-shot sampling; every remaining class must hold at least one image.
+    """Open a dataset and apply the options every subcommand shares, in order: a sidecar
+    ``metadata_table`` (checked against every sample, :mod:`geosynth.data.dataset_metadata`),
+    class subset, then stratified K-shot sampling; every remaining class must hold an image.
 
     ``radiometry`` (a spec, its dict or JSON, or ``"auto"`` for the default of the detected kind)
     is then resolved on the selected images (percentile ranges are fitted on them) and attached;
     ``log`` receives one line saying which spec is used when it is not 8-bit RGB.
     """
     ds = open_dataset(spec, split, label_map)
+    if metadata_table is not None:
+        from geosynth.data.dataset_metadata import attach_metadata_table
+
+        ds = attach_metadata_table(ds, metadata_table, split)
     if classes:
         ds = ds.select_classes(classes)
     ds.check_nonempty()

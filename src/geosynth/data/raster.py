@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -164,13 +164,56 @@ def _from_dataset(src: Any) -> Raster:
     array = src.read()
     descriptions = list(src.descriptions or [])
     names = [str(d) for d in descriptions] if descriptions and all(descriptions) else None
+    crs, transform = _georeference(src)
+    return Raster(array=array, band_names=names, nodata=src.nodata, crs=crs, transform=transform)
+
+
+def _georeference(src: Any) -> tuple[str | None, tuple[float, ...] | None]:
+    """CRS (``EPSG:n`` when it has a code, else WKT) and affine transform of an open dataset."""
     crs = None
     if src.crs is not None:
         epsg = src.crs.to_epsg()
         crs = f"EPSG:{epsg}" if epsg else src.crs.to_wkt()
     georef = src.crs is not None or not src.transform.is_identity
     transform = tuple(float(v) for v in src.transform[:6]) if georef else None
-    return Raster(array=array, band_names=names, nodata=src.nodata, crs=crs, transform=transform)
+    return crs, transform
+
+
+@dataclass(frozen=True)
+class RasterHeader:
+    """What a file says about its pixels without reading them: size, CRS, transform and the
+    file's metadata tags (GDAL's default domain: ``TIFFTAG_DATETIME``, ``ACQUISITION_DATE``...).
+    Files read through PIL (8-bit PNG, JPEG) carry no georeference: every field is empty."""
+
+    width: int | None = None
+    height: int | None = None
+    crs: str | None = None
+    transform: tuple[float, ...] | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def read_header(path: str | os.PathLike[str]) -> RasterHeader:
+    """The header of an image file, for the files :func:`read_raster` reads through rasterio
+    (TIFF, 16-bit PNG); an empty header for the others, whose readers keep no georeference."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+    except OSError as exc:
+        raise GeosynthError(f"{path}: cannot read image ({exc})") from None
+    if not (_is_tiff(head) or (_is_png(head) and _png_is_16bit(head))):
+        return RasterHeader()
+    rasterio = require("rasterio", f"{path} (GeoTIFF or 16-bit PNG)")
+    from rasterio.errors import NotGeoreferencedWarning
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                crs, transform = _georeference(src)
+                tags = {str(k): str(v) for k, v in src.tags().items()}
+                return RasterHeader(src.width, src.height, crs, transform, tags)
+    except Exception as exc:  # rasterio raises many types for broken files
+        raise GeosynthError(f"{path}: cannot read image ({exc})") from None
 
 
 def _read_pil(source: str | os.PathLike[str] | bytes) -> Raster:

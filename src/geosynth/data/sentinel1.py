@@ -20,6 +20,10 @@ BigEarthNet patches are multi-label; geosynth trains per class, so each patch ge
   v1 labels also matching through their 19-class name; patches with no key are left out.
 
 Every label not chosen is counted in ``ds.selection["labels"]`` (``data info`` prints it).
+
+Acquisition dates (``ds.metadata(i).date``): BigEarthNet-S1's ``acquisition_time``, SSL4EO-S12's
+``metadata.json`` (``system:time_start``), reBEN's patch names (ESA's product naming holds the
+sensing start).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from geosynth.data.dataset import ImageDataset, Sample
+from geosynth.data.dataset import ImageDataset, MetadataReader, Sample
+from geosynth.data.metadata import OwnFields, product_date, ssl4eo_fields
 from geosynth.data.stack import StackRef, find_band_files, read_stack, stack_digest
 from geosynth.errors import GeosynthError
 
@@ -130,8 +135,9 @@ def read_sentinel1(
                 "export a split with `data export` from a folder per split"
             )
         patches = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        times: dict[str, str] = {}
         refs = [
-            (p, find_band_files(p, POLARISATIONS, "{stem}_{band}.tif"), _v1_labels(p))
+            (p, find_band_files(p, POLARISATIONS, "{stem}_{band}.tif"), _v1_labels(p, times))
             for p in patches
         ]
     elif layout == "reben-s1":
@@ -161,7 +167,24 @@ def read_sentinel1(
         digest=lambda s: stack_digest(s.ref),
         selection=selection,
         raster_decoder=lambda s: read_stack(s.ref),
+        metadata_reader=_metadata_reader(layout, times if layout == "bigearthnet-s1" else {}),
     )
+
+
+def _metadata_reader(layout: str, times: dict[str, str]) -> MetadataReader:
+    """Each layout's own record of a sample's acquisition (module docstring)."""
+
+    def read(sample: Sample) -> OwnFields:
+        if layout == "ssl4eo-s12-s1":
+            return ssl4eo_fields(sample.ref.files[0].parent / "metadata.json")
+        name = sample.ref.files[0].parent.name
+        if layout == "bigearthnet-s1":
+            t = times.get(name)
+            return {} if t is None else {"date": (t, "labels_metadata.json")}
+        date = product_date(name)
+        return {} if date is None else {"date": (date, "product name")}
+
+    return read
 
 
 def _no_pil(sample: Sample) -> Any:
@@ -169,13 +192,17 @@ def _no_pil(sample: Sample) -> Any:
     raise ValueError(f"{sample.ref}: a multi-file sample has no 8-bit image")
 
 
-def _v1_labels(patch: Path) -> list[str]:
+def _v1_labels(patch: Path, times: dict[str, str]) -> list[str]:
+    """The patch's labels; its ``acquisition_time``, when the file has one, goes to ``times``."""
     meta = patch / f"{patch.name}_labels_metadata.json"
     try:
-        labels = json.loads(meta.read_text())["labels"]
-        return [str(x) for x in labels]
+        record = json.loads(meta.read_text())
+        labels = [str(x) for x in record["labels"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise GeosynthError(f"{meta}: expected JSON with a 'labels' list ({exc})") from None
+    if record.get("acquisition_time"):
+        times[patch.name] = str(record["acquisition_time"])
+    return labels
 
 
 def _reben_refs(root: Path, split: str | None) -> list[tuple[Path, StackRef, list[str]]]:

@@ -11,14 +11,20 @@ from geosynth.data.dataset import ImageDataset
 from geosynth.progress import Track, no_track
 
 
-def dataset_info(ds: ImageDataset, track: Track = no_track) -> dict[str, Any]:
+def dataset_info(
+    ds: ImageDataset, track: Track = no_track, *, by_sample: bool = False
+) -> dict[str, Any]:
     """What ``geosynth data info`` reports: classes with counts, sizes and mean colour of the
-    model's 3-channel input, and per-band statistics in the files' own units. Reads every image,
-    so an unreadable file is found here rather than in a later step."""
+    model's 3-channel input, per-band statistics in the files' own units, and which metadata
+    fields (centre lon/lat, GSD, cloud cover, date, sidecar columns) the samples carry, with
+    their ranges (``by_sample``: every sample's values too). Reads every image, so an
+    unreadable file is found here rather than in a later step."""
+    from geosynth.data.dataset_metadata import metadata_summary
     from geosynth.data.stats import band_stats, class_color_stats
 
     bands = band_stats(ds, track)
     rows = class_color_stats(ds, track)
+    metadata = metadata_summary(ds, by_sample=by_sample, track=track)
     return {
         "source": ds.source,
         "kind": ds.kind,
@@ -28,6 +34,7 @@ def dataset_info(ds: ImageDataset, track: Track = no_track) -> dict[str, Any]:
         "classes": rows,
         "native": bands,
         "radiometry": None if ds.radiometry is None else ds.radiometry.to_dict(),
+        "metadata": metadata,
     }
 
 

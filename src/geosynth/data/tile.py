@@ -4,7 +4,8 @@ A scene is any raster GDAL reads (one GeoTIFF of any dtype and band count), or a
 sample of a layout geosynth reads (VV + VH files, :mod:`geosynth.data.stack`). Chips are read as
 windows (a whole GRD product never has to fit in memory) and written in the scene's dtype, bands,
 band names and nodata, with its CRS and the chip's own transform, ``scene_transform * (col,
-row)`` (exact for rotated geotransforms too). Chips whose NaN/nodata share exceeds
+row)`` (exact for rotated geotransforms too), so each chip has its own centre and GSD; the scene's
+acquisition date goes into the chip's ``metadata.jsonl`` row. Chips whose NaN/nodata share exceeds
 ``max_nodata`` are skipped; partial chips at the right and bottom edges are dropped unless
 ``pad``, which fills them with the nodata value (NaN for float data without one).
 
@@ -31,8 +32,9 @@ import numpy as np
 from geosynth.artifacts import Provenance, atomic_path, write_json, write_provenance
 from geosynth.data.card import write_dataset_card
 from geosynth.data.folder import METADATA_NAME
+from geosynth.data.metadata import date_from_tags
 from geosynth.data.names import safe_dirname
-from geosynth.data.raster import TIFF_SUFFIXES, Raster, write_raster
+from geosynth.data.raster import TIFF_SUFFIXES, Raster, read_header, write_raster
 from geosynth.data.stack import StackRef
 from geosynth.errors import GeosynthError
 from geosynth.extras import require
@@ -49,6 +51,7 @@ class Scene:
     class_name: str
     files: tuple[Path, ...]
     bands: tuple[str, ...] | None = None
+    date: str | None = None  # acquisition date, which every chip of the scene carries
 
 
 def find_scenes(sources: Sequence[str | Path], class_name: str | None = None) -> list[Scene]:
@@ -61,23 +64,26 @@ def find_scenes(sources: Sequence[str | Path], class_name: str | None = None) ->
     for src in sources:
         p = Path(src)
         if p.is_file():
-            scenes.append(Scene(p.stem, class_name or p.resolve().parent.name, (p,)))
+            scenes.append(
+                Scene(p.stem, class_name or p.resolve().parent.name, (p,), None, _date(p))
+            )
             continue
         if not p.is_dir():
             raise GeosynthError(f"scenes: {p} does not exist (expected a GeoTIFF or a folder)")
         direct = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in TIFF_SUFFIXES)
         if direct:
             name = class_name or p.resolve().name
-            scenes.extend(Scene(f.stem, name, (f,)) for f in direct)
+            scenes.extend(Scene(f.stem, name, (f,), None, _date(f)) for f in direct)
             continue
         ds = open_dataset(p)
-        for s in ds.samples:
+        for i, s in enumerate(ds.samples):
             stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(Path(s.key).with_suffix(""))).strip("_")
             cls = class_name or ds.class_names[s.label]
+            date = ds.metadata(i).date
             if isinstance(s.ref, StackRef):
-                scenes.append(Scene(stem, cls, s.ref.files, s.ref.bands))
+                scenes.append(Scene(stem, cls, s.ref.files, s.ref.bands, date))
             else:
-                scenes.append(Scene(stem, cls, (Path(s.ref),)))
+                scenes.append(Scene(stem, cls, (Path(s.ref),), None, date))
     if not scenes:
         raise GeosynthError("scenes: no scene given")
     names = [(s.class_name, s.name) for s in scenes]
@@ -85,6 +91,12 @@ def find_scenes(sources: Sequence[str | Path], class_name: str | None = None) ->
         dup = next(n for n in names if names.count(n) > 1)
         raise GeosynthError(f"scenes: two scenes named '{dup[1]}' in class '{dup[0]}'")
     return scenes
+
+
+def _date(path: Path) -> str | None:
+    """A scene file's acquisition date from its tags (:mod:`geosynth.data.metadata`)."""
+    tagged = date_from_tags(read_header(path).tags)
+    return None if tagged is None else tagged[0]
 
 
 def _grid(scene: Scene) -> dict[str, Any]:
@@ -269,6 +281,7 @@ def tile_scenes(
                 "row": r,
                 "col": c,
                 "nodata_fraction": round(invalid, 6),
+                **({} if s.date is None else {"date": s.date}),
             }
         )
     if not rows:

@@ -29,6 +29,7 @@ from geosynth.artifacts import (
 from geosynth.data.card import CARD_NAME, write_dataset_card
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.folder import METADATA_NAME
+from geosynth.data.metadata import GEOREFERENCE
 from geosynth.data.names import safe_dirname
 from geosynth.data.raster import Raster, write_raster
 from geosynth.data.sentinel1 import LAYOUTS as SENTINEL1_LAYOUTS
@@ -166,6 +167,8 @@ def export_dataset(
     8-bit images that carry no georeference are written as PNG (as decoded); everything else
     (16-bit, float, multispectral, georeferenced) as GeoTIFF in native units, bit for bit, with
     CRS, transform, nodata and band names. One dataset must have one band count and dtype.
+    Metadata the files would lose (acquisition date, cloud cover, sidecar columns) goes into
+    each row (:func:`carried_metadata`).
     """
     indices = progress if progress is not None else range(len(ds))
     # Files keep their names (Sentinel-1 samples: their patch or scene folder's).
@@ -180,11 +183,24 @@ def export_dataset(
                 first = (raster.count, raster.dtype, ds.describe(s))
             elif (raster.count, raster.dtype) != first[:2]:
                 raise GeosynthError(mixed_message(ds.describe(s), raster, first))
+            meta = carried_metadata(ds, i)
             if is_plain_rgb(ds, raster):
-                w.add(ds.image(i), s.label, image_id=stem, source=ds.describe(s))
+                w.add(ds.image(i), s.label, image_id=stem, source=ds.describe(s), **meta)
             else:
-                w.add_raster(raster, s.label, image_id=stem, source=ds.describe(s))
+                w.add_raster(raster, s.label, image_id=stem, source=ds.describe(s), **meta)
     return Path(out)
+
+
+def carried_metadata(ds: ImageDataset, index: int) -> dict[str, Any]:
+    """The metadata of sample ``index`` that its written file would not carry by itself, for
+    its ``metadata.jsonl`` row: date, cloud cover, sidecar columns, and lon/lat/GSD unless they
+    come from the georeference (which the GeoTIFF keeps)."""
+    m = ds.metadata(index)
+    row = {k: v for k, v in m.to_dict().items() if v is not None and k not in _ROW_KEYS}
+    return {k: v for k, v in row.items() if m.sources.get(k) != GEOREFERENCE}
+
+
+_ROW_KEYS = frozenset({"file_name", "label", "class_name", "source"})
 
 
 def mixed_message(where: str, raster: Raster, first: tuple[int, str, str]) -> str:
