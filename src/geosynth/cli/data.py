@@ -12,8 +12,10 @@ from geosynth.cli.data_tile import tile
 from geosynth.cli.options import (
     ClassesOpt,
     DatasetArg,
+    IgnoreOpt,
     JsonOpt,
     LabelMapOpt,
+    MapLegendOpt,
     RadiometryOpt,
     SeedOpt,
     ShotsOpt,
@@ -38,6 +40,8 @@ def info(
     seed: SeedOpt = 0,
     radiometry: RadiometryOpt = None,
     label_map: LabelMapOpt = None,
+    map_legend: MapLegendOpt = None,
+    ignore: IgnoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Classes, image counts, sizes, per-class mean colour and per-band statistics in native units.
@@ -46,14 +50,20 @@ def info(
     units (SAR backscatter, reflectance x 10000, ...); the mean colour is that of the model's
     3-channel input (through the radiometry spec for non-8-bit data). Sentinel-1 layouts
     (BigEarthNet-S1, reBEN, SSL4EO-S12) are read as VV/VH samples; for BigEarthNet it also says
-    which labels the one-class-per-patch rule dropped.
+    which labels the one-class-per-patch rule dropped. Segmentation datasets (images/ + masks/
+    folders, tables of pairs, datasets with a mask column) also get each legend class's share
+    of the mask pixels, the ignored share and the mask sizes; a mask colour the legend does not
+    name is an error (exit 2) naming the colour, the file and its pixel count.
 
     \b
     Examples:
       geosynth data info ../shared/data/eurosat-ms --split train
       geosynth data info ../shared/data/sar-real/bigearthnet-s1
+      geosynth data info ../shared/data/aerial-seg/dubai --map-legend legend.json --ignore "#000000"
     """
-    ds = dataset_from_options(dataset, split, classes, shots, seed, radiometry, label_map)
+    ds = dataset_from_options(
+        dataset, split, classes, shots, seed, radiometry, label_map, map_legend, ignore
+    )
     report = dataset_info(ds, track=track)
     rows, bands = report["classes"], report["native"]
     if as_json:
@@ -98,6 +108,38 @@ def info(
             for b in bands["bands"]
         ],
     )
+    if "masks" in report:
+        _print_masks(report["masks"])
+
+
+def _print_masks(masks: dict) -> None:
+    sizes = ", ".join(f"{s} ({n})" for s, n in masks["sizes"].items())
+    if masks["legend"] is None:
+        print_table(
+            "masks without a legend (give --map-legend): the values or colours they hold",
+            ["value or colour", "pixels"],
+            masks["found"],
+        )
+        message(f"mask sizes: {sizes}")
+        return
+    print_table(
+        f"masks: {masks['masks']} ({masks['pixels']} px), legend {masks['legend']}",
+        ["class", "colour", "pixels", "fraction", "masks holding it"],
+        [
+            (c["class_name"], c["color"], c["pixels"], f"{c['fraction']:.4f}", c["masks"])
+            for c in masks["classes"]
+        ]
+        + [
+            (
+                "(ignored: " + (", ".join(map(str, masks["ignore"])) or "none") + ")",
+                "",
+                masks["ignored_pixels"],
+                f"{masks['ignored_fraction']:.4f}",
+                "",
+            )
+        ],
+    )
+    message(f"mask sizes: {sizes}")
 
 
 @app.command("export")

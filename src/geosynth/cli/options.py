@@ -50,6 +50,22 @@ LabelMapOpt = Annotated[
         "that of the first key among its labels (default: its first BigEarthNet-19 label).",
     ),
 ]
+MapLegendOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--map-legend",
+        help="Legend of the masks / maps: legend.json (classes, colours, ignore; docs/formats.md) "
+        "or a dataset palette such as classes.json (default: found beside the data).",
+    ),
+]
+IgnoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ignore",
+        help="Mask pixels that are unlabelled, added to the legend: comma-separated values "
+        "(255), colours (#000000) or class names.",
+    ),
+]
 
 FeaturesOpt = Annotated[
     str,
@@ -83,10 +99,13 @@ def dataset_from_options(
     seed: int,
     radiometry: str | None = None,
     label_map: str | None = None,
+    map_legend: Path | None = None,
+    ignore: str | None = None,
 ) -> ImageDataset:
     """Apply the shared dataset options in the order the docs state; data that is not 8-bit RGB
     gets ``radiometry`` (``--radiometry``'s value) or the default spec of its kind (announced on
-    stderr); ``label_map`` (``--label-map``) picks BigEarthNet patches' classes."""
+    stderr); ``label_map`` (``--label-map``) picks BigEarthNet patches' classes; ``map_legend``
+    and ``ignore`` read a segmentation dataset's masks."""
     from geosynth import load_dataset
     from geosynth.cli.output import message
 
@@ -99,6 +118,8 @@ def dataset_from_options(
         radiometry=radiometry or "auto",
         log=message,
         label_map=label_map,
+        map_legend=map_legend,
+        ignore=split_list(ignore),
     )
 
 

@@ -14,9 +14,13 @@ from geosynth.progress import Track, no_track
 def dataset_info(ds: ImageDataset, track: Track = no_track) -> dict[str, Any]:
     """What ``geosynth data info`` reports: classes with counts, sizes and mean colour of the
     model's 3-channel input, and per-band statistics in the files' own units. Reads every image,
-    so an unreadable file is found here rather than in a later step."""
-    from geosynth.data.stats import band_stats, class_color_stats
+    so an unreadable file is found here rather than in a later step. A segmentation dataset also
+    gets ``masks`` (:func:`~geosynth.data.stats.mask_stats`: per-class pixel fractions, the
+    ignored share, mask sizes), read first, so a bad mask stops it early."""
+    from geosynth.data.pairdata import PairedDataset
+    from geosynth.data.stats import band_stats, class_color_stats, mask_stats
 
+    masks = mask_stats(ds, track) if isinstance(ds, PairedDataset) else None
     bands = band_stats(ds, track)
     rows = class_color_stats(ds, track)
     return {
@@ -28,6 +32,7 @@ def dataset_info(ds: ImageDataset, track: Track = no_track) -> dict[str, Any]:
         "classes": rows,
         "native": bands,
         "radiometry": None if ds.radiometry is None else ds.radiometry.to_dict(),
+        **({"masks": masks} if masks is not None else {}),
     }
 
 
