@@ -181,6 +181,23 @@ def _schedule(total: int, warmup: int) -> Callable[[int], float]:
     return factor
 
 
+def _train_loader(
+    data: PairTensors, batch_size: int, workers: int, generator: torch.Generator
+) -> torch.utils.data.DataLoader:
+    """Shuffled batches; a last batch of one pair is left out of the epoch (shuffling puts that
+    pair in a full batch in other epochs): BatchNorm cannot train on one sample whose encoder
+    features shrink to 1 x 1 (32 px chips)."""
+    return torch.utils.data.DataLoader(
+        data,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=generator,
+        num_workers=workers,
+        collate_fn=collate,
+        drop_last=len(data) > 1 and len(data) % batch_size == 1,
+    )
+
+
 def _cycle(dl: Any) -> Iterator[Any]:
     while True:
         yield from unwrap_worker_errors(dl)
@@ -211,7 +228,8 @@ def train_segmenter(
     """Train ``model`` in place and leave it at its best VAL epoch (module docstring)."""
     acc = accelerator or make_accelerator(cfg.precision, device=cfg.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total = math.ceil(len(train) / cfg.batch_size) * cfg.epochs
+    total = max(1, len(train) // cfg.batch_size if len(train) % cfg.batch_size == 1 else
+                math.ceil(len(train) / cfg.batch_size)) * cfg.epochs  # fmt: skip
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _schedule(total, max(1, int(cfg.warmup_fraction * total)))
     )
@@ -238,14 +256,13 @@ def train_segmenter(
         torch.manual_seed(es)
         gen = torch.Generator().manual_seed(es)
         aug = torch.Generator().manual_seed(es + 2)
-        dl = loader(train, batch_size=cfg.batch_size, workers=workers, shuffle=True, generator=gen)
-        dl.collate_fn = collate
+        dl = _train_loader(train, cfg.batch_size, workers, gen)
         dl = acc.prepare_data_loader(dl)
         real_iter = None
         if real is not None:
-            rdl = loader(real, batch_size=cfg.batch_size, workers=workers, shuffle=True,
-                         generator=torch.Generator().manual_seed(es + 1))  # fmt: skip
-            rdl.collate_fn = collate
+            rdl = _train_loader(
+                real, cfg.batch_size, workers, torch.Generator().manual_seed(es + 1)
+            )
             real_iter = _cycle(acc.prepare_data_loader(rdl))
         model.train()
         seen, loss_sum, t0 = 0, 0.0, time.perf_counter()
