@@ -21,11 +21,15 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from geosynth.data.legend import Legend, hex_color
 from geosynth.errors import GeosynthError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 MaskSource = Path | bytes
 _UNKNOWN = -2
@@ -235,3 +239,33 @@ def raw_counts(mask: DecodedMask, limit: int = 64) -> list[tuple[str, int]]:
         keys = [str(int(v)) for v in u]
     order = np.argsort(-c, kind="stable")[:limit]
     return [(keys[i], int(c[i])) for i in order]
+
+
+def index_legend(legend: Legend) -> Legend:
+    """``legend`` fit for writing class-index masks: a legend that ignores pixels (by value or
+    colour) gets an ignore value for them (its first one, else 255, else one past its largest
+    class value, added to its ignore values); one without ignore entries stays as it is."""
+    from dataclasses import replace
+
+    if legend.ignore_values or not legend.has_ignore:
+        return legend
+    taken = set(legend.class_values)
+    value = 255 if 255 not in taken else max(taken) + 1
+    return replace(legend, ignore_values=(value,))
+
+
+def index_mask(classes: np.ndarray, legend: Legend) -> Image.Image:
+    """A class-index image of ``classes`` (H x W indices into ``legend``, -1 ignored) for
+    ``index_legend(legend)``: each class as its value, ignored pixels as the ignore value;
+    mode L when every value fits in 8 bits, else I (32-bit)."""
+    from PIL import Image
+
+    legend = index_legend(legend)
+    ignore = legend.ignore_values[0] if legend.ignore_values else -1
+    if ignore < 0 and (classes < 0).any():
+        raise GeosynthError(f"{legend.where}: ignored pixels, but the legend has no ignore entry")
+    lut = np.array([*legend.class_values, ignore], np.int64)
+    arr = lut[np.where(classes >= 0, classes, len(legend.names))]
+    if arr.min() >= 0 and arr.max() < 256:
+        return Image.fromarray(arr.astype(np.uint8), "L")
+    return Image.fromarray(arr.astype(np.int32), "I")
