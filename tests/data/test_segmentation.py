@@ -174,3 +174,25 @@ def test_sizes_missing_partners_and_legend_options(pairs: Path, tmp_path: Path) 
     Image.new("RGB", (4, 4)).save(plain / "x.png")
     with pytest.raises(GeosynthError, match=r"`map_legend`: .* holds no masks"):
         load_dataset(plain.parent, map_legend=pairs / "legend.json")
+
+
+def test_info_without_a_legend_lists_mask_colours_and_export_keeps_pairs(pairs, tmp_path, cli):
+    (pairs / "legend.json").unlink()
+    r = cli("data", "info", pairs, "--json")
+    assert r.code == 0, r.err
+    masks = json.loads(r.out)["masks"]
+    assert masks["legend"] is None and {c for c, _ in masks["found"]} == {
+        "#0000FF",
+        "#00C800",
+        "#808080",
+    }
+    (pairs / "legend.json").write_text(json.dumps(LEGEND))
+    out = tmp_path / "subset"
+    r = cli("data", "export", pairs, "--classes", "north", "--out", out)
+    assert r.code == 0, r.err
+    ds = load_dataset(out)
+    assert ds.class_names == ["north"] and len(ds) == 2 and ds.legend is not None
+    assert (out / "images" / "north" / "b.jpg").read_bytes() == (
+        pairs / "north" / "images" / "b.jpg"
+    ).read_bytes()
+    assert np.array_equal(ds.map(ds.keys.index("images/north/b.jpg")), _classes(1))

@@ -1,5 +1,5 @@
 """Cut image/mask pairs into chips with the same windows: ``data tile`` on a segmentation
-dataset (:mod:`geosynth.data.segmentation`).
+dataset (:mod:`geosynth.data.segmentation`); and write a subset of pairs (``data export``).
 
 Every chip's mask is the source mask's window bit for bit, in the source's own encoding (an RGB
 rendering stays RGB, a palette PNG keeps its palette and indices, a GeoTIFF its values and
@@ -315,3 +315,57 @@ def _finish(
         "classes": {g: sum(x["class_name"] == g for x in rows) for g in groups},
         "pairs": True,
     }
+
+
+def export_pairs(
+    ds: PairedDataset, out: str | os.PathLike[str], provenance: Provenance, progress: Any
+) -> Path:
+    """Write a subset of image/mask pairs (``data export`` of a segmentation dataset) as a pair
+    dataset like :func:`tile_pairs` writes: image and mask files copied byte for byte (cells of
+    Hugging Face datasets written as their bytes, or images as PNG / GeoTIFF) to
+    ``OUT/images/<group>/<name>`` and ``OUT/masks/<group>/<name>``, with the legend."""
+    from geosynth.data.writer import check_output_dir
+
+    out = Path(out)
+    check_output_dir(out)
+    rows: list[dict[str, Any]] = []
+    with atomic_path(out) as tmp:
+        for i in progress:
+            sample = ds.samples[i]
+            group = ds.class_names[sample.label]
+            rel = f"{safe_dirname(group)}/{_chip_name(sample.key)}"
+            for sub in ("images", "masks"):
+                (tmp / sub / rel).parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(sample.ref, Path):
+                image = tmp / "images" / f"{rel}{sample.ref.suffix.lower()}"
+                shutil.copyfile(sample.ref, image)
+            else:
+                image = _write_image(tmp / "images" / rel, ds.raster(i))
+            if sample.key in ds.maps:
+                mask = tmp / "masks" / f"{rel}{ds.maps[sample.key].suffix.lower()}"
+                shutil.copyfile(ds.maps[sample.key], mask)
+            else:
+                assert ds.mask_loader is not None
+                data = ds.mask_loader(sample)
+                mask = tmp / "masks" / f"{rel}{'.tif' if data[:2] in (b'II', b'MM') else '.png'}"
+                mask.write_bytes(data)
+            rows.append(
+                {
+                    "file_name": image.relative_to(tmp).as_posix(),
+                    "mask_file_name": mask.relative_to(tmp).as_posix(),
+                    "label": sample.label,
+                    "class_name": group,
+                    "source": ds.describe(sample),
+                    "source_mask": ds.mask_name(i),
+                }
+            )
+        names = [r["file_name"] for r in rows]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise GeosynthError(f"{ds.source}: two images would be exported as {dup}")
+        (tmp / METADATA_NAME).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if ds.legend is not None:
+            ds.legend.write(tmp / LEGEND_NAME)
+        write_dataset_card(tmp, ds.class_names, rows, "geosynth image/mask pairs", images=("mask",))
+        write_provenance(tmp, provenance)
+    return out

@@ -48,10 +48,12 @@ def export_subset(
     track: Track = no_track,
 ) -> ImageDataset:
     """What ``geosynth data export`` does: open ``dataset``, take its ``classes`` / ``shots``
-    subset (under ``seed``) and write it to ``out`` as a geosynth imagefolder, with provenance.
-    No radiometry is involved: native values are copied as they are. Returns the subset."""
+    subset (under ``seed``) and write it to ``out`` as a geosynth imagefolder, with provenance;
+    image/mask pairs as a pair dataset (images, masks and legend). No radiometry is involved:
+    native values are copied as they are. Returns the subset."""
     from geosynth.artifacts import Provenance
     from geosynth.data.load import load_dataset
+    from geosynth.data.pairdata import PairedDataset
     from geosynth.data.writer import export_dataset
 
     ds = load_dataset(
@@ -59,5 +61,11 @@ def export_subset(
     )
     prov = Provenance.start("data export", seeds={"seed": seed}, selection=ds.selection)
     prov.inputs[f"dataset:{dataset}"] = ds.fingerprint()
-    export_dataset(ds, out, prov, track(range(len(ds)), len(ds), "writing images"))
+    progress = track(range(len(ds)), len(ds), "writing images")
+    if isinstance(ds, PairedDataset):
+        from geosynth.data.pairtile import export_pairs
+
+        export_pairs(ds, out, prov, progress)  # images and their masks, with the legend
+    else:
+        export_dataset(ds, out, prov, progress)
     return ds
