@@ -133,15 +133,15 @@ def evaluate_segmenter(
 ) -> dict[str, Any]:
     """Segmentation metrics of ``model`` on ``data``: logits scaled up (bilinear) to each mask's
     own size, argmax, a confusion matrix over labelled pixels; plus the mean pixel loss and
-    images/s. ``on_batch(pred, target)`` sees every prediction (H x W) with its mask."""
+    images/s. ``on_batch(pred, target)`` sees every prediction (H x W) with its mask.
+    ``accelerator`` gives the device only (see the comment on sharding)."""
     was_training = model.training
     model.eval()
+    # Not sharded over processes: a sharded loader pads its last batch with repeated pairs,
+    # which would count their pixels twice; every process scores the whole split instead.
     dl = loader(data, batch_size=batch_size, workers=workers)
     dl.collate_fn = collate
-    device = next(model.parameters()).device
-    if accelerator is not None:
-        dl = accelerator.prepare_data_loader(dl)
-        device = accelerator.device
+    device = accelerator.device if accelerator is not None else next(model.parameters()).device
     k = len(model.class_names)
     cm = np.zeros((k, k), np.int64)
     loss_sum, loss_n, seen = 0.0, 0, 0
@@ -161,9 +161,6 @@ def evaluate_segmenter(
             if on_batch is not None:
                 on_batch(pred.cpu(), mask.cpu())
             seen += 1
-    if accelerator is not None and accelerator.num_processes > 1:
-        gathered = accelerator.reduce(torch.from_numpy(cm).to(accelerator.device), "sum")
-        cm = gathered.cpu().numpy()
     seconds = time.perf_counter() - t0
     model.train(was_training)
     metrics = segmentation_metrics(cm, model.class_names)
