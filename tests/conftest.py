@@ -21,6 +21,21 @@ EUROSAT = Path(os.environ.get("GEOSYNTH_EUROSAT", REPO.parent / "shared" / "data
 EUROSAT_MS = Path(
     os.environ.get("GEOSYNTH_EUROSAT_MS", REPO.parent / "shared" / "data" / "eurosat-ms")
 )
+DUBAI = Path(
+    os.environ.get("GEOSYNTH_DUBAI", REPO.parent / "shared" / "data" / "aerial-seg" / "dubai")
+)
+#: The six mask colours of the Dubai scenes, as aerial-seg/README.md lists them (not as the
+#: dataset's own classes.json does).
+DUBAI_LEGEND = {
+    "classes": [
+        {"name": "Building", "color": "#3C1098"},
+        {"name": "Land (unpaved area)", "color": "#8429F6"},
+        {"name": "Road", "color": "#6EC1E4"},
+        {"name": "Vegetation", "color": "#FEDD3A"},
+        {"name": "Water", "color": "#E2A929"},
+        {"name": "Unlabeled", "color": "#9B9B9B"},
+    ]
+}
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +52,24 @@ def eurosat_ms() -> Path:
     if not (EUROSAT_MS / "train").is_dir():
         pytest.skip(f"real EuroSAT-MS images not found at {EUROSAT_MS} (set GEOSYNTH_EUROSAT_MS)")
     return EUROSAT_MS
+
+
+@pytest.fixture(scope="session")
+def dubai() -> Path:
+    """The real Dubai aerial scenes with land-cover masks (Tile N/images, Tile N/masks)."""
+    if not (DUBAI / "Tile 1" / "masks").is_dir():
+        pytest.skip(f"real Dubai scenes not found at {DUBAI} (set GEOSYNTH_DUBAI)")
+    return DUBAI
+
+
+@pytest.fixture(scope="session")
+def dubai_legend(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The README's six colours as a legend.json."""
+    import json
+
+    path = tmp_path_factory.mktemp("legend") / "legend.json"
+    path.write_text(json.dumps(DUBAI_LEGEND))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -4,12 +4,12 @@ The front door: one library call per pipeline step, the same call the command of
 (docs/library.md shows one run of each)::
 
     from geosynth import load_dataset, finetune, channel_means, generate, rarity
-    from geosynth import train_clf, build_plora, evaluate, filter
+    from geosynth import train_clf, train_seg, build_plora, evaluate, filter
 
 The names load on first use (module ``__getattr__`` over :data:`EXPORTS`), so ``import geosynth``
 and ``geosynth --help`` stay fast; the sub-packages (``geosynth.data``, ``geosynth.features``,
-``geosynth.metrics``, ``geosynth.diffusion``, ``geosynth.classify``, ``geosynth.plora``,
-``geosynth.artifacts``) hold the pieces the steps are made of.
+``geosynth.metrics``, ``geosynth.diffusion``, ``geosynth.classify``, ``geosynth.segment``,
+``geosynth.plora``, ``geosynth.artifacts``) hold the pieces the steps are made of.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ EXPORTS: dict[str, str] = {
     "generate": "geosynth.diffusion.sampling.step:generate",
     "rarity": "geosynth.metrics.rarity:rarity",
     "train_clf": "geosynth.classify.run:train_and_test",
+    "train_seg": "geosynth.segment.run:train_and_test",
     "build_plora": "geosynth.plora.build:build_plora",
     "evaluate": "geosynth.metrics.evaluation:evaluate",
     "filter": "geosynth.curation.run:filter_dataset",
@@ -74,6 +75,7 @@ __all__ = [  # the names of EXPORTS, spelled out for static tools (a test keeps 
     "toy_model",
     "toy_sar",
     "train_clf",
+    "train_seg",
 ]
 
 if TYPE_CHECKING:
@@ -94,6 +96,7 @@ if TYPE_CHECKING:
     from geosynth.metrics.evaluation import evaluate
     from geosynth.metrics.rarity import rarity
     from geosynth.plora.build import build_plora
+    from geosynth.segment.run import train_and_test as train_seg
     from geosynth.toy.steps import toy_data, toy_model, toy_sar
 
 

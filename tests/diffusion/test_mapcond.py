@@ -81,10 +81,12 @@ def test_bad_maps_are_one_line_errors(pairs, tmp_path) -> None:
     legend = toy_legend(["water", "forest", "desert", "cropland", "urban"])
     bad = tmp_path / "bad.png"
     Image.fromarray(np.full((32, 32), 7, np.uint8), "L").save(bad)
-    with pytest.raises(GeosynthError, match="map class 7 is not in the legend"):
+    with pytest.raises(
+        GeosynthError, match=r"mask value 7 in 1024 pixel.* is no class of the legend"
+    ):
         read_map(bad, legend)
     Image.fromarray(np.full((32, 32, 3), 255, np.uint8), "RGB").save(bad)
-    with pytest.raises(GeosynthError, match=r"colour \(255, 255, 255\).*not a legend class"):
+    with pytest.raises(GeosynthError, match=r"colour #FFFFFF \(255, 255, 255\) in 1024 pixel"):
         read_map(bad, legend)
     with pytest.raises(GeosynthError, match="no map for this image"):
         attach_maps(load_dataset(pairs["train"]), tmp_path)
@@ -180,11 +182,11 @@ def test_cli_bad_input_exits_2(pairs, concat_model, unet_config, toy_models, tmp
         (broken("missing", lambda p: p.unlink()), "no map for this image"),
         (
             broken("small", lambda p: Image.new("L", (16, 16)).save(p)),
-            "map is 16x16 but its image",
+            "mask is 16x16 but its image",
         ),
         (
             broken("unknown", lambda p: Image.new("L", (32, 32), 9).save(p)),
-            "map class 9 is not in the legend",
+            "mask value 9 in 1024 pixel(s) (first at x=0, y=0) is no class of the legend",
         ),
     ]
     for data, msg in cases:

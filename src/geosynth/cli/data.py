@@ -12,8 +12,10 @@ from geosynth.cli.data_tile import tile
 from geosynth.cli.options import (
     ClassesOpt,
     DatasetArg,
+    IgnoreOpt,
     JsonOpt,
     LabelMapOpt,
+    MapLegendOpt,
     MetadataTableOpt,
     RadiometryOpt,
     SeedOpt,
@@ -46,6 +48,8 @@ def info(
             "--by-sample", help="Also list every sample's metadata (JSON: metadata.by_sample)."
         ),
     ] = False,
+    map_legend: MapLegendOpt = None,
+    ignore: IgnoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Classes, image counts, sizes, per-class mean colour, per-band statistics in native units
@@ -57,16 +61,29 @@ def info(
     (BigEarthNet-S1, reBEN, SSL4EO-S12) are read as VV/VH samples; for BigEarthNet it also says
     which labels the one-class-per-patch rule dropped. The metadata table says how many samples
     know their centre lon/lat (WGS84), GSD (m), cloud cover, acquisition date and each sidecar
-    column, with ranges and sources (docs/formats.md#metadata).
+    column, with ranges and sources (docs/formats.md#metadata). Segmentation datasets (images/ + masks/
+    folders, tables of pairs, datasets with a mask column) also get each legend class's share
+    of the mask pixels, the ignored share and the mask sizes; a mask colour the legend does not
+    name is an error (exit 2) naming the colour, the file and its pixel count.
 
     \b
     Examples:
       geosynth data info ../shared/data/eurosat-ms --split train
       geosynth data info ../shared/data/sar-real/bigearthnet-s1 --by-sample --json
       geosynth data info scenes/ --metadata-table scenes.csv
+      geosynth data info ../shared/data/aerial-seg/dubai --map-legend legend.json --ignore "#000000"
     """
     ds = dataset_from_options(
-        dataset, split, classes, shots, seed, radiometry, label_map, metadata_table
+        dataset,
+        split,
+        classes,
+        shots,
+        seed,
+        radiometry,
+        label_map,
+        metadata_table=metadata_table,
+        map_legend=map_legend,
+        ignore=ignore,
     )
     report = dataset_info(ds, track=track, by_sample=by_sample)
     rows, bands = report["classes"], report["native"]
@@ -134,6 +151,8 @@ def info(
             ["sample", *names],
             [(r["key"], *(_value(r.get(n)) for n in names)) for r in meta["by_sample"]],
         )
+    if "masks" in report:
+        _print_masks(report["masks"])
 
 
 def _value(v: object) -> str:
@@ -141,6 +160,36 @@ def _value(v: object) -> str:
     if v is None:
         return "-"
     return f"{v:.7g}" if isinstance(v, float) else str(v)
+
+
+def _print_masks(masks: dict) -> None:
+    sizes = ", ".join(f"{s} ({n})" for s, n in masks["sizes"].items())
+    if masks["legend"] is None:
+        print_table(
+            "masks without a legend (give --map-legend): the values or colours they hold",
+            ["value or colour", "pixels"],
+            masks["found"],
+        )
+        message(f"mask sizes: {sizes}")
+        return
+    print_table(
+        f"masks: {masks['masks']} ({masks['pixels']} px), legend {masks['legend']}",
+        ["class", "colour", "pixels", "fraction", "masks holding it"],
+        [
+            (c["class_name"], c["color"], c["pixels"], f"{c['fraction']:.4f}", c["masks"])
+            for c in masks["classes"]
+        ]
+        + [
+            (
+                "(ignored: " + (", ".join(map(str, masks["ignore"])) or "none") + ")",
+                "",
+                masks["ignored_pixels"],
+                f"{masks['ignored_fraction']:.4f}",
+                "",
+            )
+        ],
+    )
+    message(f"mask sizes: {sizes}")
 
 
 @app.command("export")

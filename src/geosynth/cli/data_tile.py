@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from geosynth import tile_scenes
-from geosynth.cli.options import JsonOpt
+from geosynth.cli.options import IgnoreOpt, JsonOpt, MapLegendOpt, split_list
 from geosynth.cli.output import message, print_json, track
 
 
@@ -45,6 +45,17 @@ def tile(
             "--max-nodata", min=0.0, max=1.0, help="Skip chips with a larger NaN/nodata share."
         ),
     ] = 0.5,
+    map_legend: MapLegendOpt = None,
+    ignore: IgnoreOpt = None,
+    max_ignore: Annotated[
+        float,
+        typer.Option(
+            "--max-ignore",
+            min=0.0,
+            max=1.0,
+            help="Image/mask pairs: skip chips with a larger share of ignored mask pixels.",
+        ),
+    ] = 0.5,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUT.parts/ after an interruption.")
     ] = False,
@@ -56,9 +67,15 @@ def tile(
     row, col of each chip); each chip keeps the scene's dtype, bands, band names, nodata and CRS,
     with its own exact transform. Partial edge chips are dropped unless --pad.
 
+    Segmentation datasets (images/ + masks/ folders, tables of pairs) are cut in pairs with the
+    same windows: OUT/images/<group>/... and OUT/masks/<group>/..., each mask chip the source
+    mask's window bit for bit, with legend.json; chips with more than --max-ignore ignored
+    pixels are skipped. Every mask is checked first, so bad input writes nothing.
+
     \b
-    Example:
+    Examples:
       geosynth data tile ../shared/data/sar-real/ssl4eo-s12-s1 --size 64 --out ssl4eo-chips
+      geosynth data tile ../shared/data/aerial-seg/dubai --size 256 --map-legend legend.json --ignore "#000000" --out dubai-chips
     """
     summary = tile_scenes(
         scenes,
@@ -70,12 +87,18 @@ def tile(
         max_nodata=max_nodata,
         resume=resume,
         track=track,
+        map_legend=map_legend,
+        ignore=split_list(ignore),
+        max_ignore=max_ignore,
     )
     if as_json:
         print_json(summary)
         return
+    ignored = (
+        f" and {summary['skipped_ignore']} over --max-ignore" if "skipped_ignore" in summary else ""
+    )
     message(
         f"wrote {summary['chips']} chips ({summary['bands']}-band {summary['dtype']}) from "
         f"{summary['scenes']} scene(s) to {out}; skipped {summary['skipped_nodata']} over "
-        f"--max-nodata"
+        f"--max-nodata{ignored}"
     )

@@ -81,6 +81,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Train a classifier on TRAIN (synthetic, real, or mixed with --real), select it on VAL, "
         "evaluate it once on TEST: top-1, per-class precision / recall / F1, macro-F1, confusion.",
     ),
+    "train-seg": (
+        "train_seg",
+        "train_seg",
+        "Train a segmentation model on image/mask pairs (real, synthetic, or mixed with --real), "
+        "select it on VAL, evaluate it once on TEST: mIoU, per-class IoU, confusion.",
+    ),
     "inspect": (
         "inspect",
         "inspect_file",

@@ -59,6 +59,22 @@ MetadataTableOpt = Annotated[
         "(docs/formats.md#metadata).",
     ),
 ]
+MapLegendOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--map-legend",
+        help="Legend of the masks / maps: legend.json (classes, colours, ignore; docs/formats.md) "
+        "or a dataset palette such as classes.json (default: found beside the data).",
+    ),
+]
+IgnoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ignore",
+        help="Mask pixels that are unlabelled, added to the legend: comma-separated values "
+        "(255), colours (#000000) or class names.",
+    ),
+]
 
 FeaturesOpt = Annotated[
     str,
@@ -93,11 +109,14 @@ def dataset_from_options(
     radiometry: str | None = None,
     label_map: str | None = None,
     metadata_table: str | None = None,
+    map_legend: Path | None = None,
+    ignore: str | None = None,
 ) -> ImageDataset:
     """Apply the shared dataset options in the order the docs state; data that is not 8-bit RGB
     gets ``radiometry`` (``--radiometry``'s value) or the default spec of its kind (announced on
     stderr); ``label_map`` (``--label-map``) picks BigEarthNet patches' classes;
-    ``metadata_table`` (``--metadata-table``) adds a sidecar table's fields."""
+    ``metadata_table`` (``--metadata-table``) adds a sidecar table's fields; ``map_legend``
+    and ``ignore`` read a segmentation dataset's masks."""
     from geosynth import load_dataset
     from geosynth.cli.output import message
 
@@ -111,6 +130,8 @@ def dataset_from_options(
         log=message,
         label_map=label_map,
         metadata_table=metadata_table,
+        map_legend=map_legend,
+        ignore=split_list(ignore),
     )
 
 

@@ -43,12 +43,15 @@ def card_features(
     class_names: Sequence[str],
     rows: Iterable[dict[str, Any]],
     types: Mapping[str, str | None] | None = None,
+    images: Sequence[str] = (),
 ) -> list[Any]:
     """The card's feature list: ``image`` (from ``file_name``), ``label`` as a class label,
     then the other scalar metadata columns in first-seen order. ``types`` fixes a column's
     type (or leaves it out with None) where the values cannot tell, e.g. one that is null in
-    this run but a number in others."""
+    this run but a number in others. ``images`` names more image features, each read by
+    ``datasets`` from the column ``<name>_file_name`` (a segmentation dataset's ``mask``)."""
     types = dict(types or {})
+    types.update({f"{name}_file_name": None for name in images})
     columns: dict[str, list[Any]] = {}
     for n, row in enumerate(rows):
         for key in columns.keys() - row.keys():
@@ -59,6 +62,7 @@ def card_features(
     if "label" in columns:
         names = {str(i): str(name) for i, name in enumerate(class_names)}
         features.append({"name": "label", "dtype": {"class_label": {"names": names}}})
+    features += [{"name": name, "dtype": "image"} for name in images]
     for key, values in columns.items():
         if key in ("file_name", "label"):
             continue
@@ -74,10 +78,12 @@ def write_dataset_card(
     rows: Sequence[dict[str, Any]],
     title: str,
     types: Mapping[str, str | None] | None = None,
+    images: Sequence[str] = (),
+    notes: str = "",
 ) -> Path:
     """Write ``root/README.md`` (atomically): the YAML header ``datasets`` reads, and a short
     text saying what the folder is and how torchvision, timm and ``datasets`` read it."""
-    features = card_features(class_names, rows, types)
+    features = card_features(class_names, rows, types, images)
     header = {"configs": [{"config_name": "default", "features": features}]}
     counts = {name: 0 for name in class_names}
     for row in rows:
@@ -96,7 +102,7 @@ def write_dataset_card(
         "Readers: `datasets.load_dataset(DIR)` (this card makes `label` a ClassLabel with the "
         "names above), `torchvision.datasets.ImageFolder(DIR)` and timm's "
         "`create_dataset('', root=DIR)` (both number the classes by sorted folder name, which "
-        "may differ from the labels above; join on the class name).\n"
+        "may differ from the labels above; join on the class name).\n" + notes
     )
     path = root / CARD_NAME
     with atomic_path(path) as tmp:

@@ -3,6 +3,10 @@
 The image column is ``image`` (or ``img``), the label column ``label`` (or ``labels``). Class names
 come from the label's ``ClassLabel`` names; a string label column is accepted too (classes sorted).
 A ``DatasetDict`` needs ``split`` unless it holds a single split.
+
+A dataset with an image-typed mask column (``mask``, ``label``, ``annotation``, ``segmentation``,
+``semantic_mask``) is a segmentation dataset (:func:`from_hf_segmentation`): each row an image and
+its mask, read through a legend (``legend.json`` beside a saved dataset, or ``map_legend``).
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ from typing import Any
 from PIL import Image
 
 from geosynth.data.dataset import ImageDataset, Sample
+from geosynth.data.pairdata import PairedDataset
 from geosynth.data.raster import Raster, read_raster
 from geosynth.errors import GeosynthError
 
 IMAGE_COLUMNS = ("image", "img")
 LABEL_COLUMNS = ("label", "labels")
+MASK_COLUMNS = ("mask", "label", "annotation", "segmentation", "semantic_mask")
+PAIR_IMAGE_COLUMNS = ("image", "img", "pixel_values")
 
 
 def is_saved_dataset(root: Path) -> bool:
@@ -36,7 +43,12 @@ def read_saved_dataset(root: Path, split: str | None) -> ImageDataset:
         obj = datasets.load_from_disk(str(root))
     except Exception as exc:
         raise GeosynthError(f"{root}: cannot open saved Hugging Face dataset ({exc})") from None
-    return from_hf(_pick_split(obj, split, str(root)), source=str(root), split=split)
+    ds = from_hf_any(_pick_split(obj, split, str(root)), source=str(root), split=split)
+    if isinstance(ds, PairedDataset):
+        from geosynth.data.legend import find_legend_or_none
+
+        ds = ds.with_legend(find_legend_or_none(root))
+    return ds
 
 
 def read_hub_dataset(dataset_id: str, split: str | None) -> ImageDataset:
@@ -50,7 +62,7 @@ def read_hub_dataset(dataset_id: str, split: str | None) -> ImageDataset:
             f"dataset '{dataset_id}': not a local path, and loading it as a hub dataset failed "
             f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         ) from None
-    return from_hf(_pick_split(obj, split, dataset_id), source=dataset_id, split=split)
+    return from_hf_any(_pick_split(obj, split, dataset_id), source=dataset_id, split=split)
 
 
 def _pick_split(obj: Any, split: str | None, source: str) -> Any:
@@ -124,4 +136,82 @@ def from_hf(ds: Any, *, source: str, split: str | None = None) -> ImageDataset:
         decoder=decode,
         digest=lambda s: f"{base_fp}:{s.ref}",
         raster_decoder=decode_raster,
+    )
+
+
+def _mask_column(ds: Any) -> str | None:
+    import datasets
+
+    for c in MASK_COLUMNS:
+        if c in ds.column_names and isinstance(ds.features[c], datasets.Image):
+            return c
+    return None
+
+
+def from_hf_any(ds: Any, *, source: str, split: str | None = None) -> ImageDataset:
+    """:func:`from_hf_segmentation` when ``ds`` has an image-typed mask column, else
+    :func:`from_hf`."""
+    if _mask_column(ds) is not None:
+        return from_hf_segmentation(ds, source=source, split=split)
+    return from_hf(ds, source=source, split=split)
+
+
+def from_hf_segmentation(ds: Any, *, source: str, split: str | None = None) -> PairedDataset:
+    """Wrap a ``datasets.Dataset`` with an image and a mask column; a ``ClassLabel`` or string
+    column (``label``, ``labels``, ``class_name``) that is not the mask groups the rows, else
+    they form one group named after ``source``."""
+    import datasets
+
+    mask_col = _mask_column(ds)
+    if mask_col is None:
+        raise GeosynthError(f"{source}: no image-typed mask column ({', '.join(MASK_COLUMNS)})")
+    image_col = _column(ds, PAIR_IMAGE_COLUMNS, "image", source)
+    group_col = next(
+        (
+            c
+            for c in (*LABEL_COLUMNS, "class_name")
+            if c in ds.column_names and c != mask_col
+            and (isinstance(ds.features[c], datasets.ClassLabel)
+                 or getattr(ds.features[c], "dtype", None) == "string")
+        ),
+        None,
+    )  # fmt: skip
+    if group_col is None:
+        groups = [Path(source).name or source]
+        labels = [0] * len(ds)
+    elif isinstance(ds.features[group_col], datasets.ClassLabel):
+        groups = list(ds.features[group_col].names)
+        labels = [int(v) for v in ds[group_col]]
+    else:
+        raw = ds[group_col]
+        groups = sorted(set(raw))
+        labels = [groups.index(v) for v in raw]
+    cells = ds.select_columns([image_col, mask_col])
+    cells = cells.cast_column(image_col, datasets.Image(decode=False))
+    cells = cells.cast_column(mask_col, datasets.Image(decode=False))
+    prefix = f"{split}/" if split else ""
+    samples = [Sample(f"{prefix}{i:08d}", lab, i) for i, lab in enumerate(labels)]
+    base_fp = getattr(ds, "_fingerprint", "") or source
+
+    def cell_bytes(sample: Sample, column: str) -> bytes:
+        cell = cells[int(sample.ref)][column]
+        if cell.get("bytes") is not None:
+            return bytes(cell["bytes"])
+        return Path(cell["path"]).read_bytes()
+
+    def decode(sample: Sample) -> Image.Image:
+        return Image.open(io.BytesIO(cell_bytes(sample, image_col)))
+
+    def decode_raster(sample: Sample) -> Raster:
+        return read_raster(cell_bytes(sample, image_col), name=f"{source}[{sample.key}]")
+
+    return PairedDataset(
+        source=source,
+        kind="hf",
+        class_names=groups,
+        samples=samples,
+        decoder=decode,
+        digest=lambda s: f"{base_fp}:{s.ref}",
+        raster_decoder=decode_raster,
+        mask_loader=lambda s: cell_bytes(s, mask_col),
     )

@@ -10,8 +10,11 @@ from typing import Any
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.folder import read_image_folder
 from geosynth.data.hf import is_saved_dataset, read_hub_dataset, read_saved_dataset
+from geosynth.data.legend import Legend, find_legend_or_none, resolve_legend
+from geosynth.data.pairdata import PairedDataset
 from geosynth.data.radiometry import Radiometry
 from geosynth.data.radiometry_defaults import default_radiometry, radiometry_from
+from geosynth.data.segmentation import is_pair_table, open_segmentation, read_pair_table
 from geosynth.data.sentinel1 import read_sentinel1, sentinel1_layout
 from geosynth.data.torchgeo import eurosat_image_root, read_torchgeo_eurosat
 from geosynth.errors import GeosynthError
@@ -34,9 +37,12 @@ def open_dataset(
     """
     path = Path(spec)
     if path.exists():
+        if path.is_file() and is_pair_table(path):  # a CSV / JSON-lines table of image/mask pairs
+            return _with_found_legend(read_pair_table(path))
         if not path.is_dir():
             raise GeosynthError(
-                f"{path}: is a file (expected an image folder or a saved Hugging Face dataset)"
+                f"{path}: is a file (expected an image folder, a saved Hugging Face dataset or "
+                "a .csv / .jsonl table of image/mask pairs)"
             )
         if is_saved_dataset(path):
             return read_saved_dataset(path, split)
@@ -59,6 +65,9 @@ def open_dataset(
             path = path / split
             if is_saved_dataset(path):
                 return read_saved_dataset(path, None)
+        pairs = open_segmentation(path)  # images/ + masks/ folders, or a mask column
+        if pairs is not None:
+            return _with_found_legend(pairs)
         return read_image_folder(path)
     text = str(spec)
     if _HUB_ID.match(text) and not text.startswith("."):
@@ -80,10 +89,17 @@ def load_dataset(
     log: Callable[[str], None] | None = None,
     label_map: dict[str, str] | str | Path | None = None,
     metadata_table: str | Path | None = None,
+    map_legend: Legend | str | Path | None = None,
+    ignore: Sequence[str | int] | None = None,
 ) -> ImageDataset:
     """Open a dataset and apply the options every subcommand shares, in order: a sidecar
     ``metadata_table`` (checked against every sample, :mod:`geosynth.data.dataset_metadata`),
     class subset, then stratified K-shot sampling; every remaining class must hold an image.
+
+    A segmentation dataset (image/mask pairs) reads its masks through ``map_legend`` (a legend
+    file or :class:`~geosynth.data.legend.Legend`; default: the dataset's ``legend.json`` or
+    ``classes.json``) with the ``ignore`` entries added (pixel values, ``#RRGGBB`` colours or
+    class names that mark unlabelled pixels).
 
     ``radiometry`` (a spec, its dict or JSON, or ``"auto"`` for the default of the detected kind)
     is then resolved on the selected images (percentile ranges are fitted on them) and attached;
@@ -94,6 +110,16 @@ def load_dataset(
         from geosynth.data.dataset_metadata import attach_metadata_table
 
         ds = attach_metadata_table(ds, metadata_table, split)
+    if map_legend is not None or ignore:
+        if not isinstance(ds, PairedDataset):
+            what = "map_legend" if map_legend is not None else "ignore"
+            raise GeosynthError(
+                f"`{what}`: {ds.source} holds no masks (expected images/ + masks/ folders, a "
+                "table of image/mask pairs or a dataset with a mask column)"
+            )
+        ds = ds.with_legend(
+            resolve_legend(map_legend if map_legend is not None else ds.legend, ignore, None)
+        )
     if classes:
         ds = ds.select_classes(classes)
     ds.check_nonempty()
@@ -102,6 +128,13 @@ def load_dataset(
     if radiometry is not None:
         ds = apply_radiometry(ds, radiometry, log)
     return ds
+
+
+def _with_found_legend(ds: PairedDataset) -> PairedDataset:
+    """The pairs with the legend found beside them (legend.json, or the dataset's own palette
+    file such as classes.json), if any."""
+    root = Path(ds.source)
+    return ds.with_legend(find_legend_or_none(root if root.is_dir() else root.parent))
 
 
 def apply_radiometry(

@@ -2,191 +2,61 @@
 
 Where the maps are:
 
-* a ``map_file`` column in the dataset's ``metadata.jsonl`` (relative to the dataset root), or
+* a ``map_file`` (or ``mask_file_name``) column in the dataset's ``metadata.jsonl`` (relative
+  to the dataset root),
 * a map folder that mirrors the image tree: the map of ``root/<class>/x.jpg`` is
   ``MAPS/<class>/x.jpg`` or ``MAPS/<class>/x.png`` (the "same names" convention of pix2pix-style
-  datasets).
+  datasets), or
+* the dataset is a segmentation dataset (:mod:`geosynth.data.segmentation`): its masks are the
+  maps.
 
-Maps are class-index images (PNG mode ``L``, ``P`` or ``I``: the pixel value is the class
-index) or RGB renderings whose colours are those of a legend. The legend, ``legend.json``, names
-the classes and their colours in index order::
-
-    {"classes": [{"name": "water", "color": [28, 62, 112]}, ...]}
-
-It is read from an explicit path, else from the map folder, else from the dataset root. A map
-must have exactly the size of its image (a map at another size would silently misalign).
-Class and K-shot filters apply to the images first; maps follow their images, so they apply to
-pairs.
+Maps are masks read through a legend (:mod:`geosynth.data.legend`, :mod:`geosynth.data.masks`):
+class-index images or colour renderings in legend colours, at their image's size. The legend is
+read from an explicit path, else from the map folder, else from the dataset root. Class and
+K-shot filters apply to the images first; maps follow their images, so they apply to pairs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from geosynth.artifacts import file_digest
 from geosynth.data.dataset import ImageDataset, Sample
 from geosynth.data.folder import METADATA_NAME
+from geosynth.data.legend import LEGEND_NAME, Legend, find_legend, resolve_legend
+from geosynth.data.masks import read_mask
+from geosynth.data.pairdata import PairedDataset, dominant_class, resize_map
 from geosynth.errors import GeosynthError
 
-LEGEND_NAME = "legend.json"
 MAP_COLUMN = "map_file"
-#: An RGB map pixel belongs to the nearest legend colour if it is at most this far (Euclidean,
-#: 0..255 scale): lossless renderings match exactly; the margin absorbs mild resampling or
-#: compression, while a colour that is no legend class at all is still rejected.
-RGB_TOLERANCE = 24.0
+#: The mask column geosynth writes for segmentation datasets: ``datasets`` reads a
+#: ``<name>_file_name`` column as an image feature ``<name>``.
+MASK_COLUMN = "mask_file_name"
 
-
-@dataclass(frozen=True)
-class Legend:
-    """Map classes in index order, with the colours of their renderings."""
-
-    names: list[str]
-    colors: list[tuple[int, int, int]]
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "classes": [
-                {"name": n, "color": list(c)} for n, c in zip(self.names, self.colors, strict=True)
-            ]
-        }
-
-    @staticmethod
-    def from_dict(data: Any, where: str) -> Legend:
-        try:
-            rows = data["classes"]
-            names = [str(r["name"]) for r in rows]
-            colors = [tuple(int(v) for v in r["color"]) for r in rows]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise GeosynthError(
-                f'{where}: expected {{"classes": [{{"name": ..., "color": [r, g, b]}}, ...]}} '
-                f"({type(exc).__name__}: {exc})"
-            ) from None
-        if not names or any(len(c) != 3 for c in colors):
-            raise GeosynthError(f"{where}: needs at least one class, each with an [r, g, b] colour")
-        if len(set(names)) != len(names):
-            raise GeosynthError(f"{where}: class names repeat")
-        return Legend(names, [(c[0], c[1], c[2]) for c in colors])
-
-    @staticmethod
-    def read(path: Path) -> Legend:
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise GeosynthError(f"{path}: no such legend file") from None
-        except ValueError as exc:
-            raise GeosynthError(f"{path}: not JSON ({exc})") from None
-        return Legend.from_dict(data, str(path))
-
-    def write(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    def render(self, classes: np.ndarray) -> Image.Image:
-        """An RGB picture of a class-index map (for contact sheets and inspection)."""
-        palette = np.array(self.colors, np.uint8)
-        return Image.fromarray(palette[classes], "RGB")
-
-
-def find_legend(*candidates: Path | None, arg: str = "map_legend") -> Legend:
-    """The first candidate that is a legend file, or a ``legend.json`` inside a candidate folder."""
-    for c in candidates:
-        if c is None:
-            continue
-        if c.is_file():
-            return Legend.read(c)
-        if (c / LEGEND_NAME).is_file():
-            return Legend.read(c / LEGEND_NAME)
-    where = ", ".join(str(c) for c in candidates if c is not None)
-    raise GeosynthError(f"no {LEGEND_NAME} found (looked in {where}); give `{arg}`")
+__all__ = [
+    "LEGEND_NAME",
+    "MAP_COLUMN",
+    "MASK_COLUMN",
+    "Legend",
+    "PairedDataset",
+    "attach_maps",
+    "dominant_class",
+    "find_legend",
+    "has_maps",
+    "read_map",
+    "read_map_folder",
+    "resize_map",
+]
 
 
 def read_map(path: Path, legend: Legend) -> np.ndarray:
-    """A map file as an H x W int64 array of class indices into ``legend``."""
-    try:
-        img = Image.open(path)
-        img.load()
-    except FileNotFoundError:
-        raise GeosynthError(f"{path}: map file does not exist") from None
-    except Exception as exc:  # PIL raises many types for broken files
-        raise GeosynthError(f"{path}: cannot read map ({exc})") from None
-    if img.mode in ("L", "P", "I", "I;16"):
-        classes = np.asarray(img).astype(np.int64)
-        bad = classes[(classes < 0) | (classes >= len(legend))]
-        if bad.size:
-            raise GeosynthError(
-                f"{path}: map class {int(bad.flat[0])} is not in the legend "
-                f"({len(legend)} classes: {', '.join(legend.names)})"
-            )
-        return classes
-    rgb = np.asarray(img.convert("RGB"), np.float32)
-    palette = np.array(legend.colors, np.float32)
-    d = np.linalg.norm(rgb[:, :, None, :] - palette[None, None], axis=-1)
-    nearest = d.argmin(-1)
-    far = d.min(-1) > RGB_TOLERANCE
-    if far.any():
-        y, x = np.argwhere(far)[0]
-        colour = tuple(int(v) for v in rgb[y, x])
-        raise GeosynthError(
-            f"{path}: colour {colour} at x={x}, y={y} is not a legend class colour "
-            f"(legend: {', '.join(f'{n} {tuple(c)}' for n, c in zip(legend.names, legend.colors, strict=True))})"
-        )
-    return nearest.astype(np.int64)
-
-
-def resize_map(classes: np.ndarray, size: int) -> torch.Tensor:
-    """Resize (nearest, shorter side) and centre-crop a class map to ``size``: the geometry of
-    :func:`geosynth.diffusion.latents.images_to_tensor`, so maps stay aligned with images."""
-    img = Image.fromarray(classes.astype(np.int32), "I")
-    w, h = img.size
-    scale = size / min(w, h)
-    if scale != 1:
-        img = img.resize(
-            (max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.NEAREST
-        )
-    w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
-    img = img.crop((left, top, left + size, top + size))
-    return torch.from_numpy(np.asarray(img).astype(np.int64))
-
-
-def dominant_class(classes: np.ndarray | torch.Tensor, n: int) -> int:
-    """The class covering most pixels (the "landscape type" of seed 004's per-type FID)."""
-    counts = np.bincount(np.asarray(classes).reshape(-1), minlength=n)
-    return int(counts.argmax())
-
-
-@dataclass
-class PairedDataset(ImageDataset):
-    """An :class:`ImageDataset` whose every sample has a map (``maps[key]``) and a legend.
-    Subsets and class selections keep the pairing (they copy these fields)."""
-
-    maps: dict[str, Path] = field(default_factory=dict)
-    legend: Legend | None = None
-
-    def map_path(self, index: int) -> Path:
-        return self.maps[self.samples[index].key]
-
-    def map(self, index: int) -> np.ndarray:
-        """Class indices of sample ``index``'s map, checked against its image's size."""
-        assert self.legend is not None
-        classes = read_map(self.map_path(index), self.legend)
-        size = self.image(index).size
-        if classes.shape[::-1] != size:
-            raise GeosynthError(
-                f"{self.map_path(index)}: map is {classes.shape[1]}x{classes.shape[0]} but its "
-                f"image {self.describe(self.samples[index])} is {size[0]}x{size[1]}"
-            )
-        return classes
+    """A map file as an H x W int64 array of class indices into ``legend`` (-1: ignored)."""
+    return read_mask(path, legend)
 
 
 def _metadata_maps(root: Path) -> dict[str, str] | None:
@@ -199,13 +69,15 @@ def _metadata_maps(root: Path) -> dict[str, str] | None:
         if not line.strip():
             continue
         row = json.loads(line)
-        if MAP_COLUMN in row:
-            out[str(row["file_name"])] = str(row[MAP_COLUMN])
+        column = next((c for c in (MASK_COLUMN, MAP_COLUMN) if c in row), None)
+        if column is not None:
+            out[str(row["file_name"])] = str(row[column])
     return out or None
 
 
 def has_maps(source: str | Path, split: str | None = None) -> bool:
-    """Whether a dataset folder lists maps in its metadata (a ``map_file`` column)."""
+    """Whether a dataset folder lists maps in its metadata (a ``map_file`` or
+    ``mask_file_name`` column)."""
     root = Path(source) / split if split else Path(source)
     try:
         return _metadata_maps(root) is not None
@@ -221,7 +93,10 @@ def attach_maps(
     arg: str = "maps",
 ) -> PairedDataset:
     """Pair every (already filtered) sample of ``ds`` with its map; a missing map is an error
-    naming the image."""
+    naming the image. A dataset that already has its masks (a segmentation dataset) keeps them,
+    read with ``legend`` when given."""
+    if isinstance(ds, PairedDataset) and maps is None and ds.maps:
+        return ds.with_legend(resolve_legend(legend, None, Path(ds.source)) or ds.legend)
     if ds.kind != "imagefolder":
         raise GeosynthError(f"{ds.source}: paired data must be an image folder (got {ds.kind})")
     root = Path(ds.source)
@@ -260,14 +135,19 @@ def attach_maps(
 
 def read_map_folder(root: Path, legend: Path | None = None, *, arg: str = "maps") -> PairedDataset:
     """A folder of maps on their own (what ``generate`` conditions on): every image file under
-    ``root`` (recursively) is a map; a ``metadata.jsonl`` with ``map_file`` lists them instead.
-    Samples are keyed by relative path; there are no images, so ``image()`` is not available."""
+    ``root`` (recursively) is a map; a ``metadata.jsonl`` with a map column lists them instead,
+    and a segmentation dataset (:mod:`geosynth.data.segmentation`) gives its masks. Samples are
+    keyed by relative path; there are no images, so ``image()`` is not available."""
     from geosynth.data.folder import IMAGE_SUFFIXES
+    from geosynth.data.segmentation import open_segmentation
 
     if not root.is_dir():
         raise GeosynthError(f"{arg}={str(root)!r}: no such directory")
     column = _metadata_maps(root)
-    if column is not None:
+    pairs = open_segmentation(root) if column is None else None
+    if pairs is not None:
+        rels = sorted({p.relative_to(root).as_posix() for p in pairs.maps.values()})
+    elif column is not None:
         rels = sorted(set(column.values()))
     else:
         rels = sorted(

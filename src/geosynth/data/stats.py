@@ -115,3 +115,58 @@ def band_stats(ds: ImageDataset, track: Track = no_track) -> dict[str, Any]:
         "crs": sorted(crss),
         "bands": rows,
     }
+
+
+def mask_stats(ds: Any, track: Track = no_track) -> dict[str, Any]:
+    """Masks of a segmentation dataset (a :class:`~geosynth.data.pairdata.PairedDataset`): per
+    legend class its pixels, their fraction of all mask pixels and the number of masks holding
+    it; the ignored pixels and their share; the mask sizes. Every mask is read through the
+    legend (an unknown colour is an error) and checked against its image's size. Without a
+    legend: the values or colours the masks hold, with their pixel counts, to write one from."""
+    from collections import Counter
+
+    from geosynth.data.legend import hex_color
+    from geosynth.data.masks import class_counts, classify, raw_counts
+
+    sizes: Counter[str] = Counter()
+    legend = ds.legend
+    if legend is None:
+        seen: Counter[str] = Counter()
+        for i in track(range(len(ds)), len(ds), "reading masks"):
+            mask = ds.decoded_mask(i)
+            ds.check_size(i, mask.shape)
+            sizes[f"{mask.shape[1]}x{mask.shape[0]}"] += 1
+            seen.update(dict(raw_counts(mask, limit=1 << 20)))
+        return {"legend": None, "sizes": dict(sorted(sizes.items())), "found": seen.most_common(64)}
+    k = len(legend)
+    pixels = np.zeros(k, np.int64)
+    holding = np.zeros(k, np.int64)
+    ignored = 0
+    for i in track(range(len(ds)), len(ds), "reading masks"):
+        mask = ds.decoded_mask(i)
+        ds.check_size(i, mask.shape)
+        sizes[f"{mask.shape[1]}x{mask.shape[0]}"] += 1
+        counts, n_ignored = class_counts(classify(mask, legend, ds.mask_name(i)), k)
+        pixels += counts
+        holding += counts > 0
+        ignored += n_ignored
+    total = max(int(pixels.sum()) + ignored, 1)
+    return {
+        "legend": legend.where,
+        "ignore": [*legend.ignore_values, *(hex_color(c) for c in legend.ignore_colors)],
+        "masks": len(ds),
+        "pixels": int(pixels.sum()) + ignored,
+        "classes": [
+            {
+                "class_name": name,
+                "color": hex_color(color),
+                "pixels": int(pixels[c]),
+                "fraction": float(pixels[c] / total),
+                "masks": int(holding[c]),
+            }
+            for c, (name, color) in enumerate(zip(legend.names, legend.colors, strict=True))
+        ],
+        "ignored_pixels": ignored,
+        "ignored_fraction": float(ignored / total),
+        "sizes": dict(sorted(sizes.items())),
+    }

@@ -194,9 +194,15 @@ def tile_scenes(
     max_nodata: float = 0.5,
     resume: bool = False,
     track: Track = no_track,
+    map_legend: Any = None,
+    ignore: Sequence[str | int] | None = None,
+    max_ignore: float = 0.5,
 ) -> dict[str, Any]:
     """Cut every scene of ``sources`` into ``size`` px chips every ``stride`` px (default: size)
-    and write them as an image folder at ``out`` (module docstring). Returns a summary."""
+    and write them as an image folder at ``out`` (module docstring). Returns a summary.
+
+    Segmentation datasets (image/mask pairs) are cut in pairs, with the same windows
+    (:mod:`geosynth.data.pairtile`: ``map_legend``, ``ignore`` and ``max_ignore`` apply)."""
     out = Path(out)
     stride = size if stride is None else stride
     if size < 1:
@@ -207,6 +213,17 @@ def tile_scenes(
         raise GeosynthError(f"max_nodata={max_nodata}: must be between 0 and 1")
     if out.exists():
         raise GeosynthError(f"out={str(out)!r}: exists; choose a new path or remove it")
+    from geosynth.data.pairtile import pair_sources, tile_pairs
+
+    pairs = pair_sources(sources)
+    if pairs is not None:
+        if pad:
+            raise GeosynthError("pad: not available for image/mask pairs (edge chips are dropped)")
+        kw = dict(map_legend=map_legend, ignore=ignore, max_ignore=max_ignore)
+        return tile_pairs(pairs, out, size, stride, **kw, max_nodata=max_nodata,
+                          class_name=class_name, resume=resume, track=track)  # fmt: skip
+    if map_legend is not None or ignore:
+        raise GeosynthError("`map_legend` and `ignore` apply to image/mask pairs only")
     scenes = find_scenes(sources, class_name)
     grids = [_grid(s) for s in scenes]
     for s, g in zip(scenes, grids, strict=True):

@@ -281,16 +281,23 @@ def load_encoder(path: Path) -> MapEncoder:
 
 
 def one_hot(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """B x H x W class indices -> B x K x H x W float one-hot."""
-    return F.one_hot(classes.long(), num_classes).permute(0, 3, 1, 2).float()
+    """B x H x W class indices -> B x K x H x W float one-hot; ignored pixels (-1, or any index
+    outside 0..K-1) get the all-zero vector: no class, as the blank map of map dropout."""
+    classes = classes.long()
+    valid = (classes >= 0) & (classes < num_classes)
+    hot = F.one_hot(torch.where(valid, classes, 0), num_classes).permute(0, 3, 1, 2).float()
+    return hot * valid.unsqueeze(1)
 
 
 @torch.no_grad()
 def encode_rendered(vae, classes: torch.Tensor, colors: list[tuple[int, int, int]]) -> torch.Tensor:
     """VAE latent means (scaled) of maps rendered in their legend colours (the ``vae`` map
     encoder's input; the VAE is frozen, so this is computed once per map)."""
-    palette = torch.tensor(colors, dtype=torch.float32) / 127.5 - 1.0
-    pixels = palette[classes.long()].permute(0, 3, 1, 2)
+    # ignored pixels (-1) are rendered mid-grey, the zero of the VAE's [-1, 1] input
+    palette = torch.tensor([*colors, (127.5, 127.5, 127.5)], dtype=torch.float32) / 127.5 - 1.0
+    idx = classes.long()
+    idx = torch.where((idx >= 0) & (idx < len(colors)), idx, len(colors))
+    pixels = palette[idx].permute(0, 3, 1, 2)
     param = next(vae.parameters())
     dist = vae.encode(pixels.to(param.device, param.dtype)).latent_dist
     return dist.mean.float().cpu() * float(vae.config.scaling_factor)

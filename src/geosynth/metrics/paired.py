@@ -36,8 +36,9 @@ def class_colours(real: PairedDataset) -> np.ndarray:
     for i in range(len(real)):
         img = np.asarray(real.image(i), np.float64).reshape(-1, 3)
         classes = real.map(i).reshape(-1)
-        np.add.at(sums, classes, img)
-        counts += np.bincount(classes, minlength=k)
+        labelled = classes >= 0  # ignored pixels (-1) belong to no class
+        np.add.at(sums, classes[labelled], img[labelled])
+        counts += np.bincount(classes[labelled], minlength=k)
     with np.errstate(invalid="ignore", divide="ignore"):
         return sums / counts[:, None]
 
@@ -50,7 +51,7 @@ def map_fidelity(image: np.ndarray, classes: np.ndarray, colours: np.ndarray) ->
         return float("nan")
     px = image.reshape(-1, 3).astype(np.float64)
     c = classes.reshape(-1)
-    counted = valid[c]
+    counted = (c >= 0) & valid[np.clip(c, 0, None)]  # ignored pixels (-1) are not counted
     if not counted.any():
         return float("nan")
     d = np.linalg.norm(px[counted, None, :] - colours[idx][None], axis=-1)

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
 from geosynth.artifacts import Provenance, output_path
+from geosynth.data.masks import index_legend, index_mask
 from geosynth.data.names import prompt_name
 from geosynth.data.paired import (
     LEGEND_NAME,
@@ -120,7 +120,7 @@ def generate_from_maps(
     n = 0
     with ImageFolderWriter(out, legend.names, provenance) as w:
         assert w.tmp is not None
-        legend.write(w.tmp / LEGEND_NAME)
+        index_legend(legend).write(w.tmp / LEGEND_NAME)  # ignored map pixels get a value
         for batch in track(batches, len(batches), "generating"):
             for m, _ in batch:
                 if m not in resized:
@@ -159,11 +159,7 @@ def generate_from_maps(
                 stem = f"{Path(maps.samples[m].key).with_suffix('').as_posix().replace('/', '__')}_{j:03d}"
                 rel_map = f"maps/{w.dirnames[c]}/{stem}.png"
                 (w.tmp / rel_map).parent.mkdir(parents=True, exist_ok=True)
-                arr = resized[m].numpy()
-                mode = "L" if k <= 256 else "I"
-                Image.fromarray(arr.astype(np.uint8 if mode == "L" else np.int32), mode).save(
-                    w.tmp / rel_map, format="PNG"
-                )
+                index_mask(resized[m].numpy(), legend).save(w.tmp / rel_map, format="PNG")
                 w.add(
                     Image.fromarray(px.permute(1, 2, 0).numpy(), "RGB"),
                     c,
