@@ -1,6 +1,6 @@
 """Real Sentinel-1 speckle through the whole pipeline: the README's SAR block, run as written
 on ../shared's SSL4EO-S12 scenes (tile, channel-means, a short finetune, leak-aligned generate,
-evaluate amplitude/GLCM in dB), with the toy models and small step counts of
+evaluate FID, PRDC and amplitude/GLCM in dB), with the toy models and small step counts of
 tests/doc_commands.py.
 
 The figures ``evaluate`` reports here are recorded in docs/benchmarks.md ("Real SAR")."""
@@ -40,6 +40,8 @@ def test_readme_sar_block_on_real_sentinel1(
         # keep the three pipeline loads (channel-means, finetune, generate) the test's cost.
         if words[:2] == ["data", "tile"]:
             return [*base(words), "--size", "32", "--stride", "128"]
+        if words[0] == "generate":  # PRDC needs more than k = 5 synthetic images
+            return [*base(words), "--per-class", "6"]
         return base(words)
 
     replay(cli, block, extra)
@@ -59,8 +61,12 @@ def test_readme_sar_block_on_real_sentinel1(
     )
     lo, hi = rad["ranges"][0]
     assert lo - 1e-3 <= first.array[0].min() and first.array[0].max() <= hi + 1e-3  # dB range
-    # Both sets hold dB: `--amplitude-scale db` compares the dB values as stored, and says so.
+    # FID and PRDC (DINOv2 on the view the generated set's spec gives both sets) ...
     r = json.loads(Path("sar-eval.json").read_text())
+    for key in ("fid", "precision", "recall", "density", "coverage", "amplitude_w1"):
+        assert np.isfinite(r["summary"]["overall"][key]), key
+    assert r["radiometry"]["from"].startswith("recorded by SYNTH")
+    # ... and both sets hold dB: `--amplitude-scale db` compares the dB values as stored.
     amp = r["amplitude"]
     print("real-SAR evaluate:", json.dumps({"amplitude": amp, "glcm": r["glcm"]}))
     scale = amp["scale"]

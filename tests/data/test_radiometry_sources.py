@@ -54,18 +54,18 @@ def spec(ms: Path) -> Radiometry:
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory, spec: Radiometry) -> Path:
-    """What `generate` writes from such data: 3-band uint16 B04, B03, B02 GeoTIFFs, with the
-    13-band spec they were written through as radiometry.json."""
-    rng = np.random.default_rng(1)
+def generated(tmp_path_factory: pytest.TempPathFactory, ms: Path, spec: Radiometry) -> Path:
+    """What `generate` writes from such data: 3-band uint16 B04, B03, B02 GeoTIFFs (here the
+    true-colour bands of the real chips themselves), with the 13-band spec they were written
+    through as radiometry.json."""
+    ds = load_dataset(str(ms))
     root = _write(
         tmp_path_factory.mktemp("gen") / "synth",
         {
             c: [
-                Raster(
-                    rng.integers(500, 1500, (3, 16, 16)).astype(np.uint16), ["B04", "B03", "B02"]
-                )
-                for _ in range(2)
+                Raster(ds.raster(i).array[[3, 2, 1]], ["B04", "B03", "B02"])
+                for i, s in enumerate(ds.samples)
+                if ds.class_names[s.label] == c
             ]
             for c in CLASSES
         },
@@ -127,8 +127,8 @@ def test_data_info_on_a_generated_folder_uses_its_radiometry_json(
     res = cli("data", "info", generated, "--json")
     assert res.code == 0, res.err
     rad = json.loads(res.out)["radiometry"]
-    # the recorded ranges (fitted on the 13-band training data), not ranges refitted here
-    assert rad["ranges"] == [list(r) for r in spec.ranges]
+    # the recorded spec (fitted on the 13-band training data), not a default refitted here
+    assert rad["ranges"] == [list(r) for r in spec.ranges] and rad["file_bands"] == "eurosat-ms"
     assert rad["band_names"] == ["B04", "B03", "B02"] and rad["band_count"] == 3
     assert "recorded in" in res.err and "default" not in res.err
 
@@ -165,3 +165,19 @@ def test_band_names_are_the_same_everywhere(ms: Path) -> None:
     assert bi.bands == (3, 2, 1) and bi.names == ("B04", "B03", "B02")
     scan = scan_images(ds, greyscale=False)
     assert scan.channels == list(EUROSAT_MS_BANDS) and scan.bands == list(EUROSAT_MS_BANDS)
+
+
+def test_filter_reads_a_generated_set_and_its_13_band_real_set_through_one_spec(
+    cli, ms: Path, generated: Path, toy_models, tmp_path: Path
+) -> None:
+    """`filter --real` embeds both sets through the generated set's spec (it refused the 3-band
+    files against the 13-band spec they record before): true-colour copies of the real chips
+    are all on the real manifold."""
+    out = tmp_path / "kept"
+    res = cli(
+        "filter", generated, "--real", ms, "--features", toy_models["dinov2"], "--k", "1",
+        "--out", out,
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    assert (out / "radiometry.json").is_file()
+    assert len(load_dataset(str(out))) == len(load_dataset(str(generated)))

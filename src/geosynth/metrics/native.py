@@ -24,6 +24,7 @@ import numpy as np
 
 from geosynth.data.bandnames import named
 from geosynth.data.dataset import ImageDataset
+from geosynth.data.multiband import is_native
 from geosynth.data.radiometry import Radiometry
 from geosynth.data.radiometry_defaults import default_radiometry
 from geosynth.data.radiometry_sources import (
@@ -42,11 +43,6 @@ UNITS_PROBE = 16
 
 def _first(ds: ImageDataset) -> Raster:
     return named(ds.raster(0))
-
-
-def is_native(ds: ImageDataset) -> bool:
-    """True for data that is not 8-bit (16-bit, integer, float; any band count)."""
-    return len(ds) > 0 and ds.raster(0).dtype != "uint8"
 
 
 def recorded(ds: ImageDataset) -> Radiometry | None:
