@@ -91,3 +91,38 @@ def test_evaluate_feature_metrics_on_all_bands(s2, cli, tmp_path) -> None:
     assert rep2["features"]["preprocessing"]["bands"] == bands
     r = cli("evaluate", s2["b"], s2["a"], *base[:4], "--bands", "B99", "--metrics", "fid")
     assert r.code == 2 and "--bands: band 'B99' is not in the file" in r.err
+
+
+def test_evaluate_picks_bands_by_name_in_each_set(s2, cli, tmp_path) -> None:
+    """A 3-band B04, B03, B02 set (what `generate` writes) against the 13-band set it was cut
+    from: the bands are found by name in each, so the same pixels give FID 0 and no colour or
+    amplitude difference."""
+    from geosynth.data.raster import Raster, read_raster, write_raster
+
+    three = tmp_path / "three"
+    for src in sorted(Path(s2["b"]).rglob("*.tif")):
+        r = read_raster(src)
+        dst = three / src.parent.name / src.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        write_raster(
+            dst, Raster(r.array[[3, 2, 1]], ["B04", "B03", "B02"], None, r.crs, r.transform)
+        )
+    model = f"timm:local-dir:{s2['timm']}"
+    out = tmp_path / "r.json"
+    r = cli(
+        "evaluate", three, s2["b"], "--features", model, "--bands", "B04,B03,B02",
+        "--metrics", "fid,color,amplitude", "--kid-subset-size", "4", "--out", out,
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    rep = json.loads(out.read_text())
+    assert rep["fid"]["value"] == pytest.approx(0.0, abs=1e-3)
+    assert rep["features"]["preprocessing"]["bands"]["names"] == ["B04", "B03", "B02"]
+    assert rep["color"]["channels"] == ["B04", "B03", "B02"]
+    assert rep["color"]["mean_abs_error"] == pytest.approx(0.0, abs=1e-12)
+    assert rep["amplitude"]["wasserstein1"] == pytest.approx(0.0, abs=1e-9)
+    # Without --bands the pixel metrics compare the bands SYNTH names, and say so.
+    r = cli("evaluate", three, s2["b"], "--metrics", "color", "--json")
+    assert r.code == 0, r.err
+    rep = json.loads(r.out)
+    assert rep["color"]["channels"] == ["B04", "B03", "B02"]
+    assert any(n.startswith("bands: SYNTH holds B04, B03, B02") for n in rep["notes"])

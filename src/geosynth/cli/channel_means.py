@@ -29,11 +29,13 @@ def channel_means(
         Path, typer.Option("--out", help="Output .safetensors file.", show_default=False)
     ],
     model: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--model", help="Pipeline (hub id or directory) whose VAE encodes the images."
+            "--model",
+            help="Pipeline (hub id or directory) whose VAE encodes the images. Default: the "
+            f"base model the --lora card records, else {SD_MODEL}.",
         ),
-    ] = SD_MODEL,
+    ] = None,
     lora: Annotated[
         Path | None,
         typer.Option(

@@ -127,9 +127,21 @@ def evaluate(
         str | None,
         typer.Option(
             "--bands",
-            help="Feature metrics on these bands of native (multispectral, 16-bit, float) data: "
-            "all, or 0-based indices / band names (B04,B03,B02), standardised with REAL's "
-            "per-band mean and std. Needs --features timm:NAME.",
+            help="The bands of native (multispectral, 16-bit, float) data compared, picked by "
+            "name in each set (B04,B03,B02: names the files or their layout give, as `data "
+            "info` shows them), or all / 0-based indices: the pixel metrics' bands, and the "
+            "feature metrics' with --features timm:NAME (standardised with REAL's per-band mean "
+            "and std). Default: all, or the bands both sets name.",
+        ),
+    ] = None,
+    radiometry: Annotated[
+        str | None,
+        typer.Option(
+            "--radiometry",
+            help="How native values (SAR, 16-bit, multispectral) map to the 3-channel view that "
+            "RGB feature models (and CLIP, --vae) see, for both sets by band name: a JSON spec "
+            "or an artifact that records one (LoRA folder, channel-means file, generated "
+            "dataset). Default: SYNTH's recorded spec, else REAL's default.",
         ),
     ] = None,
     amplitude_scale: Annotated[
@@ -137,8 +149,10 @@ def evaluate(
         typer.Option(
             "--amplitude-scale",
             help="Space of the amplitude and GLCM metrics: auto (8-bit images as stored, 0..255; "
-            "16-bit/float data in native units), linear (native units) or db (10 log10, e.g. "
-            "SAR backscatter). Native data's bins come from REAL (percentiles 0.5..99.5).",
+            "native data in its own units: dB data in dB, other data as stored), linear (dB "
+            "data as linear power 10^(dB/10), other data as stored) or db (dB data as stored, "
+            "other data 10 log10). dB data: float values below 0, or a radiometry spec with "
+            "units db. Native data's bins come from REAL (percentiles 0.5..99.5).",
         ),
     ] = "auto",
     amplitude_db_floor: Annotated[
@@ -240,6 +254,7 @@ def evaluate(
         glcm_levels=glcm_levels,
         kl_bins=kl_bins,
         amplitude_scale=amplitude_scale,
+        radiometry=radiometry,
         bands=bands,
         amplitude_db_floor=amplitude_db_floor,
         split=split,

@@ -20,12 +20,13 @@ LIBRARY_PARAMS = {"loras": "--lora", "fuse_loras": "--fuse-lora"}
 def generate(
     out: Annotated[Path, typer.Option("--out", help="Output imagefolder.", show_default=False)],
     model: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--model",
-            help="Base pipeline: hub id, directory or single-file .safetensors (SD 1.x, 2.x-base).",
+            help="Base pipeline: hub id, directory or single-file .safetensors (SD 1.x, 2.x-base). "
+            f"Default: the base model the --lora card records, else {SD_MODEL}.",
         ),
-    ] = SD_MODEL,
+    ] = None,
     classes: Annotated[
         str | None,
         typer.Option(

@@ -39,7 +39,9 @@ RadiometryOpt = Annotated[
     typer.Option(
         "--radiometry",
         help="How native values (SAR, 16-bit, multispectral) map to the model's 3 channels: a "
-        "JSON file or object (docs/formats.md). Default: by detected kind, printed once.",
+        "JSON spec (file or object, docs/formats.md) or an artifact that records one (a LoRA "
+        "folder, a channel-means file, a generated dataset). Default: the one a generated "
+        "dataset records, else by detected kind, printed once.",
     ),
 ]
 LabelMapOpt = Annotated[

@@ -25,6 +25,7 @@ from geosynth.artifacts import Provenance
 from geosynth.curation.criteria import classifier_confidence, manifold_ratio
 from geosynth.curation.writer import RADIOMETRY_NAME, source_rows, write_kept
 from geosynth.data import ImageDataset, load_dataset
+from geosynth.data.radiometry_sources import bind
 from geosynth.data.writer import check_output_dir
 from geosynth.defaults import PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
@@ -151,7 +152,7 @@ def filter_dataset(
 
     if train is not None and copies:
         tds = load_dataset(train, split=split if split and Path(train, split).is_dir() else None)
-        tds = tds if ds.radiometry is None else tds.with_radiometry(ds.radiometry)
+        tds = tds if ds.radiometry is None else tds.with_radiometry(bind(ds.radiometry, tds))
         _by_name(tds, names, "train", str(train))
         log(f"copy detection: {n} generated x {len(tds)} training images")
         s = describe_all(ds.image, n, variants=False, track=track, description="synth")
@@ -193,7 +194,7 @@ def filter_dataset(
         from geosynth.features.resolve import resolve_embeddings
 
         rds = load_dataset(real, split=real_split)
-        rds = rds if ds.radiometry is None else rds.with_radiometry(ds.radiometry)
+        rds = rds if ds.radiometry is None else rds.with_radiometry(bind(ds.radiometry, rds))
         rlab = _by_name(rds, names, "real", str(real))
         lacking = sorted({names[label] for label in ds.labels} - set(rds.class_names))
         if lacking:

@@ -16,9 +16,9 @@ from typing import Any
 from geosynth.artifacts import Provenance, atomic_path, check_replaceable, write_provenance
 from geosynth.data.card import write_dataset_card
 from geosynth.data.folder import METADATA_NAME
+from geosynth.data.radiometry_sources import RADIOMETRY_FILE as RADIOMETRY_NAME
 
 FILTER_RECORD = "filter.jsonl"
-RADIOMETRY_NAME = "radiometry.json"
 PREVIEWS_SUFFIX = ".previews"  # as geosynth.diffusion.sampling.generate.previews_dir
 #: columns whose card type cannot be inferred from the values (as generate's CARD_TYPES)
 CARD_TYPES: dict[str, str | None] = {

@@ -14,6 +14,7 @@ from geosynth.data.legend import Legend, find_legend_or_none, resolve_legend
 from geosynth.data.pairdata import PairedDataset
 from geosynth.data.radiometry import Radiometry
 from geosynth.data.radiometry_defaults import default_radiometry, radiometry_from
+from geosynth.data.radiometry_sources import RADIOMETRY_FILE, bind, recorded_radiometry
 from geosynth.data.segmentation import is_pair_table, open_segmentation, read_pair_table
 from geosynth.data.sentinel1 import read_sentinel1, sentinel1_layout
 from geosynth.data.torchgeo import eurosat_image_root, read_torchgeo_eurosat
@@ -146,6 +147,14 @@ def apply_radiometry(
     :func:`~geosynth.data.radiometry.default_radiometry` from the first image (None, i.e. the
     unchanged 8-bit pipeline, for 8-bit RGB/greyscale data)."""
     if radiometry == "auto":
+        recorded = _recorded(ds)
+        if recorded is not None:  # a generated dataset: the spec it was written through
+            resolved = bind(recorded, ds)
+            if log is not None:
+                log(
+                    f"radiometry (recorded in {ds.source}/{RADIOMETRY_FILE}): {resolved.describe()}"
+                )
+            return ds.with_radiometry(resolved)
         first = ds.raster(0)
         spec = default_radiometry(first)
         if spec is None:
@@ -159,7 +168,12 @@ def apply_radiometry(
         return ds.with_radiometry(resolved)
     spec = radiometry_from(radiometry)
     assert spec is not None
-    resolved = spec.resolve(ds)
+    resolved = bind(spec, ds)
     if log is not None and resolved.ranges != spec.ranges:
         log(f"radiometry: {resolved.describe()} (ranges fitted on {len(ds)} images)")
     return ds.with_radiometry(resolved)
+
+
+def _recorded(ds: ImageDataset) -> Radiometry | None:
+    """The spec a generated image folder records at its root (None for other datasets)."""
+    return recorded_radiometry(ds.source) if ds.kind == "imagefolder" else None

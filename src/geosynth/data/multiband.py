@@ -11,7 +11,7 @@ NaN and nodata pixels become 0 after standardisation (the band mean).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,23 @@ class BandInput:
                 "std": tuple(d["std"]),
             }
         )
+
+    def matched(self, ds: ImageDataset, what: str = "bands") -> BandInput:
+        """The same bands and standardisation, indexed in ``ds``'s files: by name where the
+        files (or their layout, :mod:`.bandnames`) name their bands, else by index. One model
+        input for two sets whose files hold different bands, e.g. a generated B04, B03, B02 set
+        and the 13-band EuroSAT-MS it was trained on."""
+        from geosynth.data.bandnames import named
+
+        if len(ds) == 0:
+            raise GeosynthError(f"{ds.source}: no images")
+        first = named(ds.raster(0))
+        by_name = [n != f"band{i}" for i, n in zip(self.bands, self.names, strict=True)]
+        idx = tuple(
+            first.band_index(n if by else i, what=what)
+            for i, n, by in zip(self.bands, self.names, by_name, strict=True)
+        )
+        return replace(self, bands=idx, count=first.count, dtype=first.dtype)
 
     def check(self, raster: Raster, where: str) -> None:
         """Refuse a file whose bands differ from the training data's."""
@@ -106,14 +123,11 @@ def band_input(
     for the bands ``bands`` selects."""
     if len(ds) == 0:
         raise GeosynthError(f"{ds.source}: no images to compute band statistics on")
-    from geosynth.data.bandnames import with_layout_names
+    from geosynth.data.bandnames import band_label, named
 
-    first = with_layout_names(ds, ds.raster(0))  # EuroSAT-MS files name no bands
+    first = named(ds.raster(0))  # EuroSAT-MS files name no bands: their layout does
     idx = parse_bands(bands, first, what=what)
-    names = tuple(
-        first.band_names[i] if first.band_names else f"band{i}"  # 0-based, like the indices
-        for i in idx
-    )
+    names = tuple(band_label(first.band_names, i) for i in idx)
     s1 = np.zeros(len(idx))
     s2 = np.zeros(len(idx))
     n = np.zeros(len(idx))

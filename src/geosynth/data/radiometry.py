@@ -39,6 +39,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from geosynth.data import radiometry_amplitude as amp
+from geosynth.data.bandnames import BAND_ORDERS, band_names, missing_band_hint
 from geosynth.data.raster import Raster, pixel_size
 from geosynth.errors import GeosynthError
 
@@ -63,15 +64,6 @@ KINDS = ("optical", "sar")
 SAR_UNITS = ("power", "amplitude", "db")
 SCALES = ("linear", "db", "amplitude")
 NODATA_POLICIES = ("low", "error")
-#: Sentinel-2 true colour, by band name.
-S2_TRUE_COLOUR = ("B04", "B03", "B02")
-#: EuroSAT-MS stores its 13 bands as B01..B12 then B8A (B8A last): true colour is (3, 2, 1).
-EUROSAT_MS_BANDS = (
-    *("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12"),
-    "B8A",
-)
-#: Known band orders for files that do not name their bands.
-BAND_ORDERS: dict[str, tuple[str, ...]] = {"eurosat-ms": EUROSAT_MS_BANDS}
 DEFAULT_PERCENTILES = (1.0, 99.0)
 # Pixels per image used to fit percentile ranges (a regular subsample keeps memory bounded).
 _FIT_PIXELS = 65536
@@ -286,17 +278,16 @@ class Radiometry:
             )
 
     def named(self, r: Raster, where: str = "raster") -> Raster:
-        """``r`` with band names: its own, else ``file_bands``'."""
+        """``r`` with band names: its own, else ``file_bands``' (:mod:`.bandnames`)."""
         if r.band_names or self.file_bands is None:
             return r
-        names = (
-            BAND_ORDERS[self.file_bands] if isinstance(self.file_bands, str) else self.file_bands
-        )
-        if len(names) != r.count:
+        names = band_names(r, self.file_bands)
+        if names is None or len(names) != r.count:
             raise GeosynthError(
-                f"{where}: {r.count} bands, but the radiometry spec's file_bands names {len(names)}"
+                f"{where}: {r.count} bands, but the radiometry spec's file_bands names "
+                f"{0 if names is None else len(names)}"
             )
-        return replace(r, band_names=list(names))
+        return replace(r, band_names=names)
 
     def _indices(self, r: Raster, where: str = "raster") -> list[int]:
         key = f"idx:{r.count}:{r.band_names}"
@@ -425,7 +416,11 @@ class Radiometry:
             raise GeosynthError(f"{ds.source}: no images")
         where = ds.describe(ds.samples[0])
         r = self.named(ds.raster(0), where)
-        idx = [r.band_index(b, what=f"radiometry band (in {where})") for b in self.bands]
+        try:
+            idx = [r.band_index(b, what=f"radiometry band (in {where})") for b in self.bands]
+        except GeosynthError as exc:
+            hint = next((h for b in self.bands if (h := missing_band_hint(r, b))), "")
+            raise GeosynthError(f"{exc}{hint}") from None
         names = tuple(r.band_names[i] for i in idx) if r.band_names else None
         bound = replace(
             self,

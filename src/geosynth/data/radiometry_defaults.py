@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from geosynth.data.radiometry import DEFAULT_PERCENTILES, S2_TRUE_COLOUR, Radiometry
+from geosynth.data.bandnames import S2_TRUE_COLOUR, known_layout
+from geosynth.data.radiometry import DEFAULT_PERCENTILES, Radiometry
 from geosynth.data.raster import Raster
 from geosynth.errors import GeosynthError
 
@@ -48,11 +49,11 @@ def default_radiometry(r: Raster) -> Radiometry | None:
     names = r.band_names or []
     if all(b in names for b in S2_TRUE_COLOUR):
         bands: tuple[int | str, ...] = S2_TRUE_COLOUR
-    elif n == 13 and not names:
+    elif (layout := known_layout(r)) is not None:  # 13 unnamed bands: EuroSAT-MS order
         return Radiometry(
             kind="optical",
             bands=S2_TRUE_COLOUR,
-            file_bands="eurosat-ms",
+            file_bands=layout,
             percentiles=DEFAULT_PERCENTILES,
         )
     elif n >= 3:
@@ -85,9 +86,8 @@ def _identity(spec: Radiometry) -> str:
 
 
 def radiometry_from(value: Radiometry | dict[str, Any] | str | None) -> Radiometry | None:
-    """Accept a spec, its dict, or its JSON text/path."""
-    if value is None or isinstance(value, Radiometry):
-        return value
-    if isinstance(value, dict):
-        return Radiometry.from_dict(value)
-    return Radiometry.parse(value)
+    """Accept a spec, its dict, its JSON text or file, or an artifact that records one
+    (:func:`~geosynth.data.radiometry_sources.load_radiometry`)."""
+    from geosynth.data.radiometry_sources import load_radiometry
+
+    return None if value is None else load_radiometry(value)

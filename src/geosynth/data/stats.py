@@ -54,7 +54,7 @@ def band_stats(ds: ImageDataset, track: Track = no_track) -> dict[str, Any]:
 
     Also the dtype, band names and CRSs seen; images that differ in band count or dtype raise.
     """
-    from geosynth.data.bandnames import layout_band_names
+    from geosynth.data.bandnames import band_names
     from geosynth.data.writer import mixed_message
 
     first: tuple[int, str, str] | None = None
@@ -73,8 +73,7 @@ def band_stats(ds: ImageDataset, track: Track = no_track) -> dict[str, Any]:
         where = ds.describe(ds.samples[i])
         if first is None:
             first, nodata = (r.count, r.dtype, where), r.nodata
-            layout = layout_band_names(ds, r)  # the file's names, else its layout's
-            names = None if layout is None else list(layout)
+            names = band_names(r)  # the file's names, else its layout's
             total, sq = np.zeros(r.count), np.zeros(r.count)
             lo, hi = np.full(r.count, np.inf), np.full(r.count, -np.inf)
             valid_n, invalid_n = np.zeros(r.count, np.int64), np.zeros(r.count, np.int64)

@@ -132,7 +132,7 @@ def channel_means(
     dataset: ImageDataset,
     out: str | os.PathLike[str],
     *,
-    model: str = SD_MODEL,
+    model: str | None = None,
     lora: str | os.PathLike[str] | None = None,
     resolution: int | None = None,
     batch_size: int = 16,
@@ -143,20 +143,27 @@ def channel_means(
     log: Callable[[str], None] = lambda _: None,
 ) -> ChannelMeans:
     """What ``geosynth channel-means`` does: the per-class latent means of ``dataset`` written to
-    ``out`` (a ``.safetensors`` file, with provenance), encoded by ``model``'s VAE, or by the
-    trained VAE of the finetune output ``lora`` (its ``vae/`` folder) when it has one, at
+    ``out`` (a ``.safetensors`` file, with provenance), encoded by ``model``'s VAE (None: the
+    base model ``lora``'s card records, said in one line to ``log``, else
+    :data:`~geosynth.defaults.SD_MODEL`), or by the trained VAE of the finetune output
+    ``lora`` (its ``vae/`` folder) when it has one, at
     ``resolution`` (default: the model's native size). ``dataset_name`` names the dataset in the
     provenance (default: its source). The means are computed in float32 on every device (exact
     sums)."""
     from geosynth.artifacts import Provenance, save_channel_means
     from geosynth.diffusion.identity import model_digest
     from geosynth.diffusion.loading import load_vae, native_resolution
-    from geosynth.diffusion.loras import check_base, parse_lora
+    from geosynth.diffusion.loras import card_base_model, check_base, parse_lora
     from geosynth.runtime import pick_device
 
     out = Path(out)
     if out.suffix != ".safetensors":
         raise GeosynthError(f"out={str(out)!r}: expected a path ending in .safetensors")
+    if model is None and lora is not None:
+        model = card_base_model(lora)
+        if model is not None:
+            log(f"model: {model} (the base model {lora}'s card records)")
+    model = model or SD_MODEL
     vae, source = load_vae(model), model
     if lora is not None:
         item = parse_lora(str(lora), set(), arg="lora")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geosynth.defaults import SD_MODEL
 from geosynth.errors import GeosynthError
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -230,6 +231,10 @@ class LoraSet:
     classes: list[str] | None = None
     lora_dir: Path | None = None
     lora_weights: Path | None = None
+    #: the base model the job loads: the one given, else the one the LoRA cards record
+    model: str = ""
+    #: the LoRA whose card named ``model`` when none was given (None: it was given)
+    model_from: Lora | None = None
 
     @property
     def all(self) -> list[Lora]:
@@ -266,7 +271,7 @@ class LoraSet:
 
 
 def resolve_loras(
-    model: PathLike,
+    model: PathLike | None,
     loras: Sequence[LoraRef] = (),
     *,
     lora_dir: PathLike | None = None,
@@ -274,7 +279,9 @@ def resolve_loras(
 ) -> LoraSet:
     """The LoRA set of a job: the stack ``loras``, one LoRA per class from the sub-directories of
     ``lora_dir`` (named by class), and the per-class mixtures of a ``weights.json`` file
-    (``lora_weights``, from ``cluster-plora``). Every LoRA must be trained for ``model``."""
+    (``lora_weights``, from ``cluster-plora``). Every LoRA must be trained for ``model``; None:
+    the base model the first card that records one names (else the default model), kept in
+    the set's ``model`` and ``model_from``."""
     taken: set[str] = set()
     given = [parse_lora(_lora_text(s), taken, "loras") for s in loras]
     out = LoraSet(named=list(given))
@@ -303,6 +310,16 @@ def resolve_loras(
         out.classes = mix.classes  # the mixture's classes win over a per-class directory's
     out.named += out.per_class
     out.stack = expand_stacks(given, out.per_class, taken)
+    if model is None:
+        out.model_from = next((x for x in out.named if x.card.get("base_model")), None)
+        model = SD_MODEL if out.model_from is None else str(out.model_from.card["base_model"])
+    out.model = str(model)
     for item in out.all:
-        check_base(item, str(model))
+        check_base(item, out.model)
     return out
+
+
+def card_base_model(lora: PathLike, arg: str = "lora") -> str | None:
+    """The base model ``lora``'s card records (None: no card, or a card without one)."""
+    base = parse_lora(str(lora), set(), arg).card.get("base_model")
+    return str(base) if base else None

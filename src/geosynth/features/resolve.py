@@ -107,6 +107,9 @@ def resolve_embeddings(
     else:
         ds = dataset or load_dataset(source, split=split, classes=classes, shots=shots, seed=seed)
         key = f"data-{ds.fingerprint()}"
+        if ds.radiometry is not None:  # native data seen through a spec: its pixels differ
+            spec = hashlib.blake2b(ds.radiometry.to_json().encode(), digest_size=8)
+            key += f"-radiometry-{spec.hexdigest()}"
 
     def build(out: Path) -> None:
         extractor = create_extractor(features, device=device, precision=precision, bands=bands)

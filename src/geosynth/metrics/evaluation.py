@@ -27,7 +27,16 @@ from typing import Any
 from geosynth.artifacts import Embeddings
 from geosynth.data import load_dataset
 from geosynth.data.dataset import ImageDataset
+from geosynth.data.radiometry_sources import load_radiometry
 from geosynth.errors import GeosynthError
+from geosynth.metrics.native import (
+    degenerate_bands,
+    pixel_bands,
+    recorded,
+    rgb_view,
+    scale_record,
+    set_units,
+)
 from geosynth.metrics.pixels import PixelScan, amplitude_scale, is_greyscale, scan_images
 from geosynth.metrics.sections import (
     ALL_SECTIONS,
@@ -42,6 +51,7 @@ from geosynth.metrics.sections import (
     latent_section,
     prdc_section,
 )
+from geosynth.metrics.summary import summary
 from geosynth.progress import Track, no_track
 
 
@@ -196,6 +206,14 @@ def _compare(
                 f"{', '.join(sorted(pixel))} need image datasets and were skipped"
             )
         want -= pixel
+    # native data: the spec through which feature models (8-bit RGB), CLIP and the VAE see it
+    given = None if opts.radiometry is None else load_radiometry(opts.radiometry)
+    rgb = (bool(want & {"fid", "kid", "prdc"}) and opts.bands is None) or opts.train is not None
+    rgb |= ("clip" in want and bool(opts.clip_model)) or ("latent_color" in want and bool(opts.vae))
+    if rgb or given is not None:
+        ds_s, ds_r, view = rgb_view(ds_s, ds_r, given, notes)
+        if view is not None:
+            report["radiometry"] = view
 
     # ---------------------------------------------------------------- feature metrics
     emb_s = emb_r = None
@@ -215,7 +233,6 @@ def _compare(
             bi = band_input(ds_r, opts.bands, track=track)
         common: dict[str, Any] = dict(
             features=opts.features,
-            bands=bi,
             seed=opts.seed,
             batch_size=opts.batch_size,
             device=opts.device,
@@ -224,12 +241,16 @@ def _compare(
             track=track,
             log=log,
         )
+        # the same bands by name in SYNTH's files (a 3-band generated set of a 13-band one)
+        bi_s = bi.matched(ds_s) if bi is not None and ds_s is not None else bi
         emb_s = resolve_embeddings(
-            synthetic, split=opts.split, classes=opts.classes, shots=opts.shots, **common
-        )
+            synthetic, split=opts.split, classes=opts.classes, shots=opts.shots,
+            dataset=ds_s, bands=bi_s, **common,
+        )  # fmt: skip
         emb_r = resolve_embeddings(
-            real, split=opts.real_split, classes=opts.classes, shots=opts.real_shots, **common
-        )
+            real, split=opts.real_split, classes=opts.classes, shots=opts.real_shots,
+            dataset=ds_r, bands=bi, **common,
+        )  # fmt: skip
         ds_, dr_ = emb_s.embeddings.shape[1], emb_r.embeddings.shape[1]
         if ds_ != dr_:
             raise GeosynthError(
@@ -309,14 +330,29 @@ def _compare(
         if grey_s != grey_r:
             notes.append("--greyscale: colour images were compared as luminance (ITU-R 601-2)")
         if want & {"color", "amplitude", "glcm"}:
-            # One scale for both sets, from REAL: the same GLCM levels and KL bins on each side.
+            # Bands by name, each set in its own units (dB data is never taken for linear), and
+            # one scale for both from REAL: the same GLCM levels and KL bins on each side.
+            sel_s, sel_r = pixel_bands(ds_s, ds_r, opts.bands, notes)
+            sel = {"synthetic": sel_s, "real": sel_r}
+            units = {
+                role: set_units(ds, given or recorded(ds))
+                for role, ds in (("synthetic", ds_s), ("real", ds_r))
+            }
             scale = amplitude_scale(
                 ds_r,
                 space=opts.amplitude_scale,
                 db_floor=opts.amplitude_db_floor,
                 seed=opts.seed,
+                bands=sel["real"],
+                units=units["real"][0],
                 track=track,
             )
+            for band in degenerate_bands(scale):
+                warnings.append(
+                    f"amplitude: every sampled real value of band {band} is one value in the "
+                    f"{scale.space} space (a dB floor above the data?): its distances compare "
+                    "nothing"
+                )
             for role, ds in (("synthetic", ds_s), ("real", ds_r)):
                 scans[role] = scan_images(
                     ds,
@@ -324,6 +360,8 @@ def _compare(
                     glcm_levels=opts.glcm_levels,
                     seed=opts.seed,
                     scale=scale,
+                    bands=sel[role],
+                    units=units[role][0],
                     track=track,
                     description=f"reading {role} images",
                 )
@@ -332,8 +370,10 @@ def _compare(
             report["color"] = color_section(scans, compared)
         if "amplitude" in want:
             report["amplitude"] = amplitude_section(scans, compared, opts.kl_bins)
+            report["amplitude"]["scale"] = scale_record(scale, units)
         if "glcm" in want:
             report["glcm"] = glcm_section(scans, compared)
+            report["glcm"]["quantisation"] = scale_record(scale, units)
         if "latent_color" in want:
             if opts.vae:
                 report["latent_color"] = latent_section(ds_s, ds_r, compared, opts, track)
@@ -354,62 +394,3 @@ def _compare(
     report["warnings"] = warnings
     report["summary"] = summary(report)
     return Evaluation(report, scans)
-
-
-# -------------------------------------------------------------------- sections
-
-
-# -------------------------------------------------------------------- summary
-
-
-def summary(report: dict[str, Any]) -> dict[str, Any]:
-    """Headline numbers (overall, and a row per compared class) for tables and plots."""
-
-    def g(path: tuple[str, ...], src: dict[str, Any] | None = None) -> Any:
-        cur: Any = report if src is None else src
-        for p in path:
-            if not isinstance(cur, dict) or p not in cur or cur[p] is None:
-                return None
-            cur = cur[p]
-        return cur
-
-    columns = {
-        "fid": ("fid", "value"),
-        "kid": ("kid", "mean"),
-        "precision": ("prdc", "metrics", "precision"),
-        "recall": ("prdc", "metrics", "recall"),
-        "density": ("prdc", "metrics", "density"),
-        "coverage": ("prdc", "metrics", "coverage"),
-        "rarity": ("prdc", "metrics", "rarity_mean"),
-        "color_error": ("color", "mean_abs_error"),
-        "latent_color_error": ("latent_color", "mean_abs_error"),
-        "amplitude_w1": ("amplitude", "wasserstein1"),
-        "amplitude_kl": ("amplitude", "kl_log_amplitude"),
-        "glcm_distance": ("glcm", "distance"),
-        "clip_score": ("clip", "synthetic", "clip_score"),
-        "clip_score_real": ("clip", "real", "clip_score"),
-    }
-    per_class_paths = {
-        "fid": ("fid", "per_class", "{c}", "value"),
-        "kid": ("kid", "per_class", "{c}", "mean"),
-        "precision": ("prdc", "per_class", "{c}", "precision"),
-        "recall": ("prdc", "per_class", "{c}", "recall"),
-        "density": ("prdc", "per_class", "{c}", "density"),
-        "coverage": ("prdc", "per_class", "{c}", "coverage"),
-        "rarity": ("prdc", "per_class", "{c}", "rarity_mean"),
-        "color_error": ("color", "per_class", "{c}", "abs_error"),
-        "latent_color_error": ("latent_color", "per_class", "{c}", "abs_error"),
-        "amplitude_w1": ("amplitude", "per_class", "{c}", "wasserstein1"),
-        "amplitude_kl": ("amplitude", "per_class", "{c}", "kl_log_amplitude"),
-        "glcm_distance": ("glcm", "per_class", "{c}", "distance"),
-        "clip_score": ("clip", "per_class", "{c}", "synthetic", "clip_score"),
-        "clip_score_real": ("clip", "per_class", "{c}", "real", "clip_score"),
-    }
-    overall = {k: g(p) for k, p in columns.items()}
-    present = [k for k, v in overall.items() if v is not None]
-    per_class = {}
-    for c in report.get("classes", {}).get("compared", []):
-        per_class[c] = {
-            k: g(tuple(p.replace("{c}", c) for p in per_class_paths[k])) for k in present
-        }
-    return {"overall": {k: overall[k] for k in present}, "per_class": per_class}

@@ -15,11 +15,13 @@ band in its own units or in dB, with the amplitude bins taken from the REAL set
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
+from geosynth.data.bandnames import band_label, named
 from geosynth.data.dataset import ImageDataset
 from geosynth.errors import GeosynthError
 from geosynth.metrics.sar import (
@@ -90,15 +92,25 @@ def _pil_pixels(img: Image.Image) -> Pixels:
     return Pixels(np.ascontiguousarray(arr), img.mode)
 
 
-def read_pixels(ds: ImageDataset, index: int) -> Pixels:
+def read_pixels(ds: ImageDataset, index: int, bands: Sequence[int] | None = None) -> Pixels:
     """Sample ``index`` in its stored dtype and bands (the dataset's raster reader when it has
-    one, which keeps every band, band names and nodata; else PIL's stored mode)."""
+    one, which keeps every band, band names (the file's, else its layout's) and nodata; else
+    PIL's stored mode). ``bands``: 0-based indices of the bands to keep, in that order."""
     reader = getattr(ds, "raster", None)
     if reader is None:
         return _pil_pixels(raw_image(ds, index))
-    r = reader(index)
+    r = named(reader(index))
     arr = np.asarray(r.array)
     arr = arr[None] if arr.ndim == 2 else arr
+    names = list(r.band_names) if r.band_names else None
+    if bands is not None:
+        if max(bands) >= arr.shape[0]:
+            raise GeosynthError(
+                f"{ds.describe(ds.samples[index])}: {arr.shape[0]} band(s), but band "
+                f"{max(bands)} is compared; a set must hold one kind of image"
+            )
+        arr = arr[list(bands)]
+        names = None if names is None else [names[b] for b in bands]
     dt = arr.dtype.name
     mode = (
         {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}.get(arr.shape[0], f"uint8x{arr.shape[0]}")
@@ -107,8 +119,7 @@ def read_pixels(ds: ImageDataset, index: int) -> Pixels:
         if arr.shape[0] == 1
         else f"{dt}x{arr.shape[0]}"
     )
-    names = list(r.band_names) if getattr(r, "band_names", None) else None
-    return Pixels(arr, mode, names, getattr(r, "nodata", None))
+    return Pixels(arr, mode, names, r.nodata)
 
 
 def _looks_grey(px: Pixels) -> bool:
@@ -148,9 +159,8 @@ def _amplitude(px: Pixels) -> np.ndarray:
 def _bands(px: Pixels) -> tuple[str, ...]:
     if px.eight_bit or px.array.shape[0] == 1:
         return ("grey",)
-    if px.band_names and len(px.band_names) == px.array.shape[0]:
-        return tuple(px.band_names)
-    return tuple(f"band{b + 1}" for b in range(px.array.shape[0]))
+    names = px.band_names if px.band_names and len(px.band_names) == px.array.shape[0] else None
+    return tuple(band_label(names, b) for b in range(px.array.shape[0]))
 
 
 def _sample(values: np.ndarray, max_pixels: int, seed: int, index: int) -> np.ndarray:
@@ -179,39 +189,35 @@ def amplitude_scale(
     db_floor: float | None = None,
     max_pixels: int = 4096,
     seed: int = 0,
+    bands: Sequence[int] | None = None,
+    units: str = "linear",
     track: Track = no_track,
     description: str = "reading real images for amplitude bins",
 ) -> AmplitudeScale:
     """The amplitude scale both sets are compared in, derived from REAL (see
     :class:`~geosynth.metrics.sar.AmplitudeScale`). ``space``: ``auto`` (8-bit rule for 8-bit
-    images, native units otherwise), ``linear`` or ``db``. Native data costs one extra pass over
-    REAL (the sampled values of :func:`scan_images`, with the same seed)."""
+    images; for native data the space of its ``units``: ``db`` for data stored in dB, else
+    ``linear``, native units), ``linear`` or ``db``. ``bands``: REAL's bands compared (indices;
+    default all). Native data costs one extra pass over REAL (the sampled values of
+    :func:`scan_images`, with the same seed)."""
     if space not in AMPLITUDE_SPACES:
         raise GeosynthError(
             f"amplitude_scale={space!r}: unknown space (known: {', '.join(AMPLITUDE_SPACES)})"
         )
     if len(real) == 0:
         raise GeosynthError(f"{real.source}: no images to derive amplitude bins from")
-    first = read_pixels(real, 0)
+    first = read_pixels(real, 0, bands)
     if first.eight_bit and space in ("auto", "linear"):
         return AmplitudeScale("8-bit", ("grey",), (0.0,), (256.0,))
-    metric = "db" if space == "db" else "linear"
+    metric = space if space != "auto" else ("db" if units == "db" else "linear")
+    convert = AmplitudeScale(metric, (), (), (), db_floor=db_floor)
     samples = []
     for i in track(range(len(real)), len(real), description):
-        px = read_pixels(real, i)
+        px = read_pixels(real, i, bands)
         amp, valid = _valid_amplitude(real, i, px)
         values = _sample(amp[:, valid], max_pixels, seed, i)
-        samples.append(
-            values if metric == "linear" else _to_metric(metric, db_floor, values, real, i)
-        )
+        samples.append(convert.values(values, real.describe(real.samples[i]), units))
     return derive_scale(samples, _bands(first), metric, db_floor=db_floor)
-
-
-def _to_metric(
-    space: str, db_floor: float | None, values: np.ndarray, ds: ImageDataset, index: int
-) -> np.ndarray:
-    scale = AmplitudeScale(space, (), (), (), db_floor=db_floor)
-    return scale.values(values, ds.describe(ds.samples[index]))
 
 
 @dataclass
@@ -231,6 +237,7 @@ class PixelScan:
     scale: AmplitudeScale | None = None
     bands: list[str] = field(default_factory=lambda: ["grey"])
     native: bool = False
+    units: str = "linear"  # what the native values were: linear (as stored) or db
 
     def class_amplitude(self, label: int | None = None, band: int = 0) -> np.ndarray:
         """All sampled amplitudes of one band of one class (or of every image when ``label`` is
@@ -263,6 +270,8 @@ def scan_images(
     examples: int = 8,
     seed: int = 0,
     scale: AmplitudeScale | None = None,
+    bands: Sequence[int] | None = None,
+    units: str = "linear",
     track: Track = no_track,
     description: str = "reading images",
 ) -> PixelScan:
@@ -272,11 +281,15 @@ def scan_images(
     RGB channels (native multi-band data: every band). Images larger than ``max_pixels``
     contribute a deterministic random sample of that many amplitude values (seeded by ``seed``
     and the image index). ``scale`` (from :func:`amplitude_scale` on the REAL set) sets the
-    metric space, GLCM levels and bins; without it the set is its own reference.
+    metric space, GLCM levels and bins; without it the set is its own reference. ``bands``:
+    the bands compared (indices into this set's files; default all); ``units``: what native
+    values are, ``linear`` or ``db`` (see :meth:`AmplitudeScale.values`).
     """
     n = len(ds)
     if scale is None:
-        scale = amplitude_scale(ds, max_pixels=max_pixels, seed=seed, track=track)
+        scale = amplitude_scale(
+            ds, max_pixels=max_pixels, seed=seed, bands=bands, units=units, track=track
+        )
     first: Pixels | None = None
     means: np.ndarray | None = None
     stds: np.ndarray | None = None
@@ -286,7 +299,7 @@ def scan_images(
     shown: dict[int, list[Image.Image]] = {}
     channels: list[str] = []
     for i in track(range(n), n, description):
-        px = read_pixels(ds, i)
+        px = read_pixels(ds, i, bands)
         where = ds.describe(ds.samples[i])
         if first is None:
             first = px
@@ -322,7 +335,7 @@ def scan_images(
         # Invalid pixels take a valid value of their band (so nodata = 0 cannot break dB);
         # they are masked out of the GLCM and the samples below.
         fill = amp[:, valid][:, :1][:, :, None]
-        metric = scale.values(np.where(valid, amp, fill), where)
+        metric = scale.values(np.where(valid, amp, fill), where, units)
         glcm[i] = np.mean(
             [
                 glcm_descriptors(
@@ -361,4 +374,5 @@ def scan_images(
         scale=scale,
         bands=list(scale.bands) if native else ["grey"],
         native=native,
+        units=units,
     )

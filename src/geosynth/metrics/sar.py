@@ -180,8 +180,16 @@ class AmplitudeScale:
         """True for the 8-bit rule (fixed full scale; KL bins span both sets)."""
         return self.space == "8-bit"
 
-    def values(self, amp: np.ndarray, what: str) -> np.ndarray:
-        """Native values (any shape) in the metric space."""
+    def values(self, amp: np.ndarray, what: str, units: str = "linear") -> np.ndarray:
+        """Native values (any shape) in the metric space. ``units``: what the values are,
+        ``linear`` (as stored: power, amplitude, reflectance...) or ``db`` (already dB: kept as
+        they are in the dB space, ``10^(v/10)`` in the linear one)."""
+        if units == "db":
+            if self.space == "db":
+                return amp if self.db_floor is None else np.maximum(amp, self.db_floor)
+            if self.space == "linear":
+                return np.power(10.0, np.asarray(amp, dtype=np.float64) / 10.0)
+            return amp
         return to_db(amp, self.db_floor, what) if self.space == "db" else amp
 
     def quantise(self, v: np.ndarray, band: int, levels: int) -> np.ndarray:

@@ -51,6 +51,9 @@ class EvalOptions:
     amplitude_scale: str = "auto"
     bands: str | None = None
     amplitude_db_floor: float | None = None
+    # native data's 3-channel view for RGB feature models, CLIP and the VAE: a spec or an
+    # artifact recording one (default: SYNTH's recorded spec, else REAL's default)
+    radiometry: str | None = None
     split: str | None = None
     real_split: str | None = None
     classes: list[str] | None = None

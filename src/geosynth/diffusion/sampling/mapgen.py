@@ -36,7 +36,6 @@ from geosynth.data.paired import (
     read_map,
     resize_map,
 )
-from geosynth.defaults import SD_MODEL
 from geosynth.diffusion import adapters
 from geosynth.diffusion import loras as lora_ops
 from geosynth.diffusion.loras import LoraRef, PathLike, resolve_loras
@@ -261,7 +260,7 @@ def _refuse_with_maps(**given: Any) -> None:
 def load_map_generation(
     maps: PathLike,
     *,
-    model: PathLike = SD_MODEL,
+    model: PathLike | None = None,
     loras: Sequence[LoraRef] = (),
     lora_dir: PathLike | None = None,
     lora_weights: PathLike | None = None,
@@ -309,6 +308,7 @@ def load_map_generation(
     )
 
     lset = resolve_loras(model, loras, lora_dir=lora_dir, lora_weights=lora_weights)
+    model = lset.model  # None: the base model the map model's card records
     map_model = lset.map_model
     if map_model is None:
         raise GeosynthError(

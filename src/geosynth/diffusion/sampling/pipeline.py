@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from geosynth.artifacts import ChannelMeans, Provenance, load_channel_means
 from geosynth.data.radiometry import Radiometry
-from geosynth.data.radiometry_defaults import check_same_spec
-from geosynth.defaults import PROMPT_TEMPLATE, SD_MODEL
+from geosynth.data.radiometry_defaults import check_same_spec, radiometry_from
+from geosynth.defaults import PROMPT_TEMPLATE
 from geosynth.diffusion import adapters
 from geosynth.diffusion.identity import model_digest
 from geosynth.diffusion.loras import LoraRef, LoraSet, PathLike, resolve_loras
@@ -59,7 +59,7 @@ def resolve_generation_radiometry(
     if isinstance(given, Radiometry):
         spec: Radiometry | None = given
     else:
-        spec = Radiometry.parse(given) if given is not None else None
+        spec = radiometry_from(given)  # a spec, or any artifact that records one
     if spec is None and stated:
         first = stated[0][1]
         spec = None if first is None else Radiometry.from_dict(first, where=stated[0][0])
@@ -194,7 +194,7 @@ class Generation:
 
 def load_generation(
     *,
-    model: PathLike = SD_MODEL,
+    model: PathLike | None = None,
     classes: Sequence[str] | None = None,
     per_class: int | None = None,
     prompt_template: str | None = None,
@@ -222,6 +222,9 @@ def load_generation(
 ) -> Generation:
     """Resolve, check and load everything a class-conditioned generation job needs.
 
+    ``model``: the base pipeline; None takes the base model the LoRA card records (said in one
+    line to ``log``), else :data:`~geosynth.defaults.SD_MODEL`.
+
     Classes default to those of the mixture file or per-class directory, else the LoRA card's,
     else the channel-means file's; the prompt template to the LoRA card's, else
     :data:`~geosynth.defaults.PROMPT_TEMPLATE`. ``noise="leak-aligned"`` needs ``channel_means``
@@ -241,6 +244,9 @@ def load_generation(
     if (noise == "leak-aligned") != (channel_means is not None):
         raise GeosynthError("noise='leak-aligned' and `channel_means` go together")
     lset = resolve_loras(model, loras, lora_dir=lora_dir, lora_weights=lora_weights)
+    model = lset.model
+    if lset.model_from is not None:
+        log(f"model: {model} (the base model {lset.model_from.path}'s card records)")
     map_model = lset.map_model
     if map_model is not None:
         raise GeosynthError(

@@ -15,12 +15,10 @@ from geosynth.artifacts import (
 from geosynth.data.card import CARD_NAME
 from geosynth.data.folder import METADATA_NAME
 from geosynth.data.names import prompt_name, safe_dirname
+from geosynth.data.radiometry_sources import RADIOMETRY_FILE as RADIOMETRY_NAME
 from geosynth.errors import GeosynthError
 
 PARTS = ".parts"
-
-
-RADIOMETRY_NAME = "radiometry.json"
 
 
 #: Names the output layout uses at its top level; no class folder may take one of them.
