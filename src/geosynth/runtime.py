@@ -9,12 +9,12 @@ failures into one-line errors that say what was tried.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from geosynth.artifacts.jsontext import json_text
 from geosynth.errors import GeosynthError
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ def tracker_config(values: Mapping[str, Any]) -> dict[str, int | float | str | b
         if isinstance(value, bool | int | float | str):
             flat[key] = value
         elif value is not None:
-            flat[key] = json.dumps(value, default=str)
+            flat[key] = json_text(value, default=str)
     return flat
 
 

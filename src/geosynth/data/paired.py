@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from geosynth.artifacts import file_digest
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.dataset import ImageDataset, Sample
 from geosynth.data.folder import METADATA_NAME
 from geosynth.errors import GeosynthError
@@ -89,7 +90,7 @@ class Legend:
         return Legend.from_dict(data, str(path))
 
     def write(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        path.write_text(json_text(self.to_dict(), indent=2) + "\n")
 
     def render(self, classes: np.ndarray) -> Image.Image:
         """An RGB picture of a class-index map (for contact sheets and inspection)."""

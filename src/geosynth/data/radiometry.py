@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.raster import Raster, pixel_size
 from geosynth.errors import GeosynthError
 
@@ -186,7 +187,7 @@ class Radiometry:
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys): equal specs give equal strings."""
-        return json.dumps(self.to_dict(), sort_keys=True)
+        return json_text(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, where: str = "radiometry") -> Radiometry:

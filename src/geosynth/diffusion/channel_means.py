@@ -14,7 +14,6 @@ the spec is recorded in the metadata.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -22,11 +21,13 @@ from pathlib import Path
 import torch
 
 from geosynth.artifacts import ChannelMeans
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.dataset import ImageDataset
 from geosynth.defaults import SD_MODEL
 from geosynth.diffusion.latents import encode_latents, images_to_tensor, vae_scale_factor
 from geosynth.diffusion.types import VAE
 from geosynth.errors import GeosynthError
+from geosynth.limits import check_numbers
 from geosynth.progress import Track, no_track
 
 ENCODER_PREFIXES = ("encoder.", "quant_conv.")
@@ -154,6 +155,7 @@ def channel_means(
     from geosynth.diffusion.loras import check_base, parse_lora
     from geosynth.runtime import pick_device
 
+    check_numbers(resolution=resolution, batch_size=batch_size, seed=seed)
     out = Path(out)
     if out.suffix != ".safetensors":
         raise GeosynthError(f"out={str(out)!r}: expected a path ending in .safetensors")
@@ -176,7 +178,7 @@ def channel_means(
         vae, dataset, resolution=size, batch_size=batch_size, track=track, vae_source=source
     )
     cm.metadata["model"] = model
-    cm.metadata["model_digest"] = json.dumps(model_digest(model))
+    cm.metadata["model_digest"] = json_text(model_digest(model))
     prov = Provenance.start(
         "channel-means", seeds={"seed": seed}, model=model, resolution=size, vae=source
     )

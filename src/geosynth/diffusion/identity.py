@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from geosynth.artifacts.jsontext import json_text
 from geosynth.errors import GeosynthError
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ def files_digest(files: list[Path]) -> str:
 def _cached(files: list[Path], compute: Callable[[], dict[str, str]]) -> dict[str, str]:
     """``compute()``, remembered by the files' paths, sizes and modification times."""
     stamp = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
-    key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:32]
+    key = hashlib.sha256(json_text(stamp).encode()).hexdigest()[:32]
     path = _cache_root() / "model-digests" / f"{key}.json"
     try:
         return dict(json.loads(path.read_text()))
@@ -96,7 +97,7 @@ def _cached(files: list[Path], compute: Callable[[], dict[str, str]]) -> dict[st
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(value))
+        tmp.write_text(json_text(value))
         tmp.replace(path)
     except OSError:
         pass  # a read-only cache only costs the hashing next time

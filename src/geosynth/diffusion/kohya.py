@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from geosynth.artifacts.jsontext import json_text
 from geosynth.errors import GeosynthError
 
 #: Suffixes of the two LoRA matrices in the layouts diffusers and peft write.
@@ -149,7 +150,7 @@ def export_kohya(lora_dir: str | Path, out: str | Path, *, title: str | None = N
     if card_path is not None and card_path.is_file():
         card = json.loads(card_path.read_text())
         meta["ss_sd_model_name"] = str(card.get("base_model", ""))
-        meta["geosynth_card"] = json.dumps(card, sort_keys=True)
+        meta["geosynth_card"] = json_text(card, sort_keys=True)
     meta["modelspec.title"] = title or src.name
     target = Path(out)
     with atomic_path(target) as tmp:

@@ -48,8 +48,17 @@ def embed(
     from geosynth.errors import GeosynthError
     from geosynth.features.resolve import embed_to_file
     from geosynth.features.spec import create_extractor
+    from geosynth.limits import check_numbers
     from geosynth.runtime import pick_device
 
+    check_numbers(
+        shots=shots,
+        seed=seed,
+        limit=limit,
+        batch_size=batch_size,
+        workers=workers,
+        part_size=part_size,
+    )
     bi = None
     if bands is not None:
         from geosynth.data import load_dataset

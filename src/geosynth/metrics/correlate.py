@@ -40,7 +40,8 @@ def correlate_reports(
     for path in reports:
         try:
             report = json.loads(Path(path).read_text())
-            x = float(report["metrics"][metric])
+            value = report["metrics"][metric]
+            x = math.nan if value is None else float(value)  # None: undefined for that set
         except FileNotFoundError:
             raise GeosynthError(f"{path}: no such report") from None
         except (ValueError, KeyError, TypeError):

@@ -28,6 +28,7 @@ from geosynth.artifacts import Embeddings
 from geosynth.data import load_dataset
 from geosynth.data.dataset import ImageDataset
 from geosynth.errors import GeosynthError
+from geosynth.limits import check_fields
 from geosynth.metrics.pixels import PixelScan, amplitude_scale, is_greyscale, scan_images
 from geosynth.metrics.sections import (
     ALL_SECTIONS,
@@ -118,6 +119,7 @@ def evaluate(
     from geosynth.data.paired import has_maps
 
     opts = replace(options or EvalOptions(), **settings)
+    check_fields(opts)
     if tuple(opts.sections) == ("all",):
         opts = replace(opts, sections=ALL_SECTIONS)
     if not opts.sections:

@@ -179,8 +179,18 @@ def rarity(
     from geosynth.artifacts import Provenance, write_json, write_provenance
     from geosynth.distributed import init_from_env, is_main_process, local_device
     from geosynth.features.resolve import resolve_embeddings
+    from geosynth.limits import check_numbers
     from geosynth.runtime import pick_device
 
+    check_numbers(
+        k=k,
+        rarity_k=rarity_k,
+        shots=shots,
+        seed=seed,
+        limit=limit,
+        batch_size=batch_size,
+        nprobe=nprobe,
+    )
     dev = local_device(pick_device(device))
     init_from_env(dev)
     common: dict[str, Any] = dict(

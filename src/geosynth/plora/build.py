@@ -31,6 +31,7 @@ from geosynth.defaults import FEATURE_MODEL, PROMPT_TEMPLATE, SD_MODEL
 from geosynth.diffusion.loras import CARD_FILE
 from geosynth.diffusion.training.recipe import Recipe
 from geosynth.errors import GeosynthError
+from geosynth.limits import check_numbers
 from geosynth.plora.clustering import kmeans
 from geosynth.plora.weights import bias_weights, count_table, uniform_weights
 from geosynth.progress import Track, no_track
@@ -210,6 +211,7 @@ def build_plora(
     from geosynth.artifacts import load_embeddings
     from geosynth.features.resolve import resolve_embeddings
 
+    check_numbers(k=k, restarts=restarts, shots=shots, seed=seed)
     out = Path(out)
     if isinstance(recipe, Mapping):
         recipe = Recipe(**recipe)

@@ -32,7 +32,6 @@ finalize) in :mod:`.store`; this module is the sampling loop.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,6 +48,7 @@ from geosynth.artifacts import (
     atomic_path,
     output_path,
 )
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.radiometry import Radiometry
 from geosynth.data.raster import write_raster
 from geosynth.diffusion import adapters
@@ -178,11 +178,10 @@ def run_generation(
             else:
                 latents = gaussian_latents(shape, gens)
             param = next(pipe.unet.parameters())
-            extra: dict[str, Any] = {}
+            # floats in [0, 1], checked, then rounded to 8 bits as diffusers' PIL output is
+            extra: dict[str, Any] = {"output_type": "np"}
             if control is not None:
                 extra["image"] = [control.image(c, i) for c, i in batch]
-            if rad is not None:  # floats in [0, 1], not yet rounded to 8 bits
-                extra["output_type"] = "np"
             if cache_text:
                 if len(batch) not in texts:
                     texts[len(batch)] = text_embeddings(
@@ -200,23 +199,22 @@ def run_generation(
                 width=size,
                 generator=gens,
             ).images
-            for (c, i), s, img in zip(batch, seeds, images, strict=True):
+            for (c, i), s, pixels in zip(batch, seeds, images, strict=True):
                 if (c, i) not in todo:  # done before an interruption; recomputed for its batch
                     continue
+                arr = finite_pixels(pixels, c, i)
                 rel = image_rel(c, i)
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 native: dict[str, Any] = {}
-                arr = None
                 png = out / rel
+                # The PNG (or a native image's preview) is what diffusers' PIL output would be.
+                img = Image.fromarray((arr * 255).round().astype(np.uint8), "RGB")
                 if rad is not None:
-                    arr = np.asarray(img, dtype=np.float32)
-                    # The preview is what diffusers' PIL output would have been.
-                    img = Image.fromarray((arr * 255).round().astype(np.uint8), "RGB")
                     png = previews / rel
                     png.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(png) as tmp:
                     img.save(tmp, format="PNG")
-                if rad is not None and arr is not None:
+                if rad is not None:
                     # Written after the preview: a row counts as done when its file_name exists.
                     tif = rel[: -len(".png")] + ".tif"
                     write_raster(out / tif, rad.inverse(arr.transpose(2, 0, 1) * 2.0 - 1.0))
@@ -250,7 +248,7 @@ def run_generation(
                         "source": control.describe(c, i),
                     },
                 }
-                rows_file.write(json.dumps(row) + "\n")
+                rows_file.write(json_text(row) + "\n")
                 rows_file.flush()
                 faults.stage("generate:row")
     complete = finalize(out, spec, provenance)
@@ -260,6 +258,19 @@ def run_generation(
         "shard": f"{shard[0]}/{shard[1]}",
         "previews": str(previews_dir(out)),
     }
+
+
+def finite_pixels(pixels: Any, class_name: str, index: int) -> np.ndarray:
+    """One generated image (H x W x 3 floats in [0, 1]), refused when the model produced NaN or
+    infinite values: written out they would be black PNGs or NaN GeoTIFFs, with exit code 0."""
+    arr = np.asarray(pixels, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise GeosynthError(
+            f"class '{class_name}' image {index}: the model produced NaN or infinite pixels (broken "
+            "or diverged weights, or a half-precision overflow: try precision='fp32'); nothing "
+            "was written for it"
+        )
+    return arr
 
 
 def text_embeddings(pipe, prompt: str, n: int, guidance: float) -> dict[str, torch.Tensor]:

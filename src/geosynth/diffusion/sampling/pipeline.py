@@ -303,6 +303,9 @@ def load_generation(
         classes=names,
         per_class=per_class,
         prompt_template=prompt_template or card.get("prompt_template", PROMPT_TEMPLATE),
+        # a LoRA card from before "a"/"an" was chosen ("prompts" not recorded) was trained on
+        # its template filled literally: fill it so (an explicit template gets articles)
+        articles=prompt_template is not None or "prompt_template" not in card or "prompts" in card,
         steps=steps,
         guidance=guidance,
         scheduler=scheduler,

@@ -11,6 +11,7 @@ from geosynth.diffusion.loras import PathLike
 from geosynth.diffusion.sampling.mapgen import load_map_generation
 from geosynth.diffusion.sampling.pipeline import load_generation
 from geosynth.diffusion.sampling.spec import parse_shard
+from geosynth.limits import LIMITS, check_numbers
 from geosynth.progress import Track, no_track
 
 
@@ -46,6 +47,7 @@ def generate(
     unknown = sorted(set(settings) - for_classes - for_maps)
     if unknown:
         raise TypeError(f"generate() got unexpected settings: {', '.join(unknown)}")
+    check_numbers(batch_size=batch_size, **{k: v for k, v in settings.items() if k in LIMITS})
     if maps is not None:
         # the class-generation settings given are refused there, by name
         mapgen = load_map_generation(

@@ -24,8 +24,10 @@ from geosynth.artifacts import (
     atomic_path,
     check_replaceable,
     clean_temporaries,
+    settings_diff,
     write_provenance,
 )
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.card import write_dataset_card
 from geosynth.data.folder import METADATA_NAME
 from geosynth.data.names import safe_dirname
@@ -98,22 +100,13 @@ def output_lock(out: Path, create: bool = True) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def settings_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """'seed 0 -> 1, noise gaussian -> leak-aligned': the settings that differ."""
-
-    def short(v: Any) -> str:
-        text = json.dumps(v)
-        return text if len(text) <= 40 else text[:37] + "..."
-
-    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    return ", ".join(f"{k} {short(old.get(k))} -> {short(new.get(k))}" for k in keys)
-
-
 def same_plan(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """Whether a recorded plan is this job's. A plan written before ``model_digest`` existed
     lacks that key: it is compared without it (the other settings still have to match)."""
     if "model_digest" not in old:
         new = {k: v for k, v in new.items() if k != "model_digest"}
+    if "articles" not in old and new.get("articles") is False:  # filled literally, as then
+        new = {k: v for k, v in new.items() if k != "articles"}
     return old == new
 
 
@@ -216,7 +209,7 @@ def prepare_output(
                             tmp.unlink(missing_ok=True)
         else:
             with atomic_path(plan_path) as tmp:
-                tmp.write_text(json.dumps(plan, indent=2))
+                tmp.write_text(json_text(plan, indent=2))
             faults.stage("generate:plan")
     return False
 
@@ -249,9 +242,9 @@ def finalize(out: Path, spec: GenerationSpec, provenance: Provenance) -> bool:
         rows = [done[job] for job in all_jobs(spec)]
         if spec.radiometry is not None:
             with atomic_path(out / RADIOMETRY_NAME) as tmp:
-                tmp.write_text(json.dumps(spec.radiometry, indent=2) + "\n")
+                tmp.write_text(json_text(spec.radiometry, indent=2) + "\n")
         with atomic_path(out / METADATA_NAME) as tmp:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            tmp.write_text("".join(json_text(r) + "\n" for r in rows))
         write_dataset_card(out, spec.classes, rows, "geosynth generated dataset", CARD_TYPES)
         faults.stage("generate:finalize:metadata")
         previews.mkdir(exist_ok=True)
