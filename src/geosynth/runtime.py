@@ -24,9 +24,15 @@ T = TypeVar("T")
 
 
 def is_local(ref: str | os.PathLike[str]) -> bool:
-    """A reference is local when it exists on disk or is written as a path."""
+    """A reference is local when it exists on disk or is written as a path (a hub id is
+    ``name`` or ``owner/name``: never two slashes, nor a trailing one)."""
     text = str(ref)
-    return Path(text).exists() or text.startswith((".", "/", "~")) or text.count("/") > 1
+    return (
+        Path(text).exists()
+        or text.startswith((".", "/", "~"))
+        or text.count("/") > 1
+        or text.endswith(("/", os.sep))
+    )
 
 
 def model_ref(ref: str | os.PathLike[str], what: str = "model") -> str:

@@ -71,6 +71,17 @@ def test_kill_at_any_stage_then_resume_gives_the_same_bytes(
     assert prov["extra"]["spec"]["classes"] == ["water", "desert"]
 
 
+def test_resume_reports_the_new_images_and_the_folders_total(base, killed, cli, tmp_path) -> None:
+    """A resumed run said "generated 1 images" of a folder that then held 4."""
+    out = tmp_path / "out"
+    killed("generate:row@2", *base, "--out", out)  # 2 of the 4 rows written
+    res = cli(*base, "--out", out, "--resume")
+    assert res.code == 0, res.err
+    assert f"generated 2 new images, 4 in {out} (complete)" in res.err, res.err
+    res = cli(*base, "--out", out, "--resume", "--json")  # complete: nothing new
+    assert json.loads(res.out)["generated"] == 0 and json.loads(res.out)["images"] == 4
+
+
 def test_real_kill_in_finalize_then_resume(base, reference, tmp_path) -> None:
     """Defect 3: a kill while finalizing left '.parts/finalizing'; resume said 'complete' but
     never wrote metadata.jsonl or the provenance."""

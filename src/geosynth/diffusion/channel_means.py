@@ -153,16 +153,18 @@ def channel_means(
     from geosynth.diffusion.identity import model_digest
     from geosynth.diffusion.loading import load_vae, native_resolution
     from geosynth.diffusion.loras import check_base, parse_lora
-    from geosynth.runtime import pick_device
+    from geosynth.runtime import model_ref, pick_device
 
     check_numbers(resolution=resolution, batch_size=batch_size, seed=seed)
     out = Path(out)
     if out.suffix != ".safetensors":
         raise GeosynthError(f"out={str(out)!r}: expected a path ending in .safetensors")
-    vae, source = load_vae(model), model
-    if lora is not None:
-        item = parse_lora(str(lora), set(), arg="lora")
+    model_ref(model)  # inputs first, then the models: a missing path is said at once
+    item = None if lora is None else parse_lora(str(lora), set(), arg="lora")
+    if item is not None:
         check_base(item, model, arg="lora")
+    vae, source = load_vae(model), model
+    if item is not None:
         # DIR of DIR[:weight]: the weight scales adapters, the VAE is the folder's as it is
         if (item.path / "vae").is_dir():
             from diffusers import AutoencoderKL

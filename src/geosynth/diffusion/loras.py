@@ -304,7 +304,11 @@ def resolve_loras(
 ) -> LoraSet:
     """The LoRA set of a job: the stack ``loras``, one LoRA per class from the sub-directories of
     ``lora_dir`` (named by class), and the per-class mixtures of a ``weights.json`` file
-    (``lora_weights``, from ``cluster-plora``). Every LoRA must be trained for ``model``."""
+    (``lora_weights``, from ``cluster-plora``). Every LoRA must be trained for ``model``, which
+    is checked first (a local path that does not exist is named as such, not as a mismatch)."""
+    from geosynth.runtime import model_ref
+
+    model_ref(model)
     taken: set[str] = set()
     given = [parse_lora(_lora_text(s), taken, "loras") for s in loras]
     out = LoraSet(named=list(given))

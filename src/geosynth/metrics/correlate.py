@@ -92,5 +92,5 @@ def _scatter(points: list[dict[str, Any]], metric: str, r: float, p: float, out:
     ax.set_title(f"Pearson R = {r:.2f}, p = {p:.2g}")
     fig.tight_layout()
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", bbox_inches="tight")  # annotations at the edge stay whole
     plt.close(fig)

@@ -61,6 +61,7 @@ from geosynth.diffusion.sampling.noise import (
 from geosynth.diffusion.sampling.spec import (
     PARTS,
     GenerationSpec,
+    all_jobs,
     image_seed,
     parse_shard,
     shard_jobs,
@@ -139,7 +140,13 @@ def run_generation(
         if missing:
             raise GeosynthError(f"`channel_means`: no class '{missing[0]}'")
     if prepare_output(out, spec, resume, shard):
-        return {"generated": 0, "complete": True, "previews": str(previews_dir(out))}
+        whole = len(all_jobs(spec))
+        return {
+            "generated": 0,
+            "images": whole,
+            "complete": True,
+            "previews": str(previews_dir(out)),
+        }
     done = read_done(out)
     mine = shard_jobs(spec, shard)
     todo = {job for job in mine if job not in done}
@@ -251,9 +258,11 @@ def run_generation(
                 rows_file.write(json_text(row) + "\n")
                 rows_file.flush()
                 faults.stage("generate:row")
+    images = len(read_done(out))  # every shard's, before finalize removes the parts
     complete = finalize(out, spec, provenance)
     return {
-        "generated": len(todo),
+        "generated": len(todo),  # new images, this call
+        "images": images,  # images in the folder now
         "complete": complete,
         "shard": f"{shard[0]}/{shard[1]}",
         "previews": str(previews_dir(out)),
@@ -288,15 +297,18 @@ def text_embeddings(pipe, prompt: str, n: int, guidance: float) -> dict[str, tor
     return out
 
 
-def check_channel_means(cm: ChannelMeans, classes: list[str], channels: int, where: str) -> None:
-    """Channel means must name every requested class and match the UNet's latent channels;
-    ``where`` names them in errors (``channel_means='m.safetensors'``)."""
+def check_channel_means(
+    cm: ChannelMeans, classes: list[str], channels: int | None, where: str
+) -> None:
+    """Channel means must name every requested class and match the UNet's latent channels
+    (``channels``; None: not known yet); ``where`` names them in errors
+    (``channel_means='m.safetensors'``)."""
     missing = [c for c in classes if c not in cm.class_names]
     if missing:
         raise GeosynthError(
             f"{where}: no class '{missing[0]}' (file has: {', '.join(cm.class_names)})"
         )
-    if cm.means.shape[1] != channels:
+    if channels is not None and cm.means.shape[1] != channels:
         raise GeosynthError(
             f"{where}: {cm.means.shape[1]} channels, but the model's latents have {channels}"
         )

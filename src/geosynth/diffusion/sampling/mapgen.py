@@ -188,6 +188,15 @@ def generate_from_maps(
     return {"generated": n, "maps": len(maps), "per_map": per_map, "complete": True}
 
 
+def check_map_output(out: Path) -> None:
+    """``out`` must be a new folder (or an empty one): checked again before a model loads."""
+    from geosynth.data.writer import check_output_dir
+
+    check_output_dir(out)
+    if out.exists() and any(out.iterdir()):
+        raise GeosynthError(f"out={str(out)!r}: exists; choose a new path")
+
+
 @dataclass
 class MapGeneration:
     """A loaded pipeline with a map-conditioned model and the maps to follow: :meth:`run`
@@ -214,12 +223,8 @@ class MapGeneration:
         track: Track = no_track,
     ) -> dict[str, Any]:
         """Generate into the new folder ``out`` (it appears whole when every image is done)."""
-        from geosynth.data.writer import check_output_dir
-
         out = output_path(out)
-        check_output_dir(out)
-        if out.exists() and any(out.iterdir()):
-            raise GeosynthError(f"out={str(out)!r}: exists; choose a new path")
+        check_map_output(out)
         prov = provenance or Provenance.start(
             "generate", seeds={"seed": self.seed}, model=self.model, maps=self.maps_path
         )

@@ -233,6 +233,7 @@ def load_generation(
     from geosynth.data import load_dataset
     from geosynth.diffusion.channel_means import pipeline_mismatches
     from geosynth.diffusion.sampling.generate import GenerationSpec, check_channel_means
+    from geosynth.runtime import model_ref
 
     per_class = 500 if per_class is None else per_class  # None: the default (a CLI can tell)
     noise = noise or "gaussian"
@@ -276,27 +277,9 @@ def load_generation(
     lset.check_classes(names)
     if (controlnet is None) != (control is None) or (control is None) != (control_images is None):
         raise GeosynthError("`controlnet`, `control` and `control_images` go together")
-    pipe = load_pipeline(model, lset, scheduler, device, precision)
-    size = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    if cm is not None:
-        assert cm_where is not None
-        check_channel_means(cm, names, pipe.unet.config.in_channels, cm_where)
-        problems = pipeline_mismatches(cm, pipe.vae, size)
-        if problems and not skip_channel_means_check:
-            raise GeosynthError(
-                f"{cm_where}: {problems[0]}; recompute the channel means with this pipeline "
-                "or pass skip_channel_means_check=True"
-            )
-        for p in problems:
-            log(f"warning: {cm_where}: {p} (check skipped)")
-    control_source = None
-    if controlnet is not None:
-        assert control is not None and control_images is not None
-        pipe = with_controlnet(pipe, controlnet)
-        control_source = ControlSource(load_dataset(Path(control_images)), control, size)
-        control_source.check_classes(names)
-    adapters.load_adapters(pipe, lset.all)
-    tune_for_speed(pipe, channels_last=channels_last, compile_unet=compile_unet)
+    # every setting and input is checked before the pipeline loads (that takes seconds)
+    if cm is not None and cm_where is not None:
+        check_channel_means(cm, names, None, cm_where)
     spec = GenerationSpec(
         model=str(model),
         model_digest=model_digest(model),
@@ -321,4 +304,31 @@ def load_generation(
         control_images=None if control_images is None else str(control_images),
         radiometry=None if rad is None else rad.to_dict(),
     )
+    spec.check()
+    control_data = None
+    if controlnet is not None:
+        model_ref(controlnet, "controlnet")
+        control_data = load_dataset(Path(str(control_images)))
+    pipe = load_pipeline(model, lset, scheduler, device, precision)
+    size = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    if cm is not None:
+        assert cm_where is not None
+        check_channel_means(cm, names, pipe.unet.config.in_channels, cm_where)
+        problems = pipeline_mismatches(cm, pipe.vae, size)
+        if problems and not skip_channel_means_check:
+            raise GeosynthError(
+                f"{cm_where}: {problems[0]}; recompute the channel means with this pipeline "
+                "or pass skip_channel_means_check=True"
+            )
+        for p in problems:
+            log(f"warning: {cm_where}: {p} (check skipped)")
+    control_source = None
+    if controlnet is not None:
+        assert control is not None and control_images is not None
+        pipe = with_controlnet(pipe, controlnet)
+        assert control_data is not None
+        control_source = ControlSource(control_data, control, size)
+        control_source.check_classes(names)
+    adapters.load_adapters(pipe, lset.all)
+    tune_for_speed(pipe, channels_last=channels_last, compile_unet=compile_unet)
     return Generation(pipe, spec, control_source, lset)

@@ -141,38 +141,23 @@ def _repair_rows(part: Path) -> None:
             tmp.write_text("".join(line + "\n" for line in good))
 
 
-def prepare_output(
-    out: Path, spec: GenerationSpec, resume: bool, shard: tuple[int, int] = (0, 1)
-) -> bool:
-    """Start a new output directory, join the same job's other shards, or check that ``resume``
-    continues the same job; True when the output is already complete (nothing to fill).
-
-    Nothing is written before every check has passed, so a refused call leaves no trace.
-    """
+def check_output(out: Path, resume: bool) -> None:
+    """What :func:`prepare_output` refuses whatever the job's settings: called before a model
+    loads, so such a refusal comes at once. Reads only (no lock, nothing written)."""
     check_replaceable(out, "directory")
-    plan = spec.plan()
-    parts = out / PARTS
-    plan_path = parts / "plan.json"
+    plan_path = out / PARTS / "plan.json"
     if _is_finished(out):
         if not resume:
             raise GeosynthError(
                 f"out={str(out)!r}: a finished generation output is there; choose a new path "
                 "(or pass resume=True to check that it was made with these settings)"
             )
-        recorded = _recorded_plan(out)
-        if recorded is None:
+        if _recorded_plan(out) is None:
             raise GeosynthError(
                 f"out={str(out)!r}: {DIR_PROVENANCE_NAME} records no settings, so `resume` cannot "
                 "tell whether it was made with these; choose a new path"
             )
-        if not same_plan(recorded, plan):
-            raise GeosynthError(
-                f"out={str(out)!r}: finished with other settings "
-                f"({settings_diff(recorded, plan)}); `resume` needs the same settings, or choose "
-                "a new path"
-            )
-        clean_temporaries(out)  # a finalize killed while removing .parts
-        return True
+        return
     # Another shard may have made .parts and not yet written the plan: it holds the lock.
     if out.is_dir() and any(q.name != PARTS for q in out.iterdir()) and not plan_path.is_file():
         raise GeosynthError(
@@ -186,6 +171,32 @@ def prepare_output(
             f"out={str(out)!r}: its previews folder {previews} already holds files from "
             "another run; choose a new path or remove that folder"
         )
+
+
+def prepare_output(
+    out: Path, spec: GenerationSpec, resume: bool, shard: tuple[int, int] = (0, 1)
+) -> bool:
+    """Start a new output directory, join the same job's other shards, or check that ``resume``
+    continues the same job; True when the output is already complete (nothing to fill).
+
+    Nothing is written before every check has passed, so a refused call leaves no trace.
+    """
+    check_output(out, resume)
+    plan = spec.plan()
+    parts = out / PARTS
+    plan_path = parts / "plan.json"
+    if _is_finished(out):
+        recorded = _recorded_plan(out)
+        assert recorded is not None  # check_output
+        if not same_plan(recorded, plan):
+            raise GeosynthError(
+                f"out={str(out)!r}: finished with other settings "
+                f"({settings_diff(recorded, plan)}); `resume` needs the same settings, or choose "
+                "a new path"
+            )
+        clean_temporaries(out)  # a finalize killed while removing .parts
+        return True
+    previews = previews_dir(out)
     with output_lock(out):
         if plan_path.is_file():
             old = json.loads(plan_path.read_text())

@@ -57,7 +57,7 @@ from geosynth.diffusion.training.trainer import StepHook, TrainResult, train
 from geosynth.diffusion.types import Pipeline
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
-from geosynth.runtime import check_report_to, logs_dir, pick_device
+from geosynth.runtime import check_report_to, logs_dir, model_ref, pick_device
 
 CARD_FORMAT = "geosynth-lora/1"
 
@@ -316,6 +316,9 @@ def finetune(
         raise GeosynthError("`maps` is only used with `condition` concat|cross-attention|both")
     run = Provenance.start("finetune", seeds={"seed": recipe.seed})  # started now
     recipe.check()
+    model_ref(model)  # missing paths first, before anything loads
+    if recipe.unet_config and not Path(recipe.unet_config).is_file():
+        raise GeosynthError(f"unet_config={recipe.unet_config!r}: no such file")
     if recipe.maps is not None:
         from geosynth.data.paired import attach_maps
 
