@@ -128,3 +128,20 @@ def test_finetune_and_channel_means_refuse_before_loading(
         "--lora",
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_feature_steps_check_every_input_before_embedding(
+    cli, tmp_path, toy_data, monkeypatch
+) -> None:
+    def loaded(*_a, **_k):
+        raise AssertionError("a feature model was loaded before the refusal")
+
+    monkeypatch.setattr("geosynth.features.spec.create_extractor", loaded)
+    monkeypatch.setattr("geosynth.features.resolve.create_extractor", loaded)
+    gone = tmp_path / "gone"
+    _refused(cli("embed", gone, "--out", tmp_path / "f.safetensors"), f"DATASET {gone}: no such")
+    _refused(cli("rarity", toy_data, gone), f"REFERENCE {gone}: no such")
+    _refused(cli("evaluate", toy_data, toy_data, "--val", gone), f"--val {gone}: no such")
+    _refused(cli("evaluate", gone / "e.safetensors", toy_data), "no such file")
+    _refused(cli("filter", toy_data, "--train", gone, "--out", tmp_path / "k"), f"--train {gone}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

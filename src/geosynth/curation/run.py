@@ -25,6 +25,7 @@ from geosynth.artifacts import Provenance
 from geosynth.curation.criteria import classifier_confidence, manifold_ratio
 from geosynth.curation.writer import RADIOMETRY_NAME, source_rows, write_kept
 from geosynth.data import ImageDataset, load_dataset
+from geosynth.data.load import check_source
 from geosynth.data.writer import check_output_dir
 from geosynth.defaults import PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
@@ -126,6 +127,8 @@ def filter_dataset(
     )
     if min_confidence is not None and classifier is None:
         raise GeosynthError("`min_confidence` needs `classifier` (a confidence of which model?)")
+    for what, source in {"synth": synth, "train": train, "real": real}.items():
+        check_source(source, what)  # every input before a model loads
     out = Path(out)
     check_output_dir(out)
     # native data (GeoTIFFs) is scored through generate's radiometry.json, else the default
