@@ -150,6 +150,8 @@ class Radiometry:
             for lo, hi in self.ranges:
                 if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
                     raise bad(f"range [{lo}, {hi}]: need finite low < high")
+        if self.db_floor is not None and not np.isfinite(self.db_floor):
+            raise bad(f"db_floor {self.db_floor}: need a finite number (a level in dB)")
         if self.percentiles is not None:
             lo, hi = self.percentiles
             if not 0 <= lo < hi <= 100:
