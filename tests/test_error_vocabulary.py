@@ -130,6 +130,42 @@ def test_the_check_passes_parameter_messages(source: str) -> None:
     assert not _violations(source, ["finetune"])
 
 
+#: an instruction naming what to give: "pass pad", "needs per_class" (then a bare word)
+INSTRUCTION = re.compile(
+    r"\b(?:pass|passing|set|give|use|without|needs?)\s+([a-z][a-z0-9_]*)\b(?![=`(\w])"
+)
+
+
+def _bare_parameters(source: str) -> list[tuple[int, str]]:
+    """(line, text) of error messages that tell the user to give a parameter of the module by
+    its bare name ("or pass pad"): the CLI cannot map a bare word to its flag (only ``name=value``,
+    `` `name` `` and ``name >= 1``), so the user reads a flag that does not exist."""
+    tree = ast.parse(source)
+    params = {
+        x.arg
+        for n in ast.walk(tree)
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+        for x in [*n.args.posonlyargs, *n.args.args, *n.args.kwonlyargs]
+    } - {"self", "cls"}
+    return [
+        (line, text)
+        for line, text in _message_parts(tree)
+        for m in INSTRUCTION.finditer(text)
+        if m.group(1) in params and not text[m.end() :].lstrip().startswith((">", "<"))
+    ]
+
+
+def test_library_errors_name_parameters_so_the_cli_can_map_them() -> None:
+    found = []
+    for path in _library_modules():
+        rel = path.relative_to(SRC).as_posix()
+        found += [f"{rel}:{line}: {text!r}" for line, text in _bare_parameters(path.read_text())]
+    assert not found, "bare parameter names in error instructions:\n" + "\n".join(found)
+    bad = 'def tile(pad=False):\n    raise GeosynthError("too small; pass pad")'
+    assert _bare_parameters(bad)
+    assert not _bare_parameters(bad.replace("pass pad", "pass `pad`"))
+
+
 def test_kmeans_names_k_as_a_parameter() -> None:
     from geosynth.plora.clustering import kmeans
 
@@ -146,8 +182,11 @@ def test_recipe_names_its_fields() -> None:
     from geosynth.diffusion.training.recipe import Recipe
 
     cases = {
-        "k0": (Recipe(rank=0), "rank=0 / alpha=16.0: must be positive"),
+        "k0": (Recipe(rank=0), "rank=0: must be >= 1"),
         "on": (Recipe(offset_noise=-0.1), "offset_noise=-0.1: must be >= 0"),
+        "nan": (Recipe(offset_noise=float("nan")), "offset_noise=nan: must be a finite number"),
+        "lr": (Recipe(lr=-1.0), "lr=-1.0: must be > 0"),
+        "ms": (Recipe(max_steps=0), "max_steps=0: must be >= 1"),
         "pt": (Recipe(prediction_type="x0"), "prediction_type='x0': expected one of"),
         "zt": (
             Recipe(zero_terminal_snr=True, prediction_type="epsilon"),

@@ -189,12 +189,14 @@ LAYERS = {
         "geosynth.artifacts",
         "geosynth.progress",
         "geosynth.extras",
+        "geosynth.limits",  # what numeric parameters may be (errors only below it)
     },
     "geosynth.features": {
         "geosynth.errors",
         "geosynth.artifacts",
         "geosynth.progress",
         "geosynth.extras",
+        "geosynth.limits",
         "geosynth.data",
         "geosynth.distributed",
         "geosynth.runtime",
@@ -206,7 +208,7 @@ LAYERS = {
 
 
 def test_no_upward_imports() -> None:
-    """``data`` builds on nothing of geosynth's but errors, artifacts and progress; ``features``
+    """``data`` builds on nothing of geosynth's but errors, artifacts, progress, extras and limits; ``features``
     not on diffusion or metrics; no library module imports the command line."""
     modules = _modules()
     wrong = []

@@ -9,12 +9,12 @@ failures into one-line errors that say what was tried.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from geosynth.artifacts.jsontext import json_text
 from geosynth.errors import GeosynthError
 
 if TYPE_CHECKING:
@@ -24,9 +24,15 @@ T = TypeVar("T")
 
 
 def is_local(ref: str | os.PathLike[str]) -> bool:
-    """A reference is local when it exists on disk or is written as a path."""
+    """A reference is local when it exists on disk or is written as a path (a hub id is
+    ``name`` or ``owner/name``: never two slashes, nor a trailing one)."""
     text = str(ref)
-    return Path(text).exists() or text.startswith((".", "/", "~")) or text.count("/") > 1
+    return (
+        Path(text).exists()
+        or text.startswith((".", "/", "~"))
+        or text.count("/") > 1
+        or text.endswith(("/", os.sep))
+    )
 
 
 def model_ref(ref: str | os.PathLike[str], what: str = "model") -> str:
@@ -139,7 +145,7 @@ def tracker_config(values: Mapping[str, Any]) -> dict[str, int | float | str | b
         if isinstance(value, bool | int | float | str):
             flat[key] = value
         elif value is not None:
-            flat[key] = json.dumps(value, default=str)
+            flat[key] = json_text(value, default=str)
     return flat
 
 

@@ -48,6 +48,9 @@ def test_library_parameters_become_the_commands_flags() -> None:
     assert to_cli("resume=True: nothing to resume", table) == "--resume: nothing to resume"
     assert to_cli("out='/a b/c': exists", table) == "--out /a b/c: exists"
     assert to_cli("https://x.org/a=b", table) == "https://x.org/a=b"
+    # a name compared with a number is the option alone; a plain word is left as it is
+    assert to_cli("needs epochs >= 1 and lr > 0", table) == "needs --epochs >= 1 and --lr > 0"
+    assert to_cli("the epochs ran", table) == "the epochs ran"
 
 
 def test_module_renames_win(tmp_path) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from geosynth.data.raster import Raster, read_raster, write_raster
+from geosynth.errors import GeosynthError
 from tests.data.rasters.data import write_png16, write_sar_dualpol
 
 UTM = (10.0, 0.0, 399960.0, 0.0, -10.0, 5300040.0)
@@ -108,5 +109,28 @@ def test_bad_native_input_is_one_line_exit_2(cli, tmp_path: Path) -> None:
     _one_line_error(cli("data", "info", z.parent, "--radiometry", spec), "x.tif", "db_floor")
     n = tmp_path / "nodata" / "a"
     n.mkdir(parents=True)
-    write_raster(n / "x.tif", Raster(np.full((1, 4, 4), -9999, np.float32), nodata=-9999.0))
-    _one_line_error(cli("data", "info", n.parent), "x.tif", "no valid pixel")
+    _write_unchecked(n / "x.tif", np.full((1, 4, 4), -9999, np.float32), nodata=-9999.0)
+    _one_line_error(cli("data", "info", n.parent), "x.tif", "every value is NaN or nodata")
+    # non-finite values no dataset means: an infinity, or nothing but NaN
+    for name, arr in (("inf", np.full((1, 4, 4), 1.0)), ("nan", np.full((1, 4, 4), np.nan))):
+        arr = arr.astype(np.float32)
+        arr[0, 0, 0] = np.inf if name == "inf" else arr[0, 0, 0]
+        _write_unchecked(tmp_path / name / "a" / "x.tif", arr)
+        want = "1 infinite value" if name == "inf" else "every value is NaN"
+        _one_line_error(cli("data", "info", tmp_path / name), "x.tif", want)
+        with pytest.raises(GeosynthError, match=want):  # and never written
+            write_raster(tmp_path / f"{name}.tif", Raster(arr))
+
+
+def _write_unchecked(path: Path, arr: np.ndarray, nodata: float | None = None) -> None:
+    """A GeoTIFF written by another tool (write_raster refuses such values)."""
+    import warnings
+
+    import rasterio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = {"driver": "GTiff", "width": 4, "height": 4, "count": 1, "dtype": "float32"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not georeferenced
+        with rasterio.open(path, "w", **profile, nodata=nodata) as dst:
+            dst.write(arr)

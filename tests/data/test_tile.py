@@ -106,7 +106,7 @@ def test_resume_keeps_finished_chips(tmp_path, monkeypatch) -> None:
     with pytest.raises(KeyboardInterrupt):
         tile_scenes([tmp_path / "s.tif"], out, 32, 16)
     assert not out.exists() and len(list((tmp_path / "chips.parts").rglob("*.tif"))) == 4
-    with pytest.raises(GeosynthError, match="pass resume"):
+    with pytest.raises(GeosynthError, match="pass `resume`"):
         tile_scenes([tmp_path / "s.tif"], out, 32, 16)
     with pytest.raises(GeosynthError, match="other settings"):
         tile_scenes([tmp_path / "s.tif"], out, 32, 8, resume=True)
@@ -127,6 +127,7 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path) -> None:
     assert res.code == 2
     lines = [line for line in res.err.splitlines() if line.strip()]
     assert len(lines) == 1 and "--size 64" in lines[0] and "40x40" in lines[0], res.err
+    assert lines[0].endswith("or pass --pad"), res.err  # the library's `pad`, as its flag
     assert not out.exists() and not (tmp_path / "chips.parts").exists()
     res = cli("data", "tile", tmp_path / "nope.tif", "--size", "8", "--out", out)
     assert res.code == 2 and "nope.tif" in res.err and not out.exists()

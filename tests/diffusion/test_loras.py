@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from geosynth.diffusion.loras import (
     CARD_FILE,
@@ -20,7 +22,8 @@ from geosynth.errors import GeosynthError
 
 def _lora(path: Path, card: dict | None = None) -> Path:
     path.mkdir(parents=True)
-    (path / LORA_FILE).write_bytes(b"")  # only its presence matters here
+    # a readable weights file (its values are checked when read); no real adapter needed here
+    save_file({"unet.a.lora_A.weight": torch.zeros(2, 2)}, str(path / LORA_FILE))
     if card is not None:
         (path / CARD_FILE).write_text(json.dumps(card))
     return path

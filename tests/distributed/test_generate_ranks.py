@@ -54,7 +54,7 @@ def test_two_processes_write_the_single_process_output(cli, toy_models, tmp_path
     # One shard per rank (jobs 0, 2, ..., 8 and 1, 3, ..., 7); the rank that finishes last
     # finalizes the folder.
     text = " ".join(done.stderr.split())  # messages are wrapped at the terminal width
-    said = re.findall(r"generated (\d) images into \S+ \(([^)]*)\)", text)
+    said = re.findall(r"generated (\d) new images, \d+ in \S+ \(([^)]*)\)", text)
     assert sorted(n for n, _ in said) == ["4", "5"], done.stderr[-2000:]
     assert "complete" in [state for _, state in said]
     files = _files(two)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -65,6 +66,10 @@ def test_kill_at_any_stage_then_resume_gives_the_same_bytes(
     killed(stage, *base, "--out", out)
     res = cli(*base, "--out", out, "--resume")
     assert res.code == 0, res.err
+    # the new images and the folder's total (a resume used to report the new ones only)
+    assert re.search(
+        rf"generated [0-4] new images, 4 in {re.escape(str(out))} \(complete\)", res.err
+    )
     _same_output(out, reference)
     assert leftovers(out) == [] and leftovers(tmp_path) == []
     prov = json.loads((out / "provenance.json").read_text())
@@ -144,6 +149,7 @@ def test_resume_of_a_finished_output_checks_the_settings(base, reference, cli) -
         res.code == 0
         and json.loads(res.out)["complete"] is True
         and json.loads(res.out)["generated"] == 0
+        and json.loads(res.out)["images"] == 4
     )
     assert tree_bytes(reference) == before
 

@@ -15,6 +15,7 @@ from geosynth.artifacts.atomic import (
     output_path,
     write_json,
 )
+from geosynth.artifacts.jsontext import json_text
 from geosynth.artifacts.provenance import (
     DIR_PROVENANCE_NAME,
     NEUTRAL_FLAGS,
@@ -26,6 +27,7 @@ from geosynth.artifacts.provenance import (
     file_digest,
     fingerprint,
     provenance_path,
+    settings_diff,
     write_provenance,
 )
 from geosynth.artifacts.tensors import (
@@ -69,6 +71,7 @@ __all__ = [
     "encode_strings",
     "file_digest",
     "fingerprint",
+    "json_text",
     "load_channel_means",
     "load_embeddings",
     "load_tensors",
@@ -79,6 +82,7 @@ __all__ = [
     "save_channel_means",
     "save_embeddings",
     "save_tensors",
+    "settings_diff",
     "write_json",
     "write_provenance",
 ]

@@ -5,7 +5,6 @@ left behind."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import uuid
@@ -13,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from geosynth.artifacts.jsontext import json_text
 from geosynth.errors import GeosynthError
 
 
@@ -125,4 +125,4 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     clean_stale_temporaries(Path(path))
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        tmp.write_text(json_text(obj, indent=2, sort_keys=False, default=str) + "\n")

@@ -13,6 +13,7 @@ from typing import Any
 
 from geosynth import __version__
 from geosynth.artifacts.atomic import write_json
+from geosynth.artifacts.jsontext import json_text
 from geosynth.invocation import current_argv
 
 PROVENANCE_SUFFIX = ".provenance.json"
@@ -158,3 +159,15 @@ def replay_argv(recorded: Sequence[str], out: str | os.PathLike[str]) -> list[st
     ``out``: its :func:`content_argv` (less ``--out`` and the flags that never change what a run
     writes) and ``--out OUT``."""
     return [*content_argv(recorded)[1:], "--out", str(out)]
+
+
+def settings_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """'seed 0 -> 1, noise "gaussian" -> "leak-aligned"': the settings of two records of a run
+    (a resumed run's and the new call's) that differ, each value short."""
+
+    def short(v: Any) -> str:
+        text = json_text(v, default=str)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return ", ".join(f"{k} {short(old.get(k))} -> {short(new.get(k))}" for k in keys)

@@ -25,6 +25,7 @@ from geosynth.artifacts.atomic import (
     clean_stale_temporaries,
     output_path,
 )
+from geosynth.artifacts.jsontext import json_text
 from geosynth.artifacts.provenance import Provenance, content_argv, write_provenance
 from geosynth.errors import GeosynthError
 
@@ -85,13 +86,13 @@ def save_tensors(
         "format": "geosynth",
         "geosynth_version": __version__,
         "command": provenance.command,
-        "argv": json.dumps(content_argv(provenance.argv)),
+        "argv": json_text(content_argv(provenance.argv)),
         "input_fingerprint": provenance.input_fingerprint,
     }
     if class_names is not None:
-        meta["class_names"] = json.dumps(list(class_names))
+        meta["class_names"] = json_text(list(class_names))
     for key, value in (metadata or {}).items():
-        meta[key] = value if isinstance(value, str) else json.dumps(value)
+        meta[key] = value if isinstance(value, str) else json_text(value)
     out = output_path(path)
     check_replaceable(out, "file")
     contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
@@ -124,7 +125,7 @@ def _canonical_header(header: dict[str, Any]) -> bytes:
     if meta is not None:
         ordered["__metadata__"] = {k: meta[k] for k in sorted(meta)}
     ordered.update((k, header[k]) for k in sorted(header))
-    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    text = json_text(ordered, separators=(",", ":"), ensure_ascii=False).encode()
     return text + b" " * (-len(text) % 8)  # the data section stays 8-byte aligned
 
 

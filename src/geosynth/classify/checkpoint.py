@@ -16,6 +16,7 @@ from geosynth.artifacts import (
     safetensors_bytes,
     save_tensors,
 )
+from geosynth.artifacts.jsontext import json_text
 from geosynth.classify.model import Classifier, ModelSpec, build_classifier, spec_from_json
 from geosynth.errors import GeosynthError
 
@@ -35,7 +36,7 @@ def save_classifier(
         state,
         provenance=provenance,
         class_names=class_names,
-        metadata={"model_spec": json.dumps(spec.to_dict()), **(extra or {})},
+        metadata={"model_spec": json_text(spec.to_dict()), **(extra or {})},
     )
 
 
@@ -57,7 +58,7 @@ def save_seed_result(path: Path, record: dict[str, Any]) -> None:
         tmp.mkdir(parents=True)
         (tmp / "state.safetensors").write_bytes(safetensors_bytes(record["state"], {}))
         rest = {k: v for k, v in record.items() if k != "state"}
-        (tmp / "record.json").write_text(json.dumps(rest, indent=1) + "\n")
+        (tmp / "record.json").write_text(json_text(rest, indent=1) + "\n")
 
 
 def load_seed_result(path: Path) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from geosynth.classify.lora import (
     split_attention,
 )
 from geosynth.data.multiband import BandInput
+from geosynth.data.names import fill_prompt
 from geosynth.defaults import CLIP_MODEL, CLIP_PRETRAINED, PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
 from geosynth.extras import require
@@ -194,7 +195,7 @@ class ClipClassifier(Classifier):
         self.mean = _rgb(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
         self.std = _rgb(cfg.get("std", open_clip.OPENAI_DATASET_STD))
         self.interpolation = str(cfg.get("interpolation", "bicubic"))
-        self.prompts = [spec.prompt_template.format(p) for p in prompt_names]
+        self.prompts = [fill_prompt(spec.prompt_template, p) for p in prompt_names]
         self.register_buffer("tokens", tokenizer(self.prompts), persistent=False)
         # CLIP's learned temperature (100 for OpenAI's weights), kept fixed as in zero-shot use.
         self.register_buffer("scale", clip.logit_scale.detach().exp().clone(), persistent=False)
@@ -375,5 +376,5 @@ def build_classifier(
 
 
 def spec_from_json(text: str) -> ModelSpec:
-    """Inverse of ``json.dumps(spec.to_dict())``."""
+    """Inverse of ``json_text(spec.to_dict())``."""
     return ModelSpec(**json.loads(text))

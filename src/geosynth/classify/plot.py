@@ -40,6 +40,6 @@ def confusion_png(
                 color="white" if rates[i, j] > 0.5 else "black",
             )
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", bbox_inches="tight")  # long class names are not cut
     plt.close(fig)
     return path

@@ -22,11 +22,7 @@ import numpy as np
 import torch
 
 from geosynth import faults
-from geosynth.artifacts import (
-    Provenance,
-    atomic_path,
-    write_json,
-)
+from geosynth.artifacts import Provenance, atomic_path, json_text, write_json
 from geosynth.artifacts import write_provenance as _write_provenance
 from geosynth.classify.augment import NATIVE_AUGMENT_PARAMS
 from geosynth.classify.checkpoint import load_seed_result, save_classifier, save_seed_result
@@ -37,6 +33,7 @@ from geosynth.classify.model import ModelSpec, build_classifier
 from geosynth.classify.plot import confusion_png
 from geosynth.classify.train import TrainConfig, make_accelerator, train_classifier
 from geosynth.errors import GeosynthError
+from geosynth.limits import check_numbers
 from geosynth.progress import Track, no_track
 from geosynth.runtime import check_report_to, logs_dir, tracker_config
 
@@ -58,7 +55,7 @@ def _plan(spec: ModelSpec, cfg: TrainConfig, seeds: list[int], splits: Splits) -
 def _prepare_parts(out: Path, plan: dict[str, Any], resume: bool) -> Path:
     parts = parts_dir(out)
     plan_path = parts / "plan.json"
-    normalised = json.loads(json.dumps(plan, default=str))
+    normalised = json.loads(json_text(plan, default=str))
     if parts.exists():
         if not resume:
             raise GeosynthError(
@@ -327,7 +324,7 @@ def _write_output(
                 prov,
                 extra={
                     "selected_epoch": str(r["selected_epoch"]),
-                    "prompt_names": json.dumps(splits.train.prompt_names),
+                    "prompt_names": json_text(splits.train.prompt_names),
                 },
             )
             r["model_file"] = f"seed-{r['seed']}/model.safetensors"
@@ -394,6 +391,7 @@ def train_and_test(
         spec = replace(spec, model="", prompt_template="")
     config = TrainConfig(**config) if isinstance(config, Mapping) else config or TrainConfig()
     seeds = list(seeds)
+    check_numbers(shots=shots, real_shots=real_shots, seeds=seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise GeosynthError(f"seeds={seeds}: expected distinct integers, e.g. [0, 1, 2]")
     if zero_shot and not spec.is_clip:

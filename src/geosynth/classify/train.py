@@ -7,6 +7,7 @@ model at its best VAL epoch. Evaluating TEST once afterwards is the caller's job
 
 Determinism: each epoch re-seeds torch (augmentations, dropout, shuffling) and the mixing RNG
 from ``(seed, epoch)``, and the checkpoint holds the optimizer and schedule, so a run resumed
+from geosynth.artifacts.jsontext import json_text
 after epoch e continues exactly as the uninterrupted run would have.
 """
 
@@ -25,6 +26,7 @@ import torch
 
 from geosynth import faults
 from geosynth.artifacts import atomic_path, load_tensors, load_torch_state, safetensors_bytes
+from geosynth.artifacts.jsontext import json_text
 from geosynth.classify.augment import (
     AUGMENT_PARAMS,
     mix_batch,
@@ -37,6 +39,7 @@ from geosynth.classify.evaluation import evaluate, loader, unwrap_worker_errors
 from geosynth.classify.model import Classifier
 from geosynth.data import ImageDataset
 from geosynth.errors import GeosynthError
+from geosynth.limits import check_fields
 from geosynth.progress import Track, no_track
 from geosynth.runtime import accelerate_precision, pick_device
 
@@ -82,12 +85,7 @@ class TrainConfig:
             self.workers = 4 if torch.cuda.is_available() else 0
         if self.select not in SELECT_METRICS:
             raise GeosynthError(f"select={self.select!r}: expected {', '.join(SELECT_METRICS)}")
-        if not 0.0 <= self.real_weight <= 1.0:
-            raise GeosynthError(f"real_weight={self.real_weight}: expected a value in [0, 1]")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise GeosynthError(
-                f"epochs={self.epochs}, batch_size={self.batch_size}: must be at least 1"
-            )
+        check_fields(self)
 
     @property
     def loader_workers(self) -> int:
@@ -381,7 +379,7 @@ def save_state(path: Path, ckpt: dict[str, Any]) -> None:
         tmp.mkdir(parents=True)
         (tmp / "tensors.safetensors").write_bytes(safetensors_bytes(tensors, {}))
         torch.save({k: ckpt[k] for k in _TORCH_KEYS}, tmp / "optim.pt")
-        (tmp / "state.json").write_text(json.dumps(rest, indent=1) + "\n")
+        (tmp / "state.json").write_text(json_text(rest, indent=1) + "\n")
 
 
 def load_state(path: Path) -> dict[str, Any]:

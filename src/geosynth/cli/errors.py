@@ -14,11 +14,13 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-# name=value, the value quoted ('...' / "...") or a run up to whitespace or , ; : ) ; or `name`
+# name=value, the value quoted ('...' / "...") or a run up to whitespace or , ; : ) ; or `name`;
+# or a name compared with a number (`per_class >= 1`), which becomes the option alone
 _PARAM = re.compile(
     r"(?<![\w.\-/])([a-z_][a-z0-9_]*)="
     r"('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s,;:)]+)"
     r"|`([a-z_][a-z0-9_]*)`"
+    r"|(?<![\w.\-/`])([a-z_][a-z0-9_]*)(?= ?(?:>=|<=|<|>) ?-?\d)"
 )
 
 
@@ -54,12 +56,12 @@ def to_cli(message: str, table: Mapping[str, Any]) -> str:
     """``message`` with the known parameters written as the command's options."""
 
     def swap(m: re.Match[str]) -> str:
-        name = m.group(1) or m.group(3)
+        name = m.group(1) or m.group(3) or m.group(4)
         if name not in table:
             return m.group(0)
         param = table[name]
         flag = _flag_text(param)
-        if m.group(3):  # `name`: the option alone
+        if m.group(3) or m.group(4):  # `name`, or name >= 1: the option alone
             return flag
         value = _unquote(m.group(2))
         if getattr(param, "is_flag", False) and value in ("True", "False"):

@@ -218,7 +218,9 @@ def generate(
         )
     else:
         state = "complete" if result["complete"] else "this shard done; others pending"
-        message(f"generated {result['generated']} images into {out} ({state})")
+        message(
+            f"generated {result['generated']} new images, {result['images']} in {out} ({state})"
+        )
         if result["complete"]:
             message(f"contact sheets: {result['previews']}")
 

@@ -113,6 +113,7 @@ def _prepare(command: _click.Command, name: str, overrides: dict[str, str]) -> N
     errors in its own flags."""
     from geosynth.cli.config import add_config_option
     from geosynth.cli.errors import param_flags, to_cli
+    from geosynth.cli.options import guard_numbers
 
     subcommands = getattr(command, "commands", None)
     if subcommands:
@@ -121,6 +122,7 @@ def _prepare(command: _click.Command, name: str, overrides: dict[str, str]) -> N
         return
     if name != "replay":
         add_config_option(command)
+    guard_numbers(command, overrides)
     plain_invoke = command.invoke
     table = param_flags(command, overrides)
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+import typer._click as click
 
 if TYPE_CHECKING:
     from geosynth.data import ImageDataset
+    from geosynth.limits import Limit
 
 
 DatasetArg = Annotated[
@@ -154,3 +157,51 @@ CompileOpt = Annotated[
         "--compile", help="torch.compile the UNet (faster on GPU after a warm-up; default off)"
     ),
 ]
+
+
+def option_limit(param: Any, library: Mapping[str, str] | None = None) -> Limit | None:
+    """What a numeric option (int or float) may be: :data:`geosynth.limits.LIMITS`'s entry for
+    its parameter name, or for the library parameter it feeds (``library``: the command's
+    ``LIBRARY_PARAMS``, library name -> flag), narrowed by the option's own ``min`` / ``max``;
+    None for options that are not numbers. Unlisted numbers get "any finite number" (and fail
+    tests/cli/test_numeric_options.py until listed)."""
+    from geosynth.limits import FINITE, LIMITS, Limit
+
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None or desc.annotation not in (int, float):
+        return None
+    names = [param.name] + [n for n, flag in (library or {}).items() if flag in param.opts]
+    limit = next((LIMITS[n] for n in names if n in LIMITS), FINITE)
+    low, high = getattr(param, "min", None), getattr(param, "max", None)
+    if low is not None and (limit.low is None or low > limit.low):
+        limit = Limit(low, limit.high, False, limit.high_open, limit.integer)
+    if high is not None and (limit.high is None or high < limit.high):
+        limit = Limit(limit.low, high, limit.low_open, False, limit.integer)
+    return limit
+
+
+def guard_numbers(command: Any, library: Mapping[str, str] | None = None) -> None:
+    """Check every numeric option of ``command`` (a click/Typer command) while it is parsed,
+    from the command line, ``--config`` or a default alike: NaN, infinities and values outside
+    the option's meaning (:func:`option_limit`) are a usage error, one line and exit code 2,
+    before the command runs. ``--help`` shows each range."""
+    for param in getattr(command, "params", []):
+        limit = option_limit(param, library)
+        if limit is None:
+            continue
+        plain = param.process_value
+
+        def process_value(
+            ctx: click.Context, value: Any, plain: Any = plain, limit: Limit = limit, p: Any = param
+        ) -> Any:
+            given = value
+            value = plain(ctx, value)
+            for v in value if isinstance(value, list | tuple) else [value]:
+                why = None if v is None else limit.problem(v)
+                if why is not None:
+                    raise click.exceptions.BadParameter(f"{given}: {why}", ctx=ctx, param=p)
+            return value
+
+        param.process_value = process_value
+        if limit.low is not None or limit.high is not None:
+            param._get_number_range_help_str = lambda limit=limit: limit.help_text()

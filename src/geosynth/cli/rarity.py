@@ -163,5 +163,5 @@ def rarity(
     )
 
 
-def _fmt(v: float) -> str:
-    return f"{v:.4f}" if v == v else "n/a"
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None or v != v else f"{v:.4f}"

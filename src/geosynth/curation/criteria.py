@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from geosynth.data import ImageDataset
+from geosynth.data.names import fill_prompt, prompt_name
 from geosynth.defaults import PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
 from geosynth.progress import no_track
@@ -80,7 +81,7 @@ def clip_confidence(
             str(exc).replace(f"clip_model={ref!r}", f"classifier={CLIP_PREFIX + ref!r}")
         ) from None
     names = list(ds.class_names)
-    text = scorer.text_features([prompt_template.format(c) for c in names])
+    text = scorer.text_features([fill_prompt(prompt_template, prompt_name(c)) for c in names])
     image = scorer.dataset_features(ds, batch_size, track=track or no_track)
     scale = (
         float(scorer.model.logit_scale.detach().exp())

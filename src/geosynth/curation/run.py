@@ -25,10 +25,12 @@ from geosynth.artifacts import Provenance
 from geosynth.curation.criteria import classifier_confidence, manifold_ratio
 from geosynth.curation.writer import RADIOMETRY_NAME, source_rows, write_kept
 from geosynth.data import ImageDataset, load_dataset
+from geosynth.data.load import check_source
 from geosynth.data.radiometry_sources import bind
 from geosynth.data.writer import check_output_dir
 from geosynth.defaults import PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
+from geosynth.limits import check_numbers
 from geosynth.metrics.memorisation import (
     COPY_THRESHOLD,
     describe_all,
@@ -117,16 +119,17 @@ def filter_dataset(
     from geosynth.runtime import pick_device
 
     device = str(pick_device(device))
-    if copy_threshold <= 0:
-        raise GeosynthError(f"copy_threshold={copy_threshold}: must be above 0")
-    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
-        raise GeosynthError(f"min_confidence={min_confidence}: must be between 0 and 1")
+    check_numbers(
+        copy_threshold=copy_threshold,
+        min_confidence=min_confidence,
+        k=k,
+        per_class=per_class,
+        batch_size=batch_size,
+    )
     if min_confidence is not None and classifier is None:
         raise GeosynthError("`min_confidence` needs `classifier` (a confidence of which model?)")
-    if k < 1:
-        raise GeosynthError(f"k={k}: must be at least 1")
-    if per_class is not None and per_class < 1:
-        raise GeosynthError(f"per_class={per_class}: must be at least 1")
+    for what, source in {"synth": synth, "train": train, "real": real}.items():
+        check_source(source, what)  # every input before a model loads
     out = Path(out)
     check_output_dir(out)
     # native data (GeoTIFFs) is scored through generate's radiometry.json, else the default

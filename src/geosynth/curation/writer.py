@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from geosynth.artifacts import Provenance, atomic_path, check_replaceable, write_provenance
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.card import write_dataset_card
 from geosynth.data.folder import METADATA_NAME
 from geosynth.data.radiometry_sources import RADIOMETRY_FILE as RADIOMETRY_NAME
@@ -77,11 +78,11 @@ def write_kept(
             shutil.copyfile(src, target)
         if (source / RADIOMETRY_NAME).is_file():
             shutil.copyfile(source / RADIOMETRY_NAME, tmp / RADIOMETRY_NAME)
-        lines = [json.dumps(row, default=str) for _, row in kept]
+        lines = [json_text(row, default=str) for _, row in kept]
         (tmp / METADATA_NAME).write_text("".join(line + "\n" for line in lines))
         rows = [json.loads(line) for line in lines]
         write_dataset_card(tmp, class_names, rows, "geosynth filtered dataset", CARD_TYPES)
-        record = "".join(json.dumps(r, default=str) + "\n" for r in records)
+        record = "".join(json_text(r, default=str) + "\n" for r in records)
         (tmp / FILTER_RECORD).write_text(record)
         if previews:
             ptmp = stack.enter_context(atomic_path(out_previews))

@@ -4,7 +4,7 @@ from geosynth.data.dataset import ImageDataset, Sample
 from geosynth.data.fewshot import few_shot_indices
 from geosynth.data.folder import IMAGE_SUFFIXES, read_image_folder
 from geosynth.data.hf import from_hf
-from geosynth.data.load import load_dataset, open_dataset
+from geosynth.data.load import check_source, load_dataset, open_dataset
 from geosynth.data.names import prompt_name
 from geosynth.data.raster import Raster, read_raster, write_raster
 from geosynth.data.tile import tile_scenes
@@ -17,6 +17,7 @@ __all__ = [
     "Raster",
     "Sample",
     "check_output_dir",
+    "check_source",
     "export_dataset",
     "few_shot_indices",
     "from_hf",

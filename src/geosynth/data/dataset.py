@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.fewshot import few_shot_indices
 from geosynth.data.metadata import OwnFields, SampleMetadata, read_sample_metadata
 from geosynth.data.names import prompt_name
@@ -216,7 +216,7 @@ class ImageDataset(torch.utils.data.Dataset):
         per view: it reads every file)."""
         if self._fingerprint is None:
             h = hashlib.blake2b(digest_size=16)
-            h.update(json.dumps(self.class_names).encode())
+            h.update(json_text(self.class_names).encode())
             for s in self.samples:
                 h.update(f"{s.key}|{s.label}|{self.digest(s)};".encode())
             self._fingerprint = h.hexdigest()

@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.metadata import FIELDS, TABLE, check_field
 from geosynth.errors import GeosynthError
@@ -127,7 +128,7 @@ def metadata_summary(
             entry["min"] = min(values) if values else None
             entry["max"] = max(values) if values else None
         else:
-            entry["distinct"] = len({json.dumps(v, sort_keys=True, default=str) for v in values})
+            entry["distinct"] = len({json_text(v, sort_keys=True, default=str) for v in values})
         entry["sources"] = dict(sorted(Counter(s for _, s in known).items()))
         fields[name] = entry
     out: dict[str, Any] = {"samples": len(every), "fields": fields}

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from geosynth.artifacts.jsontext import json_text
 from geosynth.errors import GeosynthError
 
 LEGEND_NAME = "legend.json"
@@ -239,7 +240,7 @@ class Legend:
         return Legend.from_dict(data, str(path))
 
     def write(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        path.write_text(json_text(self.to_dict(), indent=2) + "\n")
 
     def with_ignore(self, entries: Sequence[str | int]) -> Legend:
         """This legend with more ignore entries: pixel values, ``#RRGGBB`` colours, or class

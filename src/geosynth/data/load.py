@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +23,25 @@ from geosynth.errors import GeosynthError
 
 # owner/name or a bare canonical name, as the hub spells dataset ids.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+
+def check_source(source: str | os.PathLike[str] | None, what: str) -> None:
+    """Refuse, at once, a dataset, shard directory or embeddings file that cannot exist: a path
+    that is not there and cannot be a hub dataset id (a ``.safetensors`` file never is). Steps
+    call it for every input before they load a model, so a typo costs no model load."""
+    if source is None or not isinstance(source, str | os.PathLike):
+        return
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.exists():
+        return
+    if path.suffix == ".safetensors":
+        raise GeosynthError(f"{what}={text!r}: no such file (expected an embeddings file)")
+    if not _HUB_ID.match(text) or text.startswith("."):
+        raise GeosynthError(
+            f"{what}={text!r}: no such file or directory (expected a dataset folder, a saved "
+            "Hugging Face dataset, a shard directory or a hub dataset id)"
+        )
 
 
 def open_dataset(

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from geosynth.artifacts import Provenance, atomic_path, write_json, write_provenance
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.card import write_dataset_card
 from geosynth.data.folder import METADATA_NAME
 from geosynth.data.legend import LEGEND_NAME, Legend, resolve_legend
@@ -40,6 +41,7 @@ from geosynth.data.pairdata import PairedDataset, dominant_class
 from geosynth.data.raster import TIFF_SUFFIXES, Raster, read_raster, write_raster
 from geosynth.data.segmentation import open_segmentation
 from geosynth.errors import GeosynthError
+from geosynth.limits import check_numbers
 from geosynth.progress import Track, no_track
 
 SETTINGS_NAME = "tile.json"
@@ -154,8 +156,7 @@ def tile_pairs(
 ) -> dict[str, Any]:
     """Cut every pair of ``datasets`` into ``size`` px chips every ``stride`` px (module
     docstring); returns a summary."""
-    if not 0.0 <= max_ignore <= 1.0:
-        raise GeosynthError(f"max_ignore={max_ignore}: must be between 0 and 1")
+    check_numbers(max_ignore=max_ignore)
     legend = _legend(datasets, map_legend, ignore)
     pairs = [(ds, i) for ds in datasets for i in range(len(ds))]
     groups = sorted({class_name or ds.class_names[ds.samples[i].label] for ds, i in pairs})
@@ -260,14 +261,14 @@ def _work_dir(out: Path, settings: dict[str, Any], resume: bool) -> Path:
     if work.exists():
         if not resume:
             raise GeosynthError(
-                f"out={str(out)!r}: an interrupted run left {work}; pass resume to continue it "
+                f"out={str(out)!r}: an interrupted run left {work}; pass `resume` to continue it "
                 "(same settings) or remove it"
             )
         try:
             recorded = json.loads((work / SETTINGS_NAME).read_text())
         except (OSError, ValueError):
             recorded = None
-        if recorded != json.loads(json.dumps(settings)):
+        if recorded != json.loads(json_text(settings)):
             raise GeosynthError(
                 f"resume: {work} was started with other settings (or is not a tile run); "
                 "use the same pairs and options, or remove it"
@@ -291,7 +292,7 @@ def _finish(
 ) -> dict[str, Any]:
     rows.sort(key=lambda x: (x["label"], x["file_name"]))
     with atomic_path(work / METADATA_NAME) as tmp:
-        tmp.write_text("".join(json.dumps(x) + "\n" for x in rows))
+        tmp.write_text("".join(json_text(x) + "\n" for x in rows))
     with atomic_path(work / LEGEND_NAME) as tmp:
         legend.write(tmp)
     notes = (
@@ -363,7 +364,7 @@ def export_pairs(
         if len(set(names)) != len(names):
             dup = next(n for n in names if names.count(n) > 1)
             raise GeosynthError(f"{ds.source}: two images would be exported as {dup}")
-        (tmp / METADATA_NAME).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (tmp / METADATA_NAME).write_text("".join(json_text(r) + "\n" for r in rows))
         if ds.legend is not None:
             ds.legend.write(tmp / LEGEND_NAME)
         write_dataset_card(tmp, ds.class_names, rows, "geosynth image/mask pairs", images=("mask",))

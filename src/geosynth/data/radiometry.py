@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data import radiometry_amplitude as amp
 from geosynth.data.bandnames import BAND_ORDERS, band_names, missing_band_hint
 from geosynth.data.raster import Raster, pixel_size
@@ -147,6 +148,8 @@ class Radiometry:
             for lo, hi in self.ranges:
                 if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
                     raise bad(f"range [{lo}, {hi}]: need finite low < high")
+        if self.db_floor is not None and not np.isfinite(self.db_floor):
+            raise bad(f"db_floor {self.db_floor}: need a finite number (a level in dB)")
         if self.percentiles is not None:
             lo, hi = self.percentiles
             if not 0 <= lo < hi <= 100:
@@ -185,7 +188,7 @@ class Radiometry:
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys): equal specs give equal strings."""
-        return json.dumps(self.to_dict(), sort_keys=True)
+        return json_text(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, where: str = "radiometry") -> Radiometry:

@@ -3,9 +3,9 @@ still fits, and the reading of a spec from a dict, a JSON file or a preset name.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.bandnames import S2_TRUE_COLOUR, known_layout
 from geosynth.data.radiometry import DEFAULT_PERCENTILES, Radiometry
 from geosynth.data.raster import Raster
@@ -82,7 +82,7 @@ def _identity(spec: Radiometry) -> str:
     d = spec.to_dict()
     d.pop("pixel_size", None)
     d.pop("file_nodata", None)
-    return json.dumps(d, sort_keys=True)
+    return json_text(d, sort_keys=True)
 
 
 def radiometry_from(value: Radiometry | dict[str, Any] | str | None) -> Radiometry | None:

@@ -138,12 +138,35 @@ def read_raster(source: str | os.PathLike[str] | bytes, *, name: str | None = No
         raise GeosynthError(f"{label}: cannot read image ({exc})") from None
     try:
         if _is_tiff(head) or (_is_png(head) and _png_is_16bit(head)):
-            return _read_gdal(source, label)
-        return _read_pil(source)
+            raster = _read_gdal(source, label)
+        else:
+            raster = _read_pil(source)
     except GeosynthError:
         raise
     except Exception as exc:  # rasterio/PIL raise many types for broken files
         raise GeosynthError(f"{label}: cannot read image ({exc})") from None
+    check_values(raster, label)
+    return raster
+
+
+def check_values(raster: Raster, label: str) -> None:
+    """Refuse float pixels that no dataset means: infinities (NaN marks nodata in float
+    rasters, an infinity never does), or an image in which every value is NaN or nodata (what a
+    diverged model writes; it would enter training or metrics as a flat image)."""
+    a = raster.array
+    if a.dtype.kind != "f" or not a.size:
+        return
+    inf = int(np.isinf(a).sum())
+    if inf:
+        raise GeosynthError(
+            f"{label}: {inf} infinite value(s); expected finite numbers (NaN or the nodata value "
+            "mark missing pixels)"
+        )
+    if not raster.valid_mask().any():
+        raise GeosynthError(
+            f"{label}: every value is NaN or nodata; the image holds no data (was it written by a "
+            "diverged run?)"
+        )
 
 
 def _read_gdal(source: str | os.PathLike[str] | bytes, label: str) -> Raster:
@@ -259,6 +282,7 @@ def write_raster(path: str | os.PathLike[str], raster: Raster) -> Path:
     arr = np.asarray(raster.array)
     if arr.ndim != 3:
         raise GeosynthError(f"{path}: raster array must be bands x H x W, got shape {arr.shape}")
+    check_values(raster, str(path))  # no output holds what no reader accepts
     if str(arr.dtype) not in NATIVE_DTYPES:
         raise GeosynthError(
             f"{path}: dtype {arr.dtype} not writable (expected one of {NATIVE_DTYPES})"

@@ -62,7 +62,9 @@ def export_subset(
     from geosynth.data.load import load_dataset
     from geosynth.data.pairdata import PairedDataset
     from geosynth.data.writer import export_dataset
+    from geosynth.limits import check_numbers
 
+    check_numbers(shots=shots, seed=seed)
     ds = load_dataset(
         str(dataset), split=split, classes=classes, shots=shots, seed=seed, label_map=label_map
     )

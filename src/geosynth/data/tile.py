@@ -6,7 +6,7 @@ windows (a whole GRD product never has to fit in memory) and written in the scen
 band names and nodata, with its CRS and the chip's own transform, ``scene_transform * (col,
 row)`` (exact for rotated geotransforms too), so each chip has its own centre and GSD; the scene's
 acquisition date goes into the chip's ``metadata.jsonl`` row. Chips whose NaN/nodata share exceeds
-``max_nodata`` are skipped; partial chips at the right and bottom edges are dropped unless
+``max_nodata`` (or that hold no valid pixel at all) are skipped; partial chips at the right and bottom edges are dropped unless
 ``pad``, which fills them with the nodata value (NaN for float data without one).
 
 Writing is resumable: chips go to ``OUT.parts/`` one file at a time (each atomically), with
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from geosynth.artifacts import Provenance, atomic_path, write_json, write_provenance
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.card import write_dataset_card
 from geosynth.data.folder import METADATA_NAME
 from geosynth.data.metadata import date_from_tags
@@ -38,6 +39,7 @@ from geosynth.data.raster import TIFF_SUFFIXES, Raster, read_header, write_raste
 from geosynth.data.stack import StackRef
 from geosynth.errors import GeosynthError
 from geosynth.extras import require
+from geosynth.limits import check_numbers
 from geosynth.progress import Track, no_track
 
 SETTINGS_NAME = "tile.json"
@@ -205,12 +207,7 @@ def tile_scenes(
     (:mod:`geosynth.data.pairtile`: ``map_legend``, ``ignore`` and ``max_ignore`` apply)."""
     out = Path(out)
     stride = size if stride is None else stride
-    if size < 1:
-        raise GeosynthError(f"size={size}: must be at least 1")
-    if stride < 1:
-        raise GeosynthError(f"stride={stride}: must be at least 1")
-    if not 0.0 <= max_nodata <= 1.0:
-        raise GeosynthError(f"max_nodata={max_nodata}: must be between 0 and 1")
+    check_numbers(size=size, stride=stride, max_nodata=max_nodata)
     if out.exists():
         raise GeosynthError(f"out={str(out)!r}: exists; choose a new path or remove it")
     from geosynth.data.pairtile import pair_sources, tile_pairs
@@ -230,7 +227,7 @@ def tile_scenes(
         if not pad and (size > g["width"] or size > g["height"]):
             raise GeosynthError(
                 f"size={size}: larger than scene {s.files[0]} ({g['width']}x{g['height']} px); "
-                "choose a smaller size or pass pad"
+                "choose a smaller size or pass `pad`"
             )
         if pad and g["nodata"] is None and np.dtype(g["dtype"]).kind != "f":
             raise GeosynthError(
@@ -254,7 +251,7 @@ def tile_scenes(
     if work.exists():
         if not resume:
             raise GeosynthError(
-                f"out={str(out)!r}: an interrupted run left {work}; pass resume to continue it "
+                f"out={str(out)!r}: an interrupted run left {work}; pass `resume` to continue it "
                 "(same settings) or remove it"
             )
         try:
@@ -281,7 +278,7 @@ def tile_scenes(
         rel = f"{safe_dirname(s.class_name)}/{s.name}_r{r:05d}_c{c:05d}.tif"
         chip = _read_chip(s, g, r, c, size)
         invalid = 1.0 - float(chip.valid_mask().all(axis=0).mean())
-        if invalid > max_nodata:
+        if invalid > max_nodata or invalid == 1.0:  # a chip without data is never written
             skipped += 1
             continue
         if (work / rel).is_file():
@@ -310,7 +307,7 @@ def tile_scenes(
         )
     rows.sort(key=lambda x: (x["label"], x["file_name"]))
     with atomic_path(work / METADATA_NAME) as tmp:
-        tmp.write_text("".join(json.dumps(x) + "\n" for x in rows))
+        tmp.write_text("".join(json_text(x) + "\n" for x in rows))
     write_dataset_card(work, class_names, rows, "geosynth chips cut from scenes")
     prov = Provenance.start("data tile", settings={k: v for k, v in settings.items()})
     write_provenance(work, prov)

@@ -26,6 +26,7 @@ from geosynth.artifacts import (
     output_path,
     write_provenance,
 )
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.card import CARD_NAME, write_dataset_card
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.folder import METADATA_NAME
@@ -137,7 +138,7 @@ class ImageFolderWriter:
     ) -> None:
         if exc_type is None:
             tmp = self._folder()
-            lines = [json.dumps(r, default=str) for r in self.rows]
+            lines = [json_text(r, default=str) for r in self.rows]
             (tmp / METADATA_NAME).write_text("".join(line + "\n" for line in lines))
             rows = [json.loads(line) for line in lines]  # the values as readers will see them
             write_dataset_card(tmp, self.class_names, rows, "geosynth image folder")

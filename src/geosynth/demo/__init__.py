@@ -7,7 +7,6 @@ Each step is a function that takes the :class:`DemoRun` and adds a markdown sect
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ import torch
 
 from geosynth import __version__
 from geosynth.artifacts import atomic_path, check_replaceable, output_path, write_json
+from geosynth.artifacts.jsontext import json_text
 from geosynth.demo.generation_steps import (
     step_finetune,
     step_generate,
@@ -86,7 +86,7 @@ def run_demo(
     report = (
         f"# geosynth demo (version {__version__})\n\n"
         "Every step that geosynth has, on procedural toy data and tiny models "
-        f"(seed {seed}). Timings in seconds: {json.dumps(timings)}.\n\n" + "\n".join(run.sections)
+        f"(seed {seed}). Timings in seconds: {json_text(timings)}.\n\n" + "\n".join(run.sections)
     )
     with atomic_path(run.out / "report.md") as tmp:
         tmp.write_text(report)

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from geosynth.artifacts import Provenance, atomic_path, write_json
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data import load_dataset
 from geosynth.demo.state import DemoRun, fmt_num
 from geosynth.viz import image_grid
@@ -167,7 +168,7 @@ def step_maps(run: DemoRun) -> None:
     )
     unet_cfg = json.loads((run.paths["model_sd"] / "unet" / "config.json").read_text())
     cfg_path = run.out / "map-unet.json"
-    cfg_path.write_text(json.dumps({k: v for k, v in unet_cfg.items() if not k.startswith("_")}))
+    cfg_path.write_text(json_text({k: v for k, v in unet_cfg.items() if not k.startswith("_")}))
     ds = attach_maps(load_dataset(train))
     scores, samples = {}, {}
     for name, dropout in (("map", 0.1), ("blank", 1.0)):

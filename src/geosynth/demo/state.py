@@ -21,5 +21,5 @@ class DemoRun:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def fmt_num(v: float) -> str:
-    return "n/a" if v != v else f"{v:.3f}"
+def fmt_num(v: float | None) -> str:
+    return "n/a" if v is None or v != v else f"{v:.3f}"

@@ -14,7 +14,6 @@ the spec is recorded in the metadata.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -22,11 +21,13 @@ from pathlib import Path
 import torch
 
 from geosynth.artifacts import ChannelMeans
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.dataset import ImageDataset
 from geosynth.defaults import SD_MODEL
 from geosynth.diffusion.latents import encode_latents, images_to_tensor, vae_scale_factor
 from geosynth.diffusion.types import VAE
 from geosynth.errors import GeosynthError
+from geosynth.limits import check_numbers
 from geosynth.progress import Track, no_track
 
 ENCODER_PREFIXES = ("encoder.", "quant_conv.")
@@ -153,21 +154,25 @@ def channel_means(
     from geosynth.artifacts import Provenance, save_channel_means
     from geosynth.diffusion.identity import model_digest
     from geosynth.diffusion.loading import load_vae, native_resolution
-    from geosynth.diffusion.loras import card_base_model, check_base, parse_lora
-    from geosynth.runtime import pick_device
+    from geosynth.diffusion.loras import check_base, parse_lora
+    from geosynth.runtime import model_ref, pick_device
 
+    check_numbers(resolution=resolution, batch_size=batch_size, seed=seed)
     out = Path(out)
     if out.suffix != ".safetensors":
         raise GeosynthError(f"out={str(out)!r}: expected a path ending in .safetensors")
-    if model is None and lora is not None:
-        model = card_base_model(lora)
+    item = None if lora is None else parse_lora(str(lora), set(), arg="lora")
+    if model is None and item is not None:
+        base = item.card.get("base_model")
+        model = str(base) if base else None
         if model is not None:
             log(f"model: {model} (the base model {lora}'s card records)")
     model = model or SD_MODEL
-    vae, source = load_vae(model), model
-    if lora is not None:
-        item = parse_lora(str(lora), set(), arg="lora")
+    model_ref(model)  # inputs first, then the models: a missing path is said at once
+    if item is not None:
         check_base(item, model, arg="lora")
+    vae, source = load_vae(model), model
+    if item is not None:
         # DIR of DIR[:weight]: the weight scales adapters, the VAE is the folder's as it is
         if (item.path / "vae").is_dir():
             from diffusers import AutoencoderKL
@@ -183,7 +188,7 @@ def channel_means(
         vae, dataset, resolution=size, batch_size=batch_size, track=track, vae_source=source
     )
     cm.metadata["model"] = model
-    cm.metadata["model_digest"] = json.dumps(model_digest(model))
+    cm.metadata["model_digest"] = json_text(model_digest(model))
     prov = Provenance.start(
         "channel-means", seeds={"seed": seed}, model=model, resolution=size, vae=source
     )

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from geosynth.artifacts.jsontext import json_text
 from geosynth.diffusion.tensorfile import TensorFile
 from geosynth.errors import GeosynthError
 
@@ -207,7 +208,7 @@ def _cached(
     """``compute()``, remembered by the files' paths, sizes and modification times; ``cost``
     (when given) receives ``cached``, ``seconds`` and ``bytes`` (the weight files' size)."""
     stamp = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
-    key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:32]
+    key = hashlib.sha256(json_text(stamp).encode()).hexdigest()[:32]
     path = _cache_root() / "model-digests" / f"{key}.json"
     size = sum(f.stat().st_size for f in files)
     report: dict[str, Any] = {"cached": True, "seconds": 0.0, "bytes": size}
@@ -220,7 +221,7 @@ def _cached(
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(value))
+            tmp.write_text(json_text(value))
             tmp.replace(path)
         except OSError:
             pass  # a read-only cache only costs the hashing next time

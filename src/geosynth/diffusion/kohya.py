@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from geosynth.artifacts.jsontext import json_text
 from geosynth.errors import GeosynthError
 
 #: Suffixes of the two LoRA matrices in the layouts diffusers and peft write.
@@ -134,7 +135,7 @@ def export_kohya(lora_dir: str | Path, out: str | Path, *, title: str | None = N
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from geosynth.artifacts import atomic_path
+    from geosynth.artifacts import atomic_path, check_finite
     from geosynth.diffusion.loras import CARD_FILE, LORA_FILE
 
     src = Path(lora_dir)
@@ -144,12 +145,13 @@ def export_kohya(lora_dir: str | Path, out: str | Path, *, title: str | None = N
     with safe_open(str(weights), framework="pt") as fh:
         metadata = dict(fh.metadata() or {})
         tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is no dict)
+    check_finite(tensors, str(weights))  # a diverged run's NaNs are not passed on
     converted, meta = diffusers_to_kohya(tensors, metadata)
     card_path = src / CARD_FILE if src.is_dir() else None
     if card_path is not None and card_path.is_file():
         card = json.loads(card_path.read_text())
         meta["ss_sd_model_name"] = str(card.get("base_model", ""))
-        meta["geosynth_card"] = json.dumps(card, sort_keys=True)
+        meta["geosynth_card"] = json_text(card, sort_keys=True)
     meta["modelspec.title"] = title or src.name
     target = Path(out)
     with atomic_path(target) as tmp:
@@ -165,15 +167,18 @@ def import_kohya(file: str | Path, model: str, out: str | Path) -> Path:
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    from geosynth.artifacts import atomic_path, canonicalize_safetensors, write_json
+    from geosynth.artifacts import atomic_path, canonicalize_safetensors, load_tensors, write_json
     from geosynth.diffusion.identity import model_digest
     from geosynth.diffusion.loading import load_sd_pipeline
     from geosynth.diffusion.loras import CARD_FILE, LORA_FILE
     from geosynth.diffusion.training.trainable import _config_dict
+    from geosynth.runtime import model_ref
 
     src = Path(file)
     if not src.is_file():
         raise GeosynthError(f"{src}: no such file (expected a kohya-format .safetensors LoRA)")
+    load_tensors(src)  # readable, and no NaN or infinite weight, before the model loads
+    model_ref(model)
     pipe = load_sd_pipeline(model, device=torch.device("cpu"), dtype=torch.float32)
     try:
         pipe.load_lora_weights(str(src), adapter_name="imported")

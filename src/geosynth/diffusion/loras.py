@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -69,10 +70,35 @@ def parse_lora(spec: str, taken: set[str], arg: str = "loras") -> Lora:
             path_text = head
         except ValueError:
             pass
+    if not math.isfinite(weight):
+        raise GeosynthError(f"{arg}={spec!r}: the weight must be a finite number")
     path = Path(path_text)
     if not (path / LORA_FILE).is_file() and not (path / CARD_FILE).is_file():
         raise GeosynthError(f"{arg}={spec!r}: {path / LORA_FILE} does not exist")
+    check_values(path, f"{arg}={spec!r}")
     return Lora(path, weight, _adapter_name(path, taken))
+
+
+def check_values(path: Path, where: str) -> None:
+    """Refuse a LoRA directory whose LoRA or learned-token weights hold NaN or infinities (what a
+    diverged run writes): applied, they turn every image black or into NaN without an error.
+    ``where`` names the parameter that gave it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from geosynth.artifacts import check_finite
+
+    for name in (LORA_FILE, TOKEN_FILE):
+        f = path / name
+        if not f.is_file():
+            continue
+        try:
+            tensors = load_file(str(f))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise GeosynthError(
+                f"{where}: {f} is not a readable safetensors file ({exc})"
+            ) from None
+        check_finite(tensors, f"{where}: {f}")
 
 
 def check_base(lora: Lora, model: str, arg: str = "loras") -> None:
@@ -145,6 +171,9 @@ class LoraWeights:
             weights = {
                 str(c): {str(k): float(v) for k, v in w.items()} for c, w in data["weights"].items()
             }
+            bad = [(c, k) for c, w in weights.items() for k, v in w.items() if not math.isfinite(v)]
+            if bad:
+                raise ValueError(f"class '{bad[0][0]}': weight of '{bad[0][1]}' is not finite")
             names = data.get("class_names")
             class_names = None if names is None else [str(c) for c in names]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -155,6 +184,7 @@ class LoraWeights:
         for name, d in loras.items():
             if not (d / LORA_FILE).is_file():
                 raise GeosynthError(f"{where}: LoRA '{name}' not found at {d}")
+            check_values(d, where)
         for c, w in weights.items():
             unknown = sorted(set(w) - set(loras))
             if unknown:
@@ -279,9 +309,14 @@ def resolve_loras(
 ) -> LoraSet:
     """The LoRA set of a job: the stack ``loras``, one LoRA per class from the sub-directories of
     ``lora_dir`` (named by class), and the per-class mixtures of a ``weights.json`` file
-    (``lora_weights``, from ``cluster-plora``). Every LoRA must be trained for ``model``; None:
-    the base model the first card that records one names (else the default model), kept in
-    the set's ``model`` and ``model_from``."""
+    (``lora_weights``, from ``cluster-plora``). Every LoRA must be trained for ``model``, which
+    is checked first (a local path that does not exist is named as such, not as a mismatch);
+    None: the base model the first card that records one names (else the default model), kept
+    in the set's ``model`` and ``model_from``."""
+    from geosynth.runtime import model_ref
+
+    if model is not None:
+        model_ref(model)
     taken: set[str] = set()
     given = [parse_lora(_lora_text(s), taken, "loras") for s in loras]
     out = LoraSet(named=list(given))
@@ -313,13 +348,8 @@ def resolve_loras(
     if model is None:
         out.model_from = next((x for x in out.named if x.card.get("base_model")), None)
         model = SD_MODEL if out.model_from is None else str(out.model_from.card["base_model"])
+        model_ref(model)
     out.model = str(model)
     for item in out.all:
         check_base(item, out.model)
     return out
-
-
-def card_base_model(lora: PathLike, arg: str = "lora") -> str | None:
-    """The base model ``lora``'s card records (None: no card, or a card without one)."""
-    base = parse_lora(str(lora), set(), arg).card.get("base_model")
-    return str(base) if base else None

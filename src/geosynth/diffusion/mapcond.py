@@ -36,8 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geosynth.artifacts.jsontext import json_text
 from geosynth.diffusion.types import Pipeline, UNet
 from geosynth.errors import GeosynthError
+from geosynth.limits import check_numbers
 
 CONDITIONS = ("concat", "cross-attention", "both")
 MAP_ENCODERS = ("downsample", "vae", "learned")
@@ -68,10 +70,7 @@ class MapCondition:
                 "text='instead' replaces the text tokens by map tokens: it needs "
                 "condition='cross-attention' or condition='both'"
             )
-        if not 0.0 <= self.dropout <= 1.0:
-            raise GeosynthError(f"dropout={self.dropout}: expected 0 <= p <= 1")
-        if self.tokens < 1:
-            raise GeosynthError(f"tokens={self.tokens}: must be at least 1")
+        check_numbers(dropout=self.dropout, tokens=self.tokens)
 
     @property
     def concat(self) -> bool:
@@ -253,7 +252,7 @@ def save_encoder(encoder: MapEncoder, out: Path) -> None:
 
     d = out / ENCODER_DIR
     d.mkdir(parents=True, exist_ok=True)
-    (d / "config.json").write_text(json.dumps(encoder.config(), indent=2) + "\n")
+    (d / "config.json").write_text(json_text(encoder.config(), indent=2) + "\n")
     state = {k: v.detach().float().cpu().contiguous() for k, v in encoder.state_dict().items()}
     save_file(state, str(d / "model.safetensors"))
 

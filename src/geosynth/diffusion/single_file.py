@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from geosynth.artifacts.jsontext import json_text
 from geosynth.errors import GeosynthError
 
 if TYPE_CHECKING:
@@ -314,7 +315,6 @@ def clip_tokenizer(pad: str):  # -> transformers.CLIPTokenizer
     """CLIP's BPE tokenizer (SD 1.x and 2.x share its 49408-token vocabulary), built offline from
     the merges file open_clip bundles; ``pad`` is SD 1's ``<|endoftext|>`` or SD 2's ``!``."""
     import gzip
-    import json
     import tempfile
 
     from open_clip.tokenizer import default_bpe
@@ -329,7 +329,7 @@ def clip_tokenizer(pad: str):  # -> transformers.CLIPTokenizer
     vocab += [v + "</w>" for v in vocab] + ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "vocab.json").write_text(json.dumps({w: i for i, w in enumerate(vocab)}))
+        (Path(tmp) / "vocab.json").write_text(json_text({w: i for i, w in enumerate(vocab)}))
         merge_text = "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n"
         (Path(tmp) / "merges.txt").write_text(merge_text)
         return CLIPTokenizer(

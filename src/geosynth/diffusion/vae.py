@@ -11,7 +11,6 @@ same way) and saves it in ``from_pretrained`` layout.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from geosynth.artifacts import Provenance, atomic_path, write_provenance
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.dataset import ImageDataset
 from geosynth.diffusion.latents import images_to_tensor
 from geosynth.errors import GeosynthError
@@ -200,7 +200,7 @@ def train_vae(
     prov.inputs[f"dataset:{train.source}"] = train.fingerprint()
     with atomic_path(out) as tmp:
         vae.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "geosynth-vae.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (tmp / "geosynth-vae.json").write_text(json_text(summary, indent=2) + "\n")
         (tmp / "loss.csv").write_text(
             "step,loss,recon\n"
             + "".join(f"{h['step']},{h['loss']:.6f},{h['recon']:.6f}\n" for h in history)

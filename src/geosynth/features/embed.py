@@ -21,6 +21,7 @@ from geosynth.artifacts import (
     save_tensors,
     write_json,
 )
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.multiband import BandInput
 from geosynth.distributed import (
@@ -103,7 +104,7 @@ def embed_dataset(
 
 
 def _strings(meta: dict[str, Any]) -> dict[str, str]:
-    return {k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in meta.items()}
+    return {k: v if isinstance(v, str) else json_text(v, default=str) for k, v in meta.items()}
 
 
 def _batches(

@@ -39,6 +39,7 @@ def embed(
     standardised by the per-band statistics of ``band_stats`` (default: the same selection of
     ``dataset``). Under torchrun every rank calls this; rank 0 writes ``out`` and gets the
     report, the other ranks get ``None``."""
+    from geosynth.data import check_source
     from geosynth.distributed import (
         init_from_env,
         is_main_process,
@@ -48,8 +49,19 @@ def embed(
     from geosynth.errors import GeosynthError
     from geosynth.features.resolve import embed_to_file
     from geosynth.features.spec import create_extractor
+    from geosynth.limits import check_numbers
     from geosynth.runtime import pick_device
 
+    check_numbers(
+        shots=shots,
+        seed=seed,
+        limit=limit,
+        batch_size=batch_size,
+        workers=workers,
+        part_size=part_size,
+    )
+    check_source(dataset, "dataset")  # inputs before the model
+    check_source(band_stats, "band_stats")
     bi = None
     if bands is not None:
         from geosynth.data import load_dataset

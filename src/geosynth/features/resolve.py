@@ -8,7 +8,6 @@ weight files, the device type and the precision (see docs/reliability.md)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -26,6 +25,7 @@ from geosynth.artifacts import (
     load_embeddings,
     output_path,
 )
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data import ImageDataset, load_dataset
 from geosynth.data.multiband import BandInput
 from geosynth.data.shards import is_shard_dir, list_shards
@@ -133,7 +133,7 @@ def resolve_embeddings(
         )
 
     if bands is not None:
-        digest = hashlib.blake2b(json.dumps(bands.to_dict()).encode(), digest_size=8)
+        digest = hashlib.blake2b(json_text(bands.to_dict()).encode(), digest_size=8)
         key += f"-bands-{digest.hexdigest()}"
     full_key = combine_fingerprints({"data": key, **numbers_settings(features, device, precision)})
     target = cache_dir() / "embeddings" / f"{full_key}-{_slug(features)}.safetensors"

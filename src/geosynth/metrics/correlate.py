@@ -40,7 +40,8 @@ def correlate_reports(
     for path in reports:
         try:
             report = json.loads(Path(path).read_text())
-            x = float(report["metrics"][metric])
+            value = report["metrics"][metric]
+            x = math.nan if value is None else float(value)  # None: undefined for that set
         except FileNotFoundError:
             raise GeosynthError(f"{path}: no such report") from None
         except (ValueError, KeyError, TypeError):
@@ -91,5 +92,5 @@ def _scatter(points: list[dict[str, Any]], metric: str, r: float, p: float, out:
     ax.set_title(f"Pearson R = {r:.2f}, p = {p:.2g}")
     fig.tight_layout()
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", bbox_inches="tight")  # annotations at the edge stay whole
     plt.close(fig)

@@ -53,7 +53,7 @@ def plot_per_class_bars(report: dict[str, Any], path: Path) -> Path | None:
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # long class names are not cut
     plt.close(fig)
     return path
 
@@ -84,7 +84,7 @@ def plot_color_errors(report: dict[str, Any], path: Path, section: str = "color"
     ax.set_title(f"per-class {section.replace('_', ' ')} error ({sec['space'].split(',')[0]})")
     ax.legend(fontsize=8, ncols=min(4, len(channels)))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # long class names are not cut
     plt.close(fig)
     return path
 

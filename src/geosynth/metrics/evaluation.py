@@ -29,6 +29,7 @@ from geosynth.data import load_dataset
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.radiometry_sources import load_radiometry
 from geosynth.errors import GeosynthError
+from geosynth.limits import check_fields
 from geosynth.metrics.native import (
     degenerate_bands,
     pixel_bands,
@@ -124,10 +125,11 @@ def evaluate(
     (replaced whole, checked before the work starts); ``out``: the report as JSON. Both get a
     provenance record."""
     from geosynth.artifacts import Provenance, atomic_path, write_json, write_provenance
-    from geosynth.data import check_output_dir
+    from geosynth.data import check_output_dir, check_source
     from geosynth.data.paired import has_maps
 
     opts = replace(options or EvalOptions(), **settings)
+    check_fields(opts)
     if tuple(opts.sections) == ("all",):
         opts = replace(opts, sections=ALL_SECTIONS)
     if not opts.sections:
@@ -138,6 +140,9 @@ def evaluate(
         raise GeosynthError(f"landscape={landscape!r}: expected dominant or label")
     if plots is not None:
         check_output_dir(Path(plots), what="plots")
+    inputs = {"synthetic": synthetic, "real": real, "val": val, "train": opts.train}
+    for what, source in {**inputs, "real_maps": real_maps, "val_maps": val_maps}.items():
+        check_source(source, what)  # every input before a model loads
     prov = Provenance.start("evaluate", seeds={"seed": opts.seed})
     result = _compare(synthetic, real, opts, track=track, log=log)
     report = result.report

@@ -69,8 +69,9 @@ class ManifoldResult:
             "recall": float(recalled.double().mean()),
             "density": float(counts.double().sum()) / (self.k * m),
             "coverage": float(covered.double().mean()),
-            "rarity_mean": float(scores.mean()) if scores.numel() else math.nan,
-            "rarity_median": float(scores.median()) if scores.numel() else math.nan,
+            # None (JSON null): no target inside any ball, so there is no rarity to average
+            "rarity_mean": float(scores.mean()) if scores.numel() else None,
+            "rarity_median": float(scores.median()) if scores.numel() else None,
             "rarity_fraction_inside": float(inside.sum()) / m,
             "rarity_n_inside": int(inside.sum()),
         }

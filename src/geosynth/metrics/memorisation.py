@@ -195,7 +195,7 @@ def memorisation_summary(
         f"centre crop, 8 flips/rotations x shifts up to {SHIFT} px",
         "images": n,
         "copies": int(is_copy.sum()),
-        "rate": float(is_copy.sum()) / n if n else float("nan"),
+        "rate": float(is_copy.sum()) / n if n else None,
         "per_class": per_class,
     }
 

@@ -14,7 +14,8 @@ set, FID per landscape type, and per-map fidelity.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,12 @@ def map_fidelity(image: np.ndarray, classes: np.ndarray, colours: np.ndarray) ->
     return float((nearest == c[counted]).mean())
 
 
+def _mean(values: Sequence[float | None]) -> float | None:
+    """The mean of the defined values; None when there is none."""
+    kept = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(kept)) if kept else None
+
+
 def fidelity_report(
     synth: PairedDataset, real: PairedDataset, track: Track = no_track
 ) -> dict[str, Any]:
@@ -77,13 +84,15 @@ def fidelity_report(
         classes = synth.map(i)
         score = map_fidelity(np.asarray(synth.image(i)), classes, colours)
         name = real.legend.names[dominant_class(classes, k)]
-        per_map.append({"file": synth.samples[i].key, "landscape": name, "fidelity": score})
+        # None (JSON null): the map has no class the real set gives a colour to
+        fidelity = None if math.isnan(score) else score
+        per_map.append({"file": synth.samples[i].key, "landscape": name, "fidelity": fidelity})
         by_type.setdefault(name, []).append(score)
     scores = [r["fidelity"] for r in per_map]
     return {
-        "mean": float(np.nanmean(scores)) if scores else float("nan"),
+        "mean": _mean(scores),
         "chance": 1.0 / int((~np.isnan(colours[:, 0])).sum()),
-        "per_landscape": {n: float(np.nanmean(v)) for n, v in sorted(by_type.items())},
+        "per_landscape": {n: _mean(v) for n, v in sorted(by_type.items())},
         "class_colours": {
             n: None if np.isnan(c[0]) else [round(float(v), 2) for v in c]
             for n, c in zip(real.legend.names, colours, strict=True)

@@ -177,10 +177,23 @@ def rarity(
     split across the processes, and rank 0 writes and returns the report (the other ranks get
     None)."""
     from geosynth.artifacts import Provenance, write_json, write_provenance
+    from geosynth.data import check_source
     from geosynth.distributed import init_from_env, is_main_process, local_device
     from geosynth.features.resolve import resolve_embeddings
+    from geosynth.limits import check_numbers
     from geosynth.runtime import pick_device
 
+    check_numbers(
+        k=k,
+        rarity_k=rarity_k,
+        shots=shots,
+        seed=seed,
+        limit=limit,
+        batch_size=batch_size,
+        nprobe=nprobe,
+    )
+    check_source(target, "target")  # both inputs before a model embeds the first
+    check_source(reference, "reference")
     dev = local_device(pick_device(device))
     init_from_env(dev)
     common: dict[str, Any] = dict(

@@ -12,6 +12,7 @@ import torch
 
 from geosynth.artifacts import Embeddings
 from geosynth.data.dataset import ImageDataset
+from geosynth.data.names import fill_prompt
 from geosynth.defaults import EVAL_SECTIONS, FEATURE_MODEL, PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
 from geosynth.metrics.color import class_stats, compare_class_stats
@@ -314,7 +315,7 @@ def clip_section(
     for role, ds in (("synthetic", ds_s), ("real", ds_r)):
         sub = ds.select_classes(classes)
         prompts = {
-            c: opts.prompt_template.format(p)
+            c: fill_prompt(opts.prompt_template, p)
             for c, p in zip(sub.class_names, sub.prompt_names, strict=True)
         }
         text = scorer.text_features([prompts[c] for c in sub.class_names])

@@ -25,15 +25,17 @@ from typing import Any
 import numpy as np
 
 from geosynth.artifacts import Embeddings, Provenance, atomic_path, write_json, write_provenance
-from geosynth.data import export_dataset, load_dataset
+from geosynth.data import check_source, export_dataset, load_dataset
 from geosynth.data.dataset import ImageDataset
 from geosynth.defaults import FEATURE_MODEL, PROMPT_TEMPLATE, SD_MODEL
 from geosynth.diffusion.loras import CARD_FILE
 from geosynth.diffusion.training.recipe import Recipe
 from geosynth.errors import GeosynthError
+from geosynth.limits import check_numbers
 from geosynth.plora.clustering import kmeans
 from geosynth.plora.weights import bias_weights, count_table, uniform_weights
 from geosynth.progress import Track, no_track
+from geosynth.runtime import model_ref
 
 
 def cluster_name(j: int) -> str:
@@ -210,6 +212,13 @@ def build_plora(
     from geosynth.artifacts import load_embeddings
     from geosynth.features.resolve import resolve_embeddings
 
+    check_numbers(k=k, restarts=restarts, shots=shots, seed=seed)
+    if not isinstance(dataset, ImageDataset):
+        check_source(dataset, "dataset")  # inputs before any model
+    if not isinstance(embeddings, Embeddings):
+        check_source(embeddings, "embeddings")
+    if train:
+        model_ref(model)
     out = Path(out)
     if isinstance(recipe, Mapping):
         recipe = Recipe(**recipe)

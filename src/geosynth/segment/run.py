@@ -23,6 +23,7 @@ import torch
 from geosynth import faults
 from geosynth.artifacts import Provenance, atomic_path, load_tensors, save_tensors, write_json
 from geosynth.artifacts import write_provenance as _write_provenance
+from geosynth.artifacts.jsontext import json_text
 from geosynth.classify.checkpoint import load_seed_result, save_seed_result
 from geosynth.classify.run import parts_dir
 from geosynth.classify.train import make_accelerator
@@ -37,7 +38,7 @@ from geosynth.segment.train import SegTrainConfig, evaluate_segmenter, tensors, 
 
 def _prepare_parts(out: Path, plan: dict[str, Any], resume: bool) -> Path:
     parts = parts_dir(out)
-    plan = json.loads(json.dumps(plan, default=str))
+    plan = json.loads(json_text(plan, default=str))
     if parts.exists():
         if not resume:
             raise GeosynthError(
@@ -187,7 +188,7 @@ def _write_output(
                               started=provenance.started)  # fmt: skip
             save_tensors(
                 sdir / "model.safetensors", r["state"], provenance=prov, class_names=names,
-                metadata={"seg_spec": json.dumps(spec.to_dict()),
+                metadata={"seg_spec": json_text(spec.to_dict()),
                           "selected_epoch": str(r["selected_epoch"])},
             )  # fmt: skip
             entry["model_file"] = f"seed-{r['seed']}/model.safetensors"

@@ -36,6 +36,7 @@ from geosynth.classify.train import (
 )
 from geosynth.data.pairdata import PairedDataset
 from geosynth.errors import GeosynthError
+from geosynth.limits import check_fields
 from geosynth.progress import Track, no_track
 from geosynth.segment.data import PairTensors, collate
 from geosynth.segment.metrics import confusion, segmentation_metrics
@@ -68,13 +69,7 @@ class SegTrainConfig:
             self.workers = 4 if torch.cuda.is_available() else 0
         if self.select not in SELECT_METRICS:
             raise GeosynthError(f"select={self.select!r}: expected {', '.join(SELECT_METRICS)}")
-        if not 0.0 <= self.real_weight <= 1.0:
-            raise GeosynthError(f"real_weight={self.real_weight}: expected a value in [0, 1]")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise GeosynthError(f"{name}={getattr(self, name)}: must be at least 1")
-        if self.lr <= 0:
-            raise GeosynthError(f"lr={self.lr}: must be positive")
+        check_fields(self)  # every number against geosynth.limits (NaN and ranges)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "augment_params": AUGMENT if self.augment else None}

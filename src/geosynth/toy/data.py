@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from geosynth.artifacts import Provenance
+from geosynth.artifacts.jsontext import json_text
 from geosynth.errors import GeosynthError
 
 #: class name -> mean RGB (0..255). Water and forest are dark, desert and snow bright: the spread of
@@ -169,7 +170,6 @@ def make_toy_shards(
     ``.json``): a stand-in for LAION shards. ``corrupt`` lists (shard, index) samples whose JPEG
     bytes are broken on purpose, to exercise skipping."""
     import io
-    import json
     import tarfile
 
     from geosynth.artifacts import atomic_path
@@ -193,5 +193,5 @@ def make_toy_shards(
                     data = b"\xff\xd8 broken" if (s, i) in set(corrupt) else buf.getvalue()
                     add(tar, f"{key}.jpg", data)
                     add(tar, f"{key}.txt", f"a photo of {name}".encode())
-                    add(tar, f"{key}.json", json.dumps({"key": key, "caption": name}).encode())
+                    add(tar, f"{key}.json", json_text({"key": key, "caption": name}).encode())
     return Path(out)

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from geosynth.artifacts import Provenance, atomic_path, write_provenance
+from geosynth.artifacts.jsontext import json_text
 from geosynth.defaults import SD21_SCHEDULER_CONFIG
 from geosynth.diffusion.tokenizer import build_toy_tokenizer
 from geosynth.diffusion.types import VAE
@@ -214,7 +214,7 @@ def make_toy_clip(out: str | os.PathLike[str], *, seed: int = 0) -> Path:
     prov = Provenance.start("toy model clip", seeds={"seed": seed})
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
-        (tmp / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (tmp / "open_clip_config.json").write_text(json_text(config, indent=2) + "\n")
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "open_clip_model.safetensors"))
         write_provenance(tmp, prov)
@@ -301,7 +301,7 @@ def make_toy_lora(
             cfg = CLIPTextConfig.from_pretrained(pipeline_dir, subfolder="text_encoder")
             row = torch.randn(cfg.hidden_size) * 0.5
             save_file({learned_token: row.contiguous()}, str(tmp / "learned_embeds.safetensors"))
-        (tmp / "geosynth.json").write_text(json.dumps(card, indent=2) + "\n")
+        (tmp / "geosynth.json").write_text(json_text(card, indent=2) + "\n")
     return Path(out)
 
 

@@ -129,7 +129,7 @@ def test_resume_after_interruption_gives_identical_weights(toy_models, toy_data,
         finetune(ds, out, _small(offset_noise=0.1), model=sd, on_step=crash, log=lambda s: None)
     assert not out.exists()  # nothing half-written
     assert (parts_dir(out) / "checkpoints" / "step-00000002").is_dir()
-    with pytest.raises(GeosynthError, match="different settings"):
+    with pytest.raises(GeosynthError, match=r"other settings \(offset_noise 0\.1 -> 0\.2\)"):
         finetune(ds, out, _small(offset_noise=0.2), model=sd, resume=True, log=lambda s: None)
     res = finetune(ds, out, _small(offset_noise=0.1), model=sd, resume=True, log=lambda s: None)
     assert res["cards"]["all"]["resumed_from_step"] == 2

@@ -32,7 +32,6 @@ finalize) in :mod:`.store`; this module is the sampling loop.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,6 +48,7 @@ from geosynth.artifacts import (
     atomic_path,
     output_path,
 )
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.radiometry import Radiometry
 from geosynth.data.raster import write_raster
 from geosynth.diffusion import adapters
@@ -61,6 +61,7 @@ from geosynth.diffusion.sampling.noise import (
 from geosynth.diffusion.sampling.spec import (
     PARTS,
     GenerationSpec,
+    all_jobs,
     image_seed,
     parse_shard,
     shard_jobs,
@@ -139,7 +140,13 @@ def run_generation(
         if missing:
             raise GeosynthError(f"`channel_means`: no class '{missing[0]}'")
     if prepare_output(out, spec, resume, shard):
-        return {"generated": 0, "complete": True, "previews": str(previews_dir(out))}
+        whole = len(all_jobs(spec))
+        return {
+            "generated": 0,
+            "images": whole,
+            "complete": True,
+            "previews": str(previews_dir(out)),
+        }
     done = read_done(out)
     mine = shard_jobs(spec, shard)
     todo = {job for job in mine if job not in done}
@@ -178,11 +185,10 @@ def run_generation(
             else:
                 latents = gaussian_latents(shape, gens)
             param = next(pipe.unet.parameters())
-            extra: dict[str, Any] = {}
+            # floats in [0, 1], checked, then rounded to 8 bits as diffusers' PIL output is
+            extra: dict[str, Any] = {"output_type": "np"}
             if control is not None:
                 extra["image"] = [control.image(c, i) for c, i in batch]
-            if rad is not None:  # floats in [0, 1], not yet rounded to 8 bits
-                extra["output_type"] = "np"
             if cache_text:
                 if len(batch) not in texts:
                     texts[len(batch)] = text_embeddings(
@@ -200,23 +206,22 @@ def run_generation(
                 width=size,
                 generator=gens,
             ).images
-            for (c, i), s, img in zip(batch, seeds, images, strict=True):
+            for (c, i), s, pixels in zip(batch, seeds, images, strict=True):
                 if (c, i) not in todo:  # done before an interruption; recomputed for its batch
                     continue
+                arr = finite_pixels(pixels, c, i)
                 rel = image_rel(c, i)
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 native: dict[str, Any] = {}
-                arr = None
                 png = out / rel
+                # The PNG (or a native image's preview) is what diffusers' PIL output would be.
+                img = Image.fromarray((arr * 255).round().astype(np.uint8), "RGB")
                 if rad is not None:
-                    arr = np.asarray(img, dtype=np.float32)
-                    # The preview is what diffusers' PIL output would have been.
-                    img = Image.fromarray((arr * 255).round().astype(np.uint8), "RGB")
                     png = previews / rel
                     png.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(png) as tmp:
                     img.save(tmp, format="PNG")
-                if rad is not None and arr is not None:
+                if rad is not None:
                     # Written after the preview: a row counts as done when its file_name exists.
                     tif = rel[: -len(".png")] + ".tif"
                     write_raster(out / tif, rad.inverse(arr.transpose(2, 0, 1) * 2.0 - 1.0))
@@ -250,16 +255,31 @@ def run_generation(
                         "source": control.describe(c, i),
                     },
                 }
-                rows_file.write(json.dumps(row) + "\n")
+                rows_file.write(json_text(row) + "\n")
                 rows_file.flush()
                 faults.stage("generate:row")
+    images = len(read_done(out))  # every shard's, before finalize removes the parts
     complete = finalize(out, spec, provenance)
     return {
-        "generated": len(todo),
+        "generated": len(todo),  # new images, this call
+        "images": images,  # images in the folder now
         "complete": complete,
         "shard": f"{shard[0]}/{shard[1]}",
         "previews": str(previews_dir(out)),
     }
+
+
+def finite_pixels(pixels: Any, class_name: str, index: int) -> np.ndarray:
+    """One generated image (H x W x 3 floats in [0, 1]), refused when the model produced NaN or
+    infinite values: written out they would be black PNGs or NaN GeoTIFFs, with exit code 0."""
+    arr = np.asarray(pixels, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise GeosynthError(
+            f"class '{class_name}' image {index}: the model produced NaN or infinite pixels (broken "
+            "or diverged weights, or a half-precision overflow: try precision='fp32'); nothing "
+            "was written for it"
+        )
+    return arr
 
 
 def text_embeddings(pipe, prompt: str, n: int, guidance: float) -> dict[str, torch.Tensor]:
@@ -277,15 +297,18 @@ def text_embeddings(pipe, prompt: str, n: int, guidance: float) -> dict[str, tor
     return out
 
 
-def check_channel_means(cm: ChannelMeans, classes: list[str], channels: int, where: str) -> None:
-    """Channel means must name every requested class and match the UNet's latent channels;
-    ``where`` names them in errors (``channel_means='m.safetensors'``)."""
+def check_channel_means(
+    cm: ChannelMeans, classes: list[str], channels: int | None, where: str
+) -> None:
+    """Channel means must name every requested class and match the UNet's latent channels
+    (``channels``; None: not known yet); ``where`` names them in errors
+    (``channel_means='m.safetensors'``)."""
     missing = [c for c in classes if c not in cm.class_names]
     if missing:
         raise GeosynthError(
             f"{where}: no class '{missing[0]}' (file has: {', '.join(cm.class_names)})"
         )
-    if cm.means.shape[1] != channels:
+    if channels is not None and cm.means.shape[1] != channels:
         raise GeosynthError(
             f"{where}: {cm.means.shape[1]} channels, but the model's latents have {channels}"
         )

@@ -26,7 +26,7 @@ from PIL import Image
 
 from geosynth.artifacts import Provenance, output_path
 from geosynth.data.masks import index_legend, index_mask
-from geosynth.data.names import prompt_name
+from geosynth.data.names import fill_prompt, prompt_name
 from geosynth.data.paired import (
     LEGEND_NAME,
     MAP_COLUMN,
@@ -97,13 +97,15 @@ def generate_from_maps(
         raise GeosynthError(f"resolution={size}: must be a multiple of {factor}")
     latent_shape = (int(pipe.vae.config.latent_channels), size // factor, size // factor)
     template = prompt_template or card.get("prompt_template") or "{}"
+    # a card from before "a"/"an" was chosen (no "prompts"): fill its template as it was trained
+    articles = prompt_template is not None or "prompts" in card
     k = len(legend)
     use_vae = card["map_condition"].get("map_encoder") == "vae"
 
     # Text features per landscape, computed once (the text encoder is fixed at sampling).
     def text_states(name: str) -> torch.Tensor:
         ids = pipe.tokenizer(
-            [template.format(prompt_name(name))],
+            [fill_prompt(template, prompt_name(name), articles=articles)],
             padding="max_length",
             max_length=pipe.tokenizer.model_max_length,
             truncation=True,
@@ -153,6 +155,11 @@ def generate_from_maps(
                     pred = blank + guidance * (with_map - blank)
                 latents = scheduler.step(pred, t, latents).prev_sample
             decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+            if not bool(torch.isfinite(decoded).all()):  # clamp would hide them as black pixels
+                raise GeosynthError(
+                    "the model produced NaN or infinite pixels (broken or diverged weights, or a "
+                    "half-precision overflow: try precision='fp32'); nothing was written"
+                )
             pixels = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().byte().cpu()
             for (m, j), s, c, px in zip(batch, seeds, landscapes, pixels, strict=True):
                 stem = f"{Path(maps.samples[m].key).with_suffix('').as_posix().replace('/', '__')}_{j:03d}"
@@ -165,7 +172,7 @@ def generate_from_maps(
                     image_id=stem,
                     **{MAP_COLUMN: rel_map},
                     source_map=str(maps.map_path(m)),
-                    prompt=template.format(prompt_name(legend.names[c])),
+                    prompt=fill_prompt(template, prompt_name(legend.names[c]), articles=articles),
                     seed=s,
                     guidance=guidance,
                     steps=steps,
@@ -174,6 +181,15 @@ def generate_from_maps(
                 )
                 n += 1
     return {"generated": n, "maps": len(maps), "per_map": per_map, "complete": True}
+
+
+def check_map_output(out: Path) -> None:
+    """``out`` must be a new folder (or an empty one): checked again before a model loads."""
+    from geosynth.data.writer import check_output_dir
+
+    check_output_dir(out)
+    if out.exists() and any(out.iterdir()):
+        raise GeosynthError(f"out={str(out)!r}: exists; choose a new path")
 
 
 @dataclass
@@ -202,12 +218,8 @@ class MapGeneration:
         track: Track = no_track,
     ) -> dict[str, Any]:
         """Generate into the new folder ``out`` (it appears whole when every image is done)."""
-        from geosynth.data.writer import check_output_dir
-
         out = output_path(out)
-        check_output_dir(out)
-        if out.exists() and any(out.iterdir()):
-            raise GeosynthError(f"out={str(out)!r}: exists; choose a new path")
+        check_map_output(out)
         prov = provenance or Provenance.start(
             "generate", seeds={"seed": self.seed}, model=self.model, maps=self.maps_path
         )

@@ -236,6 +236,7 @@ def load_generation(
     from geosynth.data import load_dataset
     from geosynth.diffusion.channel_means import pipeline_mismatches
     from geosynth.diffusion.sampling.generate import GenerationSpec, check_channel_means
+    from geosynth.runtime import model_ref
 
     per_class = 500 if per_class is None else per_class  # None: the default (a CLI can tell)
     noise = noise or "gaussian"
@@ -282,6 +283,38 @@ def load_generation(
     lset.check_classes(names)
     if (controlnet is None) != (control is None) or (control is None) != (control_images is None):
         raise GeosynthError("`controlnet`, `control` and `control_images` go together")
+    # every setting and input is checked before the pipeline loads (that takes seconds)
+    if cm is not None and cm_where is not None:
+        check_channel_means(cm, names, None, cm_where)
+    spec = GenerationSpec(
+        model=str(model),
+        model_digest=model_digest(model),
+        classes=names,
+        per_class=per_class,
+        prompt_template=prompt_template or card.get("prompt_template", PROMPT_TEMPLATE),
+        # a LoRA card from before "a"/"an" was chosen ("prompts" not recorded) was trained on
+        # its template filled literally: fill it so (an explicit template gets articles)
+        articles=prompt_template is not None or "prompt_template" not in card or "prompts" in card,
+        steps=steps,
+        guidance=guidance,
+        scheduler=scheduler,
+        seed=seed,
+        noise=noise,
+        leak_timestep=leak_timestep,
+        resolution=resolution,
+        loras=lset.spec_loras(),
+        class_lora_weights=lset.class_weights,
+        channel_means={c: cm.for_class(c).tolist() for c in names} if cm else {},
+        controlnet=None if controlnet is None else str(controlnet),
+        control=control,
+        control_images=None if control_images is None else str(control_images),
+        radiometry=None if rad is None else rad.to_dict(),
+    )
+    spec.check()
+    control_data = None
+    if controlnet is not None:
+        model_ref(controlnet, "controlnet")
+        control_data = load_dataset(Path(str(control_images)))
     pipe = load_pipeline(model, lset, scheduler, device, precision)
     size = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
     if cm is not None:
@@ -299,29 +332,9 @@ def load_generation(
     if controlnet is not None:
         assert control is not None and control_images is not None
         pipe = with_controlnet(pipe, controlnet)
-        control_source = ControlSource(load_dataset(Path(control_images)), control, size)
+        assert control_data is not None
+        control_source = ControlSource(control_data, control, size)
         control_source.check_classes(names)
     adapters.load_adapters(pipe, lset.all)
     tune_for_speed(pipe, channels_last=channels_last, compile_unet=compile_unet)
-    spec = GenerationSpec(
-        model=str(model),
-        model_digest=model_digest(model),
-        classes=names,
-        per_class=per_class,
-        prompt_template=prompt_template or card.get("prompt_template", PROMPT_TEMPLATE),
-        steps=steps,
-        guidance=guidance,
-        scheduler=scheduler,
-        seed=seed,
-        noise=noise,
-        leak_timestep=leak_timestep,
-        resolution=resolution,
-        loras=lset.spec_loras(),
-        class_lora_weights=lset.class_weights,
-        channel_means={c: cm.for_class(c).tolist() for c in names} if cm else {},
-        controlnet=None if controlnet is None else str(controlnet),
-        control=control,
-        control_images=None if control_images is None else str(control_images),
-        radiometry=None if rad is None else rad.to_dict(),
-    )
     return Generation(pipe, spec, control_source, lset)

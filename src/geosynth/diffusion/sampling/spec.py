@@ -12,11 +12,13 @@ from typing import Any
 from geosynth.artifacts import (
     DIR_PROVENANCE_NAME,
 )
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.card import CARD_NAME
 from geosynth.data.folder import METADATA_NAME
-from geosynth.data.names import prompt_name, safe_dirname
+from geosynth.data.names import fill_prompt, prompt_name, safe_dirname
 from geosynth.data.radiometry_sources import RADIOMETRY_FILE as RADIOMETRY_NAME
 from geosynth.errors import GeosynthError
+from geosynth.limits import check_fields
 
 PARTS = ".parts"
 
@@ -57,9 +59,12 @@ class GenerationSpec:
     control_images: str | None = None
     radiometry: dict[str, Any] | None = None  # native-unit output through this spec's inverse
     model_digest: dict[str, str] | None = None  # the base weights (geosynth.diffusion.identity)
+    #: "an" before a vowel ("a satellite photo of an annual crop"); False fills the template
+    #: literally, as a LoRA trained before geosynth chose articles was trained
+    articles: bool = True
 
     def prompt(self, class_name: str) -> str:
-        return self.prompt_template.format(prompt_name(class_name))
+        return fill_prompt(self.prompt_template, prompt_name(class_name), articles=self.articles)
 
     def check(self) -> None:
         """Refuse settings that would fail or corrupt the output later, before anything is
@@ -94,18 +99,29 @@ class GenerationSpec:
             raise GeosynthError(
                 f"prompt_template={self.prompt_template!r}: has no {{}} for the class name"
             )
-        if not 0 <= self.seed <= MAX_SEED:
-            raise GeosynthError(f"seed={self.seed}: expected an integer in [0, 2**63 - 1]")
-        if self.per_class < 1:
-            raise GeosynthError(f"per_class={self.per_class}: must be at least 1")
-        if self.steps < 1:
-            raise GeosynthError(f"steps={self.steps}: must be at least 1")
-        if self.resolution is not None and self.resolution < 1:
-            raise GeosynthError(f"resolution={self.resolution}: expected a positive size")
+        check_fields(self)
+        if 0 < self.guidance < 1:
+            # diffusers guides only above 1: 0.5 would make the images of 1 under another name
+            raise GeosynthError(
+                f"guidance={self.guidance}: between 0 and 1 no guidance is applied (diffusers "
+                "guides only above 1); give 1 (or 0) for none, or a value above 1"
+            )
 
     def plan(self) -> dict[str, Any]:
-        """The settings as JSON data (what ``plan.json`` and the provenance record)."""
-        return json.loads(json.dumps(asdict(self)))
+        """The settings as JSON data (what ``plan.json`` and the provenance record). ``articles``
+        is left out when no class's prompt depends on it, so such plans are those of earlier
+        versions (their outputs resume and replay as before)."""
+        plan = json.loads(json_text(asdict(self)))
+        if self.prompts_literal == [self.prompt(c) for c in self.classes]:
+            del plan["articles"]
+        return plan
+
+    @property
+    def prompts_literal(self) -> list[str]:
+        """The class prompts with the template filled literally (no article chosen)."""
+        return [
+            fill_prompt(self.prompt_template, prompt_name(c), articles=False) for c in self.classes
+        ]
 
     def weights_for(self, class_name: str) -> dict[str, float]:
         """Adapter weights for a class: stacked LoRAs at their weight, the others at 0, then the

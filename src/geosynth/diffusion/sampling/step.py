@@ -7,10 +7,13 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from geosynth.artifacts import output_path
 from geosynth.diffusion.loras import PathLike
-from geosynth.diffusion.sampling.mapgen import load_map_generation
+from geosynth.diffusion.sampling.mapgen import check_map_output, load_map_generation
 from geosynth.diffusion.sampling.pipeline import load_generation
 from geosynth.diffusion.sampling.spec import parse_shard
+from geosynth.diffusion.sampling.store import check_output
+from geosynth.limits import LIMITS, check_numbers
 from geosynth.progress import Track, no_track
 
 
@@ -46,6 +49,13 @@ def generate(
     unknown = sorted(set(settings) - for_classes - for_maps)
     if unknown:
         raise TypeError(f"generate() got unexpected settings: {', '.join(unknown)}")
+    check_numbers(batch_size=batch_size, **{k: v for k, v in settings.items() if k in LIMITS})
+    # the output is checked before any model loads (loading takes seconds)
+    target = output_path(out)
+    if maps is not None:
+        check_map_output(target)
+    else:
+        check_output(target, resume)
     if maps is not None:
         # the class-generation settings given are refused there, by name
         mapgen = load_map_generation(

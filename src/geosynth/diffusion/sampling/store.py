@@ -24,8 +24,10 @@ from geosynth.artifacts import (
     atomic_path,
     check_replaceable,
     clean_temporaries,
+    settings_diff,
     write_provenance,
 )
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.card import write_dataset_card
 from geosynth.data.folder import METADATA_NAME
 from geosynth.data.names import safe_dirname
@@ -98,22 +100,13 @@ def output_lock(out: Path, create: bool = True) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def settings_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """'seed 0 -> 1, noise gaussian -> leak-aligned': the settings that differ."""
-
-    def short(v: Any) -> str:
-        text = json.dumps(v)
-        return text if len(text) <= 40 else text[:37] + "..."
-
-    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    return ", ".join(f"{k} {short(old.get(k))} -> {short(new.get(k))}" for k in keys)
-
-
 def same_plan(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """Whether a recorded plan is this job's. A plan written before ``model_digest`` existed
     lacks that key: it is compared without it (the other settings still have to match)."""
     if "model_digest" not in old:
         new = {k: v for k, v in new.items() if k != "model_digest"}
+    if "articles" not in old and new.get("articles") is False:  # filled literally, as then
+        new = {k: v for k, v in new.items() if k != "articles"}
     return old == new
 
 
@@ -148,38 +141,23 @@ def _repair_rows(part: Path) -> None:
             tmp.write_text("".join(line + "\n" for line in good))
 
 
-def prepare_output(
-    out: Path, spec: GenerationSpec, resume: bool, shard: tuple[int, int] = (0, 1)
-) -> bool:
-    """Start a new output directory, join the same job's other shards, or check that ``resume``
-    continues the same job; True when the output is already complete (nothing to fill).
-
-    Nothing is written before every check has passed, so a refused call leaves no trace.
-    """
+def check_output(out: Path, resume: bool) -> None:
+    """What :func:`prepare_output` refuses whatever the job's settings: called before a model
+    loads, so such a refusal comes at once. Reads only (no lock, nothing written)."""
     check_replaceable(out, "directory")
-    plan = spec.plan()
-    parts = out / PARTS
-    plan_path = parts / "plan.json"
+    plan_path = out / PARTS / "plan.json"
     if _is_finished(out):
         if not resume:
             raise GeosynthError(
                 f"out={str(out)!r}: a finished generation output is there; choose a new path "
                 "(or pass resume=True to check that it was made with these settings)"
             )
-        recorded = _recorded_plan(out)
-        if recorded is None:
+        if _recorded_plan(out) is None:
             raise GeosynthError(
                 f"out={str(out)!r}: {DIR_PROVENANCE_NAME} records no settings, so `resume` cannot "
                 "tell whether it was made with these; choose a new path"
             )
-        if not same_plan(recorded, plan):
-            raise GeosynthError(
-                f"out={str(out)!r}: finished with other settings "
-                f"({settings_diff(recorded, plan)}); `resume` needs the same settings, or choose "
-                "a new path"
-            )
-        clean_temporaries(out)  # a finalize killed while removing .parts
-        return True
+        return
     # Another shard may have made .parts and not yet written the plan: it holds the lock.
     if out.is_dir() and any(q.name != PARTS for q in out.iterdir()) and not plan_path.is_file():
         raise GeosynthError(
@@ -193,6 +171,32 @@ def prepare_output(
             f"out={str(out)!r}: its previews folder {previews} already holds files from "
             "another run; choose a new path or remove that folder"
         )
+
+
+def prepare_output(
+    out: Path, spec: GenerationSpec, resume: bool, shard: tuple[int, int] = (0, 1)
+) -> bool:
+    """Start a new output directory, join the same job's other shards, or check that ``resume``
+    continues the same job; True when the output is already complete (nothing to fill).
+
+    Nothing is written before every check has passed, so a refused call leaves no trace.
+    """
+    check_output(out, resume)
+    plan = spec.plan()
+    parts = out / PARTS
+    plan_path = parts / "plan.json"
+    if _is_finished(out):
+        recorded = _recorded_plan(out)
+        assert recorded is not None  # check_output
+        if not same_plan(recorded, plan):
+            raise GeosynthError(
+                f"out={str(out)!r}: finished with other settings "
+                f"({settings_diff(recorded, plan)}); `resume` needs the same settings, or choose "
+                "a new path"
+            )
+        clean_temporaries(out)  # a finalize killed while removing .parts
+        return True
+    previews = previews_dir(out)
     with output_lock(out):
         if plan_path.is_file():
             old = json.loads(plan_path.read_text())
@@ -216,7 +220,7 @@ def prepare_output(
                             tmp.unlink(missing_ok=True)
         else:
             with atomic_path(plan_path) as tmp:
-                tmp.write_text(json.dumps(plan, indent=2))
+                tmp.write_text(json_text(plan, indent=2))
             faults.stage("generate:plan")
     return False
 
@@ -249,9 +253,9 @@ def finalize(out: Path, spec: GenerationSpec, provenance: Provenance) -> bool:
         rows = [done[job] for job in all_jobs(spec)]
         if spec.radiometry is not None:
             with atomic_path(out / RADIOMETRY_NAME) as tmp:
-                tmp.write_text(json.dumps(spec.radiometry, indent=2) + "\n")
+                tmp.write_text(json_text(spec.radiometry, indent=2) + "\n")
         with atomic_path(out / METADATA_NAME) as tmp:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            tmp.write_text("".join(json_text(r) + "\n" for r in rows))
         write_dataset_card(out, spec.classes, rows, "geosynth generated dataset", CARD_TYPES)
         faults.stage("generate:finalize:metadata")
         previews.mkdir(exist_ok=True)

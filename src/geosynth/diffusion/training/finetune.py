@@ -8,7 +8,6 @@ output and ``resume=True`` continues from the newest checkpoint.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -27,14 +26,17 @@ from geosynth.artifacts import (
     output_path,
     write_provenance,
 )
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.dataset import ImageDataset
-from geosynth.data.names import safe_dirname
+from geosynth.data.names import fill_prompt, safe_dirname
 from geosynth.defaults import SD_MODEL
 from geosynth.diffusion.identity import describe_cost, model_digest
 from geosynth.diffusion.latents import vae_scale_factor
 from geosynth.diffusion.loading import load_sd_pipeline, native_resolution
 from geosynth.diffusion.loras import CARD_FILE, check_base, parse_lora
 from geosynth.diffusion.mapcond import ENCODER_DIR, save_encoder
+from geosynth.diffusion.training.guard import Diverged, drop_if_nothing_kept
+from geosynth.diffusion.training.losslog import write_loss as _write_loss
 from geosynth.diffusion.training.maptrain import (
     map_card,
     map_training,
@@ -44,6 +46,7 @@ from geosynth.diffusion.training.maptrain import (
 from geosynth.diffusion.training.objective import training_scheduler
 from geosynth.diffusion.training.optim import check_optimizer
 from geosynth.diffusion.training.recipe import LORA_TARGET_PRESETS, Recipe
+from geosynth.diffusion.training.resume import check_resume
 from geosynth.diffusion.training.train_data import build_training_set, check_resolution
 from geosynth.diffusion.training.trainable import (
     export_trained,
@@ -54,7 +57,7 @@ from geosynth.diffusion.training.trainer import StepHook, TrainResult, train
 from geosynth.diffusion.types import Pipeline
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
-from geosynth.runtime import check_report_to, logs_dir, pick_device
+from geosynth.runtime import check_report_to, logs_dir, model_ref, pick_device
 
 CARD_FORMAT = "geosynth-lora/1"
 
@@ -111,35 +114,6 @@ def load_unet_config(path: str, pipe: Pipeline) -> dict[str, Any]:
     return config
 
 
-def _write_loss(history: list[dict[str, float]], out: Path) -> None:
-    with open(out / "loss.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["step", "epoch", "loss", "lr"])
-        w.writeheader()
-        w.writerows(history)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [h["step"] for h in history]
-    losses = [h["loss"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot(steps, losses, lw=0.8, alpha=0.5, label="loss per step")
-    k = max(1, len(losses) // 20)
-    if k > 1:
-        smooth = [
-            sum(losses[max(0, i - k + 1) : i + 1]) / len(losses[max(0, i - k + 1) : i + 1])
-            for i in range(len(losses))
-        ]
-        ax.plot(steps, smooth, lw=1.5, label=f"mean of {k} steps")
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("training loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "loss.png")
-    plt.close(fig)
-
-
 def _train_one(
     ds: ImageDataset,
     recipe: Recipe,
@@ -156,9 +130,11 @@ def _train_one(
     report_to: str | None = None,
     logging_dir: Path | None = None,
     speed: dict[str, Any] | None = None,
+    parts: Path | None = None,
 ) -> dict[str, Any]:
     """Train one LoRA (or full components) on ``ds``; write it into ``result_dir`` atomically.
-    ``speed``: the throughput switches of :func:`.trainer.train`."""
+    ``speed``: the throughput switches of :func:`.trainer.train`; ``parts``: the run's
+    ``OUT.parts`` (default ``work``), removed when training diverges before keeping anything."""
     started = Provenance.start("finetune").started  # the record's start: before the training
     torch.manual_seed(recipe.seed)
     pipe = load_sd_pipeline(model, device="cpu")
@@ -194,20 +170,25 @@ def _train_one(
     if encoder is not None:
         data, trainee = map_training(pipe, encoder, data, ds, recipe, resolution, track)
     work.mkdir(parents=True, exist_ok=True)
-    res: TrainResult = train(
-        trainee,
-        data,
-        recipe,
-        scheduler,
-        work,
-        resume=resume,
-        track=track,
-        on_step=on_step,
-        device=device,
-        report_to=report_to,
-        logging_dir=logging_dir,
-        **(speed or {}),
-    )
+    try:
+        res: TrainResult = train(
+            trainee,
+            data,
+            recipe,
+            scheduler,
+            work,
+            resume=resume,
+            track=track,
+            on_step=on_step,
+            device=device,
+            report_to=report_to,
+            logging_dir=logging_dir,
+            **(speed or {}),
+        )
+    except Diverged:
+        if _state().is_main_process:
+            drop_if_nothing_kept(parts or work)
+        raise
     main_process = _state().is_main_process
     digest_cost: dict[str, Any] = {}  # what identifying the base model cost: not training time
     card = {
@@ -218,6 +199,11 @@ def _train_one(
         "base_digest": model_digest(model, cost=digest_cost),
         "class_names": data.class_names,
         "prompt_template": recipe.template,
+        # the prompts as trained ("a"/"an" chosen per class; generate fills the template so)
+        "prompts": {
+            c: fill_prompt(recipe.template, p)
+            for c, p in zip(ds.class_names, ds.prompt_names, strict=True)
+        },
         "resolution": resolution,
         "learned_token": recipe.learn_token,
         "trained": {
@@ -274,7 +260,7 @@ def _train_one(
         for f in sorted(tmp.rglob("*.safetensors")):  # diffusers writes metadata unordered
             canonicalize_safetensors(f)
         on_disk = {k: v for k, v in card.items() if k != "resumed_from_step"}
-        (tmp / CARD_FILE).write_text(json.dumps(on_disk, indent=2, default=str) + "\n")
+        (tmp / CARD_FILE).write_text(json_text(on_disk, indent=2, default=str) + "\n")
         _write_loss(res.history, tmp)
         write_provenance(tmp, prov)
     faults.stage("finetune:result")
@@ -334,6 +320,9 @@ def finetune(
         raise GeosynthError("`maps` is only used with `condition` concat|cross-attention|both")
     run = Provenance.start("finetune", seeds={"seed": recipe.seed})  # started now
     recipe.check()
+    model_ref(model)  # missing paths first, before anything loads
+    if recipe.unet_config and not Path(recipe.unet_config).is_file():
+        raise GeosynthError(f"unet_config={recipe.unet_config!r}: no such file")
     if recipe.maps is not None:
         from geosynth.data.paired import attach_maps
 
@@ -369,6 +358,8 @@ def finetune(
         )
     ds.check_nonempty()
     init_loras = check_init_loras(recipe, model)
+    if resume:
+        check_resume(work, recipe.to_dict(), log)
     state = _state()
     if work.exists() and not resume and state.is_main_process:
         shutil.rmtree(work)  # overwrite=True: the user asked to start over
@@ -409,6 +400,7 @@ def finetune(
                 report_to=report_to,
                 logging_dir=logs / safe_dirname(name),
                 speed=speed,
+                parts=work,
             )
         if state.is_main_process:
             write_provenance(staged, run)

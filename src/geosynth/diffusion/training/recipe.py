@@ -9,6 +9,7 @@ up over the first 5% of steps.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ from geosynth.defaults import PROMPT_TEMPLATE
 from geosynth.diffusion.mapcond import MapCondition
 from geosynth.diffusion.training.objective import OFFSET_CONVENTIONS, PREDICTION_TYPES, offset_std
 from geosynth.errors import GeosynthError
+from geosynth.limits import COUNT, check_number, check_numbers
 from geosynth.runtime import PRECISIONS, tracker_config
 
 MODES = ("lora", "full", "frozen")
@@ -71,9 +73,12 @@ def parse_init_lora(spec: str) -> tuple[str, float]:
     head, sep, tail = spec.rpartition(":")
     if sep and head:
         try:
-            return head, float(tail)
+            weight = float(tail)
         except ValueError:
-            pass
+            return spec, 1.0
+        if not math.isfinite(weight):
+            raise GeosynthError(f"init_loras={spec!r}: the weight must be a finite number")
+        return head, weight
     return spec, 1.0
 
 
@@ -188,25 +193,35 @@ class Recipe:
                 )
         if self.nothing_trained:
             raise GeosynthError("nothing to train: every component is frozen and no `learn_token`")
-        if self.rank < 1 or self.alpha <= 0:
-            raise GeosynthError(f"rank={self.rank} / alpha={self.alpha}: must be positive")
-        if self.batch_size < 1 or self.grad_accum < 1:
-            raise GeosynthError(
-                f"batch_size={self.batch_size}, grad_accum={self.grad_accum}: must be at least 1"
-            )
-        if self.epochs < 1 and not self.max_steps:
-            raise GeosynthError(f"epochs={self.epochs}: must be at least 1")
-        if self.offset_noise < 0:
-            raise GeosynthError(f"offset_noise={self.offset_noise}: must be >= 0")
+        check_numbers(
+            rank=self.rank,
+            alpha=self.alpha,
+            lora_dropout=self.lora_dropout,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            warmup_ratio=self.warmup_ratio,
+            max_steps=self.max_steps,
+            # epochs count only without max_steps
+            epochs=self.epochs if self.max_steps is None else None,
+            batch_size=self.batch_size,
+            grad_accum=self.grad_accum,
+            resolution=self.resolution,
+            offset_noise=self.offset_noise,
+            snr_gamma=self.snr_gamma,
+            seed=self.seed,
+            checkpoint_every=self.checkpoint_every,
+        )
+        check_number("checkpoints_kept", self.checkpoints_kept, COUNT)
+        for path, weight in self.init_loras:
+            if not math.isfinite(weight):
+                raise GeosynthError(
+                    f"init_loras: the weight of {path} must be finite, not {weight}"
+                )
         if self.offset_noise_convention not in OFFSET_CONVENTIONS:
             raise GeosynthError(
                 f"offset_noise_convention={self.offset_noise_convention!r}: expected std or "
                 "variance"
             )
-        if self.snr_gamma is not None and self.snr_gamma <= 0:
-            raise GeosynthError(f"snr_gamma={self.snr_gamma}: must be > 0")
-        if not 0 <= self.warmup_ratio < 1:
-            raise GeosynthError(f"warmup_ratio={self.warmup_ratio}: expected 0 <= r < 1")
         if self.prompt_template.count("{}") != 1:
             raise GeosynthError(
                 f"prompt_template={self.prompt_template!r}: needs exactly one '{{}}' for the "
@@ -219,10 +234,6 @@ class Recipe:
                 f"prompt_template={self.prompt_template!r}: does not format; use '{{}}' for "
                 "the class name and '{{{{'/'}}}}' for literal braces"
             ) from None
-        if not 0 <= self.seed <= 2**63 - 1:
-            raise GeosynthError(f"seed={self.seed}: expected an integer in [0, 2**63 - 1]")
-        if self.resolution is not None and self.resolution < 1:
-            raise GeosynthError(f"resolution={self.resolution}: expected a positive size")
         if self.learn_token is not None and (
             not self.learn_token.strip() or " " in self.learn_token
         ):

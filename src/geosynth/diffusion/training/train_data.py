@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from geosynth.data.dataset import ImageDataset
+from geosynth.data.names import fill_prompt
 from geosynth.diffusion.latents import images_to_tensor
 from geosynth.diffusion.types import VAE
 from geosynth.errors import GeosynthError
@@ -103,7 +104,7 @@ def build_training_set(
     labels = [s.label for s in ds.samples]
     names = ds.prompt_names
     return TrainingSet(
-        prompts=[template.format(names[y]) for y in labels],
+        prompts=[fill_prompt(template, names[y]) for y in labels],
         labels=labels,
         class_names=list(ds.class_names),
         latent_mean=torch.stack([torch.cat(m) for m in means]),

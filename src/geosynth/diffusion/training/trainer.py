@@ -27,10 +27,13 @@ import torch
 import torch.nn.functional as F
 
 from geosynth import faults
-from geosynth.artifacts import atomic_path, load_torch_state
+from geosynth.artifacts import atomic_path, load_torch_state, settings_diff
+from geosynth.artifacts.jsontext import json_text
+from geosynth.diffusion.training.guard import check_step
 from geosynth.diffusion.training.objective import loss_weights, target, training_noise
 from geosynth.diffusion.training.optim import check_optimizer, make_optimizer
 from geosynth.diffusion.training.recipe import Recipe
+from geosynth.diffusion.training.resume import recipe_record
 from geosynth.diffusion.training.train_data import TrainingSet
 from geosynth.diffusion.training.trainable import (
     load_trainable_state,
@@ -73,7 +76,7 @@ class TrainResult:
 
 
 def _seed(*parts: int) -> int:
-    return zlib.crc32(json.dumps(parts).encode())
+    return zlib.crc32(json_text(parts).encode())
 
 
 class SampleStream:
@@ -93,7 +96,7 @@ class SampleStream:
 
 def total_steps(recipe: Recipe, n: int, world: int) -> int:
     """Optimiser steps for ``recipe.epochs`` passes over ``n`` examples (or ``max_steps``)."""
-    if recipe.max_steps:
+    if recipe.max_steps is not None:
         return int(recipe.max_steps)
     per_step = recipe.batch_size * world * recipe.grad_accum
     return max(1, math.ceil(recipe.epochs * n / per_step))
@@ -244,10 +247,11 @@ def train(
         if acc.scaler is not None and "scaler" in blob:  # fp16 loss scale, for an exact resume
             acc.scaler.load_state_dict(blob["scaler"])
         state = json.loads((ckpt / "state.json").read_text())
-        if state.get("recipe") != json.loads(json.dumps(recipe.to_dict())):
+        new = recipe_record(recipe.to_dict())
+        if state.get("recipe") != new:  # finetune checks before loading; this is the last word
             raise GeosynthError(
-                f"resume=True: {ckpt} was written with different settings; rerun without "
-                "`resume` or with the original settings"
+                f"resume=True: {ckpt} was written with other settings "
+                f"({settings_diff(state.get('recipe') or {}, new)})"
             )
         start, result.history = int(state["step"]), list(state["history"])
         result.resumed_from = start
@@ -332,12 +336,16 @@ def train(
                 if p.grad is not None:
                     p.grad = acc.reduce(p.grad, reduction="mean")
         params = [p for grp in optimizer.param_groups for p in grp["params"]]
-        acc.clip_grad_norm_(params, 1.0)
+        norm = acc.clip_grad_norm_(params, 1.0)
+        # the same numbers on every rank (gathered loss, all-reduced gradients): all stop together
+        mean_loss = acc.gather(torch.stack(step_losses).mean().reshape(1)).mean().item()
+        done = step + 1
+        scaled = acc.scaler is not None  # fp16 loss scaling skips non-finite gradients itself
+        grad = None if scaled or norm is None else float(norm)
+        check_step(mean_loss, grad, done, steps, lambda: latest_checkpoint(work))
         optimizer.step()
         lr_sched.step()
         optimizer.zero_grad(set_to_none=True)
-        mean_loss = acc.gather(torch.stack(step_losses).mean().reshape(1)).mean().item()
-        done = step + 1
         now = time.perf_counter()
         info = StepInfo(
             step=done,
@@ -425,6 +433,6 @@ def save_checkpoint(
             tmp / "optim.pt",
         )
         state = {"step": step, "history": result.history, "recipe": recipe.to_dict()}
-        (tmp / "state.json").write_text(json.dumps(state))
+        (tmp / "state.json").write_text(json_text(state))
     for old in sorted(root.glob("step-*"))[: -max(1, recipe.checkpoints_kept)]:
         shutil.rmtree(old, ignore_errors=True)
