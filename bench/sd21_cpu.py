@@ -104,7 +104,7 @@ def main() -> None:
             ],
         ),
         (
-            "cluster-plora --train",
+            "cluster-plora --train-loras",
             [
                 "cluster-plora",
                 str(data),
@@ -113,7 +113,7 @@ def main() -> None:
                 "2",
                 "--features",
                 str(dino),
-                "--train",
+                "--train-loras",
                 "--max-steps",
                 steps,
                 "--batch-size",
