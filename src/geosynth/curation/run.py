@@ -172,6 +172,7 @@ def filter_dataset(
     memo = None
     plan: dict[str, Any] = {"synth": ds.fingerprint(), "selection": ds.selection}
     plan.update(batch_size=batch_size, device=dev.type)
+    plan["radiometry"] = None if ds.radiometry is None else ds.radiometry.to_dict()
     tdesc, tds, model = None, None, None
     if classifier is not None:
         model = load_classifier_model(
