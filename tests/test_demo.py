@@ -110,3 +110,23 @@ def test_demo_writes_report_grids_and_metrics(demo: Path) -> None:
         ((vv, vh),) = sar["real_mean_db"].values()
         assert -20 < vh < vv < 0
         assert synth_sar.raster(0).count == 2 and len(synth_sar) == 4
+
+
+def test_demo_classifier_step_reports_top1_on_disjoint_val_and_test(demo: Path) -> None:
+    """The train-clf step: a toy Table 3 (zero-shot, both synthetic sets, the real 8 shots),
+    VAL and TEST drawn from the pool outside the 8-shot set (12 VAL images per class)."""
+    metrics = json.loads((demo / "metrics.json").read_text())
+    top1 = metrics["train_clf_test_top1"]
+    assert set(top1) == {
+        "zero-shot",
+        "synthetic, leak-aligned",
+        "synthetic, Gaussian",
+        "real 8-shot",
+    }
+    assert all(0.0 <= v <= 1.0 for v in top1.values())
+    assert "## Classifier" in (demo / "report.md").read_text()
+    assert (demo / "clf-confusion.png").is_file()
+    report = json.loads((demo / "clf-real-8-shot" / "report.json").read_text())
+    counts = open_dataset(demo / "toy-pool").counts()
+    assert report["data"]["val"]["images"] == 12 * len(counts)
+    assert report["data"]["test"]["images"] == sum(n - 8 - 12 for n in counts.values())

@@ -23,13 +23,15 @@ _LIBRARIES = ("torch", "diffusers", "transformers", "open_clip_torch", "timm", "
 
 
 def source_digest() -> str:
-    """sha256 over every source file of the installed geosynth package (relative path and
-    bytes, in path order): any edit to the code that wrote a demo output changes it."""
+    """sha256 over every file of the installed geosynth package (relative path and bytes, in
+    path order; compiled ``__pycache__`` left out): any edit to the code that wrote a demo
+    output changes it."""
     import geosynth
 
     root = Path(geosynth.__file__).resolve().parent
+    files = [p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts):
+    for f in sorted(files):
         h.update(f.relative_to(root).as_posix().encode() + b"\0")
         h.update(f.read_bytes() + b"\0")
     return h.hexdigest()
