@@ -87,14 +87,14 @@ def build(family: Family, out: Path, env: dict[str, str]) -> Path:
 
 def plan(family: Family, model: Path, work: Path, resolution: int, steps: int) -> list[Step]:
     """finetune (per-class LoRAs, then one LoRA with gradient checkpointing), channel-means,
-    generate (leak-aligned, fused per-class LoRAs), cluster-plora --train; batch 1."""
+    generate (leak-aligned, fused per-class LoRAs), cluster-plora --train-loras; batch 1."""
     data, dino = str(work / "data"), str(work / "dinov2")
     common = ("--model", str(model), "--device", "cpu", "--resolution", str(resolution))
     ft = (*family.finetune, "--batch-size", "1", "--max-steps", str(steps))
     gen = ("--lora-dir", str(work / "ft-finetune"), "--noise", "leak-aligned", "--channel-means",
            str(work / "means.safetensors"), "--per-class", "1", "--steps", str(steps),
            "--batch-size", "1", "--fuse-lora")  # fmt: skip
-    plora = ("--k", "2", "--features", dino, "--train", "--max-steps", str(steps),
+    plora = ("--k", "2", "--features", dino, "--train-loras", "--max-steps", str(steps),
              "--batch-size", "1", "--lora-rank", "16")  # fmt: skip
     steps_ = [
         Step("finetune", ("finetune", data, *common, *ft, "--class-loras"), "ft-finetune"),
@@ -105,7 +105,7 @@ def plan(family: Family, model: Path, work: Path, resolution: int, steps: int) -
         ),
         Step("channel-means", ("channel-means", data, *common), "means.safetensors"),
         Step("generate", ("generate", *common, *gen), "synth"),
-        Step("cluster-plora --train", ("cluster-plora", data, *common, *plora), "plora"),
+        Step("cluster-plora --train-loras", ("cluster-plora", data, *common, *plora), "plora"),
     ]
     return [Step(s.name, (*s.args, *family.extra.get(s.name, ())), s.out) for s in steps_]
 

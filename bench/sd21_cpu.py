@@ -2,7 +2,7 @@
 
 Runs ``finetune`` (LoRA r16 on UNet + text encoder, per-class LoRAs; again with gradient
 checkpointing), ``channel-means``, ``generate`` (leak-aligned noise, two classes, fused LoRAs) and
-``cluster-plora --train`` on the CPU at a small resolution with few steps, each as its own
+``cluster-plora --train-loras`` on the CPU at a small resolution with few steps, each as its own
 process, and prints wall time and peak RSS (``getrusage`` of the child) per step. Results go to
 docs/benchmarks.md ("SD 2.1-base size on the CPU"). Needs about 12 GB of free RAM and 6 GB disk.
 The steps are ``bench/realsize.py``'s, which the slow tests (tests/test_real_size.py) also run;

@@ -1,8 +1,9 @@
 """Where and how models run: device, precision, and model references (hub id or local directory).
 
 Every package asks this module, so that "auto" means the same everywhere: the CUDA device of this
-process (``LOCAL_RANK`` under ``accelerate launch`` / torchrun) or the CPU; bf16 on GPUs that
-support it, else fp16; float32 on CPU. Loading stays the libraries' own (``from_pretrained``);
+process (``LOCAL_RANK`` under ``accelerate launch`` / torchrun) or the CPU; precision ``auto``
+is float32 off CUDA and fp16 on CUDA GPUs, except where a caller prefers bf16 (classifier
+training): bf16 on GPUs with native bf16 (compute capability 8.0+, ROCm), else fp16. Loading stays the libraries' own (``from_pretrained``);
 :func:`load_with` only decides whether a string is a hub id or a directory and turns loading
 failures into one-line errors that say what was tried.
 """
@@ -91,9 +92,11 @@ def pick_device(device: str | None = None) -> torch.device:
 def resolve_precision(precision: str, device: torch.device, *, prefer_bf16: bool = False) -> str:
     """What ``precision`` means on ``device``: ``auto`` is fp32 on CPU (no fast half-precision
     kernels there) and fp16 on CUDA (more mantissa bits than bf16; Stable Diffusion's weights
-    and LoRA fine-tuning are made for it); ``prefer_bf16`` picks bf16 where the GPU supports it
-    (classifier training, whose fp16 gradients would need loss scaling). Explicit choices are
-    kept; ``no`` (accelerate's word) means fp32."""
+    and LoRA fine-tuning are made for it); ``prefer_bf16`` picks bf16 where the GPU computes it
+    natively, compute capability 8.0+ (A100, H100, L4, RTX 30/40) or ROCm, else fp16
+    (classifier training, whose fp16 gradients would need loss scaling; emulated bf16 on older
+    GPUs would be slower than fp16). Explicit choices are kept; ``no`` (accelerate's word)
+    means fp32."""
     import torch
 
     if precision == "no":
@@ -104,7 +107,7 @@ def resolve_precision(precision: str, device: torch.device, *, prefer_bf16: bool
         return precision
     if device.type != "cuda":
         return "fp32"
-    if prefer_bf16 and torch.cuda.is_bf16_supported():
+    if prefer_bf16 and torch.cuda.is_bf16_supported(including_emulation=False):
         return "bf16"
     return "fp16"
 

@@ -46,3 +46,12 @@ def test_the_table_matches_the_commands() -> None:
             f"docs/cli.md lists {opt} for {sorted(want)}, the commands take it in "
             f"{sorted(use.get(opt, set()))}"
         )
+
+
+def test_cluster_plora_old_train_switch_names_its_new_name(cli, tmp_path: Path) -> None:
+    """``--train`` names training images (evaluate, filter); cluster-plora's switch that trains
+    its LoRAs is ``--train-loras``, and the old spelling is refused in one line that says so."""
+    res = cli("cluster-plora", tmp_path, "--train", "--out", tmp_path / "plora")
+    assert res.code == 2 and len(res.err.strip().splitlines()) == 1
+    assert "--train-loras" in res.err
+    assert not (tmp_path / "plora").exists()

@@ -331,6 +331,9 @@ def test_short_training_follows_maps_far_better_than_blank_maps(
     assert blank < 0.6, blank
 
 
+# Two trainings, among the suite's slowest tests: `make test` checks the same contrast once, on
+# the demo's map step (100 steps, map fidelity above the blank-map model's by 0.1: test_demo.py).
+@pytest.mark.slow
 def test_few_steps_already_follow_maps_better_than_blank_maps(
     two_class_pairs, unet_config, toy_models, tmp_path
 ) -> None:

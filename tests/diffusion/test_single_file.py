@@ -309,3 +309,51 @@ def test_single_file_digest_hashes_views_of_the_file(sd2, monkeypatch):
 
     monkeypatch.setattr(single_file, "read_checkpoint", no_full_read)
     assert single_file_digest(path) == want
+
+
+def test_sd2_prediction_type_from_the_weights_unless_a_yaml_or_the_caller_says(
+    sd2, tmp_path, caplog
+):
+    """Without FILE.yaml an SD 2.x file is v-prediction when the first norm bias of its last
+    output block's transformer spreads wider than 0.09 (ComfyUI's rule), with a one-line note;
+    FILE.yaml, and then the caller's ``prediction_type``, decide over the weights."""
+    from geosynth.diffusion.ldm_prediction import detect_prediction, norm_bias_key
+    from geosynth.diffusion.single_file import UNET, load_single_file
+
+    _, path = sd2
+    sd = load_file(path)
+    unet = {k.removeprefix(UNET): t for k, t in sd.items() if k.startswith(UNET)}
+    key = norm_bias_key(unet)
+    assert key == "output_blocks.3.1.transformer_blocks.0.norm1.bias"  # SD 2.x: block 11
+    real_layout = {f"output_blocks.{n}.1.transformer_blocks.0.norm1.bias": None for n in range(12)}
+    assert norm_bias_key(real_layout) == "output_blocks.11.1.transformer_blocks.0.norm1.bias"
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(sd[UNET + key].shape, generator=g)
+    spread = spread / spread.std(unbiased=False)  # unit population std, scaled below
+    assert detect_prediction({**unet, key: 0.05 * spread})[0] == "epsilon"
+    assert detect_prediction({**unet, key: 0.15 * spread})[0] == "v_prediction"
+    inpaint = {**unet, key: 0.15 * spread, "input_blocks.0.0.weight": torch.zeros(64, 9, 3, 3)}
+    assert detect_prediction(inpaint)[0] == "epsilon"  # SD 2 inpainting models predict epsilon
+
+    v_file = tmp_path / "tiny-sd2-v.safetensors"
+    save_file({**sd, UNET + key: 0.15 * spread}, v_file)
+    with caplog.at_level("WARNING", logger="geosynth"):
+        pipe = load_single_file(v_file, dtype=torch.float32)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    notes = [r.getMessage() for r in caplog.records if r.name == "geosynth"]
+    assert len(notes) == 1 and "\n" not in notes[0], notes
+    assert "v_prediction" in notes[0] and key in notes[0] and "tiny-sd2-v.yaml" in notes[0]
+
+    # FILE.yaml wins: the 512 px base config has no parameterization (LDM's default: epsilon)
+    v_file.with_suffix(".yaml").write_text(
+        "model:\n  params:\n    scale_factor: 0.18215\n"
+        "    unet_config:\n      params:\n        image_size: 16\n"
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="geosynth"):
+        pipe = load_single_file(v_file, dtype=torch.float32)
+    assert pipe.scheduler.config.prediction_type == "epsilon"
+    assert not [r for r in caplog.records if r.name == "geosynth"]
+    # and the caller's choice wins over both
+    pipe = load_single_file(v_file, dtype=torch.float32, prediction_type="v_prediction")
+    assert pipe.scheduler.config.prediction_type == "v_prediction"

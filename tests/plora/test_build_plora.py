@@ -51,7 +51,7 @@ def test_cluster_train_mix_and_resume(cli, toy_models, toy_data, tmp_path) -> No
     with pytest.raises(GeosynthError, match=r"^out='.*plora': already exists.*resume=True"):
         build_plora(toy_data, out, k=2, embeddings=emb)
     result = build_plora(
-        toy_data, out, train=True, resume=True, model=sd, recipe=recipe, log=logged.append
+        toy_data, out, train_loras=True, resume=True, model=sd, recipe=recipe, log=logged.append
     )
     assert result["summary"] is None and f"keeping the clusters in {out}" in logged
     assert result["trained"] == [str(out / "loras" / f"cluster_{j}") for j in range(2)]

@@ -106,7 +106,7 @@ def test_cluster_train_generate_end_to_end(
         == assignments["samples"]
     )
 
-    res = cli(*args, "--train", "--resume")
+    res = cli(*args, "--train-loras", "--resume")
     assert res.code == 0, res.err
     for j in range(3):
         assert (out / "loras" / f"cluster_{j}" / "pytorch_lora_weights.safetensors").is_file()

@@ -71,7 +71,7 @@ def test_cluster_in_a_trained_classifiers_space_with_template_and_targets(
         assert argv[argv.index("--lora-targets") + 1] == "cross-attention-qkv"
 
     # Training the cluster LoRAs uses the same template and targets (recorded on their cards).
-    res = cli(*args[:-1], "--train", "--resume", "--max-steps", "1", "--resolution", "32")
+    res = cli(*args[:-1], "--train-loras", "--resume", "--max-steps", "1", "--resolution", "32")
     assert res.code == 0, res.err
     for j in range(2):
         card = json.loads((out / "loras" / f"cluster_{j}" / "geosynth.json").read_text())

@@ -49,8 +49,8 @@ def cluster_plora_cmd(
     classes: ClassesOpt = None,
     shots: ShotsOpt = None,
     seed: SeedOpt = 0,
-    train: Annotated[
-        bool, typer.Option("--train", help="Fine-tune the K cluster LoRAs now.")
+    train_loras: Annotated[
+        bool, typer.Option("--train-loras", help="Fine-tune the K cluster LoRAs now.")
     ] = False,
     resume: Annotated[
         bool, typer.Option("--resume", help="Keep OUT's clusters; train what is missing.")
@@ -97,12 +97,12 @@ def cluster_plora_cmd(
 
     Writes OUT/clusters/cluster_<j>/ (datasets with their class labels), assignments.json,
     weights.json (bias scores b_ij = N(c_i, p_j) / sum_i' N(c_i', p_j), w_i = b_i / |b_i|_1)
-    and weights-uniform.json (1/K). With --train it fine-tunes the K LoRAs into OUT/loras/;
+    and weights-uniform.json (1/K). With --train-loras it fine-tunes the K LoRAs into OUT/loras/;
     without, it prints the K finetune commands. Then: generate --lora-weights OUT/weights.json.
 
     \b
     Example:
-      geosynth cluster-plora sar-ships/ --k 4 --init-lora ors-lora/ --train --out plora/
+      geosynth cluster-plora sar-ships/ --k 4 --init-lora ors-lora/ --train-loras --out plora/
     """
     recipe = dict(
         rank=lora_rank,
@@ -131,13 +131,13 @@ def cluster_plora_cmd(
         classes=split_list(classes),
         shots=shots,
         seed=seed,
-        train=train,
+        train_loras=train_loras,
         resume=resume,
         model=model,
         recipe=recipe,
         device=device,
         compile_unet=compile,
-        track=live.track if train else track,
+        track=live.track if train_loras else track,
         log=message,
     )
     summary, trained, commands = result["summary"], result["trained"], result["commands"]
@@ -161,8 +161,8 @@ def cluster_plora_cmd(
             ["class", *cols],
             rows,
         )
-    if not train:
-        message("train the cluster LoRAs with (or rerun with --train):")
+    if not train_loras:
+        message("train the cluster LoRAs with (or rerun with --train-loras):")
         for cmd in commands:
             typer.echo(cmd)
     message(f"then: geosynth generate --model {model} --lora-weights {out / 'weights.json'} ...")

@@ -100,6 +100,31 @@ def filter_cmd(
     device: DeviceOpt = None,
     precision: PrecisionOpt = "auto",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Re-embed even if cached.")] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Data-loader worker processes that decode the images and compute their copy "
+            "descriptors and classifier inputs (per rank); the output is the same for any N.",
+        ),
+    ] = 0,
+    part_size: Annotated[
+        int,
+        typer.Option(
+            "--part-size",
+            min=1,
+            help="Rows per resumable part of the scores (rounded up to whole batches and to "
+            "whole 64-row copy-search blocks).",
+        ),
+    ] = 1024,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue a killed run from the scores it kept in OUT.parts/ (same settings).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Keep the generated images worth training on: drop memorised copies, off-class and
@@ -109,6 +134,10 @@ def filter_cmd(
     scores as filter_* columns of metadata.jsonl and OUT/filter.jsonl recording every image,
     kept or not, with the reason it was dropped.
 
+    Copy distances and confidences are scored in parts kept in OUT.parts/ until OUT is written:
+    a killed run continues with --resume. Under torchrun each process scores its own block of
+    parts; rank 0 writes OUT, the same bytes as one process.
+
     \b
     Examples:
       geosynth filter synth/ --train eurosat-16shot/ --out synth-kept/
@@ -116,6 +145,8 @@ def filter_cmd(
           --out synth-kept/
       geosynth filter synth/ --classifier clip:ViT-B-16/openai --out synth-kept/
       geosynth filter synth/ --real eurosat/ --real-split train --k 5 --out synth-on-manifold/
+      torchrun --nproc-per-node 4 -m geosynth filter synth/ --train shots/ --classifier \\
+          clf:clf-16shot/seed-0 --workers 4 --out synth-kept/
     """
     report = filter_dataset(
         synth,
@@ -137,9 +168,14 @@ def filter_cmd(
         device=device,
         precision=precision,
         use_cache=not no_cache,
+        workers=workers,
+        part_size=part_size,
+        resume=resume,
         track=track,
         log=message,
     )
+    if report is None:  # not rank 0: rank 0 reports
+        return
     if as_json:
         print_json(report.to_dict())
         return

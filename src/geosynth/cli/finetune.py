@@ -184,7 +184,13 @@ def finetune(
         ),
     ] = None,
     precision: Annotated[
-        str, typer.Option("--precision", help="auto (fp16 on GPU), fp16, bf16 or fp32.")
+        str,
+        typer.Option(
+            "--precision",
+            help="auto: fp32 on the CPU (and any non-CUDA device), fp16 mixed precision on every "
+            "CUDA GPU; or fp16, bf16 (native on compute capability 8.0+: A100, H100, RTX 30/40) "
+            "or fp32.",
+        ),
     ] = "auto",
     device: Annotated[
         str | None,

@@ -136,7 +136,12 @@ def generate(
     ] = False,
     device: Annotated[str | None, typer.Option("--device")] = None,
     precision: Annotated[
-        str, typer.Option("--precision", help="auto (fp16 on GPU), fp32, fp16, bf16.")
+        str,
+        typer.Option(
+            "--precision",
+            help="auto: fp32 on the CPU (and any non-CUDA device), fp16 on every CUDA GPU; or "
+            "fp32, fp16, bf16 (half precision on GPU only: the CPU computes in fp32).",
+        ),
     ] = "auto",
     radiometry: RadiometryOpt = None,
     fuse_lora: Annotated[

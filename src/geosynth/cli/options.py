@@ -93,7 +93,12 @@ DeviceOpt = Annotated[
     str | None, typer.Option("--device", help="cpu, cuda, cuda:1 (default: cuda when present).")
 ]
 PrecisionOpt = Annotated[
-    str, typer.Option("--precision", help="auto (fp16 on GPU), fp32, fp16, bf16.")
+    str,
+    typer.Option(
+        "--precision",
+        help="auto: fp32 on the CPU (and any non-CUDA device), fp16 on every CUDA GPU; or fp32, "
+        "fp16, bf16 (half precision on GPU only: the CPU computes in fp32).",
+    ),
 ]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")]
 

@@ -172,7 +172,13 @@ def train_clf(
     eval_batch_size: Annotated[int, typer.Option("--eval-batch-size", min=1)] = 64,
     device: DeviceOpt = None,
     precision: Annotated[
-        str, typer.Option("--precision", help="auto (bf16/fp16 on GPU), fp32, fp16 or bf16.")
+        str,
+        typer.Option(
+            "--precision",
+            help="auto: fp32 on the CPU (and any non-CUDA device); on a CUDA GPU bf16 mixed "
+            "precision where it is native (compute capability 8.0+: A100, H100, L4, RTX 30/40; "
+            "ROCm GPUs), else fp16 (V100, T4, RTX 20); or fp32, fp16 or bf16.",
+        ),
     ] = "auto",
     report_to: ReportToOpt = None,
     logging_dir: LoggingDirOpt = None,

@@ -6,15 +6,16 @@ class prompts) and the distance to the real set's k-NN balls
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from PIL import Image
 
 from geosynth.data import ImageDataset
 from geosynth.data.names import fill_prompt, prompt_name
 from geosynth.defaults import PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
-from geosynth.progress import no_track
 
 
 def parse_classifier(spec: str) -> str:
@@ -26,43 +27,44 @@ def parse_classifier(spec: str) -> str:
 CLIP_PREFIX = "clip:"
 
 
-def classifier_confidence(
+@dataclass
+class ClassifierModel:
+    """A loaded off-class classifier, split where the work can be spread: ``prepare`` turns one
+    image into the model's input (it runs in data-loader workers), ``forward`` scores a batch
+    of prepared inputs against each image's intended class (a synthetic-set label) and returns
+    (confidence, float64; predicted class, an index into ``names``)."""
+
+    names: list[str]
+    prepare: Callable[[Image.Image], torch.Tensor]
+    forward: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    about: dict[str, Any]
+    weights: str  # fingerprint of the classifier's local files (part of a resumable plan)
+
+
+def load_classifier_model(
     ds: ImageDataset,
     classifier: str,
     *,
     prompt_template: str = PROMPT_TEMPLATE,
-    batch_size: int = 64,
     device: str = "cpu",
-    track: Callable[..., Any] | None = None,
-) -> tuple[torch.Tensor, list[str], dict[str, Any]]:
-    """Confidence in each image's intended class, the class predicted, and a description of the
-    classifier: ``clip:REF`` is zero-shot CLIP (:func:`clip_confidence`), anything else a
-    train-clf output (:func:`trained_confidence`)."""
+) -> ClassifierModel:
+    """``clip:REF`` is zero-shot CLIP (:func:`clip_model`), anything else a train-clf output
+    (:func:`trained_model`)."""
     if classifier.startswith(CLIP_PREFIX):
-        return clip_confidence(
-            ds,
-            classifier.removeprefix(CLIP_PREFIX),
-            prompt_template=prompt_template,
-            batch_size=batch_size,
-            device=device,
-            track=track,
+        return clip_model(
+            ds, classifier.removeprefix(CLIP_PREFIX), prompt_template=prompt_template, device=device
         )
-    return trained_confidence(ds, classifier, batch_size=batch_size, device=device, track=track)
+    return trained_model(ds, classifier, device=device)
 
 
-def clip_confidence(
-    ds: ImageDataset,
-    ref: str,
-    *,
-    prompt_template: str = PROMPT_TEMPLATE,
-    batch_size: int = 64,
-    device: str = "cpu",
-    track: Callable[..., Any] | None = None,
-) -> tuple[torch.Tensor, list[str], dict[str, Any]]:
+def clip_model(
+    ds: ImageDataset, ref: str, *, prompt_template: str = PROMPT_TEMPLATE, device: str = "cpu"
+) -> ClassifierModel:
     """Zero-shot CLIP: softmax over the synthetic set's class prompts of the model's scaled
     image-prompt cosines (CLIP's own zero-shot classifier, its learned ``logit_scale``
     included), read at each image's intended class. ``ref`` is any open_clip reference
     (``NAME/PRETRAINED``, ``hf-hub:ID``, ``local-dir:DIR`` or a model directory)."""
+    from geosynth.features.spec import model_fingerprint
     from geosynth.metrics.clipscore import ClipScorer
 
     if "{}" not in prompt_template:
@@ -81,35 +83,37 @@ def clip_confidence(
             str(exc).replace(f"clip_model={ref!r}", f"classifier={CLIP_PREFIX + ref!r}")
         ) from None
     names = list(ds.class_names)
-    text = scorer.text_features([fill_prompt(prompt_template, prompt_name(c)) for c in names])
-    image = scorer.dataset_features(ds, batch_size, track=track or no_track)
+    text = scorer.text_features(
+        [fill_prompt(prompt_template, prompt_name(c)) for c in names]
+    ).double()
     scale = (
         float(scorer.model.logit_scale.detach().exp())
         if hasattr(scorer.model, "logit_scale")
         else 100.0  # CLIP's trained scale, for a model without one
     )
-    probs = (scale * image.double() @ text.double().T).softmax(dim=1)
-    labels = torch.tensor(list(ds.labels))
-    conf = probs.gather(1, labels.unsqueeze(1)).squeeze(1)
-    predicted = [names[int(j)] for j in probs.argmax(dim=1)]
+
+    def prepare(image: Image.Image) -> torch.Tensor:
+        return scorer.preprocess(image.convert("RGB"))
+
+    @torch.inference_mode()
+    def forward(pixels: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = scorer.model.encode_image(pixels.to(scorer.device)).float()
+        image = torch.nn.functional.normalize(f, dim=-1).cpu()
+        probs = (scale * image.double() @ text.T).softmax(dim=1)
+        return probs.gather(1, labels.unsqueeze(1)).squeeze(1), probs.argmax(dim=1)
+
     about = {"clip": ref, "prompt_template": prompt_template, "classes": names, "scale": scale}
-    return conf, predicted, about
+    return ClassifierModel(names, prepare, forward, about, model_fingerprint(ref))
 
 
-def trained_confidence(
-    ds: ImageDataset,
-    classifier: str,
-    *,
-    batch_size: int = 64,
-    device: str = "cpu",
-    track: Callable[..., Any] | None = None,
-) -> tuple[torch.Tensor, list[str], dict[str, Any]]:
+def trained_model(ds: ImageDataset, classifier: str, *, device: str = "cpu") -> ClassifierModel:
     """Softmax probability of each image's intended class under a ``geosynth train-clf``
-    classifier, the class it predicts, and a description of that classifier. Every class of ``ds`` must be one of
-    the classifier's (matched by name): otherwise the confidence means nothing."""
+    classifier, and the class it predicts. Every class of ``ds`` must be one of the
+    classifier's (matched by name): otherwise the confidence means nothing."""
     from geosynth.backbones import eval_transform
     from geosynth.classify.checkpoint import load_classifier
     from geosynth.features.classifier import classifier_file
+    from geosynth.features.spec import model_fingerprint
 
     path = classifier_file(parse_classifier(classifier))
     model = load_classifier(path).to(device).eval()
@@ -126,22 +130,20 @@ def trained_confidence(
             f"classifier={classifier!r}: does not know class(es) {', '.join(missing)} of the "
             f"synthetic set (it was trained on {', '.join(names)})"
         )
-    column = torch.tensor([names.index(c) for c in ds.class_names[: max(ds.labels) + 1]])
+    column = torch.tensor([names.index(c) if c in names else 0 for c in ds.class_names])
     tf = eval_transform(model.image_size, model.mean, model.std, model.interpolation)
-    out = torch.empty(len(ds), dtype=torch.float64)
-    predicted: list[str] = []
-    starts: Any = range(0, len(ds), batch_size)
-    if track is not None:
-        starts = track(starts, len(starts), "classifier")
-    with torch.no_grad():
-        for start in starts:
-            idx = range(start, min(start + batch_size, len(ds)))
-            pixels = torch.stack([tf(ds.image(i).convert("RGB")) for i in idx]).to(device)
-            probs = model(pixels).double().softmax(dim=1).cpu()
-            want = column[torch.tensor([ds.labels[i] for i in idx])]
-            out[start : start + len(idx)] = probs.gather(1, want.unsqueeze(1)).squeeze(1)
-            predicted.extend(names[int(j)] for j in probs.argmax(dim=1))
-    return out, predicted, {"path": str(path), "classes": names, "backbone": model.spec.backbone}
+
+    def prepare(image: Image.Image) -> torch.Tensor:
+        return tf(image.convert("RGB"))
+
+    @torch.no_grad()
+    def forward(pixels: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probs = model(pixels.to(device)).double().softmax(dim=1).cpu()
+        conf = probs.gather(1, column[labels].unsqueeze(1)).squeeze(1)
+        return conf, probs.argmax(dim=1)
+
+    about = {"path": str(path), "classes": names, "backbone": model.spec.backbone}
+    return ClassifierModel(names, prepare, forward, about, model_fingerprint(str(path)))
 
 
 def manifold_ratio(

@@ -10,10 +10,17 @@ every score is recorded whichever failed):
 3. ``off-manifold``: outside every k-NN ball of the real images of its class (PRDC's balls);
 4. ``budget``: beyond ``per_class`` kept images of its class, ranked by confidence, else by
    closeness to the real manifold, else in dataset order.
+
+Copy distances and confidences are scored part by part into ``OUT.parts/``
+(:mod:`geosynth.curation.scoring`): ``resume`` continues a killed run there, ``workers``
+data-loader processes do the per-image work, and under torchrun every rank scores its block of
+parts; the real set's and the synthetic set's embeddings are cached and resumable as ``embed``'s.
+Whichever way the scores were computed, the output is the same bytes.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +28,17 @@ from typing import Any, ClassVar
 
 import torch
 
+from geosynth import faults
 from geosynth.artifacts import Provenance
-from geosynth.curation.criteria import classifier_confidence, manifold_ratio
+from geosynth.curation.criteria import load_classifier_model, manifold_ratio
+from geosynth.curation.scoring import (
+    PART_ROWS,
+    open_parts,
+    part_ranges,
+    parts_dir,
+    score_parts,
+    train_descriptors,
+)
 from geosynth.curation.writer import RADIOMETRY_NAME, source_rows, write_kept
 from geosynth.data import ImageDataset, load_dataset
 from geosynth.data.load import check_source
@@ -31,12 +47,7 @@ from geosynth.data.writer import check_output_dir
 from geosynth.defaults import PROMPT_TEMPLATE
 from geosynth.errors import GeosynthError
 from geosynth.limits import check_numbers
-from geosynth.metrics.memorisation import (
-    COPY_THRESHOLD,
-    describe_all,
-    memorisation_summary,
-    nearest_training,
-)
+from geosynth.metrics.memorisation import COPY_THRESHOLD, memorisation_summary
 
 REASONS = ("copy", "off-class", "off-manifold", "budget")
 
@@ -109,22 +120,31 @@ def filter_dataset(
     device: str | None = None,
     precision: str = "auto",
     use_cache: bool = True,
+    workers: int = 0,
+    part_size: int = PART_ROWS,
+    resume: bool = False,
     track: Callable[..., Any] | None = None,
     log: Callable[[str], None] = lambda _: None,
     provenance: Provenance | None = None,
-) -> FilterReport:
+) -> FilterReport | None:
     """Score every image of ``synth`` by the criteria asked for, keep those that pass, and write
     them to ``out`` in the layout ``generate`` writes (see the module docstring). ``device``:
-    ``cpu``, ``cuda[:N]`` or None for this process's GPU, else the CPU."""
+    ``cpu``, ``cuda[:N]`` or None for this process's GPU, else the CPU. Under torchrun every
+    rank calls this; rank 0 writes ``out`` and gets the report, the others None."""
+    from geosynth.distributed import init_from_env, is_main_process, local_device, patient_group
     from geosynth.runtime import pick_device
 
-    device = str(pick_device(device))
+    dev = local_device(pick_device(device))
+    distributed = init_from_env(dev)
+    device = str(dev)
     check_numbers(
         copy_threshold=copy_threshold,
         min_confidence=min_confidence,
         k=k,
         per_class=per_class,
         batch_size=batch_size,
+        workers=workers,
+        part_size=part_size,
     )
     if min_confidence is not None and classifier is None:
         raise GeosynthError("`min_confidence` needs `classifier` (a confidence of which model?)")
@@ -152,15 +172,49 @@ def filter_dataset(
     fails = {r: torch.zeros(n, dtype=torch.bool) for r in REASONS}
     settings: dict[str, Any] = {"synth": str(synth), "images": n}
     memo = None
-
+    plan: dict[str, Any] = {"synth": ds.fingerprint(), "selection": ds.selection}
+    plan.update(batch_size=batch_size, device=dev.type)
+    plan["radiometry"] = None if ds.radiometry is None else ds.radiometry.to_dict()
+    tdesc, tds, model = None, None, None
+    if classifier is not None:
+        model = load_classifier_model(
+            ds, classifier, prompt_template=prompt_template, device=device
+        )
+        plan.update(classifier=classifier, classifier_weights=model.weights)
+        plan["prompt_template"] = prompt_template
     if train is not None and copies:
         tds = load_dataset(train, split=split if split and Path(train, split).is_dir() else None)
         tds = tds if ds.radiometry is None else tds.with_radiometry(bind(ds.radiometry, tds))
         _by_name(tds, names, "train", str(train))
+        if len(tds) < 2:  # the copy test is relative to the shots' own spacing
+            raise GeosynthError(
+                f"train={str(train)!r}: {len(tds)} image(s); copy detection needs at least 2"
+            )
+        plan["train"] = tds.fingerprint()
+    group = patient_group() if distributed else None
+    ranges = part_ranges(n, batch_size, part_size)
+    if tds is not None or model is not None:  # checked before any scoring starts
+        plan.update(rows=n, part_rows=ranges[0][1] - ranges[0][0] if ranges else 0)
+        open_parts(parts_dir(out), plan, resume, group)
+    # the embeddings before the scores: under torchrun every rank takes part in both
+    ratio = None
+    if real is not None:
+        ratio = _manifold(ds, str(synth), real, real_split, features, k, batch_size, device,
+                          precision, use_cache, distributed, log)  # fmt: skip
+    if tds is not None:
         log(f"copy detection: {n} generated x {len(tds)} training images")
-        s = describe_all(ds.image, n, variants=False, track=track, description="synth")
-        t = describe_all(tds.image, len(tds), variants=True, track=track, description="train")
-        match = nearest_training(s, t)
+        tdesc = train_descriptors(tds, workers=workers, track=track)
+    scores = None
+    if tdesc is not None or model is not None:
+        scores = score_parts(
+            ds, parts_dir(out), ranges, train=tdesc, classifier=model, batch_size=batch_size,
+            workers=workers, group=group, track=track, log=log,
+        )  # fmt: skip
+    if distributed and not is_main_process():
+        return None
+
+    if scores is not None and scores.copy is not None and tds is not None:
+        match = scores.copy
         memo = memorisation_summary(match, ds.labels, names, copy_threshold)
         fails["copy"] = match.ratio <= copy_threshold
         for i, r in enumerate(rec):
@@ -172,15 +226,8 @@ def filter_dataset(
         settings.update(train=str(train), copy_threshold=copy_threshold)
 
     rank = torch.arange(n, dtype=torch.float64)  # budget order: lower is better
-    if classifier is not None:
-        conf, predicted, about = classifier_confidence(
-            ds,
-            classifier,
-            prompt_template=prompt_template,
-            batch_size=batch_size,
-            device=device,
-            track=track,
-        )
+    if scores is not None and scores.confidence is not None and model is not None:
+        conf, predicted = scores.confidence, scores.predicted or []
         if min_confidence is None:
             fails["off-class"] = torch.tensor(
                 [p != r["class_name"] for p, r in zip(predicted, rec, strict=True)]
@@ -191,24 +238,9 @@ def filter_dataset(
             r["confidence"] = round(float(conf[i]), 6)
             r["predicted"] = predicted[i]
         rank = -conf
-        settings.update(classifier=about, min_confidence=min_confidence)
+        settings.update(classifier=model.about, min_confidence=min_confidence)
 
-    if real is not None:
-        from geosynth.features.resolve import resolve_embeddings
-
-        rds = load_dataset(real, split=real_split)
-        rds = rds if ds.radiometry is None else rds.with_radiometry(bind(ds.radiometry, rds))
-        rlab = _by_name(rds, names, "real", str(real))
-        lacking = sorted({names[label] for label in ds.labels} - set(rds.class_names))
-        if lacking:
-            raise GeosynthError(
-                f"real={str(real)!r}: has no images of class(es) {', '.join(lacking)}"
-            )
-        common = dict(features=features, batch_size=batch_size, device=device)
-        common.update(precision=precision, use_cache=use_cache, log=log)
-        se = resolve_embeddings(str(synth), dataset=ds, **common).embeddings  # type: ignore[arg-type]
-        re_ = resolve_embeddings(str(real), dataset=rds, **common).embeddings  # type: ignore[arg-type]
-        ratio = manifold_ratio(se, ds.labels, re_, rlab, k=k)
+    if ratio is not None:
         fails["off-manifold"] = ratio > 1.0
         for i, r in enumerate(rec):
             r["manifold_ratio"] = round(float(ratio[i]), 6)
@@ -259,7 +291,41 @@ def filter_dataset(
     report = FilterReport(out, rec, per, settings, memo, warnings=warnings)
     prov.extra["filter"] = report.to_dict()
     report.previews = write_kept(Path(synth), out, names, kept, rec, prov)
+    faults.stage("filter:output")
+    shutil.rmtree(parts_dir(out), ignore_errors=True)  # the scores are in OUT/filter.jsonl now
     return report
+
+
+def _manifold(
+    ds: ImageDataset,
+    source: str,
+    real: str | Path,
+    real_split: str | None,
+    features: str,
+    k: int,
+    batch_size: int,
+    device: str,
+    precision: str,
+    use_cache: bool,
+    distributed: bool,
+    log: Callable[[str], None],
+) -> torch.Tensor:
+    """Each generated image's distance to its class's real k-NN balls (see
+    :func:`~geosynth.curation.criteria.manifold_ratio`), from cached embeddings."""
+    from geosynth.features.resolve import resolve_embeddings
+
+    names = ds.class_names
+    rds = load_dataset(real, split=real_split)
+    rds = rds if ds.radiometry is None else rds.with_radiometry(bind(ds.radiometry, rds))
+    rlab = _by_name(rds, names, "real", str(real))
+    lacking = sorted({names[label] for label in ds.labels} - set(rds.class_names))
+    if lacking:
+        raise GeosynthError(f"real={str(real)!r}: has no images of class(es) {', '.join(lacking)}")
+    common: dict[str, Any] = dict(features=features, batch_size=batch_size, device=device)
+    common.update(precision=precision, use_cache=use_cache, log=log, distributed=distributed)
+    se = resolve_embeddings(source, dataset=ds, **common).embeddings
+    re_ = resolve_embeddings(str(real), dataset=rds, **common).embeddings
+    return manifold_ratio(se, ds.labels, re_, rlab, k=k)
 
 
 _SCORES = (

@@ -26,10 +26,11 @@ from geosynth.demo.generation_steps import (
     step_toy_models,
 )
 from geosynth.demo.measure_steps import step_evaluate, step_maps, step_sar, step_train_clf
+from geosynth.demo.record import BUILD_RECORD, build_record, is_current
 from geosynth.demo.state import DemoRun
 from geosynth.errors import GeosynthError
 
-__all__ = ["STEPS", "DemoRun", "run_demo", "step_train_clf"]
+__all__ = ["BUILD_RECORD", "STEPS", "DemoRun", "is_current", "run_demo", "step_train_clf"]
 
 
 STEPS: list[tuple[str, Callable[[DemoRun], None]]] = [
@@ -70,12 +71,16 @@ def run_demo(
     seed: int = 0,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Run every demo step into ``out`` and write ``report.md`` and ``metrics.json``."""
+    """Run every demo step into ``out`` and write ``report.md``, ``metrics.json`` and, last,
+    ``build.json`` (what the run was built from: :mod:`geosynth.demo.record`)."""
     torch.manual_seed(seed)
     run = DemoRun(out=output_path(out), seed=seed, log=log)
     check_demo_out(run.out)
     run.out.mkdir(parents=True, exist_ok=True)
     (run.out / DEMO_MARK).write_text("a geosynth demo output: a rerun replaces its folders\n")
+    # A run that stops half-way must not leave an earlier run's record beside its new files.
+    (run.out / BUILD_RECORD).unlink(missing_ok=True)
+    record = build_record(seed)  # taken now: the code and data this run is built from
     timings: dict[str, float] = {}
     for name, step in STEPS:
         log(f"demo: {name} ...")
@@ -91,4 +96,5 @@ def run_demo(
     with atomic_path(run.out / "report.md") as tmp:
         tmp.write_text(report)
     write_json(run.out / "metrics.json", run.metrics)
+    write_json(run.out / BUILD_RECORD, record)
     return run.out / "report.md"

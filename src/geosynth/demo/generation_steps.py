@@ -241,7 +241,7 @@ def step_plora(run: DemoRun) -> None:
         embeddings=emb,
         feature_model="toy dinov2",
         seed=run.seed,
-        train=True,
+        train_loras=True,
         model=sd,
         recipe=recipe,
     )["summary"]

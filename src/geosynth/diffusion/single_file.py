@@ -14,9 +14,11 @@ tell comes from the family (published values):
   encoder): its own head counts and group norms.
 
 Both SD families use GroupNorm(32), VAE scaling factor 0.18215, 64x64 latents (512 px) and SD
-2.1-base's scheduler (epsilon prediction). A ``FILE.yaml`` beside the checkpoint (the original
-config, as A1111 reads it) may set ``model.params.scale_factor``,
-``model.params.unet_config.params.image_size`` and ``model.params.parameterization: v``.
+2.1-base's scheduler. A ``FILE.yaml`` beside the checkpoint (the original config, as A1111 reads
+it) may set ``model.params.scale_factor``, ``model.params.unet_config.params.image_size`` and
+``model.params.parameterization: v``; without one, an SD 2.x file's prediction type (epsilon for
+the 512 px base, v for the 768 px models) is read from its weights as ComfyUI reads it
+(:mod:`geosynth.diffusion.ldm_prediction`, with a one-line note), other files are epsilon.
 The tokenizer is CLIP's BPE (built from the copy open_clip bundles) for the real 49408-token
 vocabulary, the toy tokenizer for the toy's.
 """
@@ -258,7 +260,8 @@ def component_state_dicts(
 
 def configs(parts: dict[str, dict[str, torch.Tensor]], fam: Family, path: Path) -> dict[str, Any]:
     """diffusers / transformers configs of the three components, from the converted shapes and
-    the family (see the module docstring), plus ``scheduler`` and ``tokenizer`` settings."""
+    the family (see the module docstring); the prediction type is
+    :func:`geosynth.diffusion.ldm_prediction.pick_prediction`'s."""
     u, v, t = parts["unet"], parts["vae"], parts["text_encoder"]
     params = _sidecar(path)
     levels = 1 + max(int(k.split(".")[1]) for k in u if k.startswith("down_blocks."))
@@ -307,8 +310,7 @@ def configs(parts: dict[str, dict[str, torch.Tensor]], fam: Family, path: Path) 
         "max_position_embeddings": t["text_model.embeddings.position_embedding.weight"].shape[0],
         "hidden_act": fam.te_act,
     }
-    prediction = "v_prediction" if params.get("parameterization") == "v" else "epsilon"
-    return {"unet": unet, "vae": vae, "text_encoder": text, "prediction_type": prediction}
+    return {"unet": unet, "vae": vae, "text_encoder": text}
 
 
 def clip_tokenizer(pad: str):  # -> transformers.CLIPTokenizer
@@ -340,8 +342,12 @@ def clip_tokenizer(pad: str):  # -> transformers.CLIPTokenizer
         )
 
 
-def load_single_file(path: str | os.PathLike[str], *, dtype: torch.dtype):
-    """A ``StableDiffusionPipeline`` (no safety checker) from a single-file checkpoint, offline."""
+def load_single_file(
+    path: str | os.PathLike[str], *, dtype: torch.dtype, prediction_type: str | None = None
+):
+    """A ``StableDiffusionPipeline`` (no safety checker) from a single-file checkpoint, offline.
+    ``prediction_type`` (epsilon or v_prediction) wins over FILE.yaml, which wins over what an
+    SD 2.x file's weights say (:mod:`geosynth.diffusion.ldm_prediction`)."""
     from diffusers import (
         AutoencoderKL,
         PNDMScheduler,
@@ -351,11 +357,19 @@ def load_single_file(path: str | os.PathLike[str], *, dtype: torch.dtype):
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from geosynth.defaults import SD21_SCHEDULER_CONFIG
+    from geosynth.diffusion.ldm_prediction import pick_prediction
     from geosynth.diffusion.tokenizer import build_toy_tokenizer
 
     p = Path(path).expanduser()
     sd = read_checkpoint(p)
     fam = family(sd, p)
+    if prediction_type not in (None, "epsilon", "v_prediction"):
+        raise GeosynthError(
+            f"prediction_type={prediction_type!r}: expected epsilon or v_prediction"
+        )
+    prediction = prediction_type or pick_prediction(
+        p, _sidecar(p), _sub(sd, UNET) if fam is SD2 else None
+    )
     del sd
     parts = component_state_dicts(p)
     cfg = configs(parts, fam, p)
@@ -385,9 +399,7 @@ def load_single_file(path: str | os.PathLike[str], *, dtype: torch.dtype):
         bad = [k for k in [*res.missing_keys, *res.unexpected_keys] if "position_ids" not in k]
         if bad:
             raise GeosynthError(f"{_what(p)}: {name} weights do not fit (key {bad[0]})")
-    scheduler = PNDMScheduler(
-        **{**SD21_SCHEDULER_CONFIG, "prediction_type": cfg["prediction_type"]}
-    )
+    scheduler = PNDMScheduler(**{**SD21_SCHEDULER_CONFIG, "prediction_type": prediction})
     pipe = StableDiffusionPipeline(
         vae=vae.to(dtype),
         text_encoder=te.to(dtype),

@@ -120,11 +120,18 @@ def spacing(train: torch.Tensor, *, block: int = 64) -> torch.Tensor:
     return out
 
 
-def nearest_training(synth: torch.Tensor, train: torch.Tensor, *, block: int = 64) -> Matches:
+def nearest_training(
+    synth: torch.Tensor,
+    train: torch.Tensor,
+    *,
+    block: int = 64,
+    space: torch.Tensor | None = None,
+) -> Matches:
     """For each generated descriptor (``synth``: N x D) the training image (``train``:
-    M x V x D) with the smallest distance-to-spacing ratio, minimised over its V variants."""
+    M x V x D) with the smallest distance-to-spacing ratio, minimised over its V variants.
+    ``space``: ``spacing(train)`` when the caller has it (it costs M x M x V comparisons)."""
     m, v, d = train.shape
-    space = spacing(train).clamp_min(1e-6)
+    space = (spacing(train) if space is None else space).clamp_min(1e-6)
     flat = train.reshape(m * v, d).float()
     sq = flat.pow(2).sum(1)
     n = synth.shape[0]

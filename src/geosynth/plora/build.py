@@ -9,8 +9,8 @@ Layout of ``OUT``::
     assignments.json          every sample's cluster, the seed and the inertia
     weights.json              bias-score weights (seed 001's pLoRA)
     weights-uniform.json      1/K for every cluster (the paper's pLoRA with a dagger)
-    loras/cluster_<j>/        the cluster LoRAs, once trained (``train=True``, or one fine-tuning
-                              run per cluster dataset)
+    loras/cluster_<j>/        the cluster LoRAs, once trained (``train_loras=True``, or one
+                              fine-tuning run per cluster dataset)
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def build_plora(
     classes: Sequence[str] | None = None,
     shots: int | None = None,
     seed: int = 0,
-    train: bool = False,
+    train_loras: bool = False,
     resume: bool = False,
     model: str = SD_MODEL,
     recipe: Recipe | Mapping[str, Any] | None = None,
@@ -202,7 +202,7 @@ def build_plora(
     class (K-Means with ``k``, ``restarts``, ``seed``) in the space of ``features`` (an
     extractor spec; embeddings are cached) or of given ``embeddings`` (rows = the dataset's
     images; ``feature_model`` names their space in ``assignments.json``, by default the
-    extractor spec or the embeddings file), write ``out`` (see :func:`cluster_plora`), and with ``train`` fine-tune one LoRA
+    extractor spec or the embeddings file), write ``out`` (see :func:`cluster_plora`), and with ``train_loras`` fine-tune one LoRA
     per cluster on ``model`` with ``recipe`` (see :func:`train_clusters`; ``compile_unet``
     torch.compiles their UNet).
 
@@ -217,7 +217,7 @@ def build_plora(
         check_source(dataset, "dataset")  # inputs before any model
     if not isinstance(embeddings, Embeddings):
         check_source(embeddings, "embeddings")
-    if train:
+    if train_loras:
         model_ref(model)
     out = Path(out)
     if isinstance(recipe, Mapping):
@@ -285,7 +285,7 @@ def build_plora(
         train_clusters(
             out, model, recipe, track=track, log=log, device=device, compile_unet=compile_unet
         )
-        if train
+        if train_loras
         else []
     )
     return {
@@ -300,8 +300,8 @@ def build_plora(
 def finetune_commands(
     out: Path, model: str, recipe: Recipe, *, compile_unet: bool = False
 ) -> list[str]:
-    """One ``geosynth finetune`` command per cluster (the same training as ``--train``), to run
-    on a cluster scheduler."""
+    """One ``geosynth finetune`` command per cluster (the same training as ``--train-loras``),
+    to run on a cluster scheduler."""
     k = json.loads((out / "assignments.json").read_text())["k"]
     cmds = []
     for j in range(k):

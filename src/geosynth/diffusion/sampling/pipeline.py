@@ -231,7 +231,7 @@ def load_generation(
     (a file from ``channel-means`` or a :class:`~geosynth.artifacts.ChannelMeans`), checked
     against the pipeline's VAE and size unless ``skip_channel_means_check`` (then ``log`` warns).
     ``controlnet``, ``control`` (canny or image) and ``control_images`` go together.
-    ``precision`` is ``auto`` (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16. ``channels_last``
+    ``precision`` is ``auto`` (fp16 on CUDA GPUs, fp32 elsewhere), fp32, fp16 or bf16. ``channels_last``
     (default: on CUDA) and ``compile_unet`` are speed settings (:func:`tune_for_speed`)."""
     from geosynth.data import load_dataset
     from geosynth.diffusion.channel_means import pipeline_mismatches
