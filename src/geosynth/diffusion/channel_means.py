@@ -149,6 +149,7 @@ def channel_means(
     provenance (default: its source). The means are computed in float32 on every device (exact
     sums)."""
     from geosynth.artifacts import Provenance, save_channel_means
+    from geosynth.diffusion.family import detect_family
     from geosynth.diffusion.identity import model_digest
     from geosynth.diffusion.loading import load_vae, native_resolution
     from geosynth.diffusion.loras import check_base, parse_lora
@@ -157,10 +158,12 @@ def channel_means(
     out = Path(out)
     if out.suffix != ".safetensors":
         raise GeosynthError(f"out={str(out)!r}: expected a path ending in .safetensors")
+    family = detect_family(model)
+    if lora is not None:  # checked before the VAE loads
+        item = parse_lora(str(lora), set(), arg="lora")
+        check_base(item, model, arg="lora", family=family)
     vae, source = load_vae(model), model
     if lora is not None:
-        item = parse_lora(str(lora), set(), arg="lora")
-        check_base(item, model, arg="lora")
         # DIR of DIR[:weight]: the weight scales adapters, the VAE is the folder's as it is
         if (item.path / "vae").is_dir():
             from diffusers import AutoencoderKL
@@ -176,6 +179,7 @@ def channel_means(
         vae, dataset, resolution=size, batch_size=batch_size, track=track, vae_source=source
     )
     cm.metadata["model"] = model
+    cm.metadata["family"] = family.name  # generate refuses the file for another family
     cm.metadata["model_digest"] = json.dumps(model_digest(model))
     prov = Provenance.start(
         "channel-means", seeds={"seed": seed}, model=model, resolution=size, vae=source

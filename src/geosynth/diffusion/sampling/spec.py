@@ -59,6 +59,7 @@ class GenerationSpec:
     control_images: str | None = None
     radiometry: dict[str, Any] | None = None  # native-unit output through this spec's inverse
     model_digest: dict[str, str] | None = None  # the base weights (geosynth.diffusion.identity)
+    family: str | None = None  # the base model's family (geosynth.diffusion.family)
 
     def prompt(self, class_name: str) -> str:
         return self.prompt_template.format(prompt_name(class_name))

@@ -109,11 +109,14 @@ def settings_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
     return ", ".join(f"{k} {short(old.get(k))} -> {short(new.get(k))}" for k in keys)
 
 
+#: Plan keys added after plans were first written; an older plan lacks them and is compared
+#: without them (the other settings still have to match).
+LATER_KEYS = ("model_digest", "family")
+
+
 def same_plan(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """Whether a recorded plan is this job's. A plan written before ``model_digest`` existed
-    lacks that key: it is compared without it (the other settings still have to match)."""
-    if "model_digest" not in old:
-        new = {k: v for k, v in new.items() if k != "model_digest"}
+    """Whether a recorded plan is this job's (see :data:`LATER_KEYS`)."""
+    new = {k: v for k, v in new.items() if k in old or k not in LATER_KEYS}
     return old == new
 
 
