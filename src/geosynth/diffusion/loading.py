@@ -52,7 +52,8 @@ def load_vae(
     from diffusers import AutoencoderKL
 
     if is_single_file(model):
-        return load_sd_pipeline(model, device="cpu", dtype=dtype).vae
+        fam = detect_family(model, what)
+        return load_with(lambda ref: fam.load_single_file(ref, dtype), model, what).vae
     return load_with(
         lambda ref: AutoencoderKL.from_pretrained(ref, subfolder="vae", dtype=dtype),
         model,
