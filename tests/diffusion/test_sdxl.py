@@ -338,3 +338,18 @@ def test_cluster_plora_on_sdxl(cli, toy_sdxl, toy_models, toy_data, tmp_path) ->
     _refused(cli("generate", "--model", toy_models["sd"], "--lora-weights", out / "weights.json",
                  "--per-class", "1", "--out", tmp_path / "no"),
              "--lora-weights", "made for an SDXL model")  # fmt: skip
+
+
+def test_seed003_recipe_file_runs_the_hybrid(cli, toy_sdxl, toy_data, tmp_path) -> None:
+    """docs/recipes/seed003-sdxl-hybrid.toml is a valid ``--config``: with the toy model and a
+    tiny run given as flags, it trains seed 003's hybrid."""
+    recipe = Path(__file__).resolve().parents[2] / "docs" / "recipes" / "seed003-sdxl-hybrid.toml"
+    out = tmp_path / "hybrid"
+    res = cli("finetune", toy_data, "--config", recipe, "--model", toy_sdxl, "--resolution", "32",
+              "--classes", "water", "--batch-size", "2", "--max-steps", "1", "--out", out)  # fmt: skip
+    assert res.code == 0, res.err
+    card = json.loads((out / "geosynth.json").read_text())
+    assert card["trained"]["unet"] == "full" and card["trained"]["text_encoder"] == "lora"
+    assert card["learned_token"] == "<sar>" and card["base_family"] == "sdxl"
+    assert card["prompt_template"] == "a SAR image of a <sar> {}"
+    assert card["lora_targets"]["text_encoders"] == ["text_encoder", "text_encoder_2"]
