@@ -5,6 +5,7 @@ shapes of a single-file checkpoint, the keys of a LoRA file."""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,25 @@ def is_single_file(model: str | os.PathLike[str]) -> bool:
     return str(model).endswith(".safetensors")
 
 
+def _quiet(load: Any) -> Any:
+    """``load`` with library warnings (huggingface_hub's deprecation notices) kept off stderr:
+    a failure becomes one line through :func:`~geosynth.runtime.load_with`."""
+
+    def call(ref: str) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return load(ref)
+
+    return call
+
+
 def model_index(model: str | os.PathLike[str], what: str = "model") -> dict[str, Any]:
     """The pipeline's ``model_index.json`` (a folder, the HF cache, or the hub)."""
     from diffusers import DiffusionPipeline
 
     from geosynth.runtime import load_with
 
-    return dict(load_with(lambda ref: DiffusionPipeline.load_config(ref), model, what))
+    return dict(load_with(_quiet(DiffusionPipeline.load_config), model, what))
 
 
 def component_config(
@@ -37,7 +50,8 @@ def component_config(
         config_name = "config.json"
 
     try:
-        return dict(load_with(lambda ref: _Any.load_config(ref, subfolder=component), model, what))
+        load = _quiet(lambda ref: _Any.load_config(ref, subfolder=component))
+        return dict(load_with(load, model, what))
     except GeosynthError:
         return None
 
@@ -79,6 +93,8 @@ OTHER_FAMILIES = (
 CROSS_ATTENTION = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 
 
+#: The down (A) matrix of a LoRA module, in the layouts diffusers, peft and kohya write.
+_DOWN = ("lora_A.weight", "lora.down.weight", "lora_down.weight", "lora_linear_layer.down.weight")
 #: kohya's ``ss_base_model_version`` prefixes, by family.
 KOHYA_VERSIONS = (("sdxl", "sdxl"), ("sd_v2", "sd2"), ("sd_v1", "sd1"))
 
@@ -96,12 +112,12 @@ def lora_file_family(path: Path) -> str | None:
             if any(k.startswith(("text_encoder_2.", "lora_te2_")) for k in keys):
                 return "sdxl"
             for k in keys:
-                if "attn2" in k and "to_k" in k and ("lora_A" in k or "down" in k):
+                if "attn2" in k and "to_k" in k and k.endswith(_DOWN):
                     width = int(fh.get_slice(k).get_shape()[1])
                     if width in CROSS_ATTENTION:
                         return CROSS_ATTENTION[width]
                     break
             version = (fh.metadata() or {}).get("ss_base_model_version", "")
-    except (OSError, ValueError, RuntimeError):
+    except Exception:  # not a readable safetensors file: loading it will say so in one line
         return None
     return next((fam for prefix, fam in KOHYA_VERSIONS if version.startswith(prefix)), None)
