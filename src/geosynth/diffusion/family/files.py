@@ -29,28 +29,33 @@ def _quiet(load: Any) -> Any:
     return call
 
 
+def _config_reader(name: str) -> Any:
+    """A ``load_config`` for JSON files named ``name`` (diffusers' reader: folders, the HF cache
+    and the hub alike), without importing any pipeline or model class."""
+    from diffusers import ConfigMixin
+
+    class Reader(ConfigMixin):
+        config_name = name
+
+    return Reader.load_config
+
+
 def model_index(model: str | os.PathLike[str], what: str = "model") -> dict[str, Any]:
     """The pipeline's ``model_index.json`` (a folder, the HF cache, or the hub)."""
-    from diffusers import DiffusionPipeline
-
     from geosynth.runtime import load_with
 
-    return dict(load_with(_quiet(DiffusionPipeline.load_config), model, what))
+    return dict(load_with(_quiet(_config_reader("model_index.json")), model, what))
 
 
 def component_config(
     model: str | os.PathLike[str], component: str, what: str = "model"
 ) -> dict[str, Any] | None:
     """A component's ``config.json`` (None when the pipeline has no such folder)."""
-    from diffusers import ConfigMixin
-
     from geosynth.runtime import load_with
 
-    class _Any(ConfigMixin):  # load_config reads any component's config.json
-        config_name = "config.json"
-
+    read = _config_reader("config.json")
     try:
-        load = _quiet(lambda ref: _Any.load_config(ref, subfolder=component))
+        load = _quiet(lambda ref: read(ref, subfolder=component))
         return dict(load_with(load, model, what))
     except GeosynthError:
         return None
