@@ -36,7 +36,7 @@ def test_demo_writes_report_grids_and_metrics(tmp_path: Path) -> None:
     assert maps["map"]["mean_fidelity"] > maps["blank"]["mean_fidelity"] + 0.1
     ft = metrics["finetune"]
     assert ft["steps"] == 120 and ft["final_loss"] < ft["loss_first_10"]
-    assert metrics["sdxl"]["family"] == "sdxl" and metrics["sdxl"]["steps"] == 30
+    assert metrics["sdxl"]["family"] == "sdxl" and metrics["sdxl"]["steps"] == 20
     assert open_dataset(tmp_path / "demo" / "synth-sdxl").counts() == dict.fromkeys(
         ["water", "forest", "desert", "cropland", "urban"], 4
     )

@@ -206,9 +206,10 @@ def test_kohya_export_has_sdxl_names_and_imports_back(cli, lora, toy_sdxl, tmp_p
         k.startswith(("lora_unet_input_blocks_", "lora_unet_middle_block_",
                       "lora_unet_output_blocks_")) for k in unet
     )  # fmt: skip
-    # The toy's second level (input blocks 4-5, output blocks 0-2) holds its attention.
-    assert "lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k.lora_down.weight" in keys
-    assert "lora_unet_output_blocks_2_1_transformer_blocks_0_attn1_to_out_0.lora_up.weight" in keys
+    # The toy's second level (one layer per block: input block 3, output blocks 0-1) holds its
+    # attention, two transformer blocks deep.
+    assert "lora_unet_input_blocks_3_1_transformer_blocks_1_attn2_to_k.lora_down.weight" in keys
+    assert "lora_unet_output_blocks_1_1_transformer_blocks_0_attn1_to_out_0.lora_up.weight" in keys
     meta = json.loads(_meta(file))
     assert meta["ss_base_model_version"] == "sdxl_base_v1-0"
     assert meta["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"

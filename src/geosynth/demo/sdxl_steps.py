@@ -13,7 +13,7 @@ from geosynth.viz import image_grid
 
 
 def step_sdxl(run: DemoRun) -> None:
-    """One SDXL pass, kept short: a toy SDXL sharing the toy SD's VAE, 30 LoRA steps, 4 images
+    """One SDXL pass, kept short: a toy SDXL sharing the toy SD's VAE, 20 LoRA steps, 4 images
     per class with leak-aligned noise."""
     from geosynth.diffusion import load_generation
     from geosynth.diffusion.channel_means import channel_means
@@ -28,7 +28,7 @@ def step_sdxl(run: DemoRun) -> None:
     fewshot = load_dataset(run.paths["fewshot"])
     lora = run.out / "toy-lora-sdxl"
     recipe = Recipe(
-        resolution=run.size, batch_size=8, max_steps=30, lr=5e-3, seed=run.seed,
+        resolution=run.size, batch_size=8, max_steps=20, lr=5e-3, seed=run.seed,
         checkpoint_every=1000,
     )  # fmt: skip
     card = finetune(fewshot, lora, recipe, model=str(model), overwrite=True, log=run.log)
@@ -36,7 +36,7 @@ def step_sdxl(run: DemoRun) -> None:
     means = run.out / "channel-means-sdxl.safetensors"
     channel_means(fewshot, means, model=str(model), resolution=run.size)
     gen = load_generation(
-        model=str(model), per_class=4, steps=8, seed=run.seed, noise="leak-aligned",
+        model=str(model), per_class=4, steps=6, seed=run.seed, noise="leak-aligned",
         channel_means=means, loras=[lora], device="cpu",
     )  # fmt: skip
     out = run.out / "synth-sdxl"
@@ -68,7 +68,7 @@ def step_sdxl(run: DemoRun) -> None:
         "Euler scheduler), read as family "
         f"`{card['base_family']}` from its files: a rank-16 LoRA on the UNet and both text "
         f"encoders ({card['steps']} steps, final loss {card['final_loss']:.3f}), channel "
-        "means, and 4 images per class with leak-aligned noise (8 Euler steps). Mean absolute "
+        "means, and 4 images per class with leak-aligned noise (6 Euler steps). Mean absolute "
         f"error of per-class mean RGB against the real 8-shot set: {err:.3f}.\n\n"
         "![SDXL, leak-aligned](generated-sdxl.png)\n"
     )

@@ -79,7 +79,7 @@ def build_toy_sdxl_pipeline(
         sample_size=size // 2 ** (len(vae.config.block_out_channels) - 1),
         in_channels=4,
         out_channels=4,
-        layers_per_block=2,
+        layers_per_block=1,
         block_out_channels=(32, 64),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
