@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from geosynth.cli.main import main
-from geosynth.toy import make_toy_dataset, make_toy_models
+from geosynth.toy import make_toy_dataset, make_toy_models, make_toy_sdxl_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 EUROSAT = Path(os.environ.get("GEOSYNTH_EUROSAT", REPO.parent / "shared" / "data" / "eurosat-rgb"))
@@ -82,6 +82,14 @@ def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def toy_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny SD, DINOv2 and CLIP models (short VAE training keeps the fixture fast)."""
     return make_toy_models(tmp_path_factory.mktemp("models"), vae_steps=40)
+
+
+@pytest.fixture(scope="session")
+def toy_sdxl(tmp_path_factory: pytest.TempPathFactory, toy_models: dict[str, Path]) -> Path:
+    """The tiny SDXL-shaped pipeline (two text encoders, size conditioning), built once with
+    the toy SD's trained VAE (the same architecture; no second VAE training)."""
+    out = tmp_path_factory.mktemp("sdxl") / "sdxl"
+    return make_toy_sdxl_pipeline(out, vae_from=toy_models["sd"])
 
 
 @dataclass

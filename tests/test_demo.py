@@ -63,9 +63,16 @@ def test_demo_writes_report_grids_and_metrics(demo: Path) -> None:
         "## Evaluation",
         "## Classifier",
         "## Generating from semantic maps",
+        "## Stable Diffusion XL",
     ):
         assert section in text
-    for image in ("fewshot.png", "vae-recon.png", "generated.png", "maps.png"):
+    for image in (
+        "fewshot.png",
+        "vae-recon.png",
+        "generated.png",
+        "generated-sdxl.png",
+        "maps.png",
+    ):
         assert f"]({image})" in text and (demo / image).is_file()
     metrics = json.loads((demo / "metrics.json").read_text())
     assert 0 < metrics["vae_recon_l1"] < 0.5
@@ -73,6 +80,10 @@ def test_demo_writes_report_grids_and_metrics(demo: Path) -> None:
     assert maps["map"]["mean_fidelity"] > maps["blank"]["mean_fidelity"] + 0.1
     ft = metrics["finetune"]
     assert ft["steps"] == 120 and ft["final_loss"] < ft["loss_first_10"]
+    assert metrics["sdxl"]["family"] == "sdxl" and metrics["sdxl"]["steps"] == 20
+    assert open_dataset(demo / "synth-sdxl").counts() == dict.fromkeys(
+        ["water", "forest", "desert", "cropland", "urban"], 4
+    )
     assert (demo / "toy-lora" / "pytorch_lora_weights.safetensors").is_file()
     assert sum(map(sum, metrics["plora"]["counts"])) == 40
     assert len(open_dataset(demo / "synth-plora")) == 10

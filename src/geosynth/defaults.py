@@ -51,3 +51,22 @@ SD21_SCHEDULER_CONFIG: dict[str, object] = {
     "steps_offset": 1,
     "timestep_spacing": "leading",
 }
+#: Stable Diffusion XL base 1.0's scheduler (from its scheduler_config.json): Euler with the same
+#: scaled-linear betas as SD 2.1-base, "leading" spacing and steps_offset 1, epsilon prediction.
+SDXL_SCHEDULER_CONFIG: dict[str, object] = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "interpolation_type": "linear",
+    "use_karras_sigmas": False,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "clip_sample": False,
+    "sample_max_value": 1.0,
+}
+#: SDXL's VAE latent scale (its ``scale_factor``; SD 1.x/2.x use 0.18215).
+SDXL_SCALING_FACTOR = 0.13025

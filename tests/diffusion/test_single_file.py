@@ -144,21 +144,33 @@ def test_clip_tokenizer_matches_open_clip():
     assert ids == ref  # open_clip pads with 0, which is SD 2's pad token '!' here
 
 
-def test_unsupported_checkpoints_are_one_line_errors(cli, tmp_path):
-    sdxl = tmp_path / "sdxl.safetensors"
-    save_file(
-        {"conditioner.embedders.0.transformer.x": torch.zeros(1),
-         "model.diffusion_model.y": torch.zeros(1)},
-        sdxl,
-    )  # fmt: skip
-    res = cli("generate", "--model", sdxl, *GEN, "--out", tmp_path / "o")
-    assert res.code == 2 and len(res.err.strip().splitlines()) == 1
-    assert "SDXL" in res.err and "SD 1.x and 2.x-base" in res.err
+@pytest.mark.parametrize(
+    ("keys", "words"),
+    [
+        (["model.diffusion_model.joint_blocks.0.x"], "an SD3 checkpoint"),
+        (["double_blocks.0.img_attn.qkv.weight"], "a FLUX checkpoint"),
+        (["conditioner.embedders.0.model.x", "model.diffusion_model.y"], "SDXL refiner"),
+        (["conditioner.embedders.0.transformer.x", "model.diffusion_model.y"], "incomplete"),
+        (["first_stage_model.x"], "not a Stable Diffusion checkpoint"),
+    ],
+)
+def test_unsupported_checkpoints_are_one_line_errors(cli, tmp_path, keys, words):
+    path = tmp_path / "other.safetensors"
+    save_file({k: torch.zeros(1) for k in keys}, path)
+    res = cli("generate", "--model", path, *GEN, "--out", tmp_path / "o")
+    assert res.code == 2 and len(res.err.strip().splitlines()) == 1, res.err
+    assert words in res.err
+    if "incomplete" not in words:
+        assert "geosynth runs Stable Diffusion 1.x, 2.x and XL (SDXL) models" in res.err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_checkpoint_is_a_one_line_error(cli, tmp_path):
     missing = tmp_path / "nope.safetensors"
     res = cli("generate", "--model", missing, *GEN, "--out", tmp_path / "m")
     assert res.code == 2 and len(res.err.strip().splitlines()) == 1
     assert "nope.safetensors" in res.err and "no such checkpoint file" in res.err
-    assert not (tmp_path / "o").exists() and not (tmp_path / "m").exists()
+    assert not (tmp_path / "m").exists()
 
 
 def to_open_clip(te: dict[str, torch.Tensor], extra_layer: bool = True) -> dict[str, torch.Tensor]:

@@ -171,7 +171,7 @@ def test_nan_pixels_are_left_out(real_sar, tmp_path) -> None:
     kept = np.concatenate([a[5:].ravel() for v in arrays.values() for a in v])
     assert rep["amplitude"]["real_mean"] == pytest.approx(np.mean(10 * np.log10(kept)), rel=1e-5)
     blank = {"urban": [np.full((16, 16), np.nan, np.float32)]}
-    with pytest.raises(GeosynthError, match="every (pixel|value) is NaN or nodata"):
+    with pytest.raises(GeosynthError, match=r"every (pixel|value) is NaN or nodata"):
         _eval(write_set(tmp_path / "blank", blank), hroot)
 
 

@@ -61,7 +61,7 @@ def test_existing_parts_are_refused_not_deleted(args, cli, tmp_path, monkeypatch
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr("geosynth.diffusion.training.finetune._write_loss", interrupt)
+        m.setattr("geosynth.diffusion.training.finetune.write_loss", interrupt)
         assert cli(*args, "--out", out).code == 130
     parts = tmp_path / "lora.parts"
     before = tree_bytes(parts)

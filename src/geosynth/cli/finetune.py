@@ -54,7 +54,7 @@ def finetune(
         str,
         typer.Option(
             "--model",
-            help="Base pipeline: hub id, directory or single-file .safetensors (SD 1.x, 2.x-base).",
+            help="Base pipeline: hub id, directory or single-file .safetensors (SD 1.x, 2.x, SDXL).",
         ),
     ] = SD_MODEL,
     split: SplitOpt = None,
@@ -249,9 +249,9 @@ def finetune(
 ) -> None:
     """Fine-tune Stable Diffusion on a (few-shot) dataset: the DataDream LoRA recipe by default.
 
-    LoRA rank 16 / alpha 16 on the UNet attention and text-encoder projections, AdamW 1e-4 with a
-    cosine schedule, 200 epochs of batch 8 at the model's native size, prompts "a satellite photo
-    of a {class}". Writes OUT/pytorch_lora_weights.safetensors (diffusers format), full
+    LoRA rank 16 / alpha 16 on the UNet attention and text-encoder projections (both of SDXL's
+    encoders), AdamW 1e-4 with a cosine schedule, 200 epochs of batch 8 at the model's native
+    size (512 px for SD 2.1-base, 1024 for SDXL), prompts "a satellite photo of a {class}". Writes OUT/pytorch_lora_weights.safetensors (diffusers format), full
     components when trained in full, OUT/geosynth.json (card), loss.csv and loss.png. Runs under
     `accelerate launch` for data parallelism.
 
@@ -260,6 +260,7 @@ def finetune(
       geosynth finetune eurosat/ --split train --shots 16 --offset-noise 0.05 --out lora/
       geosynth finetune sar/ --init-lora ors-lora/:1.0 --lora-rank 4 --out sar-lora/
       geosynth finetune sar/ --train-unet full --learn-token '<sar>' --out hybrid/
+      geosynth finetune sar/ --model stabilityai/stable-diffusion-xl-base-1.0 --out sdxl-lora/
       geosynth finetune pairs/ --init scratch --unet-config unet.json --condition both --out ldm/
     """
     recipe = dict(

@@ -23,7 +23,7 @@ def generate(
         str | None,
         typer.Option(
             "--model",
-            help="Base pipeline: hub id, directory or single-file .safetensors (SD 1.x, 2.x-base). "
+            help="Base pipeline: hub id, directory or single-file .safetensors (SD 1.x, 2.x, SDXL). "
             f"Default: the base model the --lora card records, else {SD_MODEL}.",
         ),
     ] = None,

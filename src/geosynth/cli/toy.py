@@ -28,6 +28,7 @@ class DataFormat(StrEnum):
 class ModelKind(StrEnum):
     all = "all"
     sd = "sd"
+    sdxl = "sdxl"
     dinov2 = "dinov2"
     clip = "clip"
     timm = "timm"
@@ -114,8 +115,9 @@ def toy_model(
         ModelKind,
         typer.Option(
             "--kind",
-            help="sd: Stable-Diffusion-shaped pipeline; dinov2: feature "
-            "extractor; clip: open_clip classifier backbone; timm: tiny timm backbone; all: each in OUT/<kind>/.",
+            help="sd: Stable-Diffusion-2-shaped pipeline; sdxl: SDXL-shaped pipeline (two text "
+            "encoders, size conditioning); dinov2: feature extractor; clip: open_clip "
+            "classifier backbone; timm: tiny timm backbone; all: each in OUT/<kind>/.",
         ),
     ] = ModelKind.all,
     size: Annotated[int, typer.Option("--size", min=16, help="Image size the models take.")] = 32,
@@ -126,12 +128,14 @@ def toy_model(
 ) -> None:
     """Build tiny models from configs, saved in the real models' layouts.
 
-    The SD pipeline loads with StableDiffusionPipeline.from_pretrained(OUT/sd); pass it as
-    --model to any step.
+    The SD pipeline loads with StableDiffusionPipeline.from_pretrained(OUT/sd), the SDXL one
+    with StableDiffusionXLPipeline.from_pretrained(OUT/sdxl); pass either as --model to any
+    step.
 
     \b
     Example:
       geosynth toy model --out toy-models --kind all
+      geosynth toy model --out toy-sdxl --kind sdxl
     """
     paths = make_toy_model(out, kind=kind.value, size=size, seed=seed, vae_steps=vae_steps)
     for name, path in paths.items():

@@ -1,7 +1,7 @@
 """The demo: every pipeline step that exists, run on toy data and tiny models, with a report.
 
 Each step is a function that takes the :class:`DemoRun` and adds a markdown section and metrics
-(:mod:`.generation_steps`, :mod:`.measure_steps`); :data:`STEPS` lists them in order and
+(:mod:`.generation_steps`, :mod:`.sdxl_steps`, :mod:`.measure_steps`); :data:`STEPS` lists them in order and
 :func:`run_demo` runs them and writes the report.
 """
 
@@ -27,6 +27,7 @@ from geosynth.demo.generation_steps import (
 )
 from geosynth.demo.measure_steps import step_evaluate, step_maps, step_sar, step_train_clf
 from geosynth.demo.record import BUILD_RECORD, build_record, is_current
+from geosynth.demo.sdxl_steps import step_sdxl
 from geosynth.demo.state import DemoRun
 from geosynth.errors import GeosynthError
 
@@ -39,6 +40,7 @@ STEPS: list[tuple[str, Callable[[DemoRun], None]]] = [
     ("rarity", step_rarity),
     ("finetune", step_finetune),
     ("generate", step_generate),
+    ("sdxl", step_sdxl),
     ("sar", step_sar),
     ("plora", step_plora),
     ("evaluate", step_evaluate),

@@ -8,6 +8,7 @@ import inspect
 import warnings
 from typing import Any
 
+from geosynth.diffusion.family import family_of
 from geosynth.diffusion.loras import COMPONENTS, TOKEN_FILE, Lora
 from geosynth.errors import GeosynthError
 
@@ -23,10 +24,11 @@ def apply_cards(pipe, loras: list[Lora]) -> None:
         )
     for item in full:
         _replace_components(pipe, item)
+    fam = family_of(pipe)
     for item in loras:
         token = item.card.get("learned_token")
         if token and (item.path / TOKEN_FILE).is_file():
-            pipe.load_textual_inversion(str(item.path / TOKEN_FILE), token=token)
+            fam.load_token(pipe, item.path / TOKEN_FILE, token)
     overrides: dict[str, Any] = {}
     for item in loras:
         overrides.update(item.card.get("scheduler") or {})
@@ -44,19 +46,22 @@ def apply_cards(pipe, loras: list[Lora]) -> None:
 
 
 def _replace_components(pipe, item: Lora) -> None:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import AutoTokenizer, CLIPTextModel
+    """Put the fully trained components of a finetune output in place of the pipeline's, each
+    loaded with the class of the component it replaces (text encoders with their tokenizers)."""
+    from transformers import AutoTokenizer
 
+    fam = family_of(pipe)
     files = set(item.card.get("files", []))
     dtype, device = pipe.unet.dtype, pipe.device
-    if "unet" in files:
-        pipe.unet = UNet2DConditionModel.from_pretrained(item.path / "unet", dtype=dtype).to(device)
-    if "text_encoder" in files:
-        te = CLIPTextModel.from_pretrained(item.path / "text_encoder", dtype=dtype)
-        pipe.text_encoder = te.to(device)
-        pipe.tokenizer = AutoTokenizer.from_pretrained(item.path / "tokenizer")
-    if "vae" in files:
-        pipe.vae = AutoencoderKL.from_pretrained(item.path / "vae", dtype=dtype).to(device)
+    tokenizers = dict(zip(fam.text_encoders, fam.tokenizers, strict=True))
+    for name in fam.components:
+        if name not in files:
+            continue
+        cls = type(getattr(pipe, name))
+        setattr(pipe, name, cls.from_pretrained(item.path / name, dtype=dtype).to(device))
+        if name in tokenizers:
+            tok = tokenizers[name]
+            setattr(pipe, tok, AutoTokenizer.from_pretrained(item.path / tok))
 
 
 def load_adapters(pipe, loras: list[Lora]) -> None:
@@ -79,9 +84,7 @@ def load_adapters(pipe, loras: list[Lora]) -> None:
 def activate(pipe, weights: dict[str, float]) -> dict[str, float]:
     """Set the active adapters and their weights (an empty dict disables all LoRAs); returns
     the adapters now active, with their weights."""
-    loaded = set(pipe.get_list_adapters().get("unet", [])) | set(
-        pipe.get_list_adapters().get("text_encoder", [])
-    )
+    loaded = {name for names in pipe.get_list_adapters().values() for name in names}
     if not loaded:
         return {}
     active = {k: v for k, v in weights.items() if v != 0.0 and k in loaded}
@@ -91,10 +94,6 @@ def activate(pipe, weights: dict[str, float]) -> dict[str, float]:
     pipe.enable_lora()
     pipe.set_adapters(list(active), adapter_weights=list(active.values()))
     return active
-
-
-#: The pipeline components LoRA adapters are loaded into (diffusers' SD loader).
-LORA_COMPONENTS = ("unet", "text_encoder")
 
 
 class ClassMix:
@@ -127,12 +126,12 @@ class ClassMix:
         self.restore()
 
     def _layers(self, names: set[str]) -> list[tuple[Any, list[str]]]:
-        """peft LoRA layers of the UNet and text encoder holding adapters of ``names``, with
+        """peft LoRA layers of the UNet and text encoder(s) holding adapters of ``names``, with
         those adapters (in the order of ``names``' source: the mixture's)."""
         from peft.tuners.lora import LoraLayer
 
         found = []
-        for comp in LORA_COMPONENTS:
+        for comp in family_of(self.pipe).components:
             model = getattr(self.pipe, comp, None)
             if model is None:
                 continue

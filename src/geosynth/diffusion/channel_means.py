@@ -152,6 +152,7 @@ def channel_means(
     provenance (default: its source). The means are computed in float32 on every device (exact
     sums)."""
     from geosynth.artifacts import Provenance, save_channel_means
+    from geosynth.diffusion.family import detect_family
     from geosynth.diffusion.identity import model_digest
     from geosynth.diffusion.loading import load_vae, native_resolution
     from geosynth.diffusion.loras import check_base, parse_lora
@@ -169,8 +170,9 @@ def channel_means(
             log(f"model: {model} (the base model {lora}'s card records)")
     model = model or SD_MODEL
     model_ref(model)  # inputs first, then the models: a missing path is said at once
-    if item is not None:
-        check_base(item, model, arg="lora")
+    family = detect_family(model)
+    if item is not None:  # checked before the VAE loads
+        check_base(item, model, arg="lora", family=family)
     vae, source = load_vae(model), model
     if item is not None:
         # DIR of DIR[:weight]: the weight scales adapters, the VAE is the folder's as it is
@@ -188,6 +190,7 @@ def channel_means(
         vae, dataset, resolution=size, batch_size=batch_size, track=track, vae_source=source
     )
     cm.metadata["model"] = model
+    cm.metadata["family"] = family.name  # generate refuses the file for another family
     cm.metadata["model_digest"] = json_text(model_digest(model))
     prov = Provenance.start(
         "channel-means", seeds={"seed": seed}, model=model, resolution=size, vae=source

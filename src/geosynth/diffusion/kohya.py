@@ -6,7 +6,11 @@ configs with ``r`` and ``lora_alpha`` in the file's metadata). kohya's sd-script
 and ComfyUI read one flat file instead:
 
 * keys ``lora_unet_<module with "." as "_">.lora_down.weight`` / ``.lora_up.weight`` for the UNet
-  (diffusers' module names) and ``lora_te_text_model_<...>`` for the text encoder;
+  and ``lora_te_text_model_<...>`` for the text encoder. The module names are the family's
+  (:meth:`~geosynth.diffusion.family.ModelFamily.kohya_module`): for SD 1.x/2.x diffusers'
+  UNet names, which kohya trains on; for SDXL Stability's SGM names
+  (``lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q``, the names of the UNet in the
+  original single file) and ``lora_te1_`` / ``lora_te2_`` for its two text encoders;
 * one scalar ``<prefix>.alpha`` tensor per module: the update is ``up @ down * alpha / rank``,
   so alpha must travel with each module (a rank-16 LoRA trained with alpha 16 has scale 1; drop
   the alpha tensors and those tools assume alpha = rank, which happens to match only then);
@@ -28,6 +32,7 @@ from typing import Any
 import torch
 
 from geosynth.artifacts.jsontext import json_text
+from geosynth.diffusion.family import ModelFamily
 from geosynth.errors import GeosynthError
 
 #: Suffixes of the two LoRA matrices in the layouts diffusers and peft write.
@@ -39,7 +44,6 @@ _DOWN_UP = (
     (".lora_linear_layer.down.weight", "down"),
     (".lora_linear_layer.up.weight", "up"),
 )
-_PREFIX = {"unet": "lora_unet_", "text_encoder": "lora_te_"}
 
 
 def _split_key(key: str) -> tuple[str, str, str]:
@@ -74,26 +78,31 @@ def _pattern_value(module: str, patterns: dict[str, Any], default: Any) -> Any:
 
 
 def diffusers_to_kohya(
-    tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+    tensors: dict[str, torch.Tensor],
+    metadata: dict[str, str],
+    family: ModelFamily | None = None,
+    unet_config: Any = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Convert a diffusers-layout LoRA state dict (and its file metadata) to kohya keys with one
-    ``alpha`` per module and ``ss_*`` metadata; the update each module applies is unchanged."""
+    ``alpha`` per module and ``ss_*`` metadata; the update each module applies is unchanged.
+    ``family`` names the modules (default: SD 2.x's, which are diffusers'); ``unet_config``
+    gives the UNet layout SDXL's names depend on."""
+    from geosynth.diffusion.family import FAMILIES
+
+    fam = family or FAMILIES["sd2"]
     configs = _adapter_configs(metadata)
     out: dict[str, torch.Tensor] = {}
     ranks: Counter[int] = Counter()
     alphas: Counter[float] = Counter()
-    v2 = False
     for key in sorted(tensors):
         component, module, which = _split_key(key)
-        if component not in _PREFIX:
+        prefix = fam.kohya_prefix(component)
+        if prefix is None:
             raise GeosynthError(
-                f"tensor '{key}': component '{component}' has no kohya name "
-                f"(expected {' or '.join(_PREFIX)})"
+                f"tensor '{key}': component '{component}' has no kohya name in {fam.label} "
+                f"LoRA files"
             )
-        name = module
-        if component == "text_encoder" and not name.startswith("text_model."):
-            name = "text_model." + name  # transformers' CLIPTextModel nests its layers there
-        kohya = _PREFIX[component] + name.replace(".", "_")
+        kohya = prefix + fam.kohya_module(component, module, unet_config).replace(".", "_")
         weight = tensors[key].contiguous()
         out[f"{kohya}.lora_{which}.weight"] = weight
         if which == "down":
@@ -111,22 +120,30 @@ def diffusers_to_kohya(
             out[f"{kohya}.alpha"] = torch.tensor(alpha, dtype=torch.float32)
             ranks[rank] += 1
             alphas[alpha] += 1
-            if component == "unet" and module.endswith("attn2.to_k"):
-                v2 = v2 or int(weight.shape[1]) == 1024  # SD 2.x cross-attends to OpenCLIP-H
     if not out:
         raise GeosynthError("the LoRA file holds no LoRA weights")
     meta = {
         "ss_network_module": "networks.lora",
         "ss_network_dim": str(ranks.most_common(1)[0][0]),
         "ss_network_alpha": f"{alphas.most_common(1)[0][0]:g}",
-        "ss_v2": str(v2),
-        "ss_base_model_version": "sd_v2" if v2 else "sd_v1",
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": ("stable-diffusion-v2-512" if v2 else "stable-diffusion-v1")
-        + "/lora",
         "modelspec.implementation": "diffusers",
+        **fam.kohya_metadata(),
     }
     return out, meta
+
+
+def _lora_family(src: Path, card: dict[str, Any]) -> ModelFamily:
+    """The family a LoRA directory was made for: its card's, what its weights tell, else SD
+    (1.x for a 768-wide cross-attention; otherwise 2.x, as geosynth's toy pipelines)."""
+    from geosynth.diffusion.family import FAMILIES, family_named
+    from geosynth.diffusion.family.files import lora_file_family
+    from geosynth.diffusion.loras import LORA_FILE
+
+    if card.get("base_family"):
+        return family_named(str(card["base_family"]), f"{src}: its card")
+    found = lora_file_family(src / LORA_FILE if src.is_dir() else src)
+    return FAMILIES[found or "sd2"]
 
 
 def export_kohya(lora_dir: str | Path, out: str | Path, *, title: str | None = None) -> Path:
@@ -146,10 +163,12 @@ def export_kohya(lora_dir: str | Path, out: str | Path, *, title: str | None = N
         metadata = dict(fh.metadata() or {})
         tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is no dict)
     check_finite(tensors, str(weights))  # a diverged run's NaNs are not passed on
-    converted, meta = diffusers_to_kohya(tensors, metadata)
     card_path = src / CARD_FILE if src.is_dir() else None
-    if card_path is not None and card_path.is_file():
-        card = json.loads(card_path.read_text())
+    card = json.loads(card_path.read_text()) if card_path and card_path.is_file() else {}
+    fam = _lora_family(src, card)
+    unet_config = fam.kohya_unet_config(card.get("base_model"))
+    converted, meta = diffusers_to_kohya(tensors, metadata, fam, unet_config)
+    if card:
         meta["ss_sd_model_name"] = str(card.get("base_model", ""))
         meta["geosynth_card"] = json_text(card, sort_keys=True)
     meta["modelspec.title"] = title or src.name
@@ -163,11 +182,12 @@ def import_kohya(file: str | Path, model: str, out: str | Path) -> Path:
     """Load a kohya / A1111 / ComfyUI LoRA file onto ``model`` with diffusers' converter and write
     it as a geosynth LoRA directory (diffusers layout, adapter configs, a card naming the base
     model), so ``--lora OUT`` works in every command."""
-    from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
     from geosynth.artifacts import atomic_path, canonicalize_safetensors, load_tensors, write_json
+    from geosynth.diffusion.family import check_family, detect_family
+    from geosynth.diffusion.family.files import lora_file_family
     from geosynth.diffusion.identity import model_digest
     from geosynth.diffusion.loading import load_sd_pipeline
     from geosynth.diffusion.loras import CARD_FILE, LORA_FILE
@@ -179,7 +199,9 @@ def import_kohya(file: str | Path, model: str, out: str | Path) -> Path:
         raise GeosynthError(f"{src}: no such file (expected a kohya-format .safetensors LoRA)")
     load_tensors(src)  # readable, and no NaN or infinite weight, before the model loads
     model_ref(model)
-    pipe = load_sd_pipeline(model, device=torch.device("cpu"), dtype=torch.float32)
+    fam = detect_family(model)
+    check_family(lora_file_family(src), fam, str(src), model)
+    pipe = load_sd_pipeline(model, device=torch.device("cpu"), dtype=torch.float32, family=fam)
     try:
         pipe.load_lora_weights(str(src), adapter_name="imported")
     except (ValueError, KeyError, RuntimeError, OSError) as exc:
@@ -188,7 +210,7 @@ def import_kohya(file: str | Path, model: str, out: str | Path) -> Path:
             f"{src}: not a LoRA for {model} that diffusers can load ({first})"
         ) from None
     layers: dict[str, Any] = {}
-    for component in ("unet", "text_encoder"):
+    for component in ("unet", *fam.text_encoders):
         module = getattr(pipe, component)
         if "imported" not in (getattr(module, "peft_config", None) or {}):
             continue
@@ -201,7 +223,7 @@ def import_kohya(file: str | Path, model: str, out: str | Path) -> Path:
     target = Path(out)
     with atomic_path(target) as tmp:
         tmp.mkdir(parents=True)
-        StableDiffusionPipeline.save_lora_weights(tmp, safe_serialization=True, **layers)
+        fam.pipeline_class().save_lora_weights(tmp, safe_serialization=True, **layers)
         # diffusers writes the metadata in no fixed order; finetune outputs are canonical too.
         canonicalize_safetensors(tmp / LORA_FILE)
         write_json(
@@ -209,6 +231,7 @@ def import_kohya(file: str | Path, model: str, out: str | Path) -> Path:
             {
                 "base_model": model,
                 "base_digest": model_digest(model),
+                "base_family": fam.name,
                 "imported_from": str(src),
                 "format": "kohya",
             },

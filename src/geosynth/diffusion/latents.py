@@ -16,6 +16,34 @@ def vae_scale_factor(vae: VAE) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
+def crop_geometry(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """How :func:`images_to_tensor` fits an image to ``size``: the size it is resized to (the
+    shorter side becomes ``size``) and the top-left corner of the centred ``size`` crop, as
+    (resized width, resized height, left, top)."""
+    scale = size / min(width, height)
+    if scale != 1:
+        width, height = max(size, round(width * scale)), max(size, round(height * scale))
+    return width, height, (width - size) // 2, (height - size) // 2
+
+
+def image_size(image: Image.Image | np.ndarray) -> tuple[int, int]:
+    """(width, height) of a PIL image or a C x H x W array."""
+    if isinstance(image, np.ndarray):
+        return int(image.shape[2]), int(image.shape[1])
+    return image.size
+
+
+def size_conditioning(image: Image.Image | np.ndarray, size: int, flip: bool) -> list[float]:
+    """SDXL's six size numbers for an image as :func:`images_to_tensor` fits it to ``size``:
+    original height and width, crop top and left (in the resized image; mirrored with the image
+    when ``flip``), target height and width."""
+    w, h = image_size(image)
+    rw, _, left, top = crop_geometry(w, h, size)
+    if flip:
+        left = rw - left - size
+    return [float(h), float(w), float(top), float(left), float(size), float(size)]
+
+
 def images_to_tensor(images: Sequence[Image.Image | np.ndarray], size: int) -> torch.Tensor:
     """RGB images, resized (bicubic) and centre-cropped to ``size``, as a [-1, 1] N x 3 x H x W batch:
     the preprocessing of diffusers' SD training scripts.
@@ -30,14 +58,9 @@ def images_to_tensor(images: Sequence[Image.Image | np.ndarray], size: int) -> t
             continue
         img = img.convert("RGB")
         w, h = img.size
-        scale = size / min(w, h)
-        if scale != 1:
-            img = img.resize(
-                (max(size, round(w * scale)), max(size, round(h * scale))),
-                Image.Resampling.BICUBIC,
-            )
-        w, h = img.size
-        left, top = (w - size) // 2, (h - size) // 2
+        rw, rh, left, top = crop_geometry(w, h, size)
+        if (rw, rh) != (w, h):
+            img = img.resize((rw, rh), Image.Resampling.BICUBIC)
         img = img.crop((left, top, left + size, top + size))
         arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
         out.append(torch.from_numpy(arr).permute(2, 0, 1))
@@ -47,17 +70,12 @@ def images_to_tensor(images: Sequence[Image.Image | np.ndarray], size: int) -> t
 def _resize_crop_float(arr: np.ndarray, size: int) -> np.ndarray:
     """The geometry of :func:`images_to_tensor` for a C x H x W float array (PIL mode F)."""
     _, h, w = arr.shape
-    scale = size / min(w, h)
+    rw, rh, left, top = crop_geometry(w, h, size)
     chans = []
     for c in arr.astype(np.float32):
         ch = Image.fromarray(c, mode="F")
-        if scale != 1:
-            ch = ch.resize(
-                (max(size, round(w * scale)), max(size, round(h * scale))),
-                Image.Resampling.BICUBIC,
-            )
-        cw, chh = ch.size
-        left, top = (cw - size) // 2, (chh - size) // 2
+        if (rw, rh) != (w, h):
+            ch = ch.resize((rw, rh), Image.Resampling.BICUBIC)
         chans.append(np.asarray(ch.crop((left, top, left + size, top + size)), dtype=np.float32))
     # Bicubic overshoots a little at edges; the model's input range is [-1, 1].
     return np.clip(np.stack(chans), -1.0, 1.0)

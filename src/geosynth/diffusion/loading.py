@@ -1,5 +1,6 @@
-"""Load Stable Diffusion pipelines and their parts from a hub id, a local directory or a
-single-file checkpoint (:mod:`geosynth.diffusion.single_file`)."""
+"""Load diffusion pipelines and their parts from a hub id, a local directory or a single-file
+checkpoint (:mod:`geosynth.diffusion.single_file`), as their family
+(:mod:`geosynth.diffusion.family`) loads them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 import torch
 
 from geosynth.defaults import SD_MODEL
-from geosynth.diffusion.single_file import is_single_file, load_single_file
+from geosynth.diffusion.family import ModelFamily, detect_family
+from geosynth.diffusion.single_file import is_single_file
 from geosynth.runtime import load_with, pick_device
 
 
@@ -18,26 +20,23 @@ def load_sd_pipeline(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    family: ModelFamily | None = None,
     **kwargs: Any,
-):  # -> diffusers.StableDiffusionPipeline
-    """``StableDiffusionPipeline.from_pretrained(model)`` without the safety checker, moved to
-    ``device`` and ``dtype``."""
-    from diffusers import StableDiffusionPipeline
+):  # -> diffusers.StableDiffusionPipeline or StableDiffusionXLPipeline
+    """The pipeline of ``model`` (its family's class: ``StableDiffusionPipeline`` for SD 1.x /
+    2.x without the safety checker, ``StableDiffusionXLPipeline`` for SDXL without the
+    watermark), moved to ``device`` and ``dtype``. ``family``: already detected (else read
+    from the model's files; a family geosynth does not run is a one-line error)."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
-
-    def load(ref: str):
-        return StableDiffusionPipeline.from_pretrained(
-            ref, dtype=dtype, safety_checker=None, requires_safety_checker=False, **kwargs
-        )
-
+    fam = family or detect_family(model)
     if is_single_file(model):
-        pipe = load_with(lambda ref: load_single_file(ref, dtype=dtype), model, "model")
+        pipe = load_with(lambda ref: fam.load_single_file(ref, dtype), model, "model")
     else:
-        pipe = load_with(load, model, "model")
+        pipe = load_with(lambda ref: fam.load_pipeline(ref, dtype, **kwargs), model, "model")
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(pick_device(str(device) if device else None))
 
@@ -53,7 +52,8 @@ def load_vae(
     from diffusers import AutoencoderKL
 
     if is_single_file(model):
-        return load_sd_pipeline(model, device="cpu", dtype=dtype).vae
+        fam = detect_family(model, what)
+        return load_with(lambda ref: fam.load_single_file(ref, dtype), model, what).vae
     return load_with(
         lambda ref: AutoencoderKL.from_pretrained(ref, subfolder="vae", dtype=dtype),
         model,
@@ -64,8 +64,9 @@ def load_vae(
 def native_resolution(
     model: str | os.PathLike[str], vae_factor: int, *, what: str = "model"
 ) -> int:
-    """The pipeline's training resolution: UNet sample size x VAE factor (512 for SD 2.1-base;
-    its VAE config says 768, so the VAE alone cannot tell). ``what`` as for :func:`load_vae`."""
+    """The pipeline's training resolution: UNet sample size x VAE factor (512 for SD 2.1-base,
+    1024 for SDXL; SD 2.1-base's VAE config says 768, so the VAE alone cannot tell). ``what``
+    as for :func:`load_vae`."""
     from diffusers import UNet2DConditionModel
 
     if is_single_file(model):

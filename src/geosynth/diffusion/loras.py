@@ -19,15 +19,19 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geosynth.defaults import SD_MODEL
 from geosynth.errors import GeosynthError
 
+if TYPE_CHECKING:
+    from geosynth.diffusion.family import ModelFamily
+
 LORA_FILE = "pytorch_lora_weights.safetensors"
 CARD_FILE = "geosynth.json"
 TOKEN_FILE = "learned_embeds.safetensors"
-COMPONENTS = ("unet", "text_encoder", "vae")
+#: Fully trained components a finetune output may hold (``text_encoder_2``: SDXL's second).
+COMPONENTS = ("unet", "text_encoder", "text_encoder_2", "vae")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,17 @@ class Lora:
     def has_weights(self) -> bool:
         """False for a finetune output that trained only full components or a token."""
         return (self.path / LORA_FILE).is_file()
+
+    @property
+    def family(self) -> str | None:
+        """The model family it was made for: its card's ``base_family``, else what its weights
+        tell (:func:`~geosynth.diffusion.family.files.lora_file_family`), else None."""
+        from geosynth.diffusion.family.files import lora_file_family
+
+        recorded = self.card.get("base_family")
+        if recorded:
+            return str(recorded)
+        return lora_file_family(self.path / LORA_FILE) if self.has_weights else None
 
 
 def _adapter_name(path: Path, taken: set[str]) -> str:
@@ -101,13 +116,22 @@ def check_values(path: Path, where: str) -> None:
         check_finite(tensors, f"{where}: {f}")
 
 
-def check_base(lora: Lora, model: str, arg: str = "loras") -> None:
-    """A LoRA trained on other weights is an error. Cards record the base model's weight
-    digest (:mod:`geosynth.diffusion.identity`), so the same weights under any path, hub id,
-    mirror or single file are accepted; cards from before digests fall back to comparing the
-    model strings, with a note."""
+def check_base(
+    lora: Lora, model: str, arg: str = "loras", family: ModelFamily | None = None
+) -> None:
+    """A LoRA made for another model family (an SD 2.1 LoRA on SDXL, or the reverse), or
+    trained on other weights, is an error. The family is the card's (or read from the LoRA's
+    weights) against ``model``'s (``family``, when already detected). Cards record the base
+    model's weight digest (:mod:`geosynth.diffusion.identity`), so the same weights under any
+    path, hub id, mirror or single file are accepted; cards from before digests fall back to
+    comparing the model strings, with a note."""
+    from geosynth.diffusion.family import check_family, detect_family
     from geosynth.diffusion.identity import differing, model_digest, short
 
+    made_for = lora.family
+    if made_for is not None:
+        fam = family or detect_family(model)
+        check_family(made_for, fam, f"{arg}={str(lora.path)!r}", model)
     card = lora.card
     base, recorded = card.get("base_model"), card.get("base_digest")
     if base is None and recorded is None:
@@ -151,6 +175,8 @@ class LoraWeights:
     loras: dict[str, Path]
     weights: dict[str, dict[str, float]]
     class_names: list[str] | None
+    #: the family of the model its LoRAs were trained for (None: not recorded)
+    family: str | None = None
 
     @classmethod
     def read(cls, path: str | os.PathLike[str], arg: str = "lora_weights") -> LoraWeights:
@@ -199,7 +225,8 @@ class LoraWeights:
                     f"{where}: weights for unknown class '{extra[0]}' "
                     f"(its class_names: {', '.join(class_names)})"
                 )
-        return cls(path, loras, weights, class_names)
+        family = data.get("family")
+        return cls(path, loras, weights, class_names, None if family is None else str(family))
 
     @property
     def classes(self) -> list[str]:
@@ -320,6 +347,7 @@ def resolve_loras(
     taken: set[str] = set()
     given = [parse_lora(_lora_text(s), taken, "loras") for s in loras]
     out = LoraSet(named=list(given))
+    mix: LoraWeights | None = None
     if lora_dir is not None:
         out.lora_dir = Path(lora_dir)
         if not out.lora_dir.is_dir():
@@ -350,6 +378,16 @@ def resolve_loras(
         model = SD_MODEL if out.model_from is None else str(out.model_from.card["base_model"])
         model_ref(model)
     out.model = str(model)
+    family = None
+    if mix is not None and mix.family is not None:
+        from geosynth.diffusion.family import check_family, detect_family
+
+        family = detect_family(out.model)
+        check_family(mix.family, family, f"lora_weights={str(mix.path)!r}", out.model)
     for item in out.all:
-        check_base(item, out.model)
+        if family is None and item.family is not None:
+            from geosynth.diffusion.family import detect_family
+
+            family = detect_family(out.model)
+        check_base(item, out.model, family=family)
     return out

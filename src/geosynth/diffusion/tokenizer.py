@@ -78,9 +78,12 @@ def learn_merges(words: Iterable[str], num_merges: int) -> list[tuple[str, str]]
     return merges
 
 
-def build_toy_tokenizer(num_merges: int = 300, model_max_length: int = 77) -> CLIPTokenizer:
+def build_toy_tokenizer(
+    num_merges: int = 300, model_max_length: int = 77, pad_token: str = EOS
+) -> CLIPTokenizer:
     """A CLIPTokenizer whose vocabulary is the 512 byte symbols, the learned merges and the two
-    special tokens (start and end of text; the end token also pads, as in CLIP)."""
+    special tokens (start and end of text; the end token also pads, as in CLIP, unless
+    ``pad_token`` names another, e.g. ``!`` as SD 2 and SDXL's second tokenizer pad)."""
     from transformers import CLIPTokenizer
 
     merges = learn_merges(CORPUS.split(), num_merges)
@@ -94,4 +97,5 @@ def build_toy_tokenizer(num_merges: int = 300, model_max_length: int = 77) -> CL
         vocab=vocab,
         merges=merges,
         model_max_length=model_max_length,
+        pad_token=pad_token,
     )

@@ -77,8 +77,11 @@ def cluster_plora(
     restarts: int = 10,
     feature_model: str = "",
     provenance: Provenance | None = None,
+    model: str | None = None,
 ) -> dict[str, Any]:
-    """Cluster, export and write the weights; returns the summary (counts, weights, inertia)."""
+    """Cluster, export and write the weights; returns the summary (counts, weights, inertia).
+    ``model``: the base model the cluster LoRAs are trained for, recorded with its family in
+    the weights files (``generate`` refuses them for a model of another family)."""
     ds.check_nonempty()
     res = kmeans(features, k, seed=seed, restarts=restarts)
     labels = [s.label for s in ds.samples]
@@ -87,7 +90,11 @@ def cluster_plora(
     names = list(ds.class_names)
     prov = provenance or Provenance.start("cluster-plora", seeds={"seed": seed})
     loras = {cluster_name(j): f"loras/{cluster_name(j)}" for j in range(k)}
-    common = {"loras": loras, "class_names": names, "k": k}
+    common: dict[str, Any] = {"loras": loras, "class_names": names, "k": k}
+    if model is not None:
+        from geosynth.diffusion.family import detect_family
+
+        common |= {"base_model": model, "family": detect_family(model).name}
     weights = {
         **common,
         "variant": "bias-score",
@@ -280,6 +287,7 @@ def build_plora(
             restarts=restarts,
             feature_model=feature_model,
             provenance=prov,
+            model=model if train_loras else None,
         )
     trained = (
         train_clusters(

@@ -21,6 +21,7 @@ from geosynth.toy.models import (
     make_toy_timm,
 )
 from geosynth.toy.sar import TOY_SAR_CLASSES, make_toy_sar_dataset, toy_sar_chip
+from geosynth.toy.sdxl import build_toy_sdxl_pipeline, make_toy_sdxl_pipeline
 
 __all__ = [
     "DEFAULT_TOY_CLASSES",
@@ -28,6 +29,7 @@ __all__ = [
     "TOY_CLASSES",
     "TOY_SAR_CLASSES",
     "build_toy_sd_pipeline",
+    "build_toy_sdxl_pipeline",
     "build_toy_tokenizer",
     "make_toy_clip",
     "make_toy_controlnet",
@@ -37,6 +39,7 @@ __all__ = [
     "make_toy_models",
     "make_toy_sar_dataset",
     "make_toy_sd_pipeline",
+    "make_toy_sdxl_pipeline",
     "make_toy_shards",
     "make_toy_timm",
     "toy_hf_dataset",

@@ -11,7 +11,7 @@ from geosynth.artifacts import Provenance
 from geosynth.errors import GeosynthError
 
 #: What :func:`toy_model` builds: each kind alone, or all of them in ``out/<kind>/``.
-TOY_MODEL_KINDS = ("all", "sd", "dinov2", "clip", "timm")
+TOY_MODEL_KINDS = ("all", "sd", "sdxl", "dinov2", "clip", "timm")
 
 
 def toy_data(
@@ -87,15 +87,22 @@ def toy_model(
     """Build the tiny model(s) of ``kind`` (see :data:`TOY_MODEL_KINDS`) in the real models'
     layouts; returns kind -> directory written (``all``: ``out/<kind>/`` for each)."""
     from geosynth.toy import models
+    from geosynth.toy.sdxl import make_toy_sdxl_pipeline
 
     if kind not in TOY_MODEL_KINDS:
         raise GeosynthError(f"kind={kind!r}: expected one of {', '.join(TOY_MODEL_KINDS)}")
     if size % 8:
         raise GeosynthError(f"size={size}: must be a multiple of 8 (the models' patch size)")
     if kind == "all":
-        return models.make_toy_models(out, size=size, seed=seed, vae_steps=vae_steps)
+        made = models.make_toy_models(out, size=size, seed=seed, vae_steps=vae_steps)
+        made["sdxl"] = make_toy_sdxl_pipeline(
+            Path(out) / "sdxl", size=size, seed=seed, vae_steps=vae_steps
+        )
+        return made
     if kind == "sd":
         models.make_toy_sd_pipeline(out, size=size, seed=seed, vae_steps=vae_steps)
+    elif kind == "sdxl":
+        make_toy_sdxl_pipeline(out, size=size, seed=seed, vae_steps=vae_steps)
     elif kind == "dinov2":
         models.make_toy_dinov2(out, size=size, seed=seed)
     elif kind == "clip":

@@ -1,5 +1,6 @@
 """Leak-aligned noise as users run it: ``geosynth generate`` with every scheduler it offers, several
-classes and several batches per class, read at the UNet's own input.
+classes and several batches per class, read at the UNet's own input, for both families (the
+toy SD 2.1-shaped pipeline and the toy SDXL, whose Euler scheduler is SDXL base's default).
 
 A pipeline run leaves a scheduler's step index at its end; noise for the next batch must not
 depend on it. Each batch's first UNet input must follow ``q(x_t | x0_cls)`` at the timestep the
@@ -26,28 +27,33 @@ MEANS = torch.tensor([[8.0, -8.0, 4.0, 0.0], [-4.0, 6.0, 0.0, 2.0], [2.0, 2.0, -
 STEPS = 3
 
 
+@pytest.fixture(scope="module", params=["sd", "sdxl"])
+def model(request, toy_models) -> Path:
+    return toy_models["sd"] if request.param == "sd" else request.getfixturevalue("toy_sdxl")
+
+
 @pytest.fixture(scope="module")
-def means_file(toy_models, tmp_path_factory) -> Path:
+def means_file(model, tmp_path_factory) -> Path:
     from geosynth.diffusion import load_vae
     from geosynth.diffusion.channel_means import vae_identity
 
-    vae = load_vae(toy_models["sd"])
+    vae = load_vae(model)
     cm = ChannelMeans(
         means=MEANS,
         class_names=CLASSES,
-        metadata={"resolution": "32", **vae_identity(vae, str(toy_models["sd"]))},
+        metadata={"resolution": "32", **vae_identity(vae, str(model))},
     )
     path = tmp_path_factory.mktemp("leak") / "means.safetensors"
     return save_channel_means(path, cm, provenance=Provenance.start("test"))
 
 
 def _command(
-    toy_models, means_file, scheduler: str, out: Path, *extra: str, classes=CLASSES, per_class=4
+    model, means_file, scheduler: str, out: Path, *extra: str, classes=CLASSES, per_class=4
 ) -> list[str]:
     return [
         "generate",
         "--model",
-        str(toy_models["sd"]),
+        str(model),
         "--classes",
         ",".join(classes),
         "--per-class",
@@ -107,17 +113,13 @@ SWEEP = [
 
 @pytest.mark.parametrize("scheduler", SWEEP)
 def test_every_batch_starts_from_the_leak_distribution(
-    cli, toy_models, means_file, tmp_path, scheduler: str
+    cli, model, means_file, tmp_path, scheduler: str
 ) -> None:
     from diffusers import DDPMScheduler
 
-    alphas_cumprod = DDPMScheduler.from_pretrained(
-        toy_models["sd"], subfolder="scheduler"
-    ).alphas_cumprod
+    alphas_cumprod = DDPMScheduler.from_pretrained(model, subfolder="scheduler").alphas_cumprod
     with _UNetInputs() as seen:
-        res = cli(
-            *_command(toy_models, means_file, scheduler, tmp_path / "b2"), "--batch-size", "2"
-        )
+        res = cli(*_command(model, means_file, scheduler, tmp_path / "b2"), "--batch-size", "2")
     assert res.code == 0, res.err
     firsts = seen.first_inputs()
     # 3 classes x 2 batches of 2 images, classes in order.
@@ -154,11 +156,11 @@ GROUPING = [
 
 @pytest.mark.parametrize("scheduler", GROUPING)
 def test_images_do_not_depend_on_batches_shards_or_resume(
-    cli, toy_models, means_file, tmp_path, scheduler: str
+    cli, model, means_file, tmp_path, scheduler: str
 ) -> None:
     def run(name: str, *extra: str) -> Path:
         out = tmp_path / name
-        cmd = _command(toy_models, means_file, scheduler, out, classes=CLASSES[:2], per_class=2)
+        cmd = _command(model, means_file, scheduler, out, classes=CLASSES[:2], per_class=2)
         res = cli(*cmd, *extra)
         assert res.code == 0, res.err
         return out

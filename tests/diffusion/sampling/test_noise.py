@@ -1,4 +1,5 @@
-"""Leak-aligned noise reaches the UNet with the training distribution, for every scheduler.
+"""Leak-aligned noise reaches the UNet with the training distribution, for every scheduler and
+both families (SD 2.1-shaped and SDXL).
 
 The check reads the UNet's own first input and timestep through a forward hook and compares them
 with ``q(x_t | x0)`` from the scheduler's alphas_cumprod at that timestep: it does not reuse the
@@ -18,9 +19,11 @@ class _FirstCallSeen(Exception):
     """Raised by the hook: only the UNet's first input matters, the other 49 steps are skipped."""
 
 
-@pytest.fixture(scope="module")
-def pipe(toy_models):
-    return load_sd_pipeline(toy_models["sd"], device="cpu")
+@pytest.fixture(scope="module", params=["sd", "sdxl"])
+def pipe(request, toy_models):
+    """The toy SD 2.1-shaped pipeline and the toy SDXL (which keeps SD's noise schedule)."""
+    model = toy_models["sd"] if request.param == "sd" else request.getfixturevalue("toy_sdxl")
+    return load_sd_pipeline(model, device="cpu")
 
 
 @pytest.mark.parametrize("name", list(SCHEDULERS))

@@ -46,6 +46,7 @@ def test_cross_attention_qkv_lora_is_trained_and_recorded(cli, toy_models, toy_d
         "preset": "cross-attention-qkv",
         "unet": ["attn2.to_q", "attn2.to_k", "attn2.to_v"],
         "text_encoder": [],
+        "text_encoders": [],  # which text encoders got them (SDXL has two)
     }
     assert card["recipe"]["offset_noise_convention"] == "variance"
     assert card["latent_vae"] == str(toy_models["sd"])  # the encoder did not train

@@ -283,18 +283,16 @@ def finite_pixels(pixels: Any, class_name: str, index: int) -> np.ndarray:
 
 
 def text_embeddings(pipe, prompt: str, n: int, guidance: float) -> dict[str, torch.Tensor]:
-    """``prompt_embeds`` (and ``negative_prompt_embeds`` under guidance) for a batch of ``n``
-    copies of ``prompt``, computed exactly as the pipeline call computes them from the prompt
-    (same batch shape, same kernels: the same numbers), so they can be encoded once per class
-    and batch length instead of once per batch. Learned tokens are expanded and text-encoder
-    LoRAs apply as active (or fused) when this is called."""
+    """The prompt embeddings (``prompt_embeds``, for SDXL also ``pooled_prompt_embeds``, and the
+    negative ones under guidance) for a batch of ``n`` copies of ``prompt``, computed exactly as
+    the pipeline call computes them from the prompt (same batch shape, same kernels: the same
+    numbers), so they can be encoded once per class and batch length instead of once per batch.
+    Learned tokens are expanded and text-encoder LoRAs apply as active (or fused) when this is
+    called."""
+    from geosynth.diffusion.family import family_of
+
     cfg = guidance > 1 and pipe.unet.config.time_cond_proj_dim is None
-    with torch.no_grad():
-        cond, uncond = pipe.encode_prompt([prompt] * n, pipe._execution_device, 1, cfg)
-    out = {"prompt_embeds": cond}
-    if uncond is not None:
-        out["negative_prompt_embeds"] = uncond
-    return out
+    return family_of(pipe).pipeline_embeddings(pipe, [prompt] * n, cfg)
 
 
 def check_channel_means(

@@ -33,6 +33,7 @@ from geosynth.data.radiometry import Radiometry
 from geosynth.data.radiometry_defaults import check_same_spec, radiometry_from
 from geosynth.defaults import PROMPT_TEMPLATE
 from geosynth.diffusion import adapters
+from geosynth.diffusion.family import ModelFamily, check_family, detect_family, family_of
 from geosynth.diffusion.identity import model_digest
 from geosynth.diffusion.loras import LoraRef, LoraSet, PathLike, resolve_loras
 from geosynth.diffusion.sampling.control import ControlSource
@@ -74,15 +75,16 @@ def resolve_generation_radiometry(
 
 
 def with_controlnet(pipe: Pipeline, ref: PathLike) -> Pipeline:
-    """The same components in a ControlNet pipeline (no reload of the base model)."""
-    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+    """The same components in the family's ControlNet pipeline (no reload of the base model)."""
+    from diffusers import ControlNetModel
 
     from geosynth.runtime import load_with
 
     cn = load_with(
         lambda r: ControlNetModel.from_pretrained(r, dtype=pipe.unet.dtype), ref, "controlnet"
     )
-    cpipe = StableDiffusionControlNetPipeline.from_pipe(pipe, controlnet=cn.to(pipe.device))
+    cls = family_of(pipe).pipeline_class(control=True)
+    cpipe = cls.from_pipe(pipe, controlnet=cn.to(pipe.device))
     cpipe.set_progress_bar_config(disable=True)
     return cpipe
 
@@ -93,16 +95,18 @@ def load_pipeline(
     scheduler: str | None,
     device: str | None,
     precision: str,
+    family: ModelFamily | None = None,
 ) -> Pipeline:
     """The base pipeline on ``device`` in ``precision``'s dtype, with the requested scheduler and
-    what the LoRA cards ask for (components, tokens, scheduler settings); adapters not yet."""
+    what the LoRA cards ask for (components, tokens, scheduler settings); adapters not yet.
+    ``family``: the model's, when already detected."""
     from geosynth.diffusion.loading import load_sd_pipeline
     from geosynth.diffusion.sampling.schedulers import make_scheduler
     from geosynth.distributed import local_device
     from geosynth.runtime import pick_device, pick_dtype
 
     dev = local_device(pick_device(device))  # under torchrun / accelerate: this rank's GPU
-    pipe = load_sd_pipeline(model, device=dev, dtype=pick_dtype(precision, dev))
+    pipe = load_sd_pipeline(model, device=dev, dtype=pick_dtype(precision, dev), family=family)
     new_scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     if new_scheduler is not None:
         pipe.scheduler = new_scheduler
@@ -284,11 +288,14 @@ def load_generation(
     if (controlnet is None) != (control is None) or (control is None) != (control_images is None):
         raise GeosynthError("`controlnet`, `control` and `control_images` go together")
     # every setting and input is checked before the pipeline loads (that takes seconds)
+    family = detect_family(model)
     if cm is not None and cm_where is not None:
+        check_family(cm.metadata.get("family"), family, cm_where, model)
         check_channel_means(cm, names, None, cm_where)
     spec = GenerationSpec(
         model=str(model),
         model_digest=model_digest(model),
+        family=family.name,
         classes=names,
         per_class=per_class,
         prompt_template=prompt_template or card.get("prompt_template", PROMPT_TEMPLATE),
@@ -315,7 +322,7 @@ def load_generation(
     if controlnet is not None:
         model_ref(controlnet, "controlnet")
         control_data = load_dataset(Path(str(control_images)))
-    pipe = load_pipeline(model, lset, scheduler, device, precision)
+    pipe = load_pipeline(model, lset, scheduler, device, precision, family)
     size = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
     if cm is not None:
         assert cm_where is not None

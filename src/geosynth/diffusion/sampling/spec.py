@@ -62,6 +62,7 @@ class GenerationSpec:
     #: "an" before a vowel ("a satellite photo of an annual crop"); False fills the template
     #: literally, as a LoRA trained before geosynth chose articles was trained
     articles: bool = True
+    family: str | None = None  # the base model's family (geosynth.diffusion.family)
 
     def prompt(self, class_name: str) -> str:
         return fill_prompt(self.prompt_template, prompt_name(class_name), articles=self.articles)

@@ -100,11 +100,14 @@ def output_lock(out: Path, create: bool = True) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+#: Plan keys added after plans were first written; an older plan lacks them and is compared
+#: without them (the other settings still have to match).
+LATER_KEYS = ("model_digest", "family")
+
+
 def same_plan(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """Whether a recorded plan is this job's. A plan written before ``model_digest`` existed
-    lacks that key: it is compared without it (the other settings still have to match)."""
-    if "model_digest" not in old:
-        new = {k: v for k, v in new.items() if k != "model_digest"}
+    """Whether a recorded plan is this job's (see :data:`LATER_KEYS`)."""
+    new = {k: v for k, v in new.items() if k in old or k not in LATER_KEYS}
     if "articles" not in old and new.get("articles") is False:  # filled literally, as then
         new = {k: v for k, v in new.items() if k != "articles"}
     return old == new

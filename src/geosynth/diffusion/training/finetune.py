@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from geosynth import __version__, faults
+from geosynth import faults
 from geosynth.artifacts import (
     Provenance,
     atomic_path,
@@ -28,15 +28,17 @@ from geosynth.artifacts import (
 )
 from geosynth.artifacts.jsontext import json_text
 from geosynth.data.dataset import ImageDataset
-from geosynth.data.names import fill_prompt, safe_dirname
+from geosynth.data.names import safe_dirname
 from geosynth.defaults import SD_MODEL
-from geosynth.diffusion.identity import describe_cost, model_digest
+from geosynth.diffusion.family import ModelFamily, detect_family
+from geosynth.diffusion.identity import describe_cost
 from geosynth.diffusion.latents import vae_scale_factor
 from geosynth.diffusion.loading import load_sd_pipeline, native_resolution
 from geosynth.diffusion.loras import CARD_FILE, check_base, parse_lora
 from geosynth.diffusion.mapcond import ENCODER_DIR, save_encoder
+from geosynth.diffusion.training.card import lora_card
 from geosynth.diffusion.training.guard import Diverged, drop_if_nothing_kept
-from geosynth.diffusion.training.losslog import write_loss as _write_loss
+from geosynth.diffusion.training.losslog import write_loss
 from geosynth.diffusion.training.maptrain import (
     map_card,
     map_training,
@@ -45,7 +47,7 @@ from geosynth.diffusion.training.maptrain import (
 )
 from geosynth.diffusion.training.objective import training_scheduler
 from geosynth.diffusion.training.optim import check_optimizer
-from geosynth.diffusion.training.recipe import LORA_TARGET_PRESETS, Recipe
+from geosynth.diffusion.training.recipe import Recipe
 from geosynth.diffusion.training.resume import check_resume
 from geosynth.diffusion.training.train_data import build_training_set, check_resolution
 from geosynth.diffusion.training.trainable import (
@@ -58,8 +60,6 @@ from geosynth.diffusion.types import Pipeline
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
 from geosynth.runtime import check_report_to, logs_dir, model_ref, pick_device
-
-CARD_FORMAT = "geosynth-lora/1"
 
 
 def _state():
@@ -89,9 +89,9 @@ def check_init_loras(recipe: Recipe, model: str) -> list[tuple[str, float]]:
     return resolved
 
 
-def load_unet_config(path: str, pipe: Pipeline) -> dict[str, Any]:
+def load_unet_config(path: str, pipe: Pipeline, family: ModelFamily) -> dict[str, Any]:
     """A UNet2DConditionModel config for ``init="scratch"`` that fits the frozen VAE and text
-    encoder."""
+    encoder(s)."""
     p = Path(path)
     try:
         config = json.loads(p.read_text())
@@ -100,7 +100,7 @@ def load_unet_config(path: str, pipe: Pipeline) -> dict[str, Any]:
     except ValueError as exc:
         raise GeosynthError(f"unet_config={str(p)!r}: not JSON ({exc})") from None
     latent = pipe.vae.config.latent_channels
-    hidden = pipe.text_encoder.config.hidden_size
+    hidden = family.cross_attention_width(pipe)
     if config.get("in_channels", 4) != latent or config.get("out_channels", 4) != latent:
         raise GeosynthError(
             f"unet_config={str(p)!r}: in_channels and out_channels must equal the VAE's "
@@ -108,8 +108,8 @@ def load_unet_config(path: str, pipe: Pipeline) -> dict[str, Any]:
         )
     if config.get("cross_attention_dim", 1280) != hidden:
         raise GeosynthError(
-            f"unet_config={str(p)!r}: cross_attention_dim must equal the text encoder's hidden size "
-            f"({hidden})"
+            f"unet_config={str(p)!r}: cross_attention_dim must equal the width of the text "
+            f"features ({hidden})"
         )
     return config
 
@@ -118,6 +118,7 @@ def _train_one(
     ds: ImageDataset,
     recipe: Recipe,
     model: str,
+    family: ModelFamily,
     init_loras: list[tuple[str, float]],
     work: Path,
     result_dir: Path,
@@ -137,12 +138,12 @@ def _train_one(
     ``OUT.parts`` (default ``work``), removed when training diverges before keeping anything."""
     started = Provenance.start("finetune").started  # the record's start: before the training
     torch.manual_seed(recipe.seed)
-    pipe = load_sd_pipeline(model, device="cpu")
+    pipe = load_sd_pipeline(model, device="cpu", family=family)
     if recipe.init == "scratch":
         from diffusers import UNet2DConditionModel
 
         assert recipe.unet_config is not None  # Recipe.check: scratch needs a UNet config
-        config = load_unet_config(recipe.unet_config, pipe)
+        config = load_unet_config(recipe.unet_config, pipe, family)
         if recipe.maps is not None:
             config = map_unet_config(config, recipe.maps, ds, pipe)
         pipe.unet = UNet2DConditionModel.from_config(config)
@@ -164,7 +165,9 @@ def _train_one(
         warn=log,
     )
     scheduler, overrides = training_scheduler(
-        model, prediction_type=recipe.prediction_type, zero_terminal_snr=recipe.zero_terminal_snr
+        pipe.scheduler.config,
+        prediction_type=recipe.prediction_type,
+        zero_terminal_snr=recipe.zero_terminal_snr,
     )
     trainee = pipe
     if encoder is not None:
@@ -183,6 +186,7 @@ def _train_one(
             device=device,
             report_to=report_to,
             logging_dir=logging_dir,
+            family=family,
             **(speed or {}),
         )
     except Diverged:
@@ -191,52 +195,10 @@ def _train_one(
         raise
     main_process = _state().is_main_process
     digest_cost: dict[str, Any] = {}  # what identifying the base model cost: not training time
-    card = {
-        "format": CARD_FORMAT,
-        "geosynth_version": __version__,
-        "base_model": model,
-        # What identifies the base model: its weights, whatever path or id named them.
-        "base_digest": model_digest(model, cost=digest_cost),
-        "class_names": data.class_names,
-        "prompt_template": recipe.template,
-        # the prompts as trained ("a"/"an" chosen per class; generate fills the template so)
-        "prompts": {
-            c: fill_prompt(recipe.template, p)
-            for c, p in zip(ds.class_names, ds.prompt_names, strict=True)
-        },
-        "resolution": resolution,
-        "learned_token": recipe.learn_token,
-        "trained": {
-            "unet": "scratch" if recipe.init == "scratch" else recipe.unet,
-            "text_encoder": recipe.text_encoder,
-            "vae_decoder": recipe.vae_decoder,
-            "vae_encoder": recipe.vae_encoder,
-        },
-        # The VAE whose encoder gives the latent space the UNet learned (and that channel-means
-        # must use): the base model's, or this run's vae/ when its encoder trained.
-        "latent_vae": "vae/" if recipe.vae_encoder != "frozen" else model,
-        "lora_targets": {
-            "preset": recipe.lora_targets if recipe.lora_targets in LORA_TARGET_PRESETS else None,
-            "unet": list(recipe.unet_targets) if recipe.unet == "lora" else [],
-            "text_encoder": list(recipe.text_targets) if recipe.text_encoder == "lora" else [],
-        },
-        "stack": [{"path": p, "weight": w} for p, w in init_loras],
-        "scheduler": overrides,
-        "recipe": recipe.to_dict(),
-        "data": {
-            "source": str(ds.source),
-            "fingerprint": ds.fingerprint(),
-            "images": len(ds),
-            "per_class": ds.counts(),
-            "selection": ds.selection,
-        },
-        # How the data's native values became the 3 channels the model learnt (None: 8-bit RGB);
-        # generate writes its outputs back through it.
-        "radiometry": None if ds.radiometry is None else ds.radiometry.to_dict(),
-        "steps": res.steps,
-        "resumed_from_step": res.resumed_from,
-        "final_loss": res.final_loss,
-    }
+    card = lora_card(
+        ds, data, recipe, res, model=model, family=family, resolution=resolution,
+        init_loras=init_loras, overrides=overrides, digest_cost=digest_cost,
+    )  # fmt: skip
     if encoder is not None:
         card["map_condition"] = map_card(encoder, ds)
     if not main_process:  # under data parallelism only rank 0 writes
@@ -261,7 +223,7 @@ def _train_one(
             canonicalize_safetensors(f)
         on_disk = {k: v for k, v in card.items() if k != "resumed_from_step"}
         (tmp / CARD_FILE).write_text(json_text(on_disk, indent=2, default=str) + "\n")
-        _write_loss(res.history, tmp)
+        write_loss(res.history, tmp)
         write_provenance(tmp, prov)
     faults.stage("finetune:result")
     return card
@@ -357,6 +319,12 @@ def finetune(
             "or overwrite=True to discard it and start over"
         )
     ds.check_nonempty()
+    family = detect_family(model)
+    if recipe.maps is not None and not family.map_conditioning:
+        raise GeosynthError(
+            f"condition={recipe.maps.condition!r}: map conditioning runs on SD 1.x / 2.x UNets, "
+            f"not on model={model!r} ({family.label})"
+        )
     init_loras = check_init_loras(recipe, model)
     if resume:
         check_resume(work, recipe.to_dict(), log)
@@ -389,6 +357,7 @@ def finetune(
                 sub,
                 recipe,
                 model,
+                family,
                 init_loras,
                 work / "checkpoints" / safe_dirname(name),
                 dest,
@@ -415,6 +384,7 @@ def finetune(
             ds,
             recipe,
             model,
+            family,
             init_loras,
             work,
             staged,

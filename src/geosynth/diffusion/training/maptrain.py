@@ -92,6 +92,7 @@ def attach_training_maps(
         latent_mean=data.latent_mean,
         latent_std=data.latent_std,
         pixels=data.pixels,
+        sizes=data.sizes,
         maps=None if latents is not None else maps,
         map_latents=latents,
         num_classes=len(ds.legend),

@@ -19,6 +19,9 @@ the default is the standard-deviation one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 
 from geosynth.diffusion.types import Scheduler
@@ -56,17 +59,25 @@ def training_noise(
     return noise
 
 
-def training_scheduler(model: str, *, prediction_type: str | None, zero_terminal_snr: bool):
-    """The DDPM training schedule of ``model``'s scheduler config and the scheduler keys a sampler
-    needs for the result: the prediction type (None keeps the base model's, e.g. v-prediction for
-    SD 2.1 at 768 px) and, optionally, betas rescaled to zero terminal SNR (Lin et al. 2024)."""
+def training_scheduler(
+    model: str | Mapping[str, Any], *, prediction_type: str | None, zero_terminal_snr: bool
+):
+    """The DDPM training schedule of ``model``'s scheduler config (or of a loaded scheduler's
+    config, as a mapping) and the scheduler keys a sampler needs for the result: the prediction
+    type (None keeps the base model's, e.g. v-prediction for SD 2.1 at 768 px) and, optionally,
+    betas rescaled to zero terminal SNR (Lin et al. 2024)."""
     from diffusers import DDPMScheduler
 
     from geosynth.runtime import load_with
 
-    config = dict(
-        load_with(lambda ref: DDPMScheduler.load_config(ref, subfolder="scheduler"), model, "model")
-    )
+    if isinstance(model, Mapping):
+        config = dict(model)
+    else:
+        config = dict(
+            load_with(
+                lambda ref: DDPMScheduler.load_config(ref, subfolder="scheduler"), model, "model"
+            )
+        )
     base_type = config.get("prediction_type", "epsilon")
     kind = prediction_type or base_type
     if zero_terminal_snr and kind != "v_prediction":

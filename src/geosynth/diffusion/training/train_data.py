@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.names import fill_prompt
-from geosynth.diffusion.latents import images_to_tensor
+from geosynth.diffusion.latents import image_size, images_to_tensor, size_conditioning
 from geosynth.diffusion.types import VAE
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
@@ -25,7 +24,8 @@ from geosynth.progress import Track, no_track
 
 @dataclass
 class TrainingSet:
-    """N training examples; index 0 of the latent tensors is the image, index 1 its mirror."""
+    """N training examples; index 0 of the latent tensors (and of ``sizes``) is the image,
+    index 1 its mirror."""
 
     prompts: list[str]
     labels: list[int]
@@ -33,6 +33,9 @@ class TrainingSet:
     latent_mean: torch.Tensor  # F x N x C x h x w, scaled by the VAE's scaling_factor
     latent_std: torch.Tensor
     pixels: torch.Tensor | None  # N x 3 x H x W in [-1, 1], when the decoder trains
+    #: F x N x 6: each view's original height and width, crop top and left, target height and
+    #: width, as the image was resized and cropped (SDXL's size conditioning)
+    sizes: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -78,12 +81,15 @@ def build_training_set(
     means: list[list[torch.Tensor]] = [[] for _ in range(2 if flip else 1)]
     stds: list[list[torch.Tensor]] = [[] for _ in range(2 if flip else 1)]
     pixels: list[torch.Tensor] = []
+    sizes: list[list[list[float]]] = [[] for _ in range(2 if flip else 1)]
     small, smallest = 0, (0, 0)
     order = range(0, len(ds), batch_size)
     for start in track(order, len(order), "encode latents"):
         images = [ds.model_input(i) for i in range(start, min(start + batch_size, len(ds)))]
         for img in images:
-            wh = (img.shape[2], img.shape[1]) if isinstance(img, np.ndarray) else img.size
+            for f, rows in enumerate(sizes):
+                rows.append(size_conditioning(img, resolution, flip=f == 1))
+            wh = image_size(img)
             if min(wh) < resolution:
                 small += 1
                 smallest = min(smallest, wh, key=min) if small > 1 else wh
@@ -110,4 +116,5 @@ def build_training_set(
         latent_mean=torch.stack([torch.cat(m) for m in means]),
         latent_std=torch.stack([torch.cat(s) for s in stds]),
         pixels=torch.cat(pixels) if keep_pixels else None,
+        sizes=torch.tensor(sizes, dtype=torch.float32),
     )

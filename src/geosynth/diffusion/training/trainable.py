@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from geosynth.diffusion.family import family_of
 from geosynth.diffusion.loras import LORA_FILE, TOKEN_FILE
 from geosynth.diffusion.training.recipe import VAE_DECODER_TARGETS, Recipe, check_lora_targets
 from geosynth.diffusion.types import Pipeline
@@ -80,16 +81,18 @@ def _only_row(row: int):
 
 
 def prepare_components(pipe: Pipeline, recipe: Recipe) -> dict[str, Any]:
-    """Freeze everything, then make the recipe's parts trainable. Returns facts for export:
-    the LoRA configs used and the learned token's id."""
-    unet, te, vae = pipe.unet, pipe.text_encoder, pipe.vae
-    for m in (unet, te, vae):
+    """Freeze everything, then make the recipe's parts trainable. ``recipe.text_encoder`` applies
+    to every text encoder of the family (both of SDXL's), and a learned token goes into each.
+    Returns facts for export: the LoRA configs used and the learned token's row per encoder."""
+    fam = family_of(pipe)
+    unet, vae = pipe.unet, pipe.vae
+    encoders = {name: getattr(pipe, name) for name in fam.text_encoders}
+    for m in (unet, *encoders.values(), vae):
         m.requires_grad_(False)
-    info: dict[str, Any] = {"lora_configs": {}, "token_id": None}
-    for name, module, mode, targets in (
-        ("unet", unet, recipe.unet, recipe.unet_targets),
-        ("text_encoder", te, recipe.text_encoder, recipe.text_targets),
-    ):
+    info: dict[str, Any] = {"lora_configs": {}, "token_ids": {}}
+    parts = [("unet", unet, recipe.unet, recipe.unet_targets)]
+    parts += [(n, te, recipe.text_encoder, recipe.text_targets) for n, te in encoders.items()]
+    for name, module, mode, targets in parts:
         if mode == "lora":
             if name == "unet":
                 check_lora_targets(module, tuple(targets))
@@ -99,16 +102,17 @@ def prepare_components(pipe: Pipeline, recipe: Recipe) -> dict[str, Any]:
         elif mode == "full":
             module.requires_grad_(True)
     if recipe.learn_token:
-        row = add_token(pipe.tokenizer, te, recipe.learn_token, recipe.token_init)
-        info["token_id"] = row
-        emb = te.get_input_embeddings().weight
-        emb.requires_grad_(True)
-        if recipe.text_encoder != "full":
-            # Textual inversion: only the new row may move; masking its gradient (and keeping
-            # embeddings out of weight decay) leaves every other row bit-identical.
-            emb.register_hook(_only_row(row))
-    parts = {"decoder": recipe.vae_decoder, "encoder": recipe.vae_encoder}
-    lora_parts = [p for p, mode in parts.items() if mode == "lora"]
+        for (name, te), tok in zip(encoders.items(), fam.tokenizers, strict=True):
+            row = add_token(getattr(pipe, tok), te, recipe.learn_token, recipe.token_init)
+            info["token_ids"][name] = row
+            emb = te.get_input_embeddings().weight
+            emb.requires_grad_(True)
+            if recipe.text_encoder != "full":
+                # Textual inversion: only the new row may move; masking its gradient (and
+                # keeping embeddings out of weight decay) leaves every other row bit-identical.
+                emb.register_hook(_only_row(row))
+    vae_parts = {"decoder": recipe.vae_decoder, "encoder": recipe.vae_encoder}
+    lora_parts = [p for p, mode in vae_parts.items() if mode == "lora"]
     if lora_parts:
         # One adapter over the LoRA parts; peft freezes every other VAE weight when it is added,
         # so fully trained parts are switched on afterwards.
@@ -128,11 +132,13 @@ def parameter_groups(pipe: Pipeline, recipe: Recipe) -> list[dict[str, Any]]:
     """Trainable parameters for AdamW; token embeddings get no weight decay."""
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
-    emb = pipe.text_encoder.get_input_embeddings().weight
-    for module in (pipe.unet, pipe.text_encoder, pipe.vae):
-        for p in module.parameters():
+    fam = family_of(pipe)
+    embeddings = [getattr(pipe, n).get_input_embeddings().weight for n in fam.text_encoders]
+    for name in fam.components:
+        for p in getattr(pipe, name).parameters():
             if p.requires_grad:
-                (no_decay if p is emb and recipe.text_encoder != "full" else decay).append(p)
+                token_row = any(p is e for e in embeddings) and recipe.text_encoder != "full"
+                (no_decay if token_row else decay).append(p)
     groups = [{"params": decay, "weight_decay": recipe.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
@@ -140,14 +146,11 @@ def parameter_groups(pipe: Pipeline, recipe: Recipe) -> list[dict[str, Any]]:
 
 
 def _trainable(pipe: Pipeline) -> dict[str, torch.nn.Parameter]:
-    """Every trainable parameter by qualified name (``unet.``, ``text_encoder.``, ``vae.``)."""
+    """Every trainable parameter by qualified name (``unet.``, ``text_encoder.``,
+    ``text_encoder_2.``, ``vae.``)."""
     out = {}
-    for prefix, module in (
-        ("unet", pipe.unet),
-        ("text_encoder", pipe.text_encoder),
-        ("vae", pipe.vae),
-    ):
-        for name, p in module.named_parameters():
+    for prefix in family_of(pipe).components:
+        for name, p in getattr(pipe, prefix).named_parameters():
             if p.requires_grad:
                 out[f"{prefix}.{name}"] = p
     return out
@@ -191,37 +194,37 @@ def _merged_vae(vae):
 
 def export_trained(pipe: Pipeline, recipe: Recipe, info: dict[str, Any], out: Path) -> list[str]:
     """Write what trained into ``out``; returns the files and folders written."""
-    from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
+    fam = family_of(pipe)
     written = []
     layers: dict[str, Any] = {}
-    cfgs = info["lora_configs"]
-    if "unet" in cfgs:
-        unet_sd = get_peft_model_state_dict(pipe.unet)
-        layers["unet_lora_layers"] = convert_state_dict_to_diffusers(unet_sd)
-        layers["unet_lora_adapter_metadata"] = _config_dict(cfgs["unet"])
-    if "text_encoder" in cfgs:
-        te_sd = get_peft_model_state_dict(pipe.text_encoder, save_embedding_layers=False)
-        layers["text_encoder_lora_layers"] = convert_state_dict_to_diffusers(te_sd)
-        layers["text_encoder_lora_adapter_metadata"] = _config_dict(cfgs["text_encoder"])
+    for name, cfg in info["lora_configs"].items():
+        if name == "vae":
+            continue
+        module = getattr(pipe, name)
+        state = get_peft_model_state_dict(module, save_embedding_layers=False)
+        layers[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(state)
+        layers[f"{name}_lora_adapter_metadata"] = _config_dict(cfg)
     if layers:
-        StableDiffusionPipeline.save_lora_weights(out, safe_serialization=True, **layers)
+        fam.pipeline_class().save_lora_weights(out, safe_serialization=True, **layers)
         written.append(LORA_FILE)
     if recipe.learn_token and recipe.text_encoder != "full":
-        from safetensors.torch import save_file
-
-        row = pipe.text_encoder.get_input_embeddings().weight[info["token_id"]]
-        save_file({recipe.learn_token: row.detach().float().cpu().clone()}, str(out / TOKEN_FILE))
+        rows = {
+            name: getattr(pipe, name).get_input_embeddings().weight[row]
+            for name, row in info["token_ids"].items()
+        }
+        fam.save_token(out / TOKEN_FILE, recipe.learn_token, rows)
         written.append(TOKEN_FILE)
     if recipe.unet == "full":
         pipe.unet.save_pretrained(out / "unet", safe_serialization=True)
         written.append("unet")
     if recipe.text_encoder == "full":
-        pipe.text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
-        pipe.tokenizer.save_pretrained(out / "tokenizer")
-        written += ["text_encoder", "tokenizer"]
+        for te, tok in zip(fam.text_encoders, fam.tokenizers, strict=True):
+            getattr(pipe, te).save_pretrained(out / te, safe_serialization=True)
+            getattr(pipe, tok).save_pretrained(out / tok)
+            written += [te, tok]
     if recipe.trains_vae:
         lora = "lora" in (recipe.vae_decoder, recipe.vae_encoder)
         vae = _merged_vae(pipe.vae) if lora else pipe.vae

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from geosynth import faults
 from geosynth.artifacts import atomic_path, load_torch_state, settings_diff
 from geosynth.artifacts.jsontext import json_text
+from geosynth.diffusion.family import ModelFamily, PromptEmbeds, family_of
 from geosynth.diffusion.training.guard import check_step
 from geosynth.diffusion.training.objective import loss_weights, target, training_noise
 from geosynth.diffusion.training.optim import check_optimizer, make_optimizer
@@ -107,16 +108,10 @@ def _mixed_precision(recipe: Recipe, device: torch.device) -> str:
     return accelerate_precision(recipe.mixed_precision, device)
 
 
-def _encode_text(te, tokenizer, prompts: list[str], device) -> torch.Tensor:
-    """Last hidden states of the text encoder (what SD's UNet cross-attends to)."""
-    ids = tokenizer(
-        prompts,
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids.to(device)
-    return te(ids)[0]
+def _encode_text(family: ModelFamily, encoders, prompts: list[str], device) -> PromptEmbeds:
+    """What the UNet is conditioned on for ``prompts`` (the family's prompt encoding: SD's last
+    hidden states; SDXL's two encoders' penultimate states and the pooled embedding)."""
+    return family.encode_prompts(encoders, prompts, device)
 
 
 def latest_checkpoint(work: Path) -> Path | None:
@@ -141,6 +136,7 @@ def train(
     cache_latents: bool = True,
     channels_last: bool | None = None,
     compile_unet: bool = False,
+    family: ModelFamily | None = None,
 ) -> TrainResult:
     """Run the loop; checkpoints go to ``work/checkpoints/step-<n>/``. ``device``: None for this
     process's GPU (its ``LOCAL_RANK`` under ``accelerate launch``) or the CPU, ``cpu`` to force
@@ -154,7 +150,10 @@ def train(
     ``cache_latents``: False encodes every batch with the (frozen) VAE encoder instead of
     sampling the posteriors cached in ``data`` (which then needs ``data.pixels``).
     ``channels_last`` stores the UNet (and the VAE when it runs every step) channels-last;
-    None: on CUDA only. ``compile_unet`` runs the UNet through ``torch.compile``."""
+    None: on CUDA only. ``compile_unet`` runs the UNet through ``torch.compile``.
+
+    ``family`` (default: the pipeline's) encodes prompts and conditions the UNet; nothing here
+    depends on which family it is."""
     from accelerate import Accelerator
     from diffusers.optimization import get_scheduler
 
@@ -178,23 +177,28 @@ def train(
         acc.init_trackers("geosynth-finetune", config=recipe.tracker_config())
     half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mp, torch.float32)
 
-    unet, te, vae = pipe.unet, pipe.text_encoder, pipe.vae
+    fam = family or family_of(pipe)
+    unet, vae = pipe.unet, pipe.vae
+    tes = [getattr(pipe, name) for name in fam.text_encoders]
     # Frozen weights may live in half precision; trainable ones (and LoRA factors) stay float32.
     vae_mode = recipe.vae_encoder if recipe.vae_encoder != "frozen" else recipe.vae_decoder
-    for module, mode in ((unet, recipe.unet), (te, recipe.text_encoder), (vae, vae_mode)):
+    modes = [(unet, recipe.unet), *((te, recipe.text_encoder) for te in tes), (vae, vae_mode)]
+    for module, mode in modes:
         module.to(device)
         # Frozen weights and LoRA bases may live in half precision; the VAE keeps float32 when
-        # part of it trains, since a VAE LoRA is merged into (and saved with) its weights.
+        # part of it trains, since a VAE LoRA is merged into (and saved with) its weights, and
+        # where its family cannot run it in ``half`` (SDXL's overflows in float16).
         if half != torch.float32 and (mode == "frozen" or (mode == "lora" and module is not vae)):
-            module.to(half)
+            module.to(fam.vae_dtype(vae, half) if module is vae else half)
         for p in module.parameters():
             if p.requires_grad:
                 p.data = p.data.float()
     if recipe.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if recipe.text_encoder != "frozen":
-            te.gradient_checkpointing_enable()
-    train_te = any(p.requires_grad for p in te.parameters())
+            for te in tes:
+                te.gradient_checkpointing_enable()
+    train_te = any(p.requires_grad for te in tes for p in te.parameters())
     train_unet = any(p.requires_grad for p in unet.parameters())
     train_vae = any(p.requires_grad for p in vae.parameters())
     train_encoder = recipe.vae_encoder != "frozen"
@@ -207,7 +211,7 @@ def train(
         )
     # from_pretrained returns eval-mode modules; training mode enables dropout and makes
     # transformers' gradient checkpointing take effect.
-    for module, trains in ((unet, train_unet), (te, train_te), (vae, train_vae)):
+    for module, trains in ((unet, train_unet), *((te, train_te) for te in tes), (vae, train_vae)):
         module.train(trains)
     if channels_last is None:
         channels_last = cuda
@@ -226,9 +230,14 @@ def train(
         num_warmup_steps=int(recipe.warmup_ratio * steps),
         num_training_steps=steps,
     )
-    wrapped = {}
-    for name, module, trains in (("unet", unet, train_unet), ("te", te, train_te)):
-        wrapped[name] = acc.prepare_model(module) if trains else module
+    wrapped = {"unet": acc.prepare_model(unet) if train_unet else unet}
+    tokenizers = [getattr(pipe, name) for name in fam.tokenizers]
+    # The encoders as the loop calls them: DDP-wrapped when they train.
+    encoders = [
+        (acc.prepare_model(te) if train_te else te, tok)
+        for te, tok in zip(tes, tokenizers, strict=True)
+    ]
+    plain_encoders = list(zip(tes, tokenizers, strict=True))
     optimizer = acc.prepare_optimizer(optimizer)
     # The compiled wrapper only runs the forward; checkpoints and exports read ``pipe.unet``
     # (the same parameters), so no ``_orig_mod.`` prefix reaches a saved file.
@@ -260,14 +269,14 @@ def train(
     # full training and a learned token): encode each distinct prompt once, under the same
     # autocast as the per-step path, and index the table per micro-batch.
     text_rows: torch.Tensor | None = None
-    text_table: torch.Tensor | None = None
+    text_table: PromptEmbeds | None = None
     if cache_text and not train_te:
         distinct = sorted(set(data.prompts))
         row_of = {p: i for i, p in enumerate(distinct)}
         text_rows = torch.tensor([row_of[p] for p in data.prompts])
         with torch.no_grad(), acc.autocast():
-            text_table = torch.cat(
-                [_encode_text(te, pipe.tokenizer, [p], device) for p in distinct]
+            text_table = PromptEmbeds.cat(
+                [_encode_text(fam, plain_encoders, [p], device) for p in distinct]
             )
 
     stream = SampleStream(len(data), recipe.seed)
@@ -309,19 +318,21 @@ def train(
             noisy = scheduler.add_noise(latents, noise, t)
             want = target(scheduler, latents, noise, t)
             extra = data.unet_inputs(idx, flip, gen, device)
+            sizes = None if data.sizes is None else data.sizes[flip, idx].to(device)
             prompts = [data.prompts[int(i)] for i in idx]
             sync = micro == recipe.grad_accum - 1
             ctx = acc.no_sync(wrapped["unet"]) if (not sync and train_unet) else nullcontext()
             with ctx, acc.autocast():
                 if text_table is not None and text_rows is not None:
-                    cond = text_table[text_rows[idx].to(device)]
+                    cond = text_table.rows(text_rows[idx].to(device))
                 elif train_te:
-                    cond = _encode_text(wrapped["te"], pipe.tokenizer, prompts, device)
+                    cond = _encode_text(fam, encoders, prompts, device)
                 else:
                     with torch.no_grad():
-                        cond = _encode_text(te, pipe.tokenizer, prompts, device)
+                        cond = _encode_text(fam, plain_encoders, prompts, device)
                 noisy = noisy.to(half).contiguous(memory_format=layout)
-                pred = unet_call(noisy, t, cond.to(half), **extra).sample
+                conditioning = fam.unet_conditioning(cond, sizes, half)
+                pred = unet_call(noisy, t, **conditioning, **extra).sample
                 per = F.mse_loss(pred.float(), want.float(), reduction="none").mean((1, 2, 3))
                 loss = (per * loss_weights(scheduler, t, recipe.snr_gamma)).mean()
                 if train_encoder:
