@@ -94,6 +94,24 @@ def _segments(tokens: list[str]) -> list[list[str]]:
     return [s for s in segs if s]
 
 
+_OPTIONAL = re.compile(r"^\$\{\w+:\+(.*)\}$", re.S)
+
+
+def _expand_optional(words: list[str]) -> list[str]:
+    """``${VAR:+--flag value}`` (words only when VAR is set; the lexer may have split it) read
+    as if VAR were set, so that the optional words are checked too."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        w, i = words[i], i + 1
+        if w.startswith("${") and ":+" in w:
+            while not w.endswith("}") and i < len(words):
+                w, i = f"{w} {words[i]}", i + 1
+        m = _OPTIONAL.match(w)
+        out.extend(m.group(1).split() if m else [w])
+    return out
+
+
 def steps(doc: Path, block: tuple[int, str]) -> list[Step]:
     """The geosynth and ``echo > FILE`` commands of one block, in order."""
     out = []
@@ -123,6 +141,7 @@ def steps(doc: Path, block: tuple[int, str]) -> list[Step]:
                 continue  # prose that mentions geosynth (a diagram), not a command
             if ">" in words:  # output redirection is the shell's, not an argument
                 words = words[: words.index(">")]
+            words = _expand_optional(words)
             out.append(Step(doc, line, "geosynth", tuple(words), command, jq))
     return out
 
