@@ -146,6 +146,7 @@ LIMITS: dict[str, Limit] = {
     "lora_dropout": BELOW_ONE,
     "dropout": PROBABILITY,
     "map_dropout": PROBABILITY,
+    "metadata_dropout": PROBABILITY,
     "warmup_ratio": BELOW_ONE,
     "warmup_fraction": BELOW_ONE,
     "label_smoothing": BELOW_ONE,

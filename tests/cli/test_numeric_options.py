@@ -31,6 +31,7 @@ ACCEPTED = {
     "blank-map prediction)",
     ("--lora-dropout", "0"): "no dropout",
     ("--map-dropout", "0"): "never a blank map",
+    ("--metadata-dropout", "0"): "no metadata field dropped",
     ("--warmup-ratio", "0"): "no warm-up",
     ("--label-smoothing", "0"): "no label smoothing (the default)",
     ("--real-weight", "0"): "the real set gets weight 0 in the loss mix",

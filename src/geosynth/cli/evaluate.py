@@ -288,6 +288,8 @@ def evaluate(
                 (c, r["images"], r["copies"], f"{r['rate']:.3f}") for c, r in m["per_class"].items()
             ],
         )
+    if "metadata_retrieval" in report:
+        _print_retrieval(report["metadata_retrieval"])
     if "maps" in report:
         _print_maps(report["maps"])
     if out is not None:
@@ -363,6 +365,23 @@ def _print(report: dict[str, Any]) -> None:
                 for c, s in color["per_class"].items()
             ],
         )
+
+
+def _print_retrieval(r: dict[str, Any]) -> None:
+    """The retrieval rank of each image's own real sample (generate --metadata-from)."""
+    kind = {True: "shuffled", False: "true", None: "mixed"}[r["shuffled"]]
+    rows = [
+        (scope, _fmt(s["mean_rank"]), _fmt(s["median_rank"]), _fmt(s["top1"]), _fmt(s["top5"]),
+         _fmt(s["chance_mean_rank"]))
+        for scope, s in (("all real", r["all"]), ("its class", r["within_class"]))
+        if s is not None
+    ]  # fmt: skip
+    print_table(
+        f"metadata retrieval: rank of each image's own real sample ({r['images']} images, "
+        f"{kind} metadata)",
+        ["among", "mean rank", "median", "top-1", "top-5", "chance"],
+        rows,
+    )
 
 
 def _worst(errors: list[float]) -> int:

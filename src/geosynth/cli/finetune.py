@@ -14,6 +14,7 @@ from geosynth.cli.options import (
     DatasetArg,
     JsonOpt,
     LoggingDirOpt,
+    MetadataTableOpt,
     RadiometryOpt,
     ReportToOpt,
     SeedOpt,
@@ -238,6 +239,22 @@ def finetune(
         float,
         typer.Option("--map-dropout", help="Probability of a blank map per sample (for CFG)."),
     ] = 0.1,
+    metadata: Annotated[
+        str | None,
+        typer.Option(
+            "--metadata",
+            help="Condition on the samples' metadata (DiffusionSat): fields of lon, lat, gsd, "
+            "cloud_cover, date (year, month, day) or year, month, day, e.g. lon,lat,gsd.",
+        ),
+    ] = None,
+    metadata_dropout: Annotated[
+        float,
+        typer.Option(
+            "--metadata-dropout",
+            help="Probability of each metadata field being dropped to 0 (unknown) per image.",
+        ),
+    ] = 0.1,
+    metadata_table: MetadataTableOpt = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUT.parts/ after an interruption.")
     ] = False,
@@ -262,6 +279,7 @@ def finetune(
       geosynth finetune sar/ --train-unet full --learn-token '<sar>' --out hybrid/
       geosynth finetune sar/ --model stabilityai/stable-diffusion-xl-base-1.0 --out sdxl-lora/
       geosynth finetune pairs/ --init scratch --unet-config unet.json --condition both --out ldm/
+      geosynth finetune eurosat-ms/ --split train --metadata lon,lat,gsd --out md-lora/
     """
     recipe = dict(
         unet=train_unet,
@@ -307,8 +325,12 @@ def finetune(
             tokens=map_tokens,
             dropout=map_dropout,
         ),
+        metadata=metadata,
+        metadata_dropout=metadata_dropout,
     )
-    ds = dataset_from_options(dataset, split, classes, shots, seed, radiometry)
+    ds = dataset_from_options(
+        dataset, split, classes, shots, seed, radiometry, metadata_table=metadata_table
+    )
     live = LiveProgress()
 
     def on_step(info: StepInfo) -> None:

@@ -120,6 +120,31 @@ def generate(
         typer.Option("--map-legend", help="legend.json of --maps (default: inside --maps)."),
     ] = None,
     per_map: Annotated[int, typer.Option("--per-map", min=1, help="Images per map.")] = 1,
+    metadata: Annotated[
+        str | None,
+        typer.Option(
+            "--metadata",
+            help="Metadata to ask a metadata-conditioned model for (finetune --metadata, "
+            "DiffusionSat): lat=25.2,lon=55.3,gsd=0.5,date=2023-06-01 for every image, or a "
+            ".csv/.jsonl table of rows (optional class_name column), image i taking row i.",
+        ),
+    ] = None,
+    metadata_from: Annotated[
+        str | None,
+        typer.Option(
+            "--metadata-from",
+            help="A real dataset: one image per real sample of each class, asking for its "
+            "metadata (recorded as metadata_from, for evaluate's retrieval rank).",
+        ),
+    ] = None,
+    metadata_shuffle: Annotated[
+        bool,
+        typer.Option(
+            "--metadata-shuffle",
+            help="With --metadata-from: each image asks for another real sample's metadata of "
+            "its class (a seeded permutation), the control of the retrieval rank.",
+        ),
+    ] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
     resolution: Annotated[
@@ -177,6 +202,8 @@ def generate(
     Examples:
       geosynth generate --lora lora/ --noise leak-aligned --channel-means means.safetensors --per-class 500 --out synth/
       geosynth generate --lora ldm/ --maps val/ --per-map 4 --guidance 2 --out synth-pairs/
+      geosynth generate --lora md-lora/ --metadata lat=48.1,lon=11.6,gsd=10 --per-class 50 --out synth-md/
+      geosynth generate --lora md-lora/ --metadata-from eurosat-ms/val --out synth-paired/
     """
     result = run_generate(
         out,
@@ -213,6 +240,9 @@ def generate(
         precision=precision,
         radiometry=radiometry,
         compile_unet=compile_unet,
+        metadata=metadata,
+        metadata_from=metadata_from,
+        metadata_shuffle=metadata_shuffle,
     )
     if as_json:
         print_json(result)

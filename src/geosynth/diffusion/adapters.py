@@ -8,6 +8,11 @@ import inspect
 import warnings
 from typing import Any
 
+from geosynth.diffusion.diffusionsat import (
+    EMBEDDING_FILE,
+    load_metadata_embedding,
+    load_metadata_unet,
+)
 from geosynth.diffusion.family import family_of
 from geosynth.diffusion.loras import COMPONENTS, TOKEN_FILE, Lora
 from geosynth.errors import GeosynthError
@@ -24,6 +29,10 @@ def apply_cards(pipe, loras: list[Lora]) -> None:
         )
     for item in full:
         _replace_components(pipe, item)
+    for item in loras:  # DiffusionSat's metadata embedding, saved beside a LoRA
+        meta = item.card.get("metadata")
+        if meta and meta.get("file") == EMBEDDING_FILE:
+            load_metadata_embedding(pipe.unet, item.path / EMBEDDING_FILE, meta.get("fields"))
     fam = family_of(pipe)
     for item in loras:
         token = item.card.get("learned_token")
@@ -56,6 +65,10 @@ def _replace_components(pipe, item: Lora) -> None:
     tokenizers = dict(zip(fam.text_encoders, fam.tokenizers, strict=True))
     for name in fam.components:
         if name not in files:
+            continue
+        if name == "unet":  # with the metadata embedding its config may name
+            unet = load_metadata_unet(item.path, dtype=dtype, what="loras")
+            setattr(pipe, name, unet.to(device))
             continue
         cls = type(getattr(pipe, name))
         setattr(pipe, name, cls.from_pretrained(item.path / name, dtype=dtype).to(device))

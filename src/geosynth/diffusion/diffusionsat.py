@@ -19,19 +19,25 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from geosynth.data.metadata import MODEL_FIELDS
-from geosynth.diffusion.metadata_embedding import attach_metadata_embedding, check_fields
+from geosynth.diffusion.metadata_embedding import (
+    MetadataEmbedding,
+    attach_metadata_embedding,
+    check_fields,
+)
 from geosynth.diffusion.types import UNet
 from geosynth.errors import GeosynthError
 from geosynth.runtime import is_local, load_with
 
 PREFIX = "metadata_embedding."
+#: The embedding's file in a finetune output whose UNet is not saved whole (beside its LoRA).
+EMBEDDING_FILE = "metadata_embedding.safetensors"
 _WEIGHTS = (
     "diffusion_pytorch_model{v}.safetensors.index.json",
     "diffusion_pytorch_model{v}.safetensors",
@@ -165,3 +171,119 @@ def load_metadata_unet(
         ) from None
     emb.to(dtype=dtype)
     return unet
+
+
+def save_metadata_embedding(unet: UNet, out: Path) -> str:
+    """Write the UNet's embedding as ``metadata_embedding.safetensors`` (DiffusionSat's names;
+    the fields in its metadata); returns the file name."""
+    from safetensors.torch import save_file
+
+    emb = getattr(unet, "metadata_embedding", None)
+    if not isinstance(emb, MetadataEmbedding):
+        raise GeosynthError("`metadata`: the model has no metadata embedding to save")
+    state = {PREFIX + k: v.detach().float().cpu().contiguous() for k, v in emb.state_dict().items()}
+    meta = {"fields": json.dumps(list(emb.fields)), "num_metadata": str(len(emb.fields))}
+    save_file(state, str(out / EMBEDDING_FILE), metadata=meta)
+    return EMBEDDING_FILE
+
+
+def load_metadata_embedding(unet: UNet, path: Path, fields: Sequence[str] | None = None) -> None:
+    """Put the embedding a finetune output saved (``metadata_embedding.safetensors``) on
+    ``unet`` (in its dtype and device): attached, or in place of the weights of the one the
+    base model has (a DiffusionSat checkpoint fine-tuned on)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        state = load_file(str(path))
+        names = tuple(fields or json.loads(meta.get("fields", "null")) or MODEL_FIELDS)
+    except Exception as exc:  # safetensors and json raise many types
+        raise GeosynthError(f"{path}: cannot read the metadata embedding ({exc})") from None
+    emb = getattr(unet, "metadata_embedding", None)
+    if isinstance(emb, MetadataEmbedding):  # the base model's own, trained on: new weights
+        if tuple(emb.fields) != names:
+            raise GeosynthError(
+                f"{path}: conditions on {','.join(names)}, but the base model's embedding on "
+                f"{','.join(emb.fields)}"
+            )
+    else:
+        emb = attach_metadata_embedding(unet, names, zero_init=False)
+    weights = {k[len(PREFIX) :]: t for k, t in state.items() if k.startswith(PREFIX)}
+    try:
+        emb.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise GeosynthError(
+            f"{path}: does not fit this UNet ({str(exc).splitlines()[0]})"
+        ) from None
+    param = unet.time_embedding.linear_1.weight
+    emb.to(device=param.device, dtype=param.dtype)
+
+
+def has_metadata_unet(model: str | os.PathLike[str]) -> bool:
+    """Whether the UNet config of pipeline ``model`` says ``use_metadata`` (DiffusionSat's
+    layout, or a geosynth UNet saved with an embedding)."""
+    from geosynth.diffusion.family.files import component_config, is_single_file
+
+    if is_single_file(model):
+        return False
+    config = component_config(model, "unet")
+    return bool(config and config.get("use_metadata"))
+
+
+def load_metadata_pipeline(
+    model: str | os.PathLike[str],
+    pipeline_class: Any,
+    dtype: torch.dtype = torch.float32,
+    what: str = "model",
+) -> Any:
+    """The pipeline of a folder or hub id whose UNet has a metadata embedding, built from its
+    components: DiffusionSat's ``model_index.json`` names its own library (``diffusionsat``,
+    ``SatUNet``) for the UNet, which diffusers would try to import, so the index is read for
+    the other components only (each loaded by the diffusers / transformers class it names; no
+    safety checker, no watermark, no code from the model's folder) and the UNet comes from
+    :func:`load_metadata_unet`. ``pipeline_class`` is the family's pipeline class."""
+    import inspect
+
+    import diffusers
+    import transformers
+
+    from geosynth.diffusion.family.files import model_index
+
+    index = model_index(model, what)
+    params = inspect.signature(pipeline_class.__init__).parameters
+    libraries = {"diffusers": diffusers, "transformers": transformers}
+    parts: dict[str, Any] = {}
+    for name, value in index.items():
+        if name.startswith("_") or name not in params:
+            continue
+        if name == "unet":
+            parts[name] = load_metadata_unet(model, dtype=dtype, what=what)
+            continue
+        named = isinstance(value, list | tuple) and len(value) == 2 and value[1] is not None
+        if not named or name in ("safety_checker", "feature_extractor", "image_encoder"):
+            parts[name] = None
+            continue
+        lib, cls_name = value
+        cls = getattr(libraries.get(str(lib)), str(cls_name), None) if lib in libraries else None
+        if cls is None:
+            raise GeosynthError(
+                f"{what}={str(model)!r}: its {name} is {lib}.{cls_name}, which is neither a "
+                "diffusers nor a transformers class"
+            )
+        kwargs: dict[str, Any] = {"subfolder": name}
+        if isinstance(cls, type) and issubclass(cls, torch.nn.Module):
+            kwargs["dtype"] = dtype
+
+        def load(ref: str, cls: Any = cls, kwargs: dict[str, Any] = kwargs) -> Any:
+            return cls.from_pretrained(ref, **kwargs)
+
+        parts[name] = load_with(load, model, what)
+    for switch in ("requires_safety_checker", "add_watermarker"):
+        if switch in params:
+            parts[switch] = False
+    for name, p in params.items():  # optional components the index does not list
+        if name not in parts and name != "self" and p.default is inspect.Parameter.empty:
+            parts[name] = None
+    return pipeline_class(**parts)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from geosynth.defaults import SD_MODEL
+from geosynth.diffusion.diffusionsat import has_metadata_unet, load_metadata_pipeline
 from geosynth.diffusion.family import ModelFamily, detect_family
 from geosynth.diffusion.single_file import is_single_file
 from geosynth.runtime import load_with, pick_device
@@ -35,6 +36,8 @@ def load_sd_pipeline(
     fam = family or detect_family(model)
     if is_single_file(model):
         pipe = load_with(lambda ref: fam.load_single_file(ref, dtype), model, "model")
+    elif has_metadata_unet(model):  # DiffusionSat's layout: built from its components
+        pipe = load_metadata_pipeline(model, fam.pipeline_class(), dtype)
     else:
         pipe = load_with(lambda ref: fam.load_pipeline(ref, dtype, **kwargs), model, "model")
     pipe.set_progress_bar_config(disable=True)

@@ -316,6 +316,12 @@ def _compare(
             report["prdc"] = prdc_section(
                 emb_r, emb_s, feat_classes, opts, (real, synthetic), notes
             )
+        if ds_s is not None:  # a set made with generate --metadata-from REAL
+            from geosynth.metrics.retrieval import retrieval_section
+
+            ranks = retrieval_section(ds_s, emb_s, emb_r)
+            if ranks is not None:
+                report["metadata_retrieval"] = ranks
 
     # ---------------------------------------------------------------- pixel metrics
     scans: dict[str, PixelScan] = {}

@@ -64,7 +64,9 @@ def family_from_index(
     if not present("unet") or unet is None:
         what = "a transformer" if present("transformer") else "no UNet"
         raise GeosynthError(f"{where}: {cls} with {what}, not a Stable Diffusion model; {RUNS}")
-    if unet.get("_class_name", "UNet2DConditionModel") != "UNet2DConditionModel":
+    # DiffusionSat's SatUNet: a UNet2DConditionModel with a metadata embedding (diffusionsat.py)
+    satunet = unet.get("_class_name") == "SatUNet" and unet.get("use_metadata")
+    if unet.get("_class_name", "UNet2DConditionModel") != "UNet2DConditionModel" and not satunet:
         raise GeosynthError(f"{where}: {cls} with a {unet['_class_name']}; {RUNS}")
     added = unet.get("addition_embed_type")
     if added == "text_time":

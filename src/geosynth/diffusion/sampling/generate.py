@@ -32,6 +32,7 @@ finalize) in :mod:`.store`; this module is the sampling loop.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,6 +54,8 @@ from geosynth.data.radiometry import Radiometry
 from geosynth.data.raster import write_raster
 from geosynth.diffusion import adapters
 from geosynth.diffusion.sampling.control import ControlSource
+from geosynth.diffusion.sampling.metadata import batch_tensor, row_for
+from geosynth.diffusion.sampling.metadata import columns as metadata_columns
 from geosynth.diffusion.sampling.noise import (
     alpha_bar_at_start,
     gaussian_latents,
@@ -197,15 +200,16 @@ def run_generation(
                 extra.update(texts[len(batch)])
             else:
                 extra["prompt"] = [spec.prompt(class_name)] * len(batch)
-            images = pipe(
-                **extra,
-                latents=latents.to(param.device, param.dtype),
-                num_inference_steps=spec.steps,
-                guidance_scale=spec.guidance,
-                height=size,
-                width=size,
-                generator=gens,
-            ).images
+            with _metadata_context(pipe, spec, batch, size):
+                images = pipe(
+                    **extra,
+                    latents=latents.to(param.device, param.dtype),
+                    num_inference_steps=spec.steps,
+                    guidance_scale=spec.guidance,
+                    height=size,
+                    width=size,
+                    generator=gens,
+                ).images
             for (c, i), s, pixels in zip(batch, seeds, images, strict=True):
                 if (c, i) not in todo:  # done before an interruption; recomputed for its batch
                     continue
@@ -247,6 +251,11 @@ def run_generation(
                     "steps": spec.steps,
                     "guidance": spec.guidance,
                     "model": spec.model,
+                    **(
+                        {}
+                        if spec.metadata_rows is None
+                        else metadata_columns(row_for(spec.metadata_rows, c, i), size)
+                    ),
                     "control": None
                     if control is None
                     else {
@@ -267,6 +276,18 @@ def run_generation(
         "shard": f"{shard[0]}/{shard[1]}",
         "previews": str(previews_dir(out)),
     }
+
+
+def _metadata_context(pipe, spec: GenerationSpec, batch: list[tuple[str, int]], size: int):
+    """The UNet conditioned on the batch's metadata (guidance: zeros for the unconditional
+    half, the branch diffusers runs first), or nothing to do without metadata."""
+    if spec.metadata_rows is None or spec.metadata_fields is None:
+        return contextlib.nullcontext()
+    from geosynth.diffusion.metadata_embedding import metadata_conditioning
+
+    md = batch_tensor(spec.metadata_rows, batch, spec.metadata_fields, size)
+    cfg = spec.guidance > 1 and pipe.unet.config.time_cond_proj_dim is None
+    return metadata_conditioning(pipe.unet, md, guidance=cfg)
 
 
 def finite_pixels(pixels: Any, class_name: str, index: int) -> np.ndarray:

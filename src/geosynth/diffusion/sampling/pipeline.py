@@ -23,12 +23,13 @@ Errors name these functions' parameters (``lora_weights='w.json': ...``).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geosynth.artifacts import ChannelMeans, Provenance, load_channel_means
+from geosynth.data.dataset import ImageDataset
 from geosynth.data.radiometry import Radiometry
 from geosynth.data.radiometry_defaults import check_same_spec, radiometry_from
 from geosynth.defaults import PROMPT_TEMPLATE
@@ -37,6 +38,7 @@ from geosynth.diffusion.family import ModelFamily, check_family, detect_family, 
 from geosynth.diffusion.identity import model_digest
 from geosynth.diffusion.loras import LoraRef, LoraSet, PathLike, resolve_loras
 from geosynth.diffusion.sampling.control import ControlSource
+from geosynth.diffusion.sampling.metadata import model_fields, resolve_rows
 from geosynth.diffusion.types import Pipeline
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
@@ -222,6 +224,9 @@ def load_generation(
     radiometry: str | Radiometry | None = None,
     channels_last: bool | None = None,
     compile_unet: bool = False,
+    metadata: str | Mapping[str, Any] | None = None,
+    metadata_from: PathLike | ImageDataset | None = None,
+    metadata_shuffle: bool = False,
     log: Callable[[str], None] = lambda _: None,
 ) -> Generation:
     """Resolve, check and load everything a class-conditioned generation job needs.
@@ -236,12 +241,18 @@ def load_generation(
     against the pipeline's VAE and size unless ``skip_channel_means_check`` (then ``log`` warns).
     ``controlnet``, ``control`` (canny or image) and ``control_images`` go together.
     ``precision`` is ``auto`` (fp16 on CUDA GPUs, fp32 elsewhere), fp32, fp16 or bf16. ``channels_last``
-    (default: on CUDA) and ``compile_unet`` are speed settings (:func:`tune_for_speed`)."""
+    (default: on CUDA) and ``compile_unet`` are speed settings (:func:`tune_for_speed`).
+
+    A model with DiffusionSat's metadata embedding (``finetune --metadata``, a DiffusionSat
+    checkpoint) takes ``metadata``: ``FIELD=VALUE`` text, a mapping or a table file, or
+    ``metadata_from``: a real dataset, one image per sample asking for its metadata
+    (``metadata_shuffle``: permuted within each class, the control); see :mod:`.metadata`."""
     from geosynth.data import load_dataset
     from geosynth.diffusion.channel_means import pipeline_mismatches
     from geosynth.diffusion.sampling.generate import GenerationSpec, check_channel_means
     from geosynth.runtime import model_ref
 
+    per_class_given = per_class is not None
     per_class = 500 if per_class is None else per_class  # None: the default (a CLI can tell)
     noise = noise or "gaussian"
     if noise not in ("gaussian", "leak-aligned"):
@@ -292,7 +303,23 @@ def load_generation(
     if cm is not None and cm_where is not None:
         check_family(cm.metadata.get("family"), family, cm_where, model)
         check_channel_means(cm, names, None, cm_where)
+    fields = model_fields(model, [x.card for x in lset.all if x.card])
+    rows = resolve_rows(
+        metadata=metadata,
+        metadata_from=metadata_from,
+        shuffle=metadata_shuffle,
+        fields=fields,
+        classes=names,
+        seed=seed,
+    )
+    if metadata_from is not None and per_class_given:
+        raise GeosynthError(
+            "`per_class` and `metadata_from`: metadata_from makes one image per real sample"
+        )
     spec = GenerationSpec(
+        metadata_fields=None if rows is None or fields is None else list(fields),
+        metadata_rows=rows,
+        class_counts={c: len(r) for c, r in rows.items()} if metadata_from and rows else {},
         model=str(model),
         model_digest=model_digest(model),
         family=family.name,

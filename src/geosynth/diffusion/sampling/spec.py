@@ -63,6 +63,16 @@ class GenerationSpec:
     #: literally, as a LoRA trained before geosynth chose articles was trained
     articles: bool = True
     family: str | None = None  # the base model's family (geosynth.diffusion.family)
+    #: the fields the model's metadata embedding conditions on, and per class the rows its
+    #: images ask for (.metadata); class_counts: images per class where not per_class (one
+    #: per real sample with metadata_from)
+    metadata_fields: list[str] | None = None
+    metadata_rows: dict[str, list[dict[str, Any]]] | None = None
+    class_counts: dict[str, int] = field(default_factory=dict)
+
+    def count(self, class_name: str) -> int:
+        """How many images ``class_name`` gets."""
+        return self.class_counts.get(class_name, self.per_class)
 
     def prompt(self, class_name: str) -> str:
         return fill_prompt(self.prompt_template, prompt_name(class_name), articles=self.articles)
@@ -115,6 +125,9 @@ class GenerationSpec:
         plan = json.loads(json_text(asdict(self)))
         if self.prompts_literal == [self.prompt(c) for c in self.classes]:
             del plan["articles"]
+        for key in ("metadata_fields", "metadata_rows", "class_counts"):
+            if not plan[key]:  # plans without metadata stay those of earlier versions
+                del plan[key]
         return plan
 
     @property
@@ -147,7 +160,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def all_jobs(spec: GenerationSpec) -> list[tuple[str, int]]:
-    return [(c, i) for c in spec.classes for i in range(spec.per_class)]
+    return [(c, i) for c in spec.classes for i in range(spec.count(c))]
 
 
 def shard_jobs(spec: GenerationSpec, shard: tuple[int, int]) -> list[tuple[str, int]]:

@@ -13,6 +13,7 @@ from geosynth.diffusion.sampling.mapgen import check_map_output, load_map_genera
 from geosynth.diffusion.sampling.pipeline import load_generation
 from geosynth.diffusion.sampling.spec import parse_shard
 from geosynth.diffusion.sampling.store import check_output
+from geosynth.errors import GeosynthError
 from geosynth.limits import LIMITS, check_numbers
 from geosynth.progress import Track, no_track
 
@@ -53,6 +54,11 @@ def generate(
     # the output is checked before any model loads (loading takes seconds)
     target = output_path(out)
     if maps is not None:
+        given = [k for k in ("metadata", "metadata_from", "metadata_shuffle") if settings.get(k)]
+        if given:
+            raise GeosynthError(
+                f"`{given[0]}`: not used with `maps` (metadata is for class prompts)"
+            )
         check_map_output(target)
     else:
         check_output(target, resume)

@@ -46,7 +46,18 @@ PREVIEWS_SUFFIX = ".previews"
 
 #: Column types of the dataset card that one run's values cannot tell (null under Gaussian
 #: noise); the nested ones (LoRA mixture, control source) stay in metadata.jsonl only.
-CARD_TYPES = {"sqrt_alpha_bar": "float64", "leak_timestep": "int64", "loras": None, "control": None}
+CARD_TYPES = {
+    "sqrt_alpha_bar": "float64",
+    "leak_timestep": "int64",
+    "loras": None,
+    "control": None,
+    "lon": "float64",
+    "lat": "float64",
+    "gsd": "float64",
+    "cloud_cover": "float64",
+    "date": "string",
+    "metadata_from": "string",
+}
 
 
 def previews_dir(out: Path) -> Path:
@@ -264,7 +275,7 @@ def finalize(out: Path, spec: GenerationSpec, provenance: Provenance) -> bool:
         previews.mkdir(exist_ok=True)
         for c in spec.classes:
             imgs = [
-                Image.open(_sheet_source(out, done[c, i])) for i in range(min(spec.per_class, 64))
+                Image.open(_sheet_source(out, done[c, i])) for i in range(min(spec.count(c), 64))
             ]
             grid = image_grid([imgs[r : r + 8] for r in range(0, len(imgs), 8)], cell=96)
             with atomic_path(previews / f"{safe_dirname(c)}.png") as tmp:

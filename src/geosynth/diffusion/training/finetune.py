@@ -30,6 +30,7 @@ from geosynth.artifacts.jsontext import json_text
 from geosynth.data.dataset import ImageDataset
 from geosynth.data.names import safe_dirname
 from geosynth.defaults import SD_MODEL
+from geosynth.diffusion.diffusionsat import EMBEDDING_FILE, save_metadata_embedding
 from geosynth.diffusion.family import ModelFamily, detect_family
 from geosynth.diffusion.identity import describe_cost
 from geosynth.diffusion.latents import vae_scale_factor
@@ -44,6 +45,11 @@ from geosynth.diffusion.training.maptrain import (
     map_training,
     map_unet_config,
     prepare_map_unet,
+)
+from geosynth.diffusion.training.metatrain import (
+    check_base_fields,
+    metadata_training,
+    prepare_metadata_unet,
 )
 from geosynth.diffusion.training.objective import training_scheduler
 from geosynth.diffusion.training.optim import check_optimizer
@@ -153,6 +159,8 @@ def _train_one(
     resolution = recipe.resolution or native_resolution(model, factor)
     check_resolution(resolution, factor, len(pipe.unet.config.block_out_channels))
     info = prepare_components(pipe, recipe)
+    if recipe.metadata is not None:
+        prepare_metadata_unet(pipe.unet, recipe.metadata)
     pipe.vae.to(pick_device(device))
     data = build_training_set(
         ds,
@@ -164,6 +172,11 @@ def _train_one(
         track=track,
         warn=log,
     )
+    meta_card = None
+    if recipe.metadata is not None:
+        data, meta_card = metadata_training(
+            data, ds, recipe.metadata, recipe.metadata_dropout, resolution, log
+        )
     scheduler, overrides = training_scheduler(
         pipe.scheduler.config,
         prediction_type=recipe.prediction_type,
@@ -201,6 +214,10 @@ def _train_one(
     )  # fmt: skip
     if encoder is not None:
         card["map_condition"] = map_card(encoder, ds)
+    if meta_card is not None:
+        # where the embedding is: unet/ when the UNet is saved whole, else its own file
+        meta_card["file"] = "unet" if recipe.unet == "full" else EMBEDDING_FILE
+        card["metadata"] = meta_card
     if not main_process:  # under data parallelism only rank 0 writes
         return card
     if note := describe_cost(digest_cost):
@@ -219,6 +236,8 @@ def _train_one(
         if encoder is not None:
             save_encoder(encoder, tmp)
             card["files"].append(ENCODER_DIR)
+        if meta_card is not None and recipe.unet != "full":
+            card["files"].append(save_metadata_embedding(pipe.unet, tmp))
         for f in sorted(tmp.rglob("*.safetensors")):  # diffusers writes metadata unordered
             canonicalize_safetensors(f)
         on_disk = {k: v for k, v in card.items() if k != "resumed_from_step"}
@@ -325,6 +344,8 @@ def finetune(
             f"condition={recipe.maps.condition!r}: map conditioning runs on SD 1.x / 2.x UNets, "
             f"not on model={model!r} ({family.label})"
         )
+    if recipe.metadata is not None:
+        check_base_fields(model, recipe.metadata)
     init_loras = check_init_loras(recipe, model)
     if resume:
         check_resume(work, recipe.to_dict(), log)

@@ -13,11 +13,12 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from geosynth.data.metadata import parse_metadata_fields
 from geosynth.defaults import PROMPT_TEMPLATE
 from geosynth.diffusion.mapcond import MapCondition
 from geosynth.diffusion.training.objective import OFFSET_CONVENTIONS, PREDICTION_TYPES, offset_std
 from geosynth.errors import GeosynthError
-from geosynth.limits import COUNT, check_number, check_numbers
+from geosynth.limits import COUNT, PROBABILITY, check_number, check_numbers
 from geosynth.runtime import PRECISIONS, tracker_config
 
 MODES = ("lora", "full", "frozen")
@@ -127,6 +128,9 @@ class Recipe:
     checkpoint_every: int = 500
     checkpoints_kept: int = 2
     maps: MapCondition | None = None  # semantic-map conditioning (seed 004), see .mapcond
+    #: DiffusionSat's metadata fields the UNet conditions on (None: none), see .metatrain
+    metadata: list[str] | None = None
+    metadata_dropout: float = 0.1  # per field and image, as DiffusionSat trains
 
     def __post_init__(self) -> None:
         if isinstance(self.maps, dict):
@@ -140,6 +144,8 @@ class Recipe:
             parse_init_lora(x) if isinstance(x, str) else (str(x[0]), float(x[1]))
             for x in self.init_loras
         ]
+        if self.metadata is not None:
+            self.metadata = list(parse_metadata_fields(self.metadata))
         # ``lora_targets`` is what users set; ``unet_targets`` follows it unless given as well.
         if tuple(self.unet_targets) == UNET_TARGETS:
             self.unet_targets = resolve_lora_targets(self.lora_targets)
@@ -191,6 +197,10 @@ class Recipe:
                     "text='instead' (of the map condition) leaves the text encoder unused: use "
                     "text_encoder='frozen'"
                 )
+        if self.metadata is not None:
+            if self.maps is not None:  # maps rebuild the UNet; metadata joins its time embedding
+                raise GeosynthError("`metadata` and map conditioning cannot be combined in one run")
+            check_number("metadata_dropout", self.metadata_dropout, PROBABILITY)
         if self.nothing_trained:
             raise GeosynthError("nothing to train: every component is frozen and no `learn_token`")
         check_numbers(
@@ -276,4 +286,6 @@ class Recipe:
         d["init_loras"] = [{"path": p, "weight": w} for p, w in self.init_loras]
         if self.maps is None:  # text-only recipes keep the dict (and resume checks) they had
             del d["maps"]
+        if self.metadata is None:  # so do recipes without metadata
+            del d["metadata"], d["metadata_dropout"]
         return d
