@@ -237,6 +237,10 @@ def build_plora(
         recipe = Recipe(**recipe)
     recipe = recipe or Recipe(rank=4, alpha=4.0, seed=seed)
     recipe.check()
+    if train_loras and recipe.init_loras:
+        from geosynth.diffusion.training.finetune import check_init_loras
+
+        check_init_loras(recipe, model)  # made for this model: said before any clustering
     summary = None
     if resume and (out / "assignments.json").is_file():
         log(f"keeping the clusters in {out}")
