@@ -51,6 +51,16 @@ def model_ref(ref: str | os.PathLike[str], what: str = "model") -> str:
     return text
 
 
+def recorded_ref(ref: str | os.PathLike[str]) -> str:
+    """How a model reference is written into cards and files that other steps read back: a
+    local path (folder or single file) as an absolute path, so that the file works from any
+    working directory; a hub id as given."""
+    text = str(ref)
+    if is_local(text) or text.endswith(".safetensors"):
+        return os.path.abspath(Path(text).expanduser())
+    return text
+
+
 def load_with(loader: Callable[[str], T], ref: str | os.PathLike[str], what: str) -> T:
     """Call ``loader(ref)`` (a ``from_pretrained``) and explain failures in one line."""
     resolved = model_ref(ref, what)

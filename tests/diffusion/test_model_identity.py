@@ -75,7 +75,10 @@ def test_lora_follows_weights_not_paths(cli, toy_models, toy_data, tmp_path, mon
               "--max-steps", "1", "--classes", "water")  # fmt: skip
     assert res.code == 0, res.err
     card = json.loads((lora / "geosynth.json").read_text())
-    assert card["base_model"] == "models/sd"
+    # A relative path is recorded absolute (a hub id would be kept as typed), so the card's
+    # base model works from any folder; the digest still identifies the weights.
+    base = os.path.join(os.getcwd(), "models", "sd")
+    assert card["base_model"] == base and os.path.isabs(card["base_model"])
     assert card["base_digest"] == model_digest(work / "models" / "sd")
     assert set(card["base_digest"]) == {"unet", "text_encoder", "vae"}
 
@@ -84,6 +87,17 @@ def test_lora_follows_weights_not_paths(cli, toy_models, toy_data, tmp_path, mon
 
     # The same weights by absolute path, from another working directory, and copied elsewhere.
     assert generate(work / "models" / "sd", tmp_path / "abs").code == 0
+    monkeypatch.chdir(tmp_path)
+    # No --model, from another folder: generate and channel-means take the card's base model.
+    res = cli("generate", "--lora", lora, *GEN, "--out", tmp_path / "card")
+    assert res.code == 0, res.err
+    assert (tmp_path / "card" / "water" / "000000.png").read_bytes() == (
+        tmp_path / "abs" / "water" / "000000.png"
+    ).read_bytes()
+    res = cli("channel-means", toy_data, "--lora", lora, "--classes", "water", "--resolution",
+              "32", "--out", tmp_path / "means.safetensors")  # fmt: skip
+    assert res.code == 0, res.err
+    assert f"model: {base} (the base model" in res.err
     monkeypatch.chdir(work / "models")
     res = generate("sd", tmp_path / "cwd")
     assert res.code == 0, res.err
@@ -105,7 +119,7 @@ def test_lora_follows_weights_not_paths(cli, toy_models, toy_data, tmp_path, mon
     assert res.code == 2
     line = res.err.strip()
     assert len(line.splitlines()) == 1
-    assert "trained for base model 'models/sd'" in line and str(copy) in line
+    assert f"trained for base model '{base}'" in line and str(copy) in line
     assert "unet sha256:" + card["base_digest"]["unet"][:12] in line
     assert not (tmp_path / "refused").exists()
 

@@ -308,39 +308,6 @@ def test_replay_and_config_reproduce_an_sdxl_finetune(cli, lora, tmp_path) -> No
     assert card["base_family"] == "sdxl" and card["steps"] == 1
 
 
-def test_cluster_plora_on_sdxl(cli, toy_sdxl, toy_models, toy_data, tmp_path) -> None:
-    """pLoRA on SDXL: cluster LoRAs trained on the toy SDXL, the weights file records the
-    family, generation mixes them per class, and an SD 2.x model refuses the file."""
-    from geosynth.artifacts import Embeddings, Provenance, save_embeddings
-    from geosynth.data import load_dataset
-    from geosynth.diffusion.training.recipe import Recipe
-    from geosynth.plora import build_plora
-
-    ds = load_dataset(toy_data, classes=["water", "desert"])
-    rng = np.random.default_rng(0)
-    x = np.stack([[8.0 * s.label, 0.0, *rng.normal(0, 0.1, 2)] for s in ds.samples])
-    emb = save_embeddings(tmp_path / "e.safetensors", Embeddings(torch.tensor(x).float()),
-                          provenance=Provenance.start("t"))  # fmt: skip
-    recipe = Recipe(rank=4, alpha=4.0, max_steps=1, resolution=32, batch_size=4)
-    out = tmp_path / "plora"
-    res = build_plora(ds, out, k=2, embeddings=emb, train=True, model=str(toy_sdxl),
-                      recipe=recipe)  # fmt: skip
-    assert len(res["trained"]) == 2
-    weights = json.loads((out / "weights.json").read_text())
-    assert weights["family"] == "sdxl" and weights["base_model"] == str(toy_sdxl)
-    for j in range(2):
-        card = json.loads((out / "loras" / f"cluster_{j}" / "geosynth.json").read_text())
-        assert card["base_family"] == "sdxl"
-    gen = tmp_path / "gen"
-    res = cli("generate", "--model", toy_sdxl, "--lora-weights", out / "weights.json",
-              "--per-class", "1", "--steps", "1", "--out", gen)  # fmt: skip
-    assert res.code == 0, res.err
-    assert sorted(_images(gen)) == ["desert/000000.png", "water/000000.png"]
-    _refused(cli("generate", "--model", toy_models["sd"], "--lora-weights", out / "weights.json",
-                 "--per-class", "1", "--out", tmp_path / "no"),
-             "--lora-weights", "made for an SDXL model")  # fmt: skip
-
-
 def test_seed003_recipe_file_runs_the_hybrid(cli, toy_sdxl, toy_data, tmp_path) -> None:
     """docs/recipes/seed003-sdxl-hybrid.toml is a valid ``--config``: with the toy model and a
     tiny run given as flags, it trains seed 003's hybrid."""

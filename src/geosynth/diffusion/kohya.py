@@ -192,7 +192,7 @@ def import_kohya(file: str | Path, model: str, out: str | Path) -> Path:
     from geosynth.diffusion.loading import load_sd_pipeline
     from geosynth.diffusion.loras import CARD_FILE, LORA_FILE
     from geosynth.diffusion.training.trainable import _config_dict
-    from geosynth.runtime import model_ref
+    from geosynth.runtime import model_ref, recorded_ref
 
     src = Path(file)
     if not src.is_file():
@@ -229,7 +229,7 @@ def import_kohya(file: str | Path, model: str, out: str | Path) -> Path:
         write_json(
             tmp / CARD_FILE,
             {
-                "base_model": model,
+                "base_model": recorded_ref(model),
                 "base_digest": model_digest(model),
                 "base_family": fam.name,
                 "imported_from": str(src),

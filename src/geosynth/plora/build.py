@@ -35,7 +35,7 @@ from geosynth.limits import check_numbers
 from geosynth.plora.clustering import kmeans
 from geosynth.plora.weights import bias_weights, count_table, uniform_weights
 from geosynth.progress import Track, no_track
-from geosynth.runtime import model_ref
+from geosynth.runtime import model_ref, recorded_ref
 
 
 def cluster_name(j: int) -> str:
@@ -94,7 +94,10 @@ def cluster_plora(
     if model is not None:
         from geosynth.diffusion.family import detect_family
 
-        common |= {"base_model": model, "family": detect_family(model).name}
+        common |= {
+            "base_model": recorded_ref(model),
+            "family": detect_family(model).name,
+        }
     weights = {
         **common,
         "variant": "bias-score",
@@ -225,12 +228,19 @@ def build_plora(
     if not isinstance(embeddings, Embeddings):
         check_source(embeddings, "embeddings")
     if train_loras:
+        from geosynth.diffusion.family import detect_family
+
         model_ref(model)
+        detect_family(model)  # a family geosynth does not run: refused before any clustering
     out = Path(out)
     if isinstance(recipe, Mapping):
         recipe = Recipe(**recipe)
     recipe = recipe or Recipe(rank=4, alpha=4.0, seed=seed)
     recipe.check()
+    if train_loras and recipe.init_loras:
+        from geosynth.diffusion.training.finetune import check_init_loras
+
+        check_init_loras(recipe, model)  # made for this model: said before any clustering
     summary = None
     if resume and (out / "assignments.json").is_file():
         log(f"keeping the clusters in {out}")

@@ -15,6 +15,7 @@ from geosynth.diffusion.identity import model_digest
 from geosynth.diffusion.training.recipe import LORA_TARGET_PRESETS, Recipe
 from geosynth.diffusion.training.train_data import TrainingSet
 from geosynth.diffusion.training.trainer import TrainResult
+from geosynth.runtime import recorded_ref
 
 CARD_FORMAT = "geosynth-lora/1"
 
@@ -51,10 +52,11 @@ def lora_card(
 ) -> dict[str, Any]:
     """The card of one trained LoRA (``files`` is added once they are written). What hashing
     the base weights cost goes to ``digest_cost`` (it is not training time)."""
+    base = recorded_ref(model)  # a local path works from any folder; a hub id as given
     return {
         "format": CARD_FORMAT,
         "geosynth_version": __version__,
-        "base_model": model,
+        "base_model": base,
         # What identifies the base model: its weights, whatever path or id named them.
         "base_digest": model_digest(model, cost=digest_cost),
         # The family its weights belong to (read from the model's files): a LoRA is refused
@@ -79,7 +81,7 @@ def lora_card(
         },
         # The VAE whose encoder gives the latent space the UNet learned (and that channel-means
         # must use): the base model's, or this run's vae/ when its encoder trained.
-        "latent_vae": "vae/" if recipe.vae_encoder != "frozen" else model,
+        "latent_vae": "vae/" if recipe.vae_encoder != "frozen" else base,
         "lora_targets": {
             "preset": recipe.lora_targets if recipe.lora_targets in LORA_TARGET_PRESETS else None,
             "unet": list(recipe.unet_targets) if recipe.unet == "lora" else [],
