@@ -171,7 +171,10 @@ def generate(
     splits the work.
 
     With --maps and a map-conditioned model (finetune --condition), makes --per-map images per
-    semantic map with classifier-free guidance over the map, each saved with its map.
+    semantic map with classifier-free guidance over the map, written as a segmentation dataset
+    (OUT/images/, OUT/masks/ with the map each image followed, legend.json); it resumes and
+    shards like class generation. With a joint model (finetune --joint-masks), every image is
+    generated with its mask into the same layout.
 
     \b
     Examples:
@@ -217,9 +220,10 @@ def generate(
     if as_json:
         print_json(result)
     elif maps is not None:
+        state = "complete" if result["complete"] else "this shard done; others pending"
         message(
-            f"generated {result['generated']} images from {result['maps']} maps into {out} "
-            "(each with its map)"
+            f"generated {result['generated']} new image/mask pairs from {result['maps']} maps, "
+            f"{result['pairs']} in {out} ({state})"
         )
     else:
         state = "complete" if result["complete"] else "this shard done; others pending"
