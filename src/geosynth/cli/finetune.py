@@ -238,6 +238,14 @@ def finetune(
         float,
         typer.Option("--map-dropout", help="Probability of a blank map per sample (for CFG)."),
     ] = 0.1,
+    joint_masks: Annotated[
+        bool,
+        typer.Option(
+            "--joint-masks",
+            help="Learn to generate each image with its mask (SatSynth): the mask as "
+            "ceil(log2 K) analog-bit channels beside the latents; DATASET must be image/mask pairs.",
+        ),
+    ] = False,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUT.parts/ after an interruption.")
     ] = False,
@@ -262,6 +270,7 @@ def finetune(
       geosynth finetune sar/ --train-unet full --learn-token '<sar>' --out hybrid/
       geosynth finetune sar/ --model stabilityai/stable-diffusion-xl-base-1.0 --out sdxl-lora/
       geosynth finetune pairs/ --init scratch --unet-config unet.json --condition both --out ldm/
+      geosynth finetune dubai-chips/ --map-legend legend.json --joint-masks --out joint/
     """
     recipe = dict(
         unet=train_unet,
@@ -307,6 +316,7 @@ def finetune(
             tokens=map_tokens,
             dropout=map_dropout,
         ),
+        joint_masks=joint_masks,
     )
     ds = dataset_from_options(dataset, split, classes, shots, seed, radiometry)
     live = LiveProgress()

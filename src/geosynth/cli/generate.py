@@ -225,6 +225,13 @@ def generate(
             f"generated {result['generated']} new image/mask pairs from {result['maps']} maps, "
             f"{result['pairs']} in {out} ({state})"
         )
+    elif result.get("joint"):
+        state = "complete" if result["complete"] else "this shard done; others pending"
+        message(
+            f"generated {result['generated']} new image/mask pairs, {result['pairs']} in {out} "
+            f"({state}); {result['invalid_pixels']} mask pixels had a bit code that names no "
+            f"class ({100 * result['invalid_fraction']:.2f} %), written as ignore"
+        )
     else:
         state = "complete" if result["complete"] else "this shard done; others pending"
         message(

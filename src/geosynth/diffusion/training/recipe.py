@@ -127,11 +127,13 @@ class Recipe:
     checkpoint_every: int = 500
     checkpoints_kept: int = 2
     maps: MapCondition | None = None  # semantic-map conditioning (seed 004), see .mapcond
+    #: generate each image's mask with it (SatSynth), see geosynth.diffusion.joint
+    joint_masks: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.maps, dict):
             self.maps = MapCondition(**self.maps)
-        conditioned = self.maps is not None
+        conditioned = self.maps is not None or self.joint_masks
         if self.unet is None:
             self.unet = "full" if conditioned else "lora"
         if self.text_encoder is None:
@@ -190,6 +192,22 @@ class Recipe:
                 raise GeosynthError(
                     "text='instead' (of the map condition) leaves the text encoder unused: use "
                     "text_encoder='frozen'"
+                )
+        if self.joint_masks:
+            if self.maps is not None:
+                raise GeosynthError(
+                    "joint_masks=True generates the masks; it cannot also be conditioned on maps "
+                    f"(condition={self.maps.condition!r})"
+                )
+            if self.unet != "full":
+                raise GeosynthError(
+                    "joint_masks=True widens the UNet's input and output and trains it whole: "
+                    "use unet='full'"
+                )
+            if self.trains_vae:
+                raise GeosynthError(
+                    "joint_masks=True keeps the VAE frozen (the mask channels are not VAE "
+                    "latents): use vae_decoder='frozen' and vae_encoder='frozen'"
                 )
         if self.nothing_trained:
             raise GeosynthError("nothing to train: every component is frozen and no `learn_token`")
@@ -276,4 +294,6 @@ class Recipe:
         d["init_loras"] = [{"path": p, "weight": w} for p, w in self.init_loras]
         if self.maps is None:  # text-only recipes keep the dict (and resume checks) they had
             del d["maps"]
+        if not self.joint_masks:
+            del d["joint_masks"]
         return d
