@@ -85,7 +85,7 @@ def test_output_is_a_segmentation_dataset_with_the_maps(map_model, reference) ->
         assert np.array_equal(np.array(hf[k]["mask"]), mask)
 
 
-def test_killed_run_resumes_and_shards_give_the_same_bytes(
+def test_killed_run_resumes_to_the_same_bytes(
     map_model, reference, tmp_path, cli, monkeypatch
 ) -> None:
     want = _files(reference)
@@ -105,6 +105,13 @@ def test_killed_run_resumes_and_shards_give_the_same_bytes(
     assert _files(out) == want
     r = cli(*_args(map_model, out, "--resume", "--steps", "3"))
     assert r.code == 2 and "steps" in r.err, r.err
+
+
+# Two more generate runs; make test checks shards through class generation's store (the same
+# plan, lock and rows code) in tests/diffusion/sampling/test_generate.py.
+@pytest.mark.slow
+def test_two_shards_give_the_same_bytes(map_model, reference, tmp_path, cli) -> None:
+    want = _files(reference)
     sharded = tmp_path / "sharded"
     for i in (1, 0):
         r = cli(*_args(map_model, sharded, "--shard", f"{i}/2"))
