@@ -12,7 +12,9 @@ TINY_SPEC = {"encoder": "test_efficientnet", "pretrained": "none",
              "decoder_channels": [16, 16, 8, 8, 8]}  # fmt: skip
 
 
-def test_fidelity_on_test_pairs_is_the_reported_test_score(dubai_chips, tmp_path: Path) -> None:
+def test_fidelity_on_test_pairs_is_the_reported_test_score(
+    dubai_chips, toy_data, tmp_path: Path, cli
+) -> None:
     from geosynth import train_seg
     from geosynth.segment import segmenter_fidelity
 
@@ -24,3 +26,9 @@ def test_fidelity_on_test_pairs_is_the_reported_test_score(dubai_chips, tmp_path
     assert r["n"] > 0 and r["pairs"] == str(dubai_chips["test"])
     assert r["miou"] == pytest.approx(report["runs"][0]["test"]["miou"], abs=1e-6)
     assert r["pixel_accuracy"] == pytest.approx(report["runs"][0]["test"]["pixel_accuracy"])
+    # evaluate --segmenter: a missing model or a SYNTH without masks is one line, exit 2, at once
+    r = cli("evaluate", dubai_chips["test"], dubai_chips["val"], "--segmenter", tmp_path / "no.st")
+    assert r.code == 2 and r.err.startswith("error: --segmenter"), r.err
+    model = out / "seed-0" / "model.safetensors"
+    r = cli("evaluate", toy_data, dubai_chips["val"], "--segmenter", model)
+    assert r.code == 2 and "not a segmentation dataset" in r.err and len(r.err.splitlines()) == 1

@@ -25,14 +25,16 @@ def segmenter_fidelity(
     map_legend: Any = None,
     ignore: Any = None,
     batch_size: int = 16,
+    role: str = "pairs",
 ) -> dict[str, Any]:
     """Score ``segmenter`` (a ``train-seg`` ``seed-S/model.safetensors``) on the image/mask
-    ``pairs`` (a path or a PairedDataset; its classes matched to the model's by name)."""
+    ``pairs`` (a path or a PairedDataset; its classes matched to the model's by name); ``role``
+    names ``pairs`` in errors."""
     model = load_segmenter(Path(segmenter))
-    ds = _load(pairs, "pairs", map_legend=map_legend, ignore=ignore, split=None, shots=None,
+    ds = _load(pairs, role, map_legend=map_legend, ignore=ignore, split=None, shots=None,
                seed=0)  # fmt: skip
     assert ds.legend is not None
-    remap = align(ds.legend, list(model.class_names), "pairs", ds.source)
+    remap = align(ds.legend, list(model.class_names), role, ds.source)
     result = evaluate_segmenter(
         model, tensors(model, ds, remap, train=False), batch_size=batch_size
     )
