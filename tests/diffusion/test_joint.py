@@ -122,7 +122,7 @@ def test_finetune_joint_then_generate_pairs(seg_pairs, toy_models, tmp_path, cli
     # every ignored pixel came from a code >= K, and every such code was counted
     assert ignored == report["invalid_pixels"] == sum(r["invalid_pixels"] for r in rows)
     assert synth.map(0).shape == (32, 32)
-    hf = hf_load(str(gen), split="train")
+    hf = hf_load(str(gen), split="train", cache_dir=str(tmp_path / "hf"))
     assert set(hf.column_names) >= {"image", "mask", "label"} and len(hf) == 3
     # a joint model cannot follow leak-aligned noise: refused by name, nothing written
     r = cli("generate", "--model", sd, "--lora", model, "--noise", "leak-aligned",

@@ -64,7 +64,7 @@ def reference(map_model, tmp_path_factory) -> Path:
     return out
 
 
-def test_output_is_a_segmentation_dataset_with_the_maps(map_model, reference) -> None:
+def test_output_is_a_segmentation_dataset_with_the_maps(map_model, reference, tmp_path) -> None:
     from datasets import load_dataset as hf_load
 
     synth = load_dataset(reference)
@@ -78,7 +78,8 @@ def test_output_is_a_segmentation_dataset_with_the_maps(map_model, reference) ->
         assert np.array_equal(synth.map(synth.keys.index(row["file_name"])), followed)
         # the landscape folder is the mask's dominant class
         assert row["class_name"] == CLASSES[int(np.bincount(followed.ravel()).argmax())]
-    hf = hf_load(str(reference), split="train")
+    # a cache of its own: datasets' default cache can answer for another run's folder
+    hf = hf_load(str(reference), split="train", cache_dir=str(tmp_path / "hf"))
     assert set(hf.column_names) >= {"image", "mask", "label"}
     for k in (0, 5):
         mask = np.array(Image.open(reference / rows[k]["mask_file_name"]))
