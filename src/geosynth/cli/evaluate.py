@@ -182,6 +182,14 @@ def evaluate(
             help="Landscape type per image: dominant (map class) or label (dataset class).",
         ),
     ] = "dominant",
+    segmenter: Annotated[
+        Path | None,
+        typer.Option(
+            "--segmenter",
+            help="A train-seg model (OUT/seed-S/model.safetensors) trained on real pairs: score "
+            "how well it finds in each SYNTH image the mask it was generated from.",
+        ),
+    ] = None,
     real_maps: Annotated[
         Path | None,
         typer.Option("--real-maps", help="Map folder of REAL (default: its 'map_file' column)."),
@@ -235,6 +243,7 @@ def evaluate(
         real_maps=real_maps,
         val_maps=val_maps,
         landscape=landscape,
+        segmenter=segmenter,
         out=out,
         plots=plots,
         track=track,
@@ -292,6 +301,13 @@ def evaluate(
         _print_retrieval(report["metadata_retrieval"])
     if "maps" in report:
         _print_maps(report["maps"])
+    if "segmenter" in report:
+        seg = report["segmenter"]
+        print_table(
+            f"map fidelity by the segmenter {seg['segmenter']} ({seg['n']} pairs)",
+            ["mIoU", "pixel accuracy", "mean accuracy"],
+            [(_fmt(seg["miou"]), _fmt(seg["pixel_accuracy"]), _fmt(seg.get("mean_accuracy")))],
+        )
     if out is not None:
         message(f"wrote {out}")
 

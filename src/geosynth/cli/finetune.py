@@ -255,6 +255,14 @@ def finetune(
         ),
     ] = 0.1,
     metadata_table: MetadataTableOpt = None,
+    joint_masks: Annotated[
+        bool,
+        typer.Option(
+            "--joint-masks",
+            help="Learn to generate each image with its mask (SatSynth): the mask as "
+            "ceil(log2 K) analog-bit channels beside the latents; DATASET must be image/mask pairs.",
+        ),
+    ] = False,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from OUT.parts/ after an interruption.")
     ] = False,
@@ -280,6 +288,7 @@ def finetune(
       geosynth finetune sar/ --model stabilityai/stable-diffusion-xl-base-1.0 --out sdxl-lora/
       geosynth finetune pairs/ --init scratch --unet-config unet.json --condition both --out ldm/
       geosynth finetune eurosat-ms/ --split train --metadata lon,lat,gsd --out md-lora/
+      geosynth finetune dubai-chips/ --map-legend legend.json --joint-masks --out joint/
     """
     recipe = dict(
         unet=train_unet,
@@ -327,6 +336,7 @@ def finetune(
         ),
         metadata=metadata,
         metadata_dropout=metadata_dropout,
+        joint_masks=joint_masks,
     )
     ds = dataset_from_options(
         dataset, split, classes, shots, seed, radiometry, metadata_table=metadata_table

@@ -196,7 +196,10 @@ def generate(
     splits the work.
 
     With --maps and a map-conditioned model (finetune --condition), makes --per-map images per
-    semantic map with classifier-free guidance over the map, each saved with its map.
+    semantic map with classifier-free guidance over the map, written as a segmentation dataset
+    (OUT/images/, OUT/masks/ with the map each image followed, legend.json); it resumes and
+    shards like class generation. With a joint model (finetune --joint-masks), every image is
+    generated with its mask into the same layout.
 
     \b
     Examples:
@@ -247,9 +250,17 @@ def generate(
     if as_json:
         print_json(result)
     elif maps is not None:
+        state = "complete" if result["complete"] else "this shard done; others pending"
         message(
-            f"generated {result['generated']} images from {result['maps']} maps into {out} "
-            "(each with its map)"
+            f"generated {result['generated']} new image/mask pairs from {result['maps']} maps, "
+            f"{result['pairs']} in {out} ({state})"
+        )
+    elif result.get("joint"):
+        state = "complete" if result["complete"] else "this shard done; others pending"
+        message(
+            f"generated {result['generated']} new image/mask pairs, {result['pairs']} in {out} "
+            f"({state}); {result['invalid_pixels']} mask pixels had a bit code that names no "
+            f"class ({100 * result['invalid_fraction']:.2f} %), written as ignore"
         )
     else:
         state = "complete" if result["complete"] else "this shard done; others pending"

@@ -224,11 +224,14 @@ def read_pair_table(path: Path) -> PairedDataset:
                                 f"'{group_names[label]}' before")  # fmt: skip
         entries.append((str(row[image_col]), label, name, image, mask))
     if labelled:
-        groups = [group_names.get(i, f"class_{i}") for i in range(max(group_names) + 1)]
+        # the groups that hold pairs, in label order (generated pairs are labelled by their
+        # landscape, and a legend class need not be any pair's landscape)
+        present = sorted(group_names)
+        groups = [group_names[i] for i in present]
     else:
         groups = sorted({e[2] for e in entries})
     pairs = [
-        (key, label if labelled else groups.index(name), image, mask)
+        (key, present.index(label) if labelled else groups.index(name), image, mask)
         for key, label, name, image, mask in entries
     ]
     keys = [p[0] for p in pairs]

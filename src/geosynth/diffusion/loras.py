@@ -307,6 +307,11 @@ class LoraSet:
         """The named map-conditioned model, if any."""
         return next((x for x in self.named if x.card.get("map_condition")), None)
 
+    @property
+    def joint_model(self) -> Lora | None:
+        """The named model that generates masks with its images (``joint_masks``), if any."""
+        return next((x for x in self.named if x.card.get("joint_masks")), None)
+
     def check_classes(self, classes: Sequence[str]) -> None:
         """Every class needs its mixture / its per-class LoRA."""
         missing = [c for c in classes if c not in self.class_weights]

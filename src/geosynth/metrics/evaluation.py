@@ -109,6 +109,7 @@ def evaluate(
     real_maps: str | os.PathLike[str] | None = None,
     val_maps: str | os.PathLike[str] | None = None,
     landscape: str = "dominant",
+    segmenter: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
     plots: str | os.PathLike[str] | None = None,
     track: Track = no_track,
@@ -121,7 +122,10 @@ def evaluate(
     ``settings`` override fields of ``options`` (:class:`EvalOptions`; ``sections=("all",)``
     means every section). A paired synthetic set (images with their maps), or ``val``, adds
     the map-conditioned section ``maps`` (:func:`~geosynth.metrics.paired.paired_evaluation`,
-    with ``real_maps``, ``val_maps`` and ``landscape``). ``plots``: a directory of figures
+    with ``real_maps``, ``val_maps`` and ``landscape``). ``segmenter`` (a ``train-seg``
+    ``seed-S/model.safetensors`` trained on real pairs) adds ``segmenter``: how well it finds in
+    each synthetic image the mask it was generated from (seed 004's map fidelity by a
+    segmentation model; SYNTHETIC must be image/mask pairs). ``plots``: a directory of figures
     (replaced whole, checked before the work starts); ``out``: the report as JSON. Both get a
     provenance record."""
     from geosynth.artifacts import Provenance, atomic_path, write_json, write_provenance
@@ -143,9 +147,21 @@ def evaluate(
     inputs = {"synthetic": synthetic, "real": real, "val": val, "train": opts.train}
     for what, source in {**inputs, "real_maps": real_maps, "val_maps": val_maps}.items():
         check_source(source, what)  # every input before a model loads
+    if segmenter is not None and not Path(segmenter).is_file():
+        raise GeosynthError(
+            f"segmenter={str(segmenter)!r}: no such file (expected a train-seg model, "
+            "OUT/seed-S/model.safetensors)"
+        )
     prov = Provenance.start("evaluate", seeds={"seed": opts.seed})
+    seg = None
+    if segmenter is not None:  # first: a SYNTHETIC without masks is refused before the work
+        from geosynth.segment.fidelity import segmenter_fidelity
+
+        seg = segmenter_fidelity(segmenter, synthetic, role="synthetic", batch_size=opts.batch_size)
     result = _compare(synthetic, real, opts, track=track, log=log)
     report = result.report
+    if seg is not None:
+        report["segmenter"] = seg
     if val is not None or has_maps(synthetic):
         from geosynth.metrics.paired import paired_evaluation
 

@@ -7,6 +7,7 @@ what the command does.
 """
 
 from geosynth.segment.data import PairTensors, SegSplits, load_seg_splits
+from geosynth.segment.fidelity import segmenter_fidelity
 from geosynth.segment.metrics import aggregate_seeds, confusion, segmentation_metrics
 from geosynth.segment.model import Segmenter, SegSpec, build_segmenter
 from geosynth.segment.run import load_segmenter, run_train_seg, train_and_test
@@ -26,6 +27,7 @@ __all__ = [
     "load_segmenter",
     "run_train_seg",
     "segmentation_metrics",
+    "segmenter_fidelity",
     "train_and_test",
     "train_segmenter",
 ]

@@ -1,5 +1,6 @@
 """``generate --maps`` refuses the options it does not support, naming each, before anything
-loads; the library refuses the same parameters in its own terms."""
+loads; the library refuses the same parameters in its own terms (``--resume`` and ``--shard``
+are supported: tests/diffusion/sampling/test_generated_pairs.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ import pytest
 from geosynth.errors import GeosynthError
 
 CASES = [
-    (["--resume"], "--resume"),
-    (["--shard", "0/2"], "--shard 0/2"),
     (["--noise", "leak-aligned"], "--noise leak-aligned"),
     (["--channel-means", "means.safetensors"], "--channel-means means.safetensors"),
     (["--radiometry", "auto"], "--radiometry auto"),
@@ -40,7 +39,7 @@ def test_generate_maps_refuses_what_it_would_ignore(
 def test_load_map_generation_refuses_in_library_terms(tmp_path: Path) -> None:
     from geosynth.diffusion.sampling.mapgen import load_map_generation
 
-    with pytest.raises(GeosynthError, match=r"^resume=True: .*`maps`"):
-        load_map_generation(tmp_path / "maps", resume=True)
+    with pytest.raises(GeosynthError, match=r"^noise='leak-aligned': .*`maps`"):
+        load_map_generation(tmp_path / "maps", noise="leak-aligned")
     with pytest.raises(GeosynthError, match=r"^per_class=3: .*`maps`"):
         load_map_generation(tmp_path / "maps", per_class=3)

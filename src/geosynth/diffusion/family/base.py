@@ -68,6 +68,8 @@ class ModelFamily(ABC):
     size_conditioning: bool = False
     #: whether ``finetune --condition`` (semantic maps, seed 004) runs on this family's UNet
     map_conditioning: bool = True
+    #: whether ``finetune --joint-masks`` (mask bits beside the latents, SatSynth) runs on it
+    joint_masks: bool = True
 
     def __repr__(self) -> str:
         return f"<model family {self.name}>"

@@ -32,6 +32,7 @@ class StableDiffusionXL(ModelFamily):
     tokenizers = ("tokenizer", "tokenizer_2")
     size_conditioning = True
     map_conditioning = False
+    joint_masks = False  # not built yet for SDXL's UNet (its tests and toy are SD-shaped)
 
     def pipeline_class(self, control: bool = False) -> Any:
         import diffusers

@@ -6,17 +6,18 @@ Classifier-free guidance runs over the map: the unconditional branch gets the bl
 model saw under map dropout, the text prompt is the same in both branches:
 ``pred = pred(blank) + guidance * (pred(map) - pred(blank))``.
 
-The output is a paired imagefolder that ``finetune --condition`` or a segmentation trainer can
-read back: ``OUT/<landscape>/<map>_<k>.png`` images, ``OUT/maps/<landscape>/<map>_<k>.png``
-class-index maps resized to the image size, ``metadata.jsonl`` (with ``map_file``), the
-``legend.json`` of the model, and provenance. The landscape of a map is its dominant class.
-The folder appears whole when every image is done (nothing half-written).
+The output is a segmentation dataset (:mod:`.pairstore`): ``OUT/images/<landscape>/<map>_<k>.png``
+and the class-index map it followed, resized to the image size, at the same path under
+``OUT/masks/``, ``legend.json``, ``metadata.jsonl`` and provenance; ``finetune --condition``,
+``train-seg`` and ``datasets.load_dataset`` read it back. The landscape of a map is its dominant
+class. It resumes and shards like class generation (``resume``, ``shard``): a resumed run
+writes the same bytes as an uninterrupted one with the same batch size.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,11 @@ from typing import Any
 import torch
 from PIL import Image
 
+from geosynth import faults
 from geosynth.artifacts import Provenance, output_path
-from geosynth.data.masks import index_legend, index_mask
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.names import fill_prompt, prompt_name
 from geosynth.data.paired import (
-    LEGEND_NAME,
-    MAP_COLUMN,
     Legend,
     PairedDataset,
     dominant_class,
@@ -45,8 +45,17 @@ from geosynth.diffusion.mapcond import (
     load_encoder,
     one_hot,
 )
+from geosynth.diffusion.sampling.pairstore import (
+    PAIR_FILES,
+    PairSpec,
+    finalize_pairs,
+    pair_job,
+    temporaries,
+    write_pair,
+)
 from geosynth.diffusion.sampling.pipeline import load_pipeline, tune_for_speed
-from geosynth.diffusion.sampling.spec import image_seed
+from geosynth.diffusion.sampling.spec import PARTS, image_seed, parse_shard
+from geosynth.diffusion.sampling.store import prepare_output, read_done
 from geosynth.diffusion.types import Pipeline
 from geosynth.errors import GeosynthError
 from geosynth.progress import Track, no_track
@@ -65,6 +74,18 @@ def check_maps(maps: PairedDataset, card: dict[str, Any]) -> Legend:
     return model_legend
 
 
+def maps_digest(maps: PairedDataset) -> str:
+    """One digest of every map (its key and bytes): a resumed run must follow the same maps."""
+    import hashlib
+
+    from geosynth.artifacts import file_digest
+
+    h = hashlib.blake2b(digest_size=16)
+    for m in range(len(maps)):
+        h.update(f"{maps.samples[m].key}|{file_digest(maps.map_path(m))}\n".encode())
+    return h.hexdigest()
+
+
 @torch.no_grad()
 def generate_from_maps(
     pipe,
@@ -81,11 +102,13 @@ def generate_from_maps(
     batch_size: int,
     provenance: Provenance,
     prompt_template: str | None = None,
+    shard: tuple[int, int] = (0, 1),
+    resume: bool = False,
     track: Track = no_track,
+    log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """Generate ``per_map`` images for every map of ``maps`` into the paired folder ``out``."""
-    from geosynth.data.writer import ImageFolderWriter
-
+    """Generate this shard's missing pairs (``per_map`` images for every map of ``maps``) into
+    the segmentation dataset ``out`` (:mod:`.pairstore`); finalize when every shard is done."""
     legend = check_maps(maps, card)
     encoder = load_encoder(model_dir)
     param = next(pipe.unet.parameters())
@@ -101,6 +124,20 @@ def generate_from_maps(
     articles = prompt_template is not None or "prompts" in card
     k = len(legend)
     use_vae = card["map_condition"].get("map_encoder") == "vae"
+    keys = [s.key for s in maps.samples]
+    spec = PairSpec(
+        "maps", str(model_dir), legend.to_dict(), keys, per_map, steps, guidance, seed, size,
+        template, type(pipe.scheduler).__name__, {"maps": maps_digest(maps)},
+    )  # fmt: skip
+    out = output_path(out)
+    if prepare_output(out, spec, resume, shard, lambda: temporaries(out)):
+        return {"generated": 0, "maps": len(maps), "per_map": per_map, "complete": True}
+    done = read_done(out, pair_job, PAIR_FILES)
+    mine = spec.shard_jobs(shard)
+    todo = {job for job in mine if job not in done}
+    if done:
+        log(f"resuming: {len(done)} pairs already done, {len(todo)} to go in this shard")
+    by_key = {key: m for m, key in enumerate(keys)}
 
     # Text features per landscape, computed once (the text encoder is fixed at sampling).
     def text_states(name: str) -> torch.Tensor:
@@ -114,27 +151,28 @@ def generate_from_maps(
         return pipe.text_encoder(ids)[0][0]
 
     texts = {name: text_states(name) for name in legend.names}
-    jobs = [(m, j) for m in range(len(maps)) for j in range(per_map)]
-    batches = [jobs[s : s + batch_size] for s in range(0, len(jobs), batch_size)]
+    # Cut from the shard's whole job list (not from what is left): a resumed run computes each
+    # pair in the same batch as an uninterrupted one, so it writes the same bytes.
+    batches = [mine[s : s + batch_size] for s in range(0, len(mine), batch_size)]
+    batches = [b for b in batches if any(job in todo for job in b)]
     resized: dict[int, torch.Tensor] = {}
     scheduler = pipe.scheduler
-    n = 0
-    with ImageFolderWriter(out, legend.names, provenance) as w:
-        assert w.tmp is not None
-        index_legend(legend).write(w.tmp / LEGEND_NAME)  # ignored map pixels get a value
+    part = out / PARTS / f"rows-{shard[0]}-of-{shard[1]}.jsonl"
+    with part.open("a") as rows_file:
         for batch in track(batches, len(batches), "generating"):
-            for m, _ in batch:
+            ms = [by_key[key] for key, _ in batch]
+            for m in ms:
                 if m not in resized:
                     resized[m] = resize_map(read_map(maps.map_path(m), legend), size)
-            classes = torch.stack([resized[m] for m, _ in batch])
+            classes = torch.stack([resized[m] for m in ms])
             if use_vae:
                 map_input = encode_rendered(pipe.vae, classes, legend.colors)
             else:
                 map_input = one_hot(classes, k)
             map_input = map_input.to(param.device, param.dtype)
-            landscapes = [dominant_class(resized[m], k) for m, _ in batch]
+            landscapes = [dominant_class(resized[m], k) for m in ms]
             cond = torch.stack([texts[legend.names[c]] for c in landscapes]).to(param.dtype)
-            seeds = [image_seed(seed, maps.samples[m].key, j) for m, j in batch]
+            seeds = [image_seed(seed, key, j) for key, j in batch]
             latents = torch.stack(
                 [
                     torch.randn(latent_shape, generator=torch.Generator().manual_seed(s))
@@ -161,35 +199,41 @@ def generate_from_maps(
                     "half-precision overflow: try precision='fp32'); nothing was written"
                 )
             pixels = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().byte().cpu()
-            for (m, j), s, c, px in zip(batch, seeds, landscapes, pixels, strict=True):
-                stem = f"{Path(maps.samples[m].key).with_suffix('').as_posix().replace('/', '__')}_{j:03d}"
-                rel_map = f"maps/{w.dirnames[c]}/{stem}.png"
-                (w.tmp / rel_map).parent.mkdir(parents=True, exist_ok=True)
-                index_mask(resized[m].numpy(), legend).save(w.tmp / rel_map, format="PNG")
-                w.add(
-                    Image.fromarray(px.permute(1, 2, 0).numpy(), "RGB"),
-                    c,
-                    image_id=stem,
-                    **{MAP_COLUMN: rel_map},
-                    source_map=str(maps.map_path(m)),
-                    prompt=fill_prompt(template, prompt_name(legend.names[c]), articles=articles),
-                    seed=s,
-                    guidance=guidance,
-                    steps=steps,
-                    scheduler=type(scheduler).__name__,
-                    model=str(model_dir),
-                )
-                n += 1
-    return {"generated": n, "maps": len(maps), "per_map": per_map, "complete": True}
-
-
-def check_map_output(out: Path) -> None:
-    """``out`` must be a new folder (or an empty one): checked again before a model loads."""
-    from geosynth.data.writer import check_output_dir
-
-    check_output_dir(out)
-    if out.exists() and any(out.iterdir()):
-        raise GeosynthError(f"out={str(out)!r}: exists; choose a new path")
+            for (key, j), m, s, c, px in zip(batch, ms, seeds, landscapes, pixels, strict=True):
+                if (key, j) not in todo:  # done before an interruption; recomputed for its batch
+                    continue
+                stem = f"{Path(key).with_suffix('').as_posix().replace('/', '__')}_{j:03d}"
+                image = Image.fromarray(px.permute(1, 2, 0).numpy(), "RGB")
+                files = write_pair(out, legend.names[c], stem, image, resized[m].numpy(), legend)
+                row = {
+                    **files,
+                    "label": c,
+                    "class_name": legend.names[c],
+                    "job_source": key,
+                    "index": j,
+                    "source_map": str(maps.map_path(m)),
+                    "prompt": fill_prompt(
+                        template, prompt_name(legend.names[c]), articles=articles
+                    ),
+                    "seed": s,
+                    "guidance": guidance,
+                    "steps": steps,
+                    "scheduler": type(scheduler).__name__,
+                    "model": str(model_dir),
+                }
+                rows_file.write(json_text(row) + "\n")
+                rows_file.flush()
+                faults.stage("generate:row")
+    pairs = len(read_done(out, pair_job, PAIR_FILES))
+    complete = finalize_pairs(out, spec, legend, provenance)
+    return {
+        "generated": len(todo),
+        "pairs": pairs,
+        "maps": len(maps),
+        "per_map": per_map,
+        "complete": complete,
+        "shard": f"{shard[0]}/{shard[1]}",
+    }
 
 
 @dataclass
@@ -214,12 +258,15 @@ class MapGeneration:
         out: PathLike,
         *,
         batch_size: int = 8,
+        shard: str | tuple[int, int] | None = None,
+        resume: bool = False,
         provenance: Provenance | None = None,
         track: Track = no_track,
+        log: Callable[[str], None] = lambda _: None,
     ) -> dict[str, Any]:
-        """Generate into the new folder ``out`` (it appears whole when every image is done)."""
+        """Generate this shard's missing pairs into ``out`` (a new folder, this job's unfinished
+        one with ``resume`` or its other shards; see :mod:`.pairstore`)."""
         out = output_path(out)
-        check_map_output(out)
         prov = provenance or Provenance.start(
             "generate", seeds={"seed": self.seed}, model=self.model, maps=self.maps_path
         )
@@ -237,7 +284,10 @@ class MapGeneration:
             batch_size=batch_size,
             provenance=prov,
             prompt_template=self.prompt_template,
+            shard=shard if isinstance(shard, tuple) else parse_shard(shard),
+            resume=resume,
             track=track,
+            log=log,
         )
         result["out"] = str(out)
         return result
@@ -251,8 +301,6 @@ _NOT_WITH_MAPS = {
     "channel_means": "it samples from Gaussian noise",
     "radiometry": "it writes 8-bit images with their maps",
     "controlnet": "the maps are the condition",
-    "resume": "it writes a new folder in one run",
-    "shard": "it writes a new folder in one run",
     "fuse_loras": "its LoRAs run as adapters",
 }
 
@@ -294,8 +342,6 @@ def load_map_generation(
     channel_means: PathLike | None = None,
     radiometry: str | None = None,
     controlnet: PathLike | None = None,
-    resume: bool = False,
-    shard: str | None = None,
     fuse_loras: bool | None = None,
 ) -> MapGeneration:
     """Resolve, check and load generation from semantic ``maps`` (a folder of map images or a
@@ -314,8 +360,6 @@ def load_map_generation(
         channel_means=channel_means,
         radiometry=radiometry,
         controlnet=controlnet,
-        resume=resume or None,
-        shard=shard,
         fuse_loras=fuse_loras,
     )
 

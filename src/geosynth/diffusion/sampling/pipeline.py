@@ -176,12 +176,16 @@ class Generation:
         None: the default, on);
         returns counts, whether the output is complete, and ``out``."""
         from geosynth.diffusion.sampling.generate import run_generation
+        from geosynth.diffusion.sampling.jointgen import run_joint_generation
 
         spec = self.spec
         prov = provenance or Provenance.start(
             "generate", seeds={"seed": spec.seed}, model=spec.model, noise=spec.noise
         )
-        result = run_generation(
+        joint = self.loras.joint_model
+        run = run_generation if joint is None else run_joint_generation
+        extra = {} if joint is None else {"joint_card": joint.card["joint_masks"]}
+        result = run(
             self.pipe,
             spec,
             Path(out),
@@ -193,6 +197,7 @@ class Generation:
             track=track,
             log=log,
             fuse_loras=True if fuse_loras is None else fuse_loras,
+            **extra,
         )
         result["out"] = str(out)
         return result

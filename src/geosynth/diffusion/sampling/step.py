@@ -9,7 +9,7 @@ from typing import Any
 
 from geosynth.artifacts import output_path
 from geosynth.diffusion.loras import PathLike
-from geosynth.diffusion.sampling.mapgen import check_map_output, load_map_generation
+from geosynth.diffusion.sampling.mapgen import load_map_generation
 from geosynth.diffusion.sampling.pipeline import load_generation
 from geosynth.diffusion.sampling.spec import parse_shard
 from geosynth.diffusion.sampling.store import check_output
@@ -41,12 +41,7 @@ def generate(
     ``shard``: ``"I/N"`` or ``(I, N)``, this process's share of the jobs; ``fuse_loras``: None
     is on. ``warn`` receives the loader's warnings (default: ``log``)."""
     for_classes = set(inspect.signature(load_generation).parameters) - {"log"}
-    for_maps = set(inspect.signature(load_map_generation).parameters) - {
-        "maps",
-        "resume",
-        "shard",
-        "fuse_loras",
-    }
+    for_maps = set(inspect.signature(load_map_generation).parameters) - {"maps", "fuse_loras"}
     unknown = sorted(set(settings) - for_classes - for_maps)
     if unknown:
         raise TypeError(f"generate() got unexpected settings: {', '.join(unknown)}")
@@ -59,19 +54,17 @@ def generate(
             raise GeosynthError(
                 f"`{given[0]}`: not used with `maps` (metadata is for class prompts)"
             )
-        check_map_output(target)
-    else:
-        check_output(target, resume)
+    check_output(target, resume)
     if maps is not None:
         # the class-generation settings given are refused there, by name
         mapgen = load_map_generation(
             maps,
-            resume=resume,
-            shard=shard if shard is None or isinstance(shard, str) else f"{shard[0]}/{shard[1]}",
             fuse_loras=fuse_loras,
             **{k: v for k, v in settings.items() if k in for_maps},
         )
-        return mapgen.run(out, batch_size=batch_size, track=track)
+        return mapgen.run(
+            out, batch_size=batch_size, shard=shard, resume=resume, track=track, log=log
+        )
     gen = load_generation(
         **{k: v for k, v in settings.items() if k in for_classes}, log=warn or log
     )

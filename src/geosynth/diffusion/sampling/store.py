@@ -11,9 +11,9 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from PIL import Image
 
@@ -42,6 +42,12 @@ from geosynth.errors import GeosynthError
 from geosynth.viz import image_grid
 
 PREVIEWS_SUFFIX = ".previews"
+
+
+class PlannedJob(Protocol):
+    """A generation job whose settings ``plan()`` gives as JSON data (recorded and compared)."""
+
+    def plan(self) -> dict[str, Any]: ...
 
 
 #: Column types of the dataset card that one run's values cannot tell (null under Gaussian
@@ -83,8 +89,18 @@ def _sheet_source(out: Path, row: dict[str, Any]) -> Path:
     return previews_dir(out) / (rel.rsplit(".", 1)[0] + ".png")
 
 
-def read_done(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
-    """Rows of finished jobs (row written and image present), from every shard's parts file."""
+def class_job(row: dict[str, Any]) -> tuple[str, int]:
+    """The job a class-generation row records: (class name, index)."""
+    return row["class_name"], int(row["index"])
+
+
+def read_done(
+    out: Path,
+    job: Callable[[dict[str, Any]], tuple[str, int]] = class_job,
+    files: tuple[str, ...] = ("file_name",),
+) -> dict[tuple[str, int], dict[str, Any]]:
+    """Rows of finished jobs (row written and its ``files`` present), keyed by ``job(row)``,
+    from every shard's parts file."""
     done: dict[tuple[str, int], dict[str, Any]] = {}
     for part in sorted((out / PARTS).glob("rows-*.jsonl")):
         for line in part.read_text().splitlines():
@@ -92,8 +108,8 @@ def read_done(out: Path) -> dict[tuple[str, int], dict[str, Any]]:
                 row = json.loads(line)
             except ValueError:  # a line cut short by a kill
                 continue
-            if (out / row["file_name"]).is_file():
-                done[row["class_name"], int(row["index"])] = row
+            if all((out / row[f]).is_file() for f in files):
+                done[job(row)] = row
     return done
 
 
@@ -188,10 +204,16 @@ def check_output(out: Path, resume: bool) -> None:
 
 
 def prepare_output(
-    out: Path, spec: GenerationSpec, resume: bool, shard: tuple[int, int] = (0, 1)
+    out: Path,
+    spec: GenerationSpec | PlannedJob,
+    resume: bool,
+    shard: tuple[int, int] = (0, 1),
+    temporaries: Callable[[], Iterable[Path]] | None = None,
 ) -> bool:
     """Start a new output directory, join the same job's other shards, or check that ``resume``
     continues the same job; True when the output is already complete (nothing to fill).
+    ``spec`` is any job with a ``plan()``; ``temporaries`` lists what a killed run of this
+    shard may have left half-written (default: class generation's images and previews).
 
     Nothing is written before every check has passed, so a refused call leaves no trace.
     """
@@ -210,7 +232,6 @@ def prepare_output(
             )
         clean_temporaries(out)  # a finalize killed while removing .parts
         return True
-    previews = previews_dir(out)
     with output_lock(out):
         if plan_path.is_file():
             old = json.loads(plan_path.read_text())
@@ -228,15 +249,20 @@ def prepare_output(
                 )
             if resume:
                 _repair_rows(mine)
-                for c, i in shard_jobs(spec, shard):
-                    for where in (out, previews):
-                        for tmp in (where / safe_dirname(c)).glob(f".{i:06d}.png.tmp-*"):
-                            tmp.unlink(missing_ok=True)
+                for tmp in temporaries() if temporaries else _class_temporaries(out, spec, shard):
+                    tmp.unlink(missing_ok=True)
         else:
             with atomic_path(plan_path) as tmp:
                 tmp.write_text(json_text(plan, indent=2))
             faults.stage("generate:plan")
     return False
+
+
+def _class_temporaries(out: Path, spec: Any, shard: tuple[int, int]) -> Iterator[Path]:
+    """Half-written images and previews a killed class-generation shard may have left."""
+    for c, i in shard_jobs(spec, shard):
+        for where in (out, previews_dir(out)):
+            yield from (where / safe_dirname(c)).glob(f".{i:06d}.png.tmp-*")
 
 
 def finalize(out: Path, spec: GenerationSpec, provenance: Provenance) -> bool:

@@ -37,6 +37,7 @@ from geosynth.diffusion.latents import vae_scale_factor
 from geosynth.diffusion.loading import load_sd_pipeline, native_resolution
 from geosynth.diffusion.loras import CARD_FILE, check_base, parse_lora
 from geosynth.diffusion.mapcond import ENCODER_DIR, save_encoder
+from geosynth.diffusion.training import jointtrain as joint
 from geosynth.diffusion.training.card import lora_card
 from geosynth.diffusion.training.guard import Diverged, drop_if_nothing_kept
 from geosynth.diffusion.training.losslog import write_loss
@@ -152,9 +153,11 @@ def _train_one(
         config = load_unet_config(recipe.unet_config, pipe, family)
         if recipe.maps is not None:
             config = map_unet_config(config, recipe.maps, ds, pipe)
+        config = joint.scratch_config(config, recipe, ds, pipe)
         pipe.unet = UNet2DConditionModel.from_config(config)
     fuse_init_loras(pipe, init_loras)
     encoder = prepare_map_unet(pipe, recipe.maps, ds) if recipe.maps is not None else None
+    joint.prepare_unet(pipe, recipe, ds)
     factor = vae_scale_factor(pipe.vae)
     resolution = recipe.resolution or native_resolution(model, factor)
     check_resolution(resolution, factor, len(pipe.unet.config.block_out_channels))
@@ -185,6 +188,7 @@ def _train_one(
     trainee = pipe
     if encoder is not None:
         data, trainee = map_training(pipe, encoder, data, ds, recipe, resolution, track)
+    data = joint.training_set(data, pipe, recipe, ds, resolution, track)
     work.mkdir(parents=True, exist_ok=True)
     try:
         res: TrainResult = train(
@@ -218,6 +222,8 @@ def _train_one(
         # where the embedding is: unet/ when the UNet is saved whole, else its own file
         meta_card["file"] = "unet" if recipe.unet == "full" else EMBEDDING_FILE
         card["metadata"] = meta_card
+    if recipe.joint_masks:
+        card["joint_masks"] = joint.card(pipe, ds)
     if not main_process:  # under data parallelism only rank 0 writes
         return card
     if note := describe_cost(digest_cost):
@@ -297,14 +303,16 @@ def finetune(
     mirroring it; default: its metadata's ``map_file`` column) and ``map_legend``."""
     if not isinstance(recipe, Recipe):
         recipe = Recipe(**(recipe or {}))
-    if maps is not None and recipe.maps is None:
-        raise GeosynthError("`maps` is only used with `condition` concat|cross-attention|both")
+    if maps is not None and recipe.maps is None and not recipe.joint_masks:
+        raise GeosynthError(
+            "`maps` is only used with `condition` concat|cross-attention|both or `joint_masks`"
+        )
     run = Provenance.start("finetune", seeds={"seed": recipe.seed})  # started now
     recipe.check()
     model_ref(model)  # missing paths first, before anything loads
     if recipe.unet_config and not Path(recipe.unet_config).is_file():
         raise GeosynthError(f"unet_config={recipe.unet_config!r}: no such file")
-    if recipe.maps is not None:
+    if recipe.maps is not None or recipe.joint_masks:
         from geosynth.data.paired import attach_maps
 
         ds = attach_maps(
@@ -346,6 +354,7 @@ def finetune(
         )
     if recipe.metadata is not None:
         check_base_fields(model, recipe.metadata)
+    joint.check(recipe, family, model, cache_latents)
     init_loras = check_init_loras(recipe, model)
     if resume:
         check_resume(work, recipe.to_dict(), log)

@@ -131,11 +131,13 @@ class Recipe:
     #: DiffusionSat's metadata fields the UNet conditions on (None: none), see .metatrain
     metadata: list[str] | None = None
     metadata_dropout: float = 0.1  # per field and image, as DiffusionSat trains
+    #: generate each image's mask with it (SatSynth), see geosynth.diffusion.joint
+    joint_masks: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.maps, dict):
             self.maps = MapCondition(**self.maps)
-        conditioned = self.maps is not None
+        conditioned = self.maps is not None or self.joint_masks
         if self.unet is None:
             self.unet = "full" if conditioned else "lora"
         if self.text_encoder is None:
@@ -200,7 +202,25 @@ class Recipe:
         if self.metadata is not None:
             if self.maps is not None:  # maps rebuild the UNet; metadata joins its time embedding
                 raise GeosynthError("`metadata` and map conditioning cannot be combined in one run")
+            if self.joint_masks:
+                raise GeosynthError("`metadata` and joint_masks=True cannot be combined in one run")
             check_number("metadata_dropout", self.metadata_dropout, PROBABILITY)
+        if self.joint_masks:
+            if self.maps is not None:
+                raise GeosynthError(
+                    "joint_masks=True generates the masks; it cannot also be conditioned on maps "
+                    f"(condition={self.maps.condition!r})"
+                )
+            if self.unet != "full":
+                raise GeosynthError(
+                    "joint_masks=True widens the UNet's input and output and trains it whole: "
+                    "use unet='full'"
+                )
+            if self.trains_vae:
+                raise GeosynthError(
+                    "joint_masks=True keeps the VAE frozen (the mask channels are not VAE "
+                    "latents): use vae_decoder='frozen' and vae_encoder='frozen'"
+                )
         if self.nothing_trained:
             raise GeosynthError("nothing to train: every component is frozen and no `learn_token`")
         check_numbers(
@@ -288,4 +308,6 @@ class Recipe:
             del d["maps"]
         if self.metadata is None:  # so do recipes without metadata
             del d["metadata"], d["metadata_dropout"]
+        if not self.joint_masks:
+            del d["joint_masks"]
         return d
