@@ -6,7 +6,7 @@ channel-means files and generated datasets record :func:`model_digest`, and a Lo
 any model whose digest agrees, refused on one whose weights differ.
 
 The digest hashes *canonical tensor content*, not file bytes: for each component (``unet``,
-``text_encoder``, ``vae``) the floating-point tensors in diffusers' key names, sorted by name,
+``text_encoder``, ``vae``, and SDXL's ``text_encoder_2``) the floating-point tensors in diffusers' key names, sorted by name,
 each as its name, shape and float32 values (SHA-256). So a single-file checkpoint and the
 diffusers folder of the same weights, or two folders saved with different safetensors headers or
 shard sizes, get the same identity; an fp16 copy (rounded weights) gets another. Buffers that are
@@ -44,6 +44,15 @@ if TYPE_CHECKING:
 
 #: The components a digest covers (those a LoRA or channel means depend on).
 DIGEST_COMPONENTS = ("unet", "text_encoder", "vae")
+#: Covered too where the model has them (SDXL's second text encoder); a digest without them
+#: (SD 1.x / 2.x, or one recorded before) is compared on the components both have.
+OPTIONAL_COMPONENTS = ("text_encoder_2",)
+
+
+def _present(names: Iterable[str]) -> tuple[str, ...]:
+    """The digest's components among ``names``: every required one, the optional ones held."""
+    have = set(names)
+    return DIGEST_COMPONENTS + tuple(c for c in OPTIONAL_COMPONENTS if c in have)
 #: Weight files of a diffusers component folder (non-variant safetensors, maybe sharded).
 _WEIGHT_PREFIXES = ("diffusion_pytorch_model", "model")
 
@@ -166,7 +175,7 @@ def _views(
 ) -> dict[str, dict[str, _Part]] | None:
     """:func:`_view_part` of every converted tensor; None if one is not a view of the file."""
     views: dict[str, dict[str, _Part]] = {}
-    for c in DIGEST_COMPONENTS:
+    for c in _present(converted):
         views[c] = {}
         for name, t in converted[c].items():
             part = _view_part(t, sources)
@@ -196,10 +205,10 @@ def single_file_digest(path: Path) -> dict[str, str]:
         except (NotImplementedError, RuntimeError):  # a conversion step meta tensors lack
             views = None
         if views is not None:
-            return {c: _hash(views[c], views[c].__getitem__) for c in DIGEST_COMPONENTS}
+            return {c: _hash(views[c], views[c].__getitem__) for c in views}
     # Tensors computed by the conversion, or dtypes torch lacks: hash the converted tensors.
     real = component_state_dicts(path)
-    return {c: state_digest(real[c]) for c in DIGEST_COMPONENTS}
+    return {c: state_digest(real[c]) for c in _present(real)}
 
 
 def _cached(
@@ -262,9 +271,12 @@ def model_digest(
     files = {c: _component_files(folder / c) for c in DIGEST_COMPONENTS}
     if not all(files.values()):
         return None
+    for c in OPTIONAL_COMPONENTS:
+        if found := _component_files(folder / c):
+            files[c] = found
     return _cached(
-        [f for c in DIGEST_COMPONENTS for f in files[c]],
-        lambda: {c: files_digest(files[c]) for c in DIGEST_COMPONENTS},
+        [f for c in files for f in files[c]],
+        lambda: {c: files_digest(files[c]) for c in files},
         cost,
     )
 
@@ -289,7 +301,7 @@ def short(digest: dict[str, str] | None, component: str = "unet") -> str:
 
 def differing(a: dict[str, str], b: dict[str, str]) -> str | None:
     """The first component both digests cover whose weights differ (None: the same model)."""
-    for c in DIGEST_COMPONENTS:
+    for c in DIGEST_COMPONENTS + OPTIONAL_COMPONENTS:
         if c in a and c in b and a[c] != b[c]:
             return c
     return None
