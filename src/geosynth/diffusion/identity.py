@@ -53,6 +53,8 @@ def _present(names: Iterable[str]) -> tuple[str, ...]:
     """The digest's components among ``names``: every required one, the optional ones held."""
     have = set(names)
     return DIGEST_COMPONENTS + tuple(c for c in OPTIONAL_COMPONENTS if c in have)
+
+
 #: Weight files of a diffusers component folder (non-variant safetensors, maybe sharded).
 _WEIGHT_PREFIXES = ("diffusion_pytorch_model", "model")
 
