@@ -48,7 +48,8 @@ format: install
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
-# GPU benchmarks in one call (bench/gpu.sh). A lent GPU machine has torch but no package index:
+# GPU benchmarks (bench/gpu.sh): SD 2.1 and the other steps, then SDXL; BENCH=sd21 or BENCH=sdxl
+# runs one part (one device call each). A lent GPU machine has torch but no package index:
 # run `make bench-gpu-wheels` here first, then carry .whl/ with the working tree.
 GPU_WHEELS := diffusers open_clip_torch ftfy wcwidth
 bench-gpu-wheels:

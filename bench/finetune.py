@@ -16,6 +16,11 @@ on a model's first use, and the digest's seconds are listed apart (they are not 
     python bench/finetune.py --model sd21-random --device cuda --resolution 512 --batch-size 8
         [--gradient-checkpointing] [--text-encoder frozen] [--compile]
         [--variants plain,geosynth,geosynth-nchw]              # SD 2.1-base shapes, random weights
+    python bench/finetune.py --model sdxl-random --device cuda --resolution 1024 --batch-size 2
+        --precision bf16 --gradient-checkpointing              # SDXL base shapes (bench/sdxl.py)
+
+With an SDXL model both loops put a LoRA on both text encoders (unless --text-encoder frozen) and
+condition the UNet on the pooled text and the six size numbers.
 """
 
 from __future__ import annotations
@@ -81,8 +86,37 @@ def run_geosynth(args) -> dict:
     }
 
 
+def _plain_prompts(pipe, prompts: list[str], device: torch.device):
+    """The UNet's text conditioning as diffusers' LoRA scripts compute it: SD's last hidden
+    states; for SDXL (two encoders) the penultimate states of both, concatenated, and the
+    second encoder's pooled projection (None for SD)."""
+    pairs = [(pipe.tokenizer, pipe.text_encoder)]
+    if getattr(pipe, "text_encoder_2", None) is None:
+        ids = _ids(pipe.tokenizer, prompts, device)
+        return pipe.text_encoder(ids)[0], None
+    pairs.append((pipe.tokenizer_2, pipe.text_encoder_2))
+    hidden, pooled = [], None
+    for tok, te in pairs:
+        out = te(_ids(tok, prompts, device), output_hidden_states=True)
+        hidden.append(out.hidden_states[-2])
+        pooled = out[0]
+    return torch.cat(hidden, dim=-1), pooled
+
+
+def _ids(tok, prompts: list[str], device: torch.device) -> torch.Tensor:
+    return tok(
+        prompts,
+        padding="max_length",
+        max_length=tok.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(device)
+
+
 def run_plain(args) -> dict:
-    """diffusers' LoRA recipe, step by step, with nothing cached."""
+    """diffusers' LoRA recipe, step by step, with nothing cached (for SDXL as
+    train_text_to_image_lora_sdxl.py: LoRA on both text encoders, size numbers as time ids, the
+    VAE in float32 under fp16 unless its config says it is safe)."""
     import torch.nn.functional as F
     from diffusers import DDPMScheduler
     from peft import LoraConfig
@@ -93,47 +127,57 @@ def run_plain(args) -> dict:
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    weight_dtype = torch.float16 if cuda and args.precision != "fp32" else torch.float32
+    weight_dtype = torch.float32
+    if cuda and args.precision != "fp32":
+        weight_dtype = torch.bfloat16 if args.precision == "bf16" else torch.float16
     pipe = load_sd_pipeline(args.model, device=device, dtype=weight_dtype)
-    unet, te, vae, tok = pipe.unet, pipe.text_encoder, pipe.vae, pipe.tokenizer
-    for m in (unet, te, vae):
+    unet, vae = pipe.unet, pipe.vae
+    tes = [te for te in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if te]
+    sdxl = len(tes) == 2
+    vae_dtype = weight_dtype
+    if sdxl and weight_dtype == torch.float16 and vae.config.get("force_upcast", True):
+        vae_dtype = torch.float32
+    vae.to(dtype=vae_dtype)
+    for m in (unet, *tes, vae):
         m.requires_grad_(False)
     lora = dict(r=16, lora_alpha=16, init_lora_weights="gaussian")
     unet.add_adapter(LoraConfig(target_modules=["to_q", "to_k", "to_v", "to_out.0"], **lora))
     if args.text_encoder == "lora":
-        te.add_adapter(
-            LoraConfig(target_modules=["q_proj", "k_proj", "v_proj", "out_proj"], **lora)
-        )
-    params = [p for m in (unet, te) for p in m.parameters() if p.requires_grad]
+        for te in tes:
+            te.add_adapter(
+                LoraConfig(target_modules=["q_proj", "k_proj", "v_proj", "out_proj"], **lora)
+            )
+    params = [p for m in (unet, *tes) for p in m.parameters() if p.requires_grad]
     for p in params:
         p.data = p.data.float()
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if args.text_encoder == "lora":
-            te.gradient_checkpointing_enable()
+            for te in tes:
+                te.gradient_checkpointing_enable()
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2)
     sched = DDPMScheduler.from_pretrained(args.model, subfolder="scheduler")
     ds = load_dataset(args.data)
     pixels = images_to_tensor([ds.image(i) for i in range(len(ds))], args.resolution)
     prompts = [f"a satellite photo of a {ds.class_names[s.label]}" for s in ds.samples]
+    # Original size, crop top-left, target size: the chips are already at the resolution.
+    time_ids = torch.tensor([[args.resolution] * 2 + [0, 0] + [args.resolution] * 2])
     stamps = []
     for step in range(args.warmup + args.steps):
         idx = [(step * args.batch_size + i) % len(ds) for i in range(args.batch_size)]
-        x = pixels[idx].to(device, weight_dtype)
-        with torch.autocast(device.type, dtype=weight_dtype, enabled=cuda):
+        x = pixels[idx].to(device, vae_dtype)
+        with torch.no_grad(), torch.autocast(device.type, weight_dtype, enabled=cuda and not sdxl):
             lat = vae.encode(x).latent_dist.sample() * vae.config.scaling_factor
+        with torch.autocast(device.type, dtype=weight_dtype, enabled=cuda):
+            lat = lat.to(weight_dtype)
             noise = torch.randn_like(lat)
             t = torch.randint(0, 1000, (len(idx),), device=device)
             noisy = sched.add_noise(lat, noise, t)
-            ids = tok(
-                [prompts[i] for i in idx],
-                padding="max_length",
-                max_length=tok.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            ).input_ids.to(device)
-            cond = te(ids)[0]
-            pred = unet(noisy, t, cond).sample
+            cond, pooled = _plain_prompts(pipe, [prompts[i] for i in idx], device)
+            added = None
+            if sdxl:
+                added = {"text_embeds": pooled, "time_ids": time_ids.repeat(len(idx), 1).to(device)}
+            pred = unet(noisy, t, cond, added_cond_kwargs=added).sample
             loss = F.mse_loss(pred.float(), noise.float())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -152,7 +196,11 @@ def run_plain(args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", default="toy", help="toy, sd21-random, or a pipeline id/dir")
+    p.add_argument(
+        "--model",
+        default="toy",
+        help="toy, toy-sdxl, sd21-random, sdxl-random, or a pipeline id/dir",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=8)
@@ -181,10 +229,14 @@ def main() -> None:
         root = Path(tmp)
         if args.model == "toy":
             args.model = str(make_toy_sd_pipeline(root / "sd", vae_steps=0))
-        elif args.model == "sd21-random":
-            # In its own process: building holds 5+ GB that this parent would keep resident
-            # while the variants run.
-            script = Path(__file__).with_name("sd21.py")
+        elif args.model == "toy-sdxl":
+            from geosynth.toy import make_toy_sdxl_pipeline
+
+            args.model = str(make_toy_sdxl_pipeline(root / "sd", vae_steps=0))
+        elif args.model in ("sd21-random", "sdxl-random"):
+            # In its own process: building holds 5+ GB (SDXL: 10+ GB) that this parent would
+            # keep resident while the variants run.
+            script = Path(__file__).with_name(args.model.removesuffix("-random") + ".py")
             subprocess.run([sys.executable, str(script), str(root / "sd")], check=True)
             args.model = str(root / "sd")
         data = make_toy_dataset(root / "data", per_class=4, size=args.resolution, seed=0)

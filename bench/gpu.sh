@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Every GPU measurement in one short run (`make bench-gpu`), sized for a single call on a lent
-# GPU machine: SD 2.1-base-shaped generation and LoRA fine-tuning against their plain loops
-# (random weights, 512 px), embed and exact-rarity throughput, and the CLIP ViT-B/16 classifier.
-# Each step has its own time limit inside a total budget (BUDGET seconds, default 450), so one
-# slow or failing step cannot eat the others' time; results land in $OUT (default bench-out/),
-# one log per step plus summary.txt, ready to be copied into docs/benchmarks.md.
+# Every GPU measurement in one short run (`make bench-gpu`), in two parts each sized for a single
+# call on a lent GPU machine: BENCH=sd21 runs SD 2.1-base-shaped generation and LoRA fine-tuning
+# against their plain loops (random weights, 512 px), embed and exact-rarity throughput, and the
+# CLIP ViT-B/16 classifier; BENCH=sdxl runs SDXL base-shaped (random weights, bench/sdxl.py)
+# generation and LoRA fine-tuning at 1024 px against their plain loops; BENCH=all (the default)
+# runs both. Each step has its own time limit inside a total budget (BUDGET seconds, default 450
+# for sd21, 540 for sdxl, 990 for both), so one slow or failing step cannot eat the others' time; results land
+# in $OUT (default bench-out/), one log per step plus summary.txt, ready to be copied into
+# docs/benchmarks.md.
 #
 # GPU machines here cannot reach a package index: `make bench-gpu-wheels` (on a machine that can)
 # downloads the few pure-Python packages such a machine lacks into .whl/, and this script puts
@@ -12,7 +15,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench-out}
-BUDGET=${BUDGET:-450}
+BENCH=${BENCH:-all}
+case "$BENCH" in
+  all) BUDGET=${BUDGET:-990} ;;
+  sd21) BUDGET=${BUDGET:-450} ;;
+  sdxl) BUDGET=${BUDGET:-540} ;;
+  *) echo "BENCH=$BENCH: expected all, sd21 or sdxl" >&2; exit 2 ;;
+esac
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -55,11 +64,15 @@ if [[ "${SMOKE:-0}" == 1 ]]; then
   : "${LIMIT_SCALE:=5}"
   BUDGET=$((BUDGET * LIMIT_SCALE))
   D=cpu; SD=toy; RES=32; STEPS=4; PER=2; FT_STEPS=3; RAR=2000x500; EMB=24; CLF=toy-clip-lora; WK=0
+  XL=toy-sdxl; XL_RES=32; XL_STEPS=3; XL_PER=2; XL_BATCH=2
 else
   D=cuda; SD=/tmp/geosynth-sd21-random; RES=512; STEPS=50; PER=16; FT_STEPS=20; RAR=1000000x27000
   EMB=2048; CLF=vit-b16-lora; WK=8
-  step build_sd21 90 "$PY" bench/sd21.py "$SD"
+  XL=/tmp/geosynth-sdxl-random; XL_RES=1024; XL_STEPS=20; XL_PER=4; XL_BATCH=2
 fi
+
+if [[ "$BENCH" != sdxl ]]; then
+[[ "${SMOKE:-0}" == 1 ]] || step build_sd21 90 "$PY" bench/sd21.py "$SD"
 # One rank-16 LoRA per class, as DataDream: the plain loop runs its adapters at every step,
 # geosynth fuses each class's LoRA while the class generates. GEN_COMPARE=unfused,compile also
 # times geosynth unfused and compiled (about 30 s and 90 s more on the GPU).
@@ -86,4 +99,22 @@ step finetune_memory_gc 100 "$PY" bench/finetune.py --model "$SD" --device $D --
 # Last, on what is left of the budget: torch.compile's warm-up is long (in the warm-up steps).
 step finetune_compile 150 "$PY" bench/finetune.py --model "$SD" --device $D --precision bf16 \
   --resolution $RES --batch-size 8 --steps $FT_STEPS --warmup 3 --text-encoder frozen --compile
+fi
+
+if [[ "$BENCH" != sd21 ]]; then
+# SDXL base's exact configurations with random weights (13.9 GB of fp32 safetensors, built on the
+# GPU machine itself: it cannot reach a hub), 1024 px, its native size.
+[[ "${SMOKE:-0}" == 1 ]] || step build_sdxl 180 "$PY" bench/sdxl.py "$XL"
+# LoRA r16 on the UNet and both text encoders, bf16 frozen weights and fp32 LoRA factors, gradient
+# checkpointing: steps/s and peak memory (max_memory_allocated) against the plain diffusers SDXL
+# loop; the measured point of docs/finetune.md's derived SDXL table (row 2, B=2).
+step finetune_sdxl 240 "$PY" bench/finetune.py --model "$XL" --device $D --precision bf16 \
+  --resolution $XL_RES --batch-size $XL_BATCH --steps $FT_STEPS --warmup 2 \
+  --gradient-checkpointing --variants plain,geosynth
+# One rank-16 LoRA per class, fused per class in geosynth, against the plain loop (reload per
+# class, adapters at every step); SDXL's VAE decodes in float32 under fp16 in both.
+step generate_sdxl 200 "$PY" bench/generate.py --model "$XL" --device $D --precision fp16 \
+  --resolution $XL_RES --steps $XL_STEPS --classes 2 --per-class $XL_PER --batch-size $XL_PER \
+  --lora-rank 16
+fi
 echo "total ${SECONDS}s" | tee -a "$OUT/summary.txt"

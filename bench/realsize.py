@@ -26,16 +26,27 @@ class Family:
     """How to build one family's real-size pipeline and run its steps."""
 
     name: str
+    detected: str  # the family geosynth reads from its files (recorded in every card)
     build: str  # a script in bench/ run as ``python SCRIPT OUT_DIR``
-    weights_gb: float  # the saved pipeline's size (for disk and memory checks)
+    weights_gb: float  # the saved pipeline's size (for disk checks)
+    ram_gb: float  # free memory its steps need (the largest peak RSS measured, with a margin)
     finetune: tuple[str, ...] = ("--lora-rank", "16", "--train-text-encoder", "lora")
     extra: dict[str, tuple[str, ...]] = field(default_factory=dict)  # more options per step
+    #: More finetune runs (one LoRA, gradient checkpointing), one per precision: frozen weights
+    #: in that half precision with float32 LoRA factors, as on a GPU.
+    precisions: tuple[str, ...] = ()
 
 
 #: The families run at real size. SD 2.1-base: UNet 865.9 M, OpenCLIP ViT-H text encoder
-#: 340.4 M (23 layers), VAE 83.7 M, 5.2 GB of float32 safetensors.
+#: 340.4 M (23 layers), VAE 83.7 M, 5.2 GB of float32 safetensors. SDXL base 1.0: UNet
+#: 2,567.5 M, CLIP ViT-L 123.1 M + OpenCLIP ViT-bigG with projection 694.7 M (``--train-text-encoder
+#: lora`` puts a LoRA on both), VAE 83.7 M, 13.9 GB of float32 safetensors; its finetune runs
+#: in float32 and again with bf16 frozen weights.
 FAMILIES: dict[str, Family] = {
-    "sd21": Family("sd21", build="sd21.py", weights_gb=5.2),
+    "sd21": Family("sd21", "sd2", build="sd21.py", weights_gb=5.2, ram_gb=11.4),
+    "sdxl": Family(
+        "sdxl", "sdxl", build="sdxl.py", weights_gb=13.9, ram_gb=18.0, precisions=("bf16",)
+    ),
 }
 
 
@@ -86,7 +97,8 @@ def build(family: Family, out: Path, env: dict[str, str]) -> Path:
 
 
 def plan(family: Family, model: Path, work: Path, resolution: int, steps: int) -> list[Step]:
-    """finetune (per-class LoRAs, then one LoRA with gradient checkpointing), channel-means,
+    """finetune (per-class LoRAs, then one LoRA with gradient checkpointing, then the same in
+    each of the family's ``precisions``), channel-means,
     generate (leak-aligned, fused per-class LoRAs), cluster-plora --train-loras; batch 1."""
     data, dino = str(work / "data"), str(work / "dinov2")
     common = ("--model", str(model), "--device", "cpu", "--resolution", str(resolution))
@@ -102,6 +114,14 @@ def plan(family: Family, model: Path, work: Path, resolution: int, steps: int) -
             "finetune --gradient-checkpointing",
             ("finetune", data, *common, *ft, "--gradient-checkpointing"),
             "ft-gc",
+        ),
+        *(
+            Step(
+                f"finetune --gradient-checkpointing --precision {p}",
+                ("finetune", data, *common, *ft, "--gradient-checkpointing", "--precision", p),
+                f"ft-gc-{p}",
+            )
+            for p in family.precisions
         ),
         Step("channel-means", ("channel-means", data, *common), "means.safetensors"),
         Step("generate", ("generate", *common, *gen), "synth"),

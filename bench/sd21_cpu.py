@@ -6,7 +6,9 @@ checkpointing), ``channel-means``, ``generate`` (leak-aligned noise, two classes
 process, and prints wall time and peak RSS (``getrusage`` of the child) per step. Results go to
 docs/benchmarks.md ("SD 2.1-base size on the CPU"). Needs about 12 GB of free RAM and 6 GB disk.
 The steps are ``bench/realsize.py``'s, which the slow tests (tests/test_real_size.py) also run;
-``--family`` picks another family of its ``FAMILIES``.
+``--family`` picks another family of its ``FAMILIES``: ``--family sdxl`` runs SDXL base's exact
+configurations (``bench/sdxl.py``; finetune also with bf16 frozen weights; docs/benchmarks.md,
+"SDXL base size on the CPU"), which needs about 17 GB of free RAM and 15 GB of disk.
 
     python bench/sd21_cpu.py WORK_DIR [--resolution 64] [--steps 2] [--family sd21]
 """

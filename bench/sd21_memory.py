@@ -15,6 +15,8 @@ real figures where a GPU exists.
 
 from __future__ import annotations
 
+from typing import Any
+
 GB = 1e9
 #: Parameters of SD 2.1-base's text encoder and VAE (counted in bench/sd21.py's build).
 TEXT_PARAMS, VAE_PARAMS = 340_387_840, 83_653_863
@@ -27,30 +29,45 @@ OVERHEAD = 1.5
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
-def unet_saved(gradient_checkpointing: bool, batch: int) -> tuple[float, int, int]:
-    """(GB saved for backward by the UNet at 512 px in fp16, UNet params, LoRA r16 params)."""
+#: SD 2.1-base's UNet (bench/sd21.py builds the same).
+SD21_UNET: dict[str, Any] = {
+    "sample_size": 64,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    "attention_head_dim": (5, 10, 20, 20),
+    "cross_attention_dim": 1024,
+    "use_linear_projection": True,
+    "layers_per_block": 2,
+}
+
+
+def unet_saved(
+    gradient_checkpointing: bool,
+    batch: int,
+    config: dict[str, Any] = SD21_UNET,
+    latent: int = 64,
+    train_all: bool = False,
+) -> tuple[float, int, int]:
+    """(GB saved for backward by the UNet of ``config`` on ``latent`` x ``latent`` latents in
+    fp16, UNet params, LoRA r16 params). A UNet with SDXL's added conditioning
+    (``addition_embed_type="text_time"``) also gets the pooled text and six size numbers.
+    ``train_all``: every UNet weight trains (full fine-tuning) instead of the projections."""
     import torch
     from diffusers import UNet2DConditionModel
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     torch.set_default_dtype(torch.float16)
     with FakeTensorMode(allow_non_fake_inputs=True):
-        unet = UNet2DConditionModel(
-            sample_size=64,
-            block_out_channels=(320, 640, 1280, 1280),
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-            attention_head_dim=(5, 10, 20, 20),
-            cross_attention_dim=1024,
-            use_linear_projection=True,
-            layers_per_block=2,
-        )
+        unet = UNet2DConditionModel(**config)
         unet.requires_grad_(False)
         lora = 0
         for name, p in unet.named_parameters():
             if any(f".{t}.weight" in name for t in TARGETS):
                 p.requires_grad_(True)
                 lora += 16 * (p.shape[0] + p.shape[1])
+            elif train_all:
+                p.requires_grad_(True)
         if gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         unet.train()
@@ -62,10 +79,16 @@ def unet_saved(gradient_checkpointing: bool, batch: int) -> tuple[float, int, in
                 sizes[id(t)] = t.numel() * t.element_size()
             return t
 
-        x = torch.randn(batch, 4, 64, 64)
-        ctx = torch.randn(batch, 77, 1024)
+        x = torch.randn(batch, 4, latent, latent)
+        ctx = torch.randn(batch, 77, unet.config.cross_attention_dim)
+        added = None
+        if unet.config.addition_embed_type == "text_time":
+            pooled = unet.config.projection_class_embeddings_input_dim - 6 * (
+                unet.config.addition_time_embed_dim
+            )
+            added = {"text_embeds": torch.randn(batch, pooled), "time_ids": torch.randn(batch, 6)}
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            unet(x, torch.tensor([10] * batch), ctx)
+            unet(x, torch.tensor([10] * batch), ctx, added_cond_kwargs=added)
         params = sum(p.numel() for p in unet.parameters())
     torch.set_default_dtype(torch.float32)
     return sum(sizes.values()) / GB, params, lora
