@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from geosynth.artifacts.jsontext import json_text
 from geosynth.data.metadata import MODEL_FIELDS
 from geosynth.diffusion.metadata_embedding import (
     MetadataEmbedding,
@@ -182,7 +183,7 @@ def save_metadata_embedding(unet: UNet, out: Path) -> str:
     if not isinstance(emb, MetadataEmbedding):
         raise GeosynthError("`metadata`: the model has no metadata embedding to save")
     state = {PREFIX + k: v.detach().float().cpu().contiguous() for k, v in emb.state_dict().items()}
-    meta = {"fields": json.dumps(list(emb.fields)), "num_metadata": str(len(emb.fields))}
+    meta = {"fields": json_text(list(emb.fields)), "num_metadata": str(len(emb.fields))}
     save_file(state, str(out / EMBEDDING_FILE), metadata=meta)
     return EMBEDDING_FILE
 
