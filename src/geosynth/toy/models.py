@@ -33,6 +33,25 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def toy_vae(size: int):  # -> diffusers.AutoencoderKL
+    """The toy autoencoder architecture (16 and 32 channels, GroupNorm(8), 4 latent channels),
+    untrained, shared by the toy SD and SDXL (diffusers' default ``force_upcast=True`` flags it
+    as SDXL's VAE is flagged)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=size,
+    )
+
+
 def _toy_batch(rng: np.random.Generator, classes: list[str], n: int, size: int) -> torch.Tensor:
     """n random toy images as a [-1, 1] tensor (the VAE's input range)."""
     imgs = []
@@ -76,7 +95,6 @@ def latent_scaling_factor(vae: VAE, *, size: int, seed: int) -> float:
 def build_toy_sd_pipeline(*, size: int = 32, seed: int = 0, vae_steps: int = 200):
     """Construct (not save) the tiny SD pipeline; see the module docstring."""
     from diffusers import (
-        AutoencoderKL,
         PNDMScheduler,
         StableDiffusionPipeline,
         UNet2DConditionModel,
@@ -99,17 +117,7 @@ def build_toy_sd_pipeline(*, size: int = 32, seed: int = 0, vae_steps: int = 200
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=size,
-    )
+    vae = toy_vae(size)
     if vae_steps > 0:
         train_toy_vae(vae, steps=vae_steps, size=size, seed=seed)
     vae.register_to_config(scaling_factor=latent_scaling_factor(vae, size=size, seed=seed))

@@ -17,7 +17,7 @@ import torch
 from geosynth.artifacts import Provenance, atomic_path, write_provenance
 from geosynth.defaults import SDXL_SCHEDULER_CONFIG
 from geosynth.diffusion.tokenizer import build_toy_tokenizer
-from geosynth.toy.models import latent_scaling_factor, train_toy_vae
+from geosynth.toy.models import latent_scaling_factor, toy_vae, train_toy_vae
 
 #: Widths of the toy's text encoders (their sum is the UNet's cross-attention width) and of the
 #: pooled projection; the time-id embedding width.
@@ -71,7 +71,7 @@ def build_toy_sdxl_pipeline(
         vae = AutoencoderKL.from_pretrained(vae_from, subfolder="vae")
         vae.register_to_config(force_upcast=True)
     else:
-        vae = _toy_vae(size)
+        vae = toy_vae(size)
         if vae_steps > 0:
             train_toy_vae(vae, steps=vae_steps, size=size, seed=seed)
         vae.register_to_config(scaling_factor=latent_scaling_factor(vae, size=size, seed=seed))
@@ -102,25 +102,6 @@ def build_toy_sdxl_pipeline(
         scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG),
         force_zeros_for_empty_prompt=True,
         add_watermarker=False,
-    )
-
-
-def _toy_vae(size: int):
-    """The toy SD's autoencoder architecture (16 and 32 channels, GroupNorm(8)), untrained,
-    flagged ``force_upcast`` like SDXL's."""
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=size,
-        force_upcast=True,
     )
 
 
